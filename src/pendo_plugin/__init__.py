@@ -1,0 +1,38 @@
+"""Dual-write Segment ``identify``, ``group`` and ``track`` calls to Pendo.
+
+This module is imported by the ``.pth`` bootstrap in every Python process of the environment,
+so it imports nothing itself: the public names below are loaded on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "configure", "flush", "hookimpl", "install", "stats"]
+
+_LAZY = {
+    "install": "pendo_plugin.bridge",
+    "configure": "pendo_plugin.config",
+    "stats": "pendo_plugin.api",
+    "flush": "pendo_plugin.api",
+    "hookimpl": "pendo_plugin.hookspecs",
+}
+
+if TYPE_CHECKING:
+    from pendo_plugin.api import flush, stats
+    from pendo_plugin.bridge import install
+    from pendo_plugin.config import configure
+    from pendo_plugin.hookspecs import hookimpl
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'pendo_plugin' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module_name), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,23 @@
+"""Public functions for the app and operators: counters and an explicit flush."""
+
+from __future__ import annotations
+
+from pendo_plugin import config, counters
+
+
+def stats() -> dict[str, int]:
+    """Counters of messages seen, queued, sent, retried, spooled, skipped and dropped, by reason."""
+    return counters.snapshot()
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Wait until everything queued for Pendo is delivered or safely spooled; False on timeout.
+
+    Also starts delivering what an earlier process left in the spool.
+    """
+    from pendo_plugin.destination import runtime
+
+    settings = config.current()
+    if not settings.active:
+        return True
+    return bool(runtime().flush(settings.flush_timeout if timeout is None else timeout))

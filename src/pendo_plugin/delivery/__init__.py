@@ -1,0 +1,1 @@
+"""Delivery to Pendo: the worker, its HTTP transport, retry policy, adaptive concurrency and spool."""

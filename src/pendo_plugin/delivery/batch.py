@@ -1,0 +1,63 @@
+"""A group of payloads written ahead to one spool file, settled when every payload has an outcome.
+
+With the spool on, the worker writes each slice of routed payloads to disk (fsynced, locked)
+before sending any of it. When all of them are settled the file is deleted; payloads that
+failed are first written to a new file with the same age, so a later process sends only those.
+If this process dies, the kernel drops the lock and the whole file is sent again later:
+delivery is at-least-once. With the spool off, failed payloads are counted as dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pendo_plugin import counters
+from pendo_plugin.delivery.senders import Outcome, Payload
+from pendo_plugin.delivery.spool import Claim, Spool
+
+Undeliverable = Callable[[list[Payload]], None]
+
+
+class Batch:
+    """Tracks the outcomes of the payloads that came from one spool file (or from none)."""
+
+    def __init__(
+        self,
+        size: int,
+        claim: Claim | None,
+        spool: Spool | None,
+        undeliverable: Undeliverable,
+        on_settled: Callable[[], None] | None = None,
+    ) -> None:
+        self.outstanding = size
+        self._on_settled = on_settled
+        self.claim = claim
+        self.spool = spool
+        self.failed: list[Payload] = []
+        self._undeliverable = undeliverable
+
+    def finish(self, payload: Payload, outcome: Outcome) -> None:
+        """Record one payload's outcome; the last one settles the batch."""
+        if outcome == "failed":
+            self.failed.append(payload)
+        self.outstanding -= 1
+        if self.outstanding == 0:
+            self._settle()
+            if self._on_settled is not None:
+                self._on_settled()
+
+    def _settle(self) -> None:
+        claim, failed = self.claim, self.failed
+        if claim is None or self.spool is None:
+            if failed:
+                self._undeliverable(failed)
+            return
+        if failed and len(failed) == len(claim.items):
+            counters.incr("spooled", len(failed))
+            claim.release()
+            return
+        if failed:
+            rewritten = self.spool.write(failed, name_prefix=claim.path.name.split("-", 1)[0])
+            if rewritten is not None:
+                counters.incr("spooled", len(failed))
+        claim.done()

@@ -1,0 +1,109 @@
+"""When to retry a request and how long to wait: tenacity's exponential backoff with jitter,
+overridden by the server's ``Retry-After`` (seconds or an HTTP date), clamped."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from pendo_plugin.delivery.http import Response
+
+RETRYABLE_STATUSES = frozenset({408, 425, 429})
+
+
+class RetryableError(Exception):
+    """A failure worth another attempt: network error, timeout, 408, 429 or 5xx."""
+
+    def __init__(self, reason: str, retry_after: float | None = None, status: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+        self.status = status
+
+
+class PermanentError(Exception):
+    """A failure that another attempt would repeat (a 4xx other than 408/425/429)."""
+
+    def __init__(self, status: int, detail: str = "") -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+        self.detail = detail
+
+
+class ShutdownInterrupted(Exception):
+    """A retry wait was cut short because the plugin is shutting down."""
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None, maximum: float = 300.0) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (seconds or HTTP date), clamped to ``[0, maximum]``."""
+    if not value:
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            moment = parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if moment.tzinfo is None:
+            return None
+        seconds = moment.timestamp() - (time.time() if now is None else now)
+    if math.isnan(seconds):
+        return None
+    return min(max(seconds, 0.0), maximum)
+
+
+def check(response: Response, *, max_retry_after: float = 300.0) -> None:
+    """Return if ``response`` is a success; raise :class:`RetryableError` or :class:`PermanentError`."""
+    status = response.status
+    if 200 <= status < 300:
+        return
+    if status in RETRYABLE_STATUSES or status >= 500:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), maximum=max_retry_after)
+        raise RetryableError(f"http_{status}", retry_after, status)
+    raise PermanentError(status, response.body[:200].decode("utf-8", "replace"))
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Immutable retry settings: attempts, total time budget and backoff shape."""
+
+    max_retries: int = 8
+    budget: float = 300.0
+    initial: float = 0.5
+    maximum: float = 30.0
+    jitter: float = 0.5
+    max_retry_after: float = 300.0
+
+    def wait(self, state: RetryCallState) -> float:
+        """Retry-After when the server sent one, else exponential backoff with jitter."""
+        outcome = state.outcome
+        error = outcome.exception() if outcome is not None else None
+        if isinstance(error, RetryableError) and error.retry_after is not None:
+            return error.retry_after
+        backoff = wait_exponential_jitter(initial=self.initial, max=self.maximum, jitter=self.jitter)
+        return float(backoff(state))
+
+    def retrying(self, sleep: Callable[[float], Awaitable[Any]]) -> AsyncRetrying:
+        """A tenacity controller for one item; ``sleep`` may raise :class:`ShutdownInterrupted`."""
+        return AsyncRetrying(
+            stop=stop_after_attempt(self.max_retries + 1) | stop_after_delay(self.budget),
+            wait=self.wait,
+            retry=retry_if_exception_type(RetryableError),
+            sleep=sleep,
+            reraise=True,
+        )

@@ -1,0 +1,261 @@
+"""Sending payloads to Pendo: one request per track event or webhook message, batches for metadata.
+
+Every payload is a plain dict, the same shape the spool stores:
+``{"k": "track", "b": body}``, ``{"k": "webhook", "b": message}`` or
+``{"k": "meta", "t": "visitor"|"account", "id": id, "v": values}``.
+Each send returns an :data:`Outcome`: ``sent``, ``rejected`` (Pendo refused it for good; counted
+and dropped) or ``failed`` (retries ran out or shutdown came: the caller spools it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pendo_plugin import counters
+from pendo_plugin.config import Settings
+from pendo_plugin.delivery.http import Request, Transport
+from pendo_plugin.delivery.limiter import AdaptiveLimiter
+from pendo_plugin.delivery.retry import (
+    PermanentError,
+    RetryableError,
+    RetryPolicy,
+    ShutdownInterrupted,
+    check,
+)
+from pendo_plugin.delivery.schema import SchemaCache
+from pendo_plugin.logs import log, log_once
+from pendo_plugin.sanitize import coerce_metadata
+
+Outcome = Literal["sent", "rejected", "failed"]
+Payload = dict[str, Any]
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def encode(document: Any) -> bytes:
+    """Compact JSON; raises ValueError for NaN/infinity, which Pendo cannot take."""
+    return json.dumps(document, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode("utf-8")
+
+
+def policy_for(settings: Settings, *, retry: bool = True) -> RetryPolicy:
+    """The retry policy the settings ask for; ``retry=False`` makes one attempt (spool replays)."""
+    return RetryPolicy(max_retries=settings.max_retries if retry else 0, budget=settings.retry_budget)
+
+
+class Sender:
+    """Sends payloads over one transport, adapting concurrency and retrying per the settings."""
+
+    def __init__(self, transport: Transport, limiter: AdaptiveLimiter, stopping: asyncio.Event) -> None:
+        self.transport = transport
+        self.limiter = limiter
+        self.stopping = stopping
+        self.schemas = SchemaCache()
+        self.waiting_retry = 0
+        self.on_drop: Callable[[Exception, list[Payload]], None] = lambda exc, items: None
+
+    async def _sleep(self, seconds: float) -> None:
+        """A retry wait that shutdown cuts short."""
+        self.waiting_retry += 1
+        try:
+            await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
+        except asyncio.TimeoutError:
+            return
+        finally:
+            self.waiting_retry -= 1
+        raise ShutdownInterrupted()
+
+    async def _attempt(self, request: Request) -> bytes:
+        await self.limiter.acquire()
+        started = time.monotonic()
+        congested = True
+        try:
+            response = await self.transport.send(request)
+            congested = response.status == 429 or response.status >= 500 or response.status == 408
+            check(response)
+            return response.body
+        except RetryableError as exc:
+            if exc.retry_after is not None:
+                self.limiter.pause(exc.retry_after)
+            raise
+        except PermanentError:
+            congested = False
+            raise
+        except Exception as exc:  # network errors and timeouts
+            raise RetryableError(f"network:{type(exc).__name__}") from exc
+        finally:
+            self.limiter.release(time.monotonic() - started, congested)
+
+    async def _with_retries(self, request: Request, settings: Settings, retry: bool = True) -> bytes:
+        async for attempt in policy_for(settings, retry=retry).retrying(self._sleep):
+            with attempt:
+                if attempt.retry_state.attempt_number > 1:
+                    counters.incr("retried")
+                return await self._attempt(request)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _send(
+        self, request: Request, settings: Settings, items: list[Payload], what: str, retry: bool
+    ) -> tuple[Outcome, bytes]:
+        try:
+            return "sent", await self._with_retries(request, settings, retry)
+        except PermanentError as exc:
+            counters.incr(f"dropped:http_{exc.status}:{what}", len(items))
+            log_once(
+                f"permanent:{what}:{exc.status}",
+                logging.ERROR,
+                "pendo_plugin: Pendo refused %s with HTTP %d (%s); dropped and counted as dropped:http_%d:%s",
+                what,
+                exc.status,
+                exc.detail,
+                exc.status,
+                what,
+            )
+            self.on_drop(exc, items)
+            return "rejected", b""
+        except ShutdownInterrupted:
+            return "failed", b""
+        except RetryableError as exc:
+            counters.incr(f"retries_exhausted:{what}", len(items))
+            log_once(
+                f"exhausted:{what}:{exc.reason}",
+                logging.WARNING,
+                "pendo_plugin: giving up on %s for now after retries (%s)",
+                what,
+                exc.reason,
+            )
+            return "failed", b""
+
+    async def send_one(self, item: Payload, settings: Settings, retry: bool = True) -> Outcome:
+        """Deliver one track event or webhook message (``retry=False``: one attempt)."""
+        kind = item.get("k")
+        try:
+            body = encode(item["b"])
+        except (ValueError, TypeError, KeyError) as exc:
+            counters.incr(f"dropped:unserialisable:{kind}")
+            log_once(
+                f"unserialisable:{kind}",
+                logging.ERROR,
+                "pendo_plugin: cannot encode a %s payload: %s",
+                kind,
+                exc,
+            )
+            return "rejected"
+        if kind == "webhook":
+            url = f"{settings.webhook_url}/data/segmentio/{settings.api_key}"
+            headers = JSON_HEADERS
+        else:
+            url = f"{settings.data_url}/data/track"
+            headers = {**JSON_HEADERS, "x-pendo-integration-key": settings.track_secret or ""}
+        request = Request("POST", url, body, headers, settings.request_timeout)
+        outcome, _ = await self._send(request, settings, [item], str(kind), retry)
+        if outcome == "sent":
+            counters.incr(f"sent:{kind}")
+        return outcome
+
+    async def send_metadata(self, kind: str, rows: list[Payload], settings: Settings) -> Outcome:
+        """Deliver rows of one kind (visitor/account) as batches; a 400 splits a batch to isolate bad rows.
+
+        Returns ``failed`` if any row must be kept for later, else ``sent`` (rows Pendo refused are
+        counted as dropped).
+        """
+        schema = await self.schemas.fields(self.transport, settings, kind)
+        prepared = [row for row in (self._prepare(kind, item, schema) for item in rows) if row is not None]
+        if not prepared:
+            return "sent"
+        outcomes = [
+            await self._post_rows(kind, prepared[i : i + settings.metadata_batch_size], settings)
+            for i in range(0, len(prepared), settings.metadata_batch_size)
+        ]
+        return "failed" if "failed" in outcomes else "sent"
+
+    def _prepare(self, kind: str, item: Payload, schema: dict[str, str] | None) -> dict[str, Any] | None:
+        values, fixes, unknown = coerce_metadata(item.get("v") or {}, schema)
+        for fix in fixes:
+            counters.incr(f"fixed:{kind}:{fix}")
+        for name in unknown:
+            counters.incr(f"dropped_field:{kind}:unknown")
+            log_once(
+                f"unknown-field:{kind}:{name}",
+                logging.WARNING,
+                "pendo_plugin: %s field %r does not exist in Pendo; add it under Settings > Data Mappings "
+                "to receive it (not sent until then)",
+                kind,
+                name,
+            )
+        if not values:
+            counters.incr(f"skipped:{kind}:no_known_fields")
+            return None
+        return {f"{kind}Id": item["id"], "values": values}
+
+    async def _post_rows(self, kind: str, rows: list[dict[str, Any]], settings: Settings) -> Outcome:
+        request = Request(
+            "POST",
+            f"{settings.api_url}/api/v1/metadata/{kind}/custom/value?create=true",
+            encode(rows),
+            {**JSON_HEADERS, "x-pendo-integration-key": settings.integration_key or ""},
+            settings.request_timeout,
+        )
+        try:
+            body = await self._with_retries(request, settings)
+        except PermanentError as exc:
+            if exc.status == 400 and len(rows) > 1:
+                middle = len(rows) // 2
+                first = await self._post_rows(kind, rows[:middle], settings)
+                second = await self._post_rows(kind, rows[middle:], settings)
+                return "failed" if "failed" in (first, second) else "sent"
+            counters.incr(f"dropped:http_{exc.status}:{kind}", len(rows))
+            log.error(
+                "pendo_plugin: Pendo refused %d %s row(s) (%s ids %s) with HTTP %d: %s",
+                len(rows),
+                kind,
+                kind,
+                ", ".join(str(row.get(f"{kind}Id")) for row in rows[:3]),
+                exc.status,
+                exc.detail,
+            )
+            self.on_drop(exc, rows)
+            return "rejected"
+        except ShutdownInterrupted:
+            return "failed"
+        except RetryableError as exc:
+            counters.incr(f"retries_exhausted:{kind}", len(rows))
+            log_once(
+                f"exhausted:{kind}:{exc.reason}",
+                logging.WARNING,
+                "pendo_plugin: giving up on %s metadata for now after retries (%s)",
+                kind,
+                exc.reason,
+            )
+            return "failed"
+        self._count_result(kind, rows, body)
+        return "sent"
+
+    @staticmethod
+    def _count_result(kind: str, rows: list[dict[str, Any]], body: bytes) -> None:
+        try:
+            result = json.loads(body) if body else {}
+        except ValueError:
+            result = {}
+        if not isinstance(result, dict):
+            result = {}
+        failed = int(result.get("failed") or 0)
+        updated = result.get("updated")
+        counters.incr(f"sent:{kind}", int(updated) if isinstance(updated, int) else len(rows) - failed)
+        if failed:
+            counters.incr(f"failed:{kind}", failed)
+            missing = result.get("missing") or []
+            errors = result.get("errors") or []
+            log_once(
+                f"metadata-failed:{kind}",
+                logging.WARNING,
+                "pendo_plugin: Pendo did not update %d %s row(s): missing %s; errors %s (see stats())",
+                failed,
+                kind,
+                missing[:5],
+                errors[:5],
+            )

@@ -1,0 +1,235 @@
+"""The durable spool: payloads that could not be delivered wait on disk for a later process.
+
+Each spool file holds one batch of translated payloads as JSON lines. It is written to a temp
+file, fsynced and renamed into place, owner-only (0600, directory 0700). Names sort oldest first
+and carry no secrets: ``<time_ns>-<pid>-<random>-n<items>.jsonl``. A process claims a file with
+an exclusive ``flock`` (released by the kernel if that process dies, even by ``kill -9``) and
+deletes it only after every payload in it was acknowledged with a 2xx (or rejected for good).
+When the directory outgrows its cap, the oldest files are removed and their payloads counted
+as ``dropped:spool_full``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pendo_plugin import counters
+from pendo_plugin.logs import log
+
+SUFFIX = ".jsonl"
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolStatus:
+    """What waits in a spool directory."""
+
+    files: int
+    items: int
+    bytes: int
+    oldest_age_seconds: float | None
+
+
+def _items_in_name(path: Path) -> int:
+    try:
+        return int(path.stem.rsplit("-n", 1)[1])
+    except (IndexError, ValueError):
+        return 0
+
+
+class Claim:
+    """An exclusively locked spool file; ``done`` deletes it, ``release`` leaves it for later."""
+
+    def __init__(self, path: Path, fd: int, items: list[dict[str, Any]]) -> None:
+        self.path = path
+        self.items = items
+        self._fd: int | None = fd
+
+    def done(self) -> None:
+        """Delete the file (everything in it was acknowledged) and drop the lock."""
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        self.release()
+
+    def release(self) -> None:
+        """Drop the lock and keep the file for a later attempt."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class Spool:
+    """A directory of spool files, shared safely by any number of processes."""
+
+    def __init__(self, directory: Path, max_bytes: int) -> None:
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self._approx_bytes: int | None = None  # this process's running estimate; rescanned past the cap
+
+    def _ensure_directory(self) -> None:
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def write(self, items: list[dict[str, Any]], *, name_prefix: str | None = None) -> Path | None:
+        """Persist ``items`` as one new unlocked file; its path, or None (nothing to write, or an error)."""
+        claim = self.write_claimed(items, name_prefix=name_prefix)
+        if claim is None:
+            return None
+        claim.release()
+        return claim.path
+
+    def write_claimed(self, items: list[dict[str, Any]], *, name_prefix: str | None = None) -> Claim | None:
+        """Persist ``items`` as one new file and keep it locked for this process to send from."""
+        if not items:
+            return None
+        prefix = name_prefix or f"{time.time_ns():020d}"
+        name = f"{prefix}-{os.getpid()}-{secrets.token_hex(4)}-n{len(items)}{SUFFIX}"
+        fd = -1
+        try:
+            self._ensure_directory()
+            data = "".join(json.dumps(item, separators=(",", ":"), allow_nan=False) + "\n" for item in items)
+            temp = self.directory / f".{name}.tmp"
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.write(fd, data.encode("utf-8"))
+            os.fsync(fd)
+            final = self.directory / name
+            os.rename(temp, final)
+            self._fsync_directory()
+        except (OSError, ValueError, TypeError) as exc:
+            if fd >= 0:
+                os.close(fd)
+            counters.incr("dropped:spool_write_failed", len(items))
+            log.error("pendo_plugin: could not write %d payload(s) to the spool: %s", len(items), exc)
+            return None
+        if self._approx_bytes is not None:
+            self._approx_bytes += len(data)
+        self._enforce_cap()
+        return Claim(final, fd, items)
+
+    def _fsync_directory(self) -> None:
+        with contextlib.suppress(OSError):
+            fd = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def files(self) -> list[Path]:
+        """Spool files, oldest first."""
+        try:
+            return sorted(
+                (
+                    Path(entry.path)
+                    for entry in os.scandir(self.directory)
+                    if entry.name.endswith(SUFFIX) and not entry.name.startswith(".")
+                ),
+                key=lambda path: path.name,
+            )
+        except FileNotFoundError:
+            return []
+
+    def has_files(self) -> bool:
+        """Whether anything waits (cheap: stops at the first file)."""
+        try:
+            with os.scandir(self.directory) as entries:
+                return any(
+                    entry.name.endswith(SUFFIX) and not entry.name.startswith(".") for entry in entries
+                )
+        except OSError:
+            return False
+
+    def claim(self, path: Path) -> Claim | None:
+        """Lock and read one file, or None if another process holds it or it is gone."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(fd).st_ino != os.stat(path).st_ino:
+                raise FileNotFoundError(path)
+            with os.fdopen(os.dup(fd), "r", encoding="utf-8") as handle:
+                items = self._parse(path, handle)
+        except (BlockingIOError, FileNotFoundError):
+            os.close(fd)
+            return None
+        except OSError as exc:
+            os.close(fd)
+            log.error("pendo_plugin: cannot read spool file %s: %s", path.name, exc)
+            return None
+        return Claim(path, fd, items)
+
+    @staticmethod
+    def _parse(path: Path, handle: Any) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        for number, line in enumerate(handle, 1):
+            try:
+                item = json.loads(line)
+            except ValueError:
+                counters.incr("dropped:spool_corrupt")
+                log.error("pendo_plugin: spool file %s line %d is not JSON; skipped", path.name, number)
+                continue
+            if isinstance(item, dict):
+                items.append(item)
+        return items
+
+    def claims(self) -> Iterator[Claim]:
+        """Claim every file no other process holds, oldest first."""
+        for path in self.files():
+            claim = self.claim(path)
+            if claim is not None:
+                yield claim
+
+    def status(self) -> SpoolStatus:
+        """Counts, size and age of what waits."""
+        files = self.files()
+        size = 0
+        oldest: float | None = None
+        for path in files:
+            with contextlib.suppress(FileNotFoundError):
+                stat = path.stat()
+                size += stat.st_size
+                oldest = stat.st_mtime if oldest is None else min(oldest, stat.st_mtime)
+        age = None if oldest is None else max(0.0, time.time() - oldest)
+        return SpoolStatus(len(files), sum(_items_in_name(path) for path in files), size, age)
+
+    def purge(self) -> int:
+        """Delete every file no other process holds; returns how many payloads were removed."""
+        removed = 0
+        for claim in self.claims():
+            removed += len(claim.items)
+            claim.done()
+        self._approx_bytes = None
+        return removed
+
+    def _enforce_cap(self) -> None:
+        if self._approx_bytes is not None and self._approx_bytes <= self.max_bytes:
+            return
+        files = self.files()
+        sizes = {}
+        for path in files:
+            with contextlib.suppress(FileNotFoundError):
+                sizes[path] = path.stat().st_size
+        total = sum(sizes.values())
+        for path in files:
+            if total <= self.max_bytes:
+                break
+            claim = self.claim(path)
+            if claim is None:
+                continue
+            total -= sizes.get(path, 0)
+            counters.incr("dropped:spool_full", len(claim.items))
+            log.warning(
+                "pendo_plugin: spool over its cap; removed the oldest file with %d payload(s)",
+                len(claim.items),
+            )
+            claim.done()
+        self._approx_bytes = total

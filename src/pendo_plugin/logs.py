@@ -1,0 +1,27 @@
+"""The plugin's logger, and logging a kind of problem once per process."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+log = logging.getLogger("pendo_plugin")
+
+_seen: set[str] = set()
+_lock = threading.Lock()
+
+
+def log_once(key: str, level: int, message: str, *args: Any) -> None:
+    """Log ``message`` the first time ``key`` is seen in this process; later calls are silent."""
+    with _lock:
+        if key in _seen:
+            return
+        _seen.add(key)
+    log.log(level, message, *args)
+
+
+def forget() -> None:
+    """Let every kind be logged again (tests, and a new configuration)."""
+    with _lock:
+        _seen.clear()

@@ -1,0 +1,169 @@
+"""From one Segment message to the payloads Pendo should get: rollout decision, then translation.
+
+Runs in the worker thread, never on the app's. Keeps the one piece of state translation needs:
+the account last seen for each visitor (bounded, least recently used dropped first).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+from pendo_plugin import counters, plugins
+from pendo_plugin.config import Settings
+from pendo_plugin.logs import log_once
+from pendo_plugin.rollout import decide
+from pendo_plugin.translate import (
+    MetadataRow,
+    TrackEvent,
+    account_id_of,
+    to_webhook_body,
+    translate,
+    visitor_id_of,
+)
+
+Payload = dict[str, Any]
+MAX_REMEMBERED_ACCOUNTS = 100_000
+
+
+class AccountMemory:
+    """The last account seen per visitor, bounded in size."""
+
+    def __init__(self, capacity: int = MAX_REMEMBERED_ACCOUNTS) -> None:
+        self.capacity = capacity
+        self._accounts: OrderedDict[str, str] = OrderedDict()
+
+    def get(self, visitor_id: str | None) -> str | None:
+        """The remembered account of ``visitor_id``, if any."""
+        if visitor_id is None:
+            return None
+        return self._accounts.get(visitor_id)
+
+    def remember(self, visitor_id: str, account_id: str) -> None:
+        """Link ``visitor_id`` to ``account_id`` for later track calls."""
+        self._accounts[visitor_id] = account_id
+        self._accounts.move_to_end(visitor_id)
+        if len(self._accounts) > self.capacity:
+            self._accounts.popitem(last=False)
+
+
+def provider_answer(message: Mapping[str, Any]) -> bool | None:
+    """The external flag provider's answer through the ``pendo_rollout`` hook (errors count, then None)."""
+    answer = plugins.first_result("pendo_rollout", message=message)
+    return None if answer is None else bool(answer)
+
+
+def to_payload(item: TrackEvent | MetadataRow) -> Payload:
+    """The spool-shaped dict for one translated payload."""
+    if isinstance(item, TrackEvent):
+        return {"k": "track", "b": item.body}
+    return {"k": "meta", "t": item.kind, "id": item.entity_id, "v": item.values}
+
+
+class Router:
+    """Decides and translates messages; counts every outcome in :mod:`pendo_plugin.counters`."""
+
+    def __init__(self) -> None:
+        self.accounts = AccountMemory()
+
+    def route(
+        self,
+        message: Mapping[str, Any],
+        settings: Settings,
+        *,
+        now_ms: int | None = None,
+        max_age_days: float | bool | None = True,
+    ) -> list[Payload]:
+        """The payloads for one message (empty when skipped); never raises."""
+        try:
+            return self._route(message, settings, now_ms, max_age_days)
+        except Exception as exc:
+            counters.incr("dropped:internal_error")
+            log_once(
+                f"route:{type(exc).__name__}",
+                logging.ERROR,
+                "pendo_plugin: could not translate a %s message: %s: %s",
+                message.get("type") if isinstance(message, Mapping) else "?",
+                type(exc).__name__,
+                exc,
+            )
+            return []
+
+    def _route(
+        self,
+        message: Mapping[str, Any],
+        settings: Settings,
+        now_ms: int | None,
+        max_age_days: float | bool | None,
+    ) -> list[Payload]:
+        call = str(message.get("type"))
+        counters.incr("seen")
+        counters.incr(f"seen:{call}")
+        if call not in ("identify", "group", "track"):
+            counters.incr(f"skipped:call:{call}")
+            return []
+        visitor = visitor_id_of(message)
+        remembered = self.accounts.get(visitor)
+        account = account_id_of(message, remembered)
+        if call == "group" and visitor and message.get("groupId") is not None:
+            account = str(message["groupId"])
+        decision = decide(
+            message,
+            settings.rollout,
+            visitor_id=visitor,
+            account_id=account,
+            provider_answer=provider_answer(message),
+        )
+        if not decision.send:
+            counters.incr(f"skipped:{decision.reason}")
+            return []
+        if settings.mode == "webhook":
+            return self._deliverable(settings, [{"k": "webhook", "b": to_webhook_body(message)}])
+        age = settings.max_event_age_days if max_age_days is True else max_age_days
+        translation = translate(
+            message,
+            remembered_account=remembered,
+            now_ms=now_ms if now_ms is not None else int(time.time() * 1000),
+            max_age_days=age if isinstance(age, (int, float)) else None,
+        )
+        if translation.account_link is not None:
+            self.accounts.remember(*translation.account_link)
+        for fix in translation.fixes:
+            counters.incr(f"fixed:{fix}")
+            log_once(
+                f"fix:{fix}",
+                logging.INFO,
+                "pendo_plugin: adjusted a payload to Pendo's rules (%s); counted as fixed:%s",
+                fix,
+                fix,
+            )
+        if translation.skipped:
+            counters.incr(f"skipped:{translation.skipped}")
+            if translation.skipped == "too_old":
+                log_once(
+                    "too_old",
+                    logging.WARNING,
+                    "pendo_plugin: dropped a track event older than %s days "
+                    "(Pendo does not process them); counted as skipped:too_old",
+                    age,
+                )
+            return []
+        return self._deliverable(settings, [to_payload(item) for item in translation.payloads])
+
+    @staticmethod
+    def _deliverable(settings: Settings, payloads: list[Payload]) -> list[Payload]:
+        kept = []
+        for payload in payloads:
+            kind = payload["k"] if payload["k"] != "meta" else payload["t"]
+            allowed = settings.send_track if payload["k"] in ("track", "webhook") else settings.send_metadata
+            if not allowed:
+                counters.incr(f"skipped:no_secret:{kind}")
+            elif settings.shadow:
+                counters.incr(f"shadow:{kind}")
+            else:
+                counters.incr(f"queued:{kind}")
+                kept.append(payload)
+        return kept

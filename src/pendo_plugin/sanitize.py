@@ -1,0 +1,658 @@
+"""Pendo's rules on names and values, applied before anything is sent.
+
+Pure functions: no I/O, no logging, no global mutable state. Every function returns the repaired value
+together with short, stable "fix" strings naming the kinds of repair made, so the caller can count them.
+The rules, each with an example, are in ``docs/mapping.md``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import enum
+import json
+import math
+import re
+import unicodedata
+import uuid
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from typing import Any
+
+__all__ = [
+    "MAX_FIELD_NAME_LENGTH",
+    "MAX_PROPERTIES_BYTES",
+    "MAX_PROPERTY_NAME_LENGTH",
+    "clean_field_name",
+    "clean_metadata_values",
+    "clean_properties",
+    "clean_property_name",
+    "coerce_metadata",
+    "field_types",
+    "is_valid_field_name",
+    "is_valid_property_name",
+    "json_safe",
+    "parse_timestamp_ms",
+    "properties_size",
+]
+
+MAX_PROPERTY_NAME_LENGTH = 32
+"""Pendo: a Track Event property name has at most 32 characters."""
+MAX_FIELD_NAME_LENGTH = 128
+"""Our cap on metadata field names (Pendo documents none; keeps hostile keys bounded)."""
+MAX_PROPERTIES_BYTES = 512
+"""Pendo flags a Track Event whose properties JSON is larger than this."""
+MAX_FLATTEN_DEPTH = 3
+"""Nested objects are flattened up to ``a_b_c``; anything nested deeper becomes a JSON string."""
+MIN_TRUNCATED_CHARS = 32
+"""The 512-byte rule never shortens a string below this many characters; it drops the property instead."""
+MAX_JSON_DEPTH = 32
+"""``json_safe`` replaces containers nested deeper than this (or cyclic ones) with ``None``."""
+UNNAMED = "unnamed"
+"""The name given to a key that has no usable character at all (``""``, ``"  "``, ``"???"``)."""
+
+_BAD_RUN = re.compile(r"[^A-Za-z0-9_]+")
+_BAD_EDGES = re.compile(r"^[^A-Za-z0-9_]+|[^A-Za-z0-9_]+$")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_COMPACT = (",", ":")
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
+_ONE_MS = _dt.timedelta(milliseconds=1)
+_EXACT_INT = 2**53
+
+
+# --------------------------------------------------------------------------------------------- names
+
+
+def is_valid_property_name(name: str) -> bool:
+    """True if ``name`` obeys Pendo's Track Event property rule.
+
+    Only ASCII letters, digits and ``_``; 1 to 32 characters; not starting with a digit; not both starting
+    and ending with ``__``.
+    """
+    # For an ASCII string, isidentifier() is exactly [A-Za-z_][A-Za-z0-9_]*, and fast.
+    return (
+        type(name) is str
+        and len(name) <= MAX_PROPERTY_NAME_LENGTH
+        and name.isascii()
+        and name.isidentifier()
+        and not (name.startswith("__") and name.endswith("__"))
+    )
+
+
+def is_valid_field_name(name: str) -> bool:
+    """True if ``name`` is a valid metadata field name: ``[A-Za-z_][A-Za-z0-9_]*``, at most 128 characters."""
+    return type(name) is str and len(name) <= MAX_FIELD_NAME_LENGTH and name.isascii() and name.isidentifier()
+
+
+def _ascii_word(name: str) -> str:
+    """Accents dropped (``é`` -> ``e``), runs of other characters -> one ``_`` (none at either end)."""
+    if not name.isascii():
+        name = "".join(c for c in unicodedata.normalize("NFKD", name) if not unicodedata.combining(c))
+    name = _BAD_RUN.sub("_", _BAD_EDGES.sub("", name))
+    if not name:
+        return UNNAMED
+    return "_" + name if name[0].isdigit() else name
+
+
+def clean_property_name(name: str) -> str:
+    """``name`` made valid for Pendo Track Event properties (see ``is_valid_property_name``).
+
+    ``"Plan Name"`` -> ``"Plan_Name"``, ``"1st"`` -> ``"_1st"``, ``"__x__"`` -> ``"__x_"``, ``""`` ->
+    ``"unnamed"``; longer than 32 characters -> cut to 32. Valid names are returned unchanged.
+    """
+    if is_valid_property_name(name):
+        return name
+    name = _ascii_word(name)[:MAX_PROPERTY_NAME_LENGTH]
+    if name.startswith("__") and name.endswith("__"):
+        name = name.rstrip("_") + "_"
+    return name
+
+
+def clean_field_name(name: str) -> str:
+    """``name`` made valid as a metadata field name (same cleaning as properties, up to 128 characters)."""
+    if is_valid_field_name(name):
+        return name
+    return _ascii_word(name)[:MAX_FIELD_NAME_LENGTH]
+
+
+def _key_text(key: object) -> str:
+    """``str(key)`` that never raises (a hostile ``__str__`` gives the type's name)."""
+    if type(key) is str:
+        return key
+    try:
+        return str(key)
+    except Exception:
+        return type(key).__name__
+
+
+def _with_suffix(base: str, n: int, max_len: int) -> str:
+    suffix = f"_{n}"
+    return base[: max_len - len(suffix)] + suffix
+
+
+# -------------------------------------------------------------------------------------------- values
+
+
+def _clean_str(value: str, fixes: set[str]) -> str:
+    if type(value) is not str:
+        value = str.__str__(value)
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        fixes.add("value:surrogate")
+        return _SURROGATE.sub("\ufffd", value)
+    return value
+
+
+def _clean_float(value: float, fixes: set[str]) -> float | None:
+    if math.isfinite(value):
+        return float(value)
+    fixes.add("value:nan" if math.isnan(value) else "value:infinity")
+    return None
+
+
+def _clean_decimal(value: Decimal, fixes: set[str]) -> float | None:
+    if value.is_nan():
+        fixes.add("value:nan")
+        return None
+    fixes.add("value:decimal")
+    if value == value.to_integral_value() and abs(value) < _EXACT_INT:
+        return int(value)
+    return _clean_float(float(value), fixes)
+
+
+def _clean_datetime(value: _dt.date | _dt.time, fixes: set[str]) -> str:
+    fixes.add("value:datetime")
+    return value.isoformat()
+
+
+def _clean_bytes(value: bytes | bytearray | memoryview, fixes: set[str]) -> str:
+    fixes.add("value:bytes")
+    return _clean_str(bytes(value).decode("utf-8", errors="replace"), fixes)
+
+
+def _clean_uuid(value: uuid.UUID, fixes: set[str]) -> str:
+    fixes.add("value:uuid")
+    return str(value)
+
+
+def _sort_key(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=_COMPACT)
+
+
+def _safe(value: Any, fixes: set[str], path: list[int]) -> Any:
+    """The recursive worker behind ``json_safe``; ``path`` holds the ids of the enclosing containers."""
+    kind = type(value)
+    if kind is str:
+        return value if value.isascii() else _clean_str(value, fixes)
+    if kind is int or kind is bool or value is None:
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else _clean_float(value, fixes)
+    if len(path) >= MAX_JSON_DEPTH or id(value) in path:
+        fixes.add("value:too_deep")
+        return None
+    path.append(id(value))
+    try:
+        if isinstance(value, Mapping):
+            return _safe_dict(value, fixes, path)
+        if kind is list or kind is tuple:
+            return [_safe(item, fixes, path) for item in value]
+        return _safe_other(value, fixes, path)
+    finally:
+        path.pop()
+
+
+def _safe_dict(value: Mapping[Any, Any], fixes: set[str], path: list[int]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    odd: list[tuple[Any, Any]] = []
+    for key, item in value.items():
+        if type(key) is str:
+            out[_clean_str(key, fixes)] = _safe(item, fixes, path)
+        else:
+            odd.append((key, item))
+    for key, item in odd:  # non-string keys: str(key), never overwriting a real string key
+        fixes.add("value:key")
+        out.setdefault(_clean_str(_key_text(key), fixes), _safe(item, fixes, path))
+    return out
+
+
+def _safe_other(value: Any, fixes: set[str], path: list[int]) -> Any:
+    """Everything that is not already a JSON type."""
+    if isinstance(value, enum.Enum):
+        fixes.add("value:other")
+        return _safe(value.value, fixes, path)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return _clean_float(value, fixes)
+    if isinstance(value, str):
+        return _clean_str(value, fixes)
+    handler = _HANDLERS.get(type(value))
+    if handler is None:
+        handler = next((h for t, h in _HANDLERS.items() if isinstance(value, t)), None)
+    if handler is not None:
+        return handler(value, fixes)
+    if isinstance(value, (set, frozenset)):
+        fixes.add("value:set")
+        return sorted((_safe(item, fixes, path) for item in value), key=_sort_key)
+    if isinstance(value, (list, tuple)):
+        return [_safe(item, fixes, path) for item in value]
+    fixes.add("value:other")
+    return _clean_str(_key_text(value), fixes)
+
+
+_HANDLERS: dict[type, Callable[[Any, set[str]], Any]] = {
+    Decimal: _clean_decimal,
+    uuid.UUID: _clean_uuid,
+    _dt.datetime: _clean_datetime,
+    _dt.date: _clean_datetime,
+    _dt.time: _clean_datetime,
+    bytes: _clean_bytes,
+    bytearray: _clean_bytes,
+    memoryview: _clean_bytes,
+}
+
+
+def json_safe(value: Any) -> tuple[Any, frozenset[str]]:
+    """``value`` as plain JSON types (dict with str keys, list, str, int, float, bool, None), plus fix kinds.
+
+    Decimal -> float (int when integral), UUID -> str, datetime/date/time -> ISO string, bytes -> UTF-8
+    text (bad bytes -> U+FFFD), set -> sorted list, tuple -> list, Enum -> its value, NaN/±Infinity -> None,
+    lone surrogates -> U+FFFD, non-string keys -> ``str(key)``, nesting deeper than 32 (or a cycle) -> None,
+    anything else -> ``str()``.
+    The result is ``json.dumps``-able with ``allow_nan=False`` and no ``default=`` hook.
+    """
+    fixes: set[str] = set()
+    return _safe(value, fixes, []), frozenset(fixes)
+
+
+# -------------------------------------------------------------------------------- flat, clean mappings
+
+
+_Path = tuple[Any, ...]
+
+
+def _to_json_text(value: Any, fixes: set[str]) -> str:
+    return json.dumps(_safe(value, fixes, []), ensure_ascii=False, separators=_COMPACT, allow_nan=False)
+
+
+def _flatten(props: Mapping[Any, Any], fixes: set[str], drop_none: bool) -> list[tuple[_Path, Any]]:
+    """``[(path, leaf)]``: nested mappings flattened to depth 3, leaves JSON-safe scalars or JSON text.
+
+    ``drop_none``: leave out NaN/Infinity (and other values that became None through repair).
+    """
+    out: list[tuple[_Path, Any]] = []
+    stack: list[tuple[_Path, Mapping[Any, Any]]] = [((), props)]
+    while stack:
+        prefix, mapping = stack.pop()
+        for key, value in mapping.items():
+            path = (*prefix, key)
+            if isinstance(value, Mapping):
+                if len(path) < MAX_FLATTEN_DEPTH:
+                    fixes.add("nested_flattened")
+                    stack.append((path, value))
+                    continue
+                fixes.add("nested_stringified")
+                out.append((path, _to_json_text(value, fixes)))
+                continue
+            _add_leaf(out, path, value, fixes, drop_none)
+    return out
+
+
+def _add_leaf(
+    out: list[tuple[_Path, Any]], path: _Path, value: Any, fixes: set[str], drop_none: bool
+) -> None:
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        out.append((path, value if kind is not str or value.isascii() else _clean_str(value, fixes)))
+        return
+    if kind is float and math.isfinite(value):
+        out.append((path, value))
+        return
+    if isinstance(value, (list, tuple, set, frozenset)):
+        fixes.add("list_stringified")
+        out.append((path, _to_json_text(value, fixes)))
+        return
+    safe = _safe(value, fixes, [])
+    if safe is None and drop_none:
+        fixes.add("value_dropped")
+        return
+    out.append((path, _to_json_text(safe, fixes) if isinstance(safe, (dict, list)) else safe))
+
+
+def _path_key(path: _Path) -> tuple[tuple[str, str], ...]:
+    return tuple((_key_text(k), type(k).__name__) for k in path)
+
+
+def _assign_names(
+    items: list[tuple[_Path, Any]], cleaner: Callable[[str], str], max_len: int, fixes: set[str]
+) -> dict[str, Any]:
+    """Cleaned, unique names for every flattened item, independent of the input's order.
+
+    Per cleaned name, the winner is the item whose raw name already equals it, else the first by
+    (path length, path text); the others get ``_2``, ``_3``... in that same order.
+    """
+    raw = ["_".join(_key_text(k) for k in path) for path, _ in items]
+    clean = [cleaner(r) for r in raw]
+    order = sorted(range(len(items)), key=lambda i: (clean[i], raw[i] != clean[i], len(items[i][0]),
+                                                     _path_key(items[i][0])))
+    names: dict[int, str] = {}
+    taken: set[str] = set()
+    losers: list[int] = []
+    for i in order:
+        if clean[i] in taken:
+            losers.append(i)
+        else:
+            taken.add(clean[i])
+            names[i] = clean[i]
+        if raw[i] != clean[i]:
+            fixes.add("property_renamed")
+    for i in losers:
+        fixes.add("property_name_collision")
+        n = 2
+        while (candidate := _with_suffix(clean[i], n, max_len)) in taken:
+            n += 1
+        taken.add(candidate)
+        names[i] = candidate
+    return {names[i]: items[i][1] for i in sorted(names, key=lambda i: names[i])}
+
+
+_UNKNOWN_SIZE = 1 << 30
+_BIG_INT = 10**17
+
+
+def _flat_clean_bound(props: Mapping[Any, Any], valid: Callable[[str], bool]) -> int:
+    """Fast path: -1 unless every key is a valid name and every value a plain JSON scalar (finite float,
+    ASCII str); else an upper bound of the compact JSON size in bytes (``_UNKNOWN_SIZE`` if no cheap bound).
+    """
+    bound = 2
+    for key, value in props.items():
+        kind = type(value)
+        if not valid(key):
+            return -1
+        bound += len(key) + 4  # quotes, colon, comma
+        if kind is str:
+            if not value.isascii():
+                return -1
+            bound += 6 * len(value) + 2  # every character escaped, at worst
+        elif kind is float:
+            if not math.isfinite(value):
+                return -1
+            bound += 24
+        elif kind is int:
+            bound += 19 if -_BIG_INT < value < _BIG_INT else _UNKNOWN_SIZE
+        elif kind is bool or value is None:
+            bound += 5
+        else:
+            return -1
+    return bound
+
+
+def _clean_mapping(
+    props: Mapping[Any, Any], cleaner: Callable[[str], str], valid: Callable[[str], bool], max_len: int,
+    drop_none: bool,
+) -> tuple[dict[str, Any], set[str], int]:
+    """``(clean mapping, fixes, upper bound of its JSON size or _UNKNOWN_SIZE)``."""
+    fixes: set[str] = set()
+    bound = _flat_clean_bound(props, valid)
+    if bound >= 0:
+        return dict(props), fixes, bound
+    items = _flatten(props, fixes, drop_none)
+    return _assign_names(items, cleaner, max_len, fixes), fixes, _UNKNOWN_SIZE
+
+
+# ------------------------------------------------------------------------------------ 512-byte rule
+
+
+def properties_size(props: Mapping[str, Any]) -> int:
+    """Size in bytes of the properties JSON as Pendo measures it here: compact separators, UTF-8."""
+    return len(json.dumps(props, ensure_ascii=False, separators=_COMPACT, allow_nan=False).encode("utf-8"))
+
+
+def _json_len(value: Any) -> int:
+    return len(json.dumps(value, ensure_ascii=False, separators=_COMPACT).encode("utf-8"))
+
+
+def _truncate_to(text: str, max_bytes: int) -> str:
+    """The longest prefix of ``text`` (at least ``MIN_TRUNCATED_CHARS``) whose JSON fits ``max_bytes``."""
+    lo, hi = MIN_TRUNCATED_CHARS, len(text)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _json_len(text[:mid]) <= max_bytes:
+            lo = mid
+        else:
+            hi = mid - 1
+    return text[:lo]
+
+
+def _fit(props: dict[str, Any], limit: int, fixes: set[str]) -> dict[str, Any]:
+    """Apply the size rule: shorten the longest strings first, then drop the largest properties."""
+    sizes = {k: _json_len(k) + 1 + _json_len(v) for k, v in props.items()}
+    total = 1 + sum(sizes.values()) + max(len(sizes), 1)  # braces and commas
+
+    def by_size(k: str) -> tuple[int, str]:
+        return (sizes[k], k)  # sorted in reverse: largest first, ties by name from the end of the alphabet
+
+    fixes.add("properties_too_large")
+    long_strings = [k for k, v in props.items() if isinstance(v, str) and len(v) > MIN_TRUNCATED_CHARS]
+    for key in sorted(long_strings, key=by_size, reverse=True):
+        if total <= limit:
+            break
+        value_budget = _json_len(props[key]) - (total - limit)
+        props[key] = _truncate_to(props[key], value_budget)
+        new_size = _json_len(key) + 1 + _json_len(props[key])
+        total += new_size - sizes[key]
+        sizes[key] = new_size
+        fixes.add("property_truncated")
+    for key in sorted(sizes, key=by_size, reverse=True):
+        if total <= limit:
+            break
+        total -= sizes.pop(key) + (1 if sizes else 0)
+        del props[key]
+        fixes.add("property_dropped")
+    return props
+
+
+def clean_properties(props: Mapping[Any, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """Track Event properties that satisfy every Pendo rule, plus the sorted kinds of fix made.
+
+    Nested mappings flattened (``{"a": {"b": 1}}`` -> ``{"a_b": 1}``, at most 3 levels, deeper -> JSON text),
+    lists/sets -> JSON text, NaN/Infinity dropped, other values via ``json_safe``, names cleaned with
+    ``clean_property_name`` (collisions -> ``_2``, ``_3``, in an order independent of the input's), and the
+    properties JSON kept within 512 bytes (longest strings shortened first, then largest properties dropped).
+    """
+    out, fixes, bound = _clean_mapping(props, clean_property_name, is_valid_property_name,
+                                       MAX_PROPERTY_NAME_LENGTH, drop_none=True)
+    if bound > MAX_PROPERTIES_BYTES and properties_size(out) > MAX_PROPERTIES_BYTES:
+        out = _fit(out, MAX_PROPERTIES_BYTES, fixes)
+    return out, tuple(sorted(fixes))
+
+
+def clean_metadata_values(values: Mapping[Any, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """Visitor/account metadata values: the same rules as ``clean_properties`` without the size limit.
+
+    Field names are cleaned with ``clean_field_name`` (up to 128 characters).
+    """
+    out, fixes, _ = _clean_mapping(values, clean_field_name, is_valid_field_name, MAX_FIELD_NAME_LENGTH,
+                                   drop_none=True)
+    return out, tuple(sorted(fixes))
+
+
+# ------------------------------------------------------------------------------------ timestamps
+
+
+_ISO = re.compile(
+    r"\s*([0-9]{4})-([0-9]{2})-([0-9]{2})"
+    r"(?:[Tt ]([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:[.,]([0-9]+))?)?)?"
+    r"\s*([Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)?\s*"
+)
+
+
+def _parse_iso(text: str) -> _dt.datetime | None:
+    """ISO 8601 date or date-time (any fraction length, ``Z`` or offset); naive means UTC."""
+    m = _ISO.fullmatch(text)
+    if m is None:
+        return None
+    year, month, day, hour, minute, second, frac, zone = m.groups()
+    micro = int((frac or "0")[:6].ljust(6, "0"))
+    tz = _dt.timezone.utc
+    if zone and zone not in "Zz":
+        digits = zone[1:].replace(":", "")
+        offset = _dt.timedelta(hours=int(digits[:2]), minutes=int(digits[2:] or 0))
+        if offset >= _dt.timedelta(hours=24):
+            return None
+        tz = _dt.timezone(-offset if zone[0] == "-" else offset)
+    try:
+        return _dt.datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0),
+                            int(second or 0), micro, tzinfo=tz)
+    except ValueError:
+        return None
+
+
+def _datetime_ms(value: _dt.datetime) -> int:
+    if value.tzinfo is None or value.utcoffset() is None:
+        value = value.replace(tzinfo=_dt.timezone.utc)
+    return (value - _EPOCH) // _ONE_MS
+
+
+def parse_timestamp_ms(value: Any) -> int | None:
+    """Epoch milliseconds from an ISO 8601 string, a ``datetime`` or a ``date`` (naive = UTC); else None."""
+    if isinstance(value, str):
+        try:
+            parsed: _dt.datetime | None = _dt.datetime.fromisoformat(value)
+        except ValueError:
+            parsed = _parse_iso(value)
+        return None if parsed is None else _datetime_ms(parsed)
+    if isinstance(value, _dt.datetime):
+        return _datetime_ms(value)
+    if isinstance(value, _dt.date):
+        return _datetime_ms(_dt.datetime(value.year, value.month, value.day))
+    return None
+
+
+# ------------------------------------------------------------------------------ schema coercion
+
+
+_TYPE_ALIASES = {
+    "string": "text", "text": "text", "str": "text",
+    "number": "number", "integer": "number", "int": "number", "float": "number", "double": "number",
+    "boolean": "boolean", "bool": "boolean",
+    "time": "date", "date": "date", "datetime": "date", "timestamp": "date",
+}
+_TRUE = frozenset({"true", "t", "yes", "y", "1", "on"})
+_FALSE = frozenset({"false", "f", "no", "n", "0", "off"})
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_SECONDS_BELOW = 100_000_000_000
+"""A number given for a date field below this is epoch seconds (before 5138), else epoch milliseconds."""
+_MIN_MS = -62_135_596_800_000  # 0001-01-01T00:00:00Z
+_MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+_MISSING = object()
+
+
+def _to_number(value: Any) -> Any:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        text = value.strip()
+        if text.lstrip("+-").isdigit() and len(text) <= 300:
+            return int(text)
+        number = float(text)
+        return number if math.isfinite(number) else _MISSING
+    return _MISSING
+
+
+def _to_text(value: Any) -> Any:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value, ensure_ascii=False, separators=_COMPACT, allow_nan=False)
+
+
+def _to_boolean(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        return True if word in _TRUE else False if word in _FALSE else _MISSING
+    return _MISSING
+
+
+def _to_date(value: Any) -> Any:
+    if isinstance(value, bool):
+        return _MISSING
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        value = _to_number(value)
+    if isinstance(value, (int, float)):
+        number = value * 1000 if abs(value) < _SECONDS_BELOW else value
+        ms: int | None = int(number) if math.isfinite(number) else None
+    else:
+        ms = parse_timestamp_ms(value)
+    return ms if ms is not None and _MIN_MS <= ms <= _MAX_MS else _MISSING
+
+
+_COERCERS: dict[str, Callable[[Any], Any]] = {
+    "text": _to_text, "number": _to_number, "boolean": _to_boolean, "date": _to_date,
+}
+
+
+def field_types(section: Mapping[str, Any]) -> dict[str, str]:
+    """A section of Pendo's metadata schema as a type map.
+
+    ``{"plan": {"Type": "string"}}`` -> ``{"plan": "string"}``; entries without a type are left out.
+    """
+    out: dict[str, str] = {}
+    for name, spec in section.items():
+        if isinstance(spec, Mapping):
+            kind = spec.get("Type", spec.get("type"))
+            if isinstance(kind, str):
+                out[str(name)] = kind
+        elif isinstance(spec, str):
+            out[str(name)] = spec
+    return out
+
+
+def coerce_metadata(
+    values: Mapping[str, Any], schema: Mapping[str, str] | None
+) -> tuple[dict[str, Any], tuple[str, ...], tuple[str, ...]]:
+    """Metadata values checked against the field schema: ``(values to send, fixes, unknown field names)``.
+
+    ``schema`` maps field name -> Pendo type (``string``/``text``, ``number``/``integer``/``float``,
+    ``boolean``/``bool``, ``time``/``date``/``datetime``); None means unknown: every field is kept as is.
+    A field missing from the schema is left out and listed as unknown. A value of another type is coerced
+    (fix ``coerced:<type>``); one that cannot be is left out (fix ``bad_value:<field>``). ``None`` is sent as
+    null (it clears the field). Dates become epoch milliseconds. Unrecognised type names pass values through.
+    """
+    if schema is None:
+        return dict(values), (), ()
+    out: dict[str, Any] = {}
+    fixes: set[str] = set()
+    unknown: list[str] = []
+    for name, value in values.items():
+        kind = schema.get(name)
+        if kind is None:
+            unknown.append(name)
+            continue
+        alias = _TYPE_ALIASES.get(str(kind).strip().lower())
+        coerced = _coerce_one(value, alias)
+        if coerced is _MISSING:
+            fixes.add(f"bad_value:{name}")
+            continue
+        if alias is not None and (type(coerced) is not type(value) or coerced != value):
+            fixes.add(f"coerced:{alias}")
+        out[name] = coerced
+    return out, tuple(sorted(fixes)), tuple(sorted(unknown))
+
+
+def _coerce_one(value: Any, kind: str | None) -> Any:
+    safe, _ = json_safe(value)
+    if safe is None:
+        return None if value is None else _MISSING
+    coercer = _COERCERS.get(kind) if kind is not None else None
+    return safe if coercer is None else coercer(safe)

@@ -1,0 +1,1 @@
+"""Pytest fixture for users (written soon)."""

@@ -1,0 +1,75 @@
+"""Shared fixtures: a real Pendo stand-in on loopback, the plugin configured against it, and a real
+Segment client whose uploads go to the same stand-in's /v1/batch."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import pendo_plugin
+from pendo_plugin import config, counters, destination
+from pendo_plugin.sandbox import Sandbox
+
+TRACK_SECRET = "test-track-secret-0001"
+INTEGRATION_KEY = "test-integration-key-0001"
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    """A running Pendo (and Segment) stand-in on 127.0.0.1."""
+    with Sandbox(track_secret=TRACK_SECRET, integration_key=INTEGRATION_KEY) as server:
+        yield server
+
+
+@pytest.fixture
+def spool_dir(tmp_path: Path) -> Path:
+    """A spool directory of this test's own."""
+    return tmp_path / "spool"
+
+
+def stop_runtime() -> None:
+    """Shut the in-process delivery runtime down so the next test starts fresh."""
+    current = destination._runtime
+    if current is not None:
+        current.shutdown(5.0)
+    destination._runtime = None
+
+
+@pytest.fixture
+def plugin(sandbox: Sandbox, spool_dir: Path) -> Iterator[Sandbox]:
+    """The plugin active in this process, writing to ``sandbox``; reset afterwards."""
+    stop_runtime()
+    counters.reset()
+    pendo_plugin.configure(
+        reset=True,
+        track_secret=TRACK_SECRET,
+        integration_key=INTEGRATION_KEY,
+        data_url=sandbox.url,
+        api_url=sandbox.url,
+        spool_dir=str(spool_dir),
+        max_retries=3,
+        retry_budget=10,
+        batch_interval=0.05,
+    )
+    pendo_plugin.install()
+    try:
+        yield sandbox
+    finally:
+        stop_runtime()
+        config.configure(reset=True)
+        counters.reset()
+
+
+@pytest.fixture
+def segment_client(sandbox: Sandbox) -> Iterator[object]:
+    """A real ``segment.analytics.Client`` uploading to the stand-in's /v1/batch."""
+    from segment.analytics import Client
+
+    client = Client("test-write-key", host=sandbox.url, upload_interval=0.05)
+    try:
+        yield client
+    finally:
+        client.flush()
+        client.join()
