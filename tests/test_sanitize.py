@@ -47,7 +47,7 @@ from pendo_plugin.sanitize import (
         ("__", False),
         ("__x", True),
         ("x__", True),
-        ("ｐｌａｎ", False),  # full-width letters are identifiers to Python, not to Pendo
+        ("\uff50\uff4c\uff41\uff4e", False),  # full-width "plan": an identifier to Python, not to Pendo
     ],
 )
 def test_is_valid_property_name(name: str, valid: bool) -> None:

@@ -157,7 +157,8 @@ def test_track_property_account_beats_remembered() -> None:
 
 
 def test_track_event_name_is_trimmed() -> None:
-    assert only_track(translate(track(event="  Clicked Buy \n"), now_ms=NOW_MS)).body["event"] == "Clicked Buy"
+    event = only_track(translate(track(event="  Clicked Buy \n"), now_ms=NOW_MS))
+    assert event.body["event"] == "Clicked Buy"
     assert only_track(translate(track(event=404), now_ms=NOW_MS)).body["event"] == "404"
 
 
@@ -318,8 +319,8 @@ def test_group_makes_an_account_row_and_a_link() -> None:
     message = {"type": "group", "userId": "u1", "groupId": "acme", "messageId": "m-3",
                "traits": {"name": "Acme Inc", "employees": Decimal("120"), "plan": "enterprise"}}
     result = translate(message, now_ms=NOW_MS)
-    assert only_row(result) == MetadataRow(kind="account", entity_id="acme", message_id="m-3",
-                                           values={"employees": 120, "name": "Acme Inc", "plan": "enterprise"})
+    values = {"employees": 120, "name": "Acme Inc", "plan": "enterprise"}
+    assert only_row(result) == MetadataRow(kind="account", entity_id="acme", message_id="m-3", values=values)
     assert result.account_link == ("u1", "acme")
     assert type(only_row(result).values["employees"]) is int
     assert result.fixes == ("value:decimal",)
@@ -372,8 +373,8 @@ def test_payloads_are_immutable_values() -> None:
 
 def test_to_webhook_body_is_a_json_safe_copy() -> None:
     when = dt.datetime(2026, 11, 23, 5, 3, 54, tzinfo=dt.timezone.utc)
-    message = track(properties={"price": Decimal("9.5"), "when": when, "bad": float("inf"), "tags": {"b", "a"}},
-                    timestamp=when)
+    properties = {"price": Decimal("9.5"), "when": when, "bad": float("inf"), "tags": {"b", "a"}}
+    message = track(properties=properties, timestamp=when)
     body = to_webhook_body(message)
     assert body["properties"] == {"price": 9.5, "when": "2026-11-23T05:03:54+00:00", "bad": None,
                                   "tags": ["a", "b"]}

@@ -104,13 +104,14 @@ def check_translation(result: Translation, message: dict[str, Any]) -> None:
 hostile_text = st.one_of(
     st.text(max_size=40),
     st.text(alphabet=" \t\n_-.$é日1", max_size=12),
-    st.sampled_from(["", " ", "1abc", "42", "__x__", "__", "_", "a b", "café", "a" * 200, "\ud800", "x\udfffy",
-                     "plan", "Plan", "groupId", "accountId", "a_b", "a-b"]),
+    st.sampled_from(["", " ", "1abc", "42", "__x__", "__", "_", "a b", "café", "a" * 200, "\ud800",
+                     "x\udfffy", "plan", "Plan", "groupId", "accountId", "a_b", "a-b"]),
 )
 big_text = st.builds(lambda chunk, n: chunk * n, st.text(min_size=1, max_size=3), st.integers(20, 600))
 keys = st.one_of(hostile_text, st.integers(-5, 10**6), st.booleans(), st.none())
 hashables = st.one_of(st.integers(), st.text(max_size=5), st.floats(allow_nan=True), st.none())
-aware_datetimes = st.datetimes(timezones=st.sampled_from([dt.timezone.utc, dt.timezone(dt.timedelta(hours=-7))]))
+zones = st.sampled_from([dt.timezone.utc, dt.timezone(dt.timedelta(hours=-7))])
+aware_datetimes = st.datetimes(timezones=zones)
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(), st.integers(min_value=-(10**40), max_value=10**40),
     st.floats(allow_nan=True, allow_infinity=True), st.decimals(allow_nan=True, allow_infinity=True),
@@ -124,8 +125,8 @@ values = st.recursive(
     max_leaves=8,
 )
 property_dicts = st.dictionaries(keys, values, max_size=8)
-ids = st.one_of(st.none(), hostile_text, st.integers(), st.floats(allow_nan=True), st.decimals(allow_nan=True),
-                st.text(min_size=250, max_size=300), st.booleans())
+ids = st.one_of(st.none(), hostile_text, st.integers(), st.floats(allow_nan=True),
+                st.decimals(allow_nan=True), st.text(min_size=250, max_size=300), st.booleans())
 good_ids = st.text(string.ascii_letters + string.digits + "-@.", min_size=1, max_size=12)
 iso_recent = st.integers(NOW_MS - 10 * 86_400_000, NOW_MS + 86_400_000).map(
     lambda ms: dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).isoformat(timespec="milliseconds"))
@@ -146,7 +147,8 @@ messages = st.fixed_dictionaries(
         "traits": st.one_of(property_dicts, property_dicts, values),
     },
     optional={
-        "anonymousId": ids, "groupId": st.one_of(good_ids, ids), "messageId": st.one_of(st.uuids().map(str), ids),
+        "anonymousId": ids, "groupId": st.one_of(good_ids, ids),
+        "messageId": st.one_of(st.uuids().map(str), ids),
         "context": contexts, "integrations": st.dictionaries(st.text(max_size=5), st.booleans(), max_size=2),
     },
 )

@@ -66,7 +66,7 @@ def segment_message(client: Any, message: Mapping[str, Any]) -> None:
         if settings.problems:
             counters.incr("skipped:misconfigured")
         else:
-            counters.incr("skipped:off:kill_switch" if not settings.rollout.enabled else "skipped:no_secret")
+            counters.incr("rollout:off:kill_switch" if not settings.rollout.enabled else "skipped:no_secret")
         return
     if getattr(client, "sync_mode", False):
         runtime().deliver_now(message, settings.flush_timeout)

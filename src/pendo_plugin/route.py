@@ -117,8 +117,8 @@ class Router:
             account_id=account,
             provider_answer=provider_answer(message),
         )
+        counters.incr(f"rollout:{decision.reason}")
         if not decision.send:
-            counters.incr(f"skipped:{decision.reason}")
             return []
         if settings.mode == "webhook":
             return self._deliverable(settings, [{"k": "webhook", "b": to_webhook_body(message)}])

@@ -278,10 +278,10 @@ def _to_json_text(value: Any, fixes: set[str]) -> str:
     return json.dumps(_safe(value, fixes, []), ensure_ascii=False, separators=_COMPACT, allow_nan=False)
 
 
-def _flatten(props: Mapping[Any, Any], fixes: set[str], drop_none: bool) -> list[tuple[_Path, Any]]:
+def _flatten(props: Mapping[Any, Any], fixes: set[str]) -> list[tuple[_Path, Any]]:
     """``[(path, leaf)]``: nested mappings flattened to depth 3, leaves JSON-safe scalars or JSON text.
 
-    ``drop_none``: leave out NaN/Infinity (and other values that became None through repair).
+    Values that only become None through repair (NaN, Infinity) are left out; an explicit None is kept.
     """
     out: list[tuple[_Path, Any]] = []
     stack: list[tuple[_Path, Mapping[Any, Any]]] = [((), props)]
@@ -297,13 +297,11 @@ def _flatten(props: Mapping[Any, Any], fixes: set[str], drop_none: bool) -> list
                 fixes.add("nested_stringified")
                 out.append((path, _to_json_text(value, fixes)))
                 continue
-            _add_leaf(out, path, value, fixes, drop_none)
+            _add_leaf(out, path, value, fixes)
     return out
 
 
-def _add_leaf(
-    out: list[tuple[_Path, Any]], path: _Path, value: Any, fixes: set[str], drop_none: bool
-) -> None:
+def _add_leaf(out: list[tuple[_Path, Any]], path: _Path, value: Any, fixes: set[str]) -> None:
     kind = type(value)
     if kind is str or kind is int or kind is bool or value is None:
         out.append((path, value if kind is not str or value.isascii() else _clean_str(value, fixes)))
@@ -316,7 +314,7 @@ def _add_leaf(
         out.append((path, _to_json_text(value, fixes)))
         return
     safe = _safe(value, fixes, [])
-    if safe is None and drop_none:
+    if safe is None:
         fixes.add("value_dropped")
         return
     out.append((path, _to_json_text(safe, fixes) if isinstance(safe, (dict, list)) else safe))
@@ -391,15 +389,14 @@ def _flat_clean_bound(props: Mapping[Any, Any], valid: Callable[[str], bool]) ->
 
 
 def _clean_mapping(
-    props: Mapping[Any, Any], cleaner: Callable[[str], str], valid: Callable[[str], bool], max_len: int,
-    drop_none: bool,
+    props: Mapping[Any, Any], cleaner: Callable[[str], str], valid: Callable[[str], bool], max_len: int
 ) -> tuple[dict[str, Any], set[str], int]:
     """``(clean mapping, fixes, upper bound of its JSON size or _UNKNOWN_SIZE)``."""
     fixes: set[str] = set()
     bound = _flat_clean_bound(props, valid)
     if bound >= 0:
         return dict(props), fixes, bound
-    items = _flatten(props, fixes, drop_none)
+    items = _flatten(props, fixes)
     return _assign_names(items, cleaner, max_len, fixes), fixes, _UNKNOWN_SIZE
 
 
@@ -464,7 +461,7 @@ def clean_properties(props: Mapping[Any, Any]) -> tuple[dict[str, Any], tuple[st
     properties JSON kept within 512 bytes (longest strings shortened first, then largest properties dropped).
     """
     out, fixes, bound = _clean_mapping(props, clean_property_name, is_valid_property_name,
-                                       MAX_PROPERTY_NAME_LENGTH, drop_none=True)
+                                       MAX_PROPERTY_NAME_LENGTH)
     if bound > MAX_PROPERTIES_BYTES and properties_size(out) > MAX_PROPERTIES_BYTES:
         out = _fit(out, MAX_PROPERTIES_BYTES, fixes)
     return out, tuple(sorted(fixes))
@@ -475,8 +472,7 @@ def clean_metadata_values(values: Mapping[Any, Any]) -> tuple[dict[str, Any], tu
 
     Field names are cleaned with ``clean_field_name`` (up to 128 characters).
     """
-    out, fixes, _ = _clean_mapping(values, clean_field_name, is_valid_field_name, MAX_FIELD_NAME_LENGTH,
-                                   drop_none=True)
+    out, fixes, _ = _clean_mapping(values, clean_field_name, is_valid_field_name, MAX_FIELD_NAME_LENGTH)
     return out, tuple(sorted(fixes))
 
 

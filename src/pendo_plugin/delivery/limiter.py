@@ -4,11 +4,17 @@ The limit starts small and doubles every round trip (slow start) while answers a
 fast; after the first congestion signal it grows by one per round trip. A 429, 5xx, timeout or
 a latency above ``latency_tolerance`` times the best seen halves it, at most once per round
 trip. A ``Retry-After`` pauses every sender until it has passed.
+
+Waiters are served first come, first served: a freed slot is handed to the oldest waiter
+directly (``in_flight`` is counted for it before it wakes), so a waiter can never be skipped
+and left asleep with nothing in flight to wake it. While a pause lasts, a timer wakes the
+waiters when it ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 
@@ -29,31 +35,44 @@ class AdaptiveLimiter:
         self._last_decrease = 0.0
         self._paused_until = 0.0
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def paused(self) -> bool:
+        """Whether a ``Retry-After`` pause is holding new requests now."""
+        return time.monotonic() < self._paused_until
+
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a slot or for a pause to end."""
+        return len(self._waiters)
+
+    def _has_slot(self) -> bool:
+        return self.in_flight < max(int(self.limit), self.minimum) and not self.paused
 
     async def acquire(self) -> None:
         """Wait for a free slot and for any Retry-After pause to pass."""
-        while True:
-            pause = self._paused_until - time.monotonic()
-            if pause > 0:
-                await asyncio.sleep(pause)
-                continue
-            if self.in_flight < int(self.limit) and not self._waiters:
-                self.in_flight += 1
-                return
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            finally:
-                if waiter in self._waiters:
+        if not self._waiters and self._has_slot():
+            self.in_flight += 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._wake()
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                # the slot was handed over just as the waiting task was cancelled: give it back
+                self.in_flight -= 1
+                self._wake()
+            else:
+                with contextlib.suppress(ValueError):
                     self._waiters.remove(waiter)
-            if self.in_flight < int(self.limit) and time.monotonic() >= self._paused_until:
-                self.in_flight += 1
-                return
+            raise
 
     def release(self, latency: float, congested: bool) -> None:
         """Free a slot and adapt the limit to how the request went."""
-        self.in_flight -= 1
+        self.in_flight = max(0, self.in_flight - 1)
         now = time.monotonic()
         if not congested:
             self._best_latency = min(self._best_latency, latency)
@@ -74,7 +93,21 @@ class AdaptiveLimiter:
         self._paused_until = max(self._paused_until, time.monotonic() + seconds)
 
     def _wake(self) -> None:
-        free = int(self.limit) - self.in_flight
-        for waiter in list(self._waiters)[: max(free, 0)]:
-            if not waiter.done():
-                waiter.set_result(None)
+        """Hand free slots to the oldest waiters; while paused, arrange to do it when the pause ends."""
+        if not self._waiters:
+            return
+        remaining = self._paused_until - time.monotonic()
+        if remaining > 0:
+            if self._timer is None:
+                self._timer = asyncio.get_running_loop().call_later(remaining, self._on_timer)
+            return
+        while self._waiters and self._has_slot():
+            waiter = self._waiters.popleft()
+            if waiter.done():
+                continue
+            self.in_flight += 1
+            waiter.set_result(None)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._wake()

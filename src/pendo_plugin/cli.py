@@ -1,0 +1,208 @@
+"""The ``pendo-plugin`` command: ``demo``, ``doctor``, ``replay``, ``spool`` and ``sandbox``.
+
+Thin on purpose: each subcommand parses its flags and delegates to a module (imported only when that
+subcommand runs, so ``--help`` stays fast). Every error is one sentence on stderr and a non-zero exit:
+2 for a usage or input problem, 1 when a command ran and something failed, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+PROG = "pendo-plugin"
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class CommandError(Exception):
+    """A problem the operator can fix (bad input, missing secret, unreachable host); one sentence."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as one line instead of usage plus error."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"{self.prog}: {message} (see {self.prog} --help)\n")
+        raise SystemExit(EXIT_USAGE)
+
+
+class _StderrHandler(logging.Handler):
+    """The plugin's log lines on stderr, written around any tqdm progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # pragma: no cover - logging must never fail the command
+            self.handleError(record)
+
+
+def _setup_logging(level: int) -> None:
+    logger = logging.getLogger("pendo_plugin")
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+
+
+# ----------------------------------------------------------------------------------- subcommands
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from pendo_plugin import demo
+
+    return demo.run()
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from pendo_plugin import doctor
+
+    return doctor.run(traits_path=args.traits, send_test_event=args.send_test_event)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from pendo_plugin import replay
+
+    options = replay.ReplayOptions(
+        files=args.files,
+        dry_run=args.dry_run,
+        since=args.since,
+        until=args.until,
+        calls=args.calls,
+        checkpoint=args.checkpoint,
+        use_checkpoint=not args.no_checkpoint,
+        allow_old=args.allow_old,
+    )
+    return replay.run(options)
+
+
+def _spool(args: argparse.Namespace) -> int:
+    from pendo_plugin import replay
+
+    if args.action == "status":
+        return replay.spool_status()
+    if args.action == "drain":
+        return replay.spool_drain()
+    return replay.spool_purge(assume_yes=args.yes)
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    from pendo_plugin.sandbox import main_sandbox
+
+    return main_sandbox(
+        args.port, args.latency, args.track_secret, args.integration_key, args.api_key, not args.no_live
+    )
+
+
+# ----------------------------------------------------------------------------------- the parser
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative")
+    return value
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535)")
+    return int(text)
+
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _add(subparsers: argparse._SubParsersAction, name: str, run: Command, text: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(name, help=text, description=text)
+    parser.set_defaults(run=run)
+    return parser
+
+
+def _add_doctor(subparsers: argparse._SubParsersAction) -> None:
+    parser = _add(subparsers, "doctor", _doctor, "Check the configuration and the keys against Pendo.")
+    parser.add_argument("--traits", metavar="FILE", help="identify/group messages or trait dicts (JSON "
+                        "object or JSON lines): list the traits that have no field in Pendo")
+    parser.add_argument("--send-test-event", action="store_true", help="verify PENDO_TRACK_SECRET by "
+                        "sending the track event pendo_plugin_doctor for visitor pendo-plugin-doctor")
+
+
+def _add_replay(subparsers: argparse._SubParsersAction) -> None:
+    parser = _add(subparsers, "replay", _replay, "Send a Segment export (JSON lines, .gz too) to Pendo.")
+    parser.add_argument("files", nargs="+", metavar="FILE", help="export files; - reads stdin")
+    parser.add_argument("--dry-run", action="store_true", help="route and count, send nothing")
+    parser.add_argument("--since", metavar="ISO", help="only messages at or after this time")
+    parser.add_argument("--until", metavar="ISO", help="only messages before this time")
+    parser.add_argument("--calls", default="identify,group,track", help="which calls to replay "
+                        "(default: identify,group,track)")
+    parser.add_argument("--checkpoint", metavar="PATH", help="where to record progress "
+                        "(default: FILE.pendo-checkpoint next to each file)")
+    parser.add_argument("--no-checkpoint", action="store_true", help="do not read or write a checkpoint")
+    parser.add_argument("--allow-old", action="store_true", help="send track events older than "
+                        "PENDO_MAX_EVENT_AGE_DAYS too (backfills)")
+
+
+def _add_spool(subparsers: argparse._SubParsersAction) -> None:
+    parser = _add(subparsers, "spool", _spool, "Inspect, send or delete what waits in PENDO_SPOOL_DIR.")
+    parser.add_argument("action", choices=("status", "drain", "purge"))
+    parser.add_argument("--yes", action="store_true", help="purge without asking")
+
+
+def _add_sandbox(subparsers: argparse._SubParsersAction) -> None:
+    parser = _add(subparsers, "sandbox", _sandbox, "Run a local Pendo stand-in that records and checks "
+                  "what it receives.")
+    parser.add_argument("--port", type=_port, default=8787, help="port on 127.0.0.1 (default 8787; 0 picks one)")
+    parser.add_argument("--latency", type=_non_negative, default=0.0, help="seconds added to every answer")
+    parser.add_argument("--track-secret", help="require this track event shared secret")
+    parser.add_argument("--integration-key", help="require this integration key")
+    parser.add_argument("--api-key", help="require this public API key (webhook mode)")
+    parser.add_argument("--no-live", action="store_true", help="no live table of counts")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``pendo-plugin`` argument parser."""
+    parser = _Parser(prog=PROG, description="Operator tools for the Segment -> Pendo plugin.")
+    parser.add_argument("--debug", action="store_true", help="show the plugin's log and full tracebacks")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    _add(subparsers, "demo", _demo, "Show the plugin end to end against an embedded sandbox.")
+    _add_doctor(subparsers)
+    _add_replay(subparsers)
+    _add_spool(subparsers)
+    _add_sandbox(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``pendo-plugin``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    _setup_logging(logging.DEBUG if args.debug else logging.WARNING)
+    try:
+        return int(args.run(args))
+    except CommandError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if args.debug:
+            raise
+        print(f"{PROG}: unexpected error: {type(exc).__name__}: {exc} (rerun with --debug for details)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    # Run the imported module's main, so CommandError raised by the subcommands is this very class.
+    from pendo_plugin.cli import main as _main
+
+    sys.exit(_main())
