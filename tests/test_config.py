@@ -1,4 +1,4 @@
-"""Settings from the environment: defaults, regions, validation, runtime changes, secrets kept out of sight."""
+"""Settings from the environment: defaults, regions, validation, runtime changes, secrets out of sight."""
 
 from __future__ import annotations
 
@@ -79,7 +79,10 @@ def test_bad_value_turns_plugin_off_with_one_line_naming_the_variable(
 
 
 def test_http_allowed_for_loopback_only() -> None:
-    assert load(environ={**SECRETS, "PENDO_DATA_URL": "http://127.0.0.1:8080/"}).data_url == "http://127.0.0.1:8080"
+    assert (
+        load(environ={**SECRETS, "PENDO_DATA_URL": "http://127.0.0.1:8080/"}).data_url
+        == "http://127.0.0.1:8080"
+    )
     assert load(environ={**SECRETS, "PENDO_API_URL": "http://localhost:9"}).api_url == "http://localhost:9"
     assert load(environ={**SECRETS, "PENDO_API_URL": "http://[::1]:9"}).active
     assert not load(environ={**SECRETS, "PENDO_API_URL": "http://10.0.0.1:9"}).active

@@ -89,7 +89,11 @@ def test_page_screen_alias_go_to_segment_only(plugin: Sandbox, segment_client: A
     assert plugin.track_events() == []
     assert len(plugin.segment_messages()) == 3
     stats = pendo_plugin.stats()
-    assert (stats["skipped:call:page"], stats["skipped:call:screen"], stats["skipped:call:alias"]) == (1, 1, 1)
+    assert (stats["skipped:call:page"], stats["skipped:call:screen"], stats["skipped:call:alias"]) == (
+        1,
+        1,
+        1,
+    )
 
 
 def test_segment_receives_every_message_unchanged(plugin: Sandbox, segment_client: Any) -> None:

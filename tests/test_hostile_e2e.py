@@ -16,15 +16,57 @@ import pytest
 import pendo_plugin
 from pendo_plugin.sandbox import Sandbox, property_name_problem
 
-WEIRD_KEYS = ["", " ", "has space", "1starts_with_digit", "__dunder__", "x" * 200, "émoji🎉", "a.b", "a-b",
-              "UPPER", "tab\tkey", "new\nline", "__", "_", "0", "groupId", "accountId"]
-WEIRD_VALUES: list[Any] = [
-    decimal.Decimal("1.10"), uuid.UUID(int=7), dt.datetime(2026, 1, 2, 3, 4, 5), dt.date(2026, 1, 2),
-    b"\x00\xffbytes", {1, 2, 3}, math.nan, math.inf, -math.inf, "y" * 5000, {"nested": {"deeper": {"deepest": 1}}},
-    [1, [2, [3]]], None, True, 2**70, -0.0, "", "☃",
+WEIRD_KEYS = [
+    "",
+    " ",
+    "has space",
+    "1starts_with_digit",
+    "__dunder__",
+    "x" * 200,
+    "émoji🎉",
+    "a.b",
+    "a-b",
+    "UPPER",
+    "tab\tkey",
+    "new\nline",
+    "__",
+    "_",
+    "0",
+    "groupId",
+    "accountId",
 ]
-WEIRD_IDS: list[Any] = ["u-1", 42, 3.5, " padded ", "émoji🎉", "0", "user@example.com", str(uuid.UUID(int=9)),
-                        2**63, "tab\tid"]
+WEIRD_VALUES: list[Any] = [
+    decimal.Decimal("1.10"),
+    uuid.UUID(int=7),
+    dt.datetime(2026, 1, 2, 3, 4, 5),
+    dt.date(2026, 1, 2),
+    b"\x00\xffbytes",
+    {1, 2, 3},
+    math.nan,
+    math.inf,
+    -math.inf,
+    "y" * 5000,
+    {"nested": {"deeper": {"deepest": 1}}},
+    [1, [2, [3]]],
+    None,
+    True,
+    2**70,
+    -0.0,
+    "",
+    "☃",
+]
+WEIRD_IDS: list[Any] = [
+    "u-1",
+    42,
+    3.5,
+    " padded ",
+    "émoji🎉",
+    "0",
+    "user@example.com",
+    str(uuid.UUID(int=9)),
+    2**63,
+    "tab\tid",
+]
 UNUSABLE_IDS: list[Any] = ["x" * 300, "   "]  # skipped by rule (id_too_long, blank): 5 % of users below
 
 
@@ -38,27 +80,34 @@ def hostile_properties(rng: random.Random) -> dict[Any, Any]:
 
 
 def hostile_context(rng: random.Random) -> dict[str, Any]:
-    return rng.choice([
-        {},
-        {"ip": "198.51.100.1", "page": {"url": "https://x.example/" + "p" * 3000, "title": None}},
-        {"groupId": hostile_id(rng), "userAgent": "a" * 2000},
-        {"page": "not-a-dict", "ip": 12345},
-        {"traits": {"deep": {"deeper": [1, 2, {"deepest": math.nan}]}}},
-    ])
+    return rng.choice(
+        [
+            {},
+            {"ip": "198.51.100.1", "page": {"url": "https://x.example/" + "p" * 3000, "title": None}},
+            {"groupId": hostile_id(rng), "userAgent": "a" * 2000},
+            {"page": "not-a-dict", "ip": 12345},
+            {"traits": {"deep": {"deeper": [1, 2, {"deepest": math.nan}]}}},
+        ]
+    )
 
 
-def test_hundreds_of_hostile_messages(plugin: Sandbox, segment_client: Any,
-                                      caplog: pytest.LogCaptureFixture) -> None:
+def test_hundreds_of_hostile_messages(
+    plugin: Sandbox, segment_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     rng = random.Random(20261123)
     accepted_tracks = 0
     accepted = 0
-    for n in range(400):
+    for _ in range(400):
         call = rng.choice(["track", "track", "identify", "group"])
         user = hostile_id(rng)
         try:
             if call == "track":
-                segment_client.track(user, rng.choice(["Clicked", "a" * 300, "événement", "  spaced  "]),
-                                     hostile_properties(rng), context=hostile_context(rng))
+                segment_client.track(
+                    user,
+                    rng.choice(["Clicked", "a" * 300, "événement", "  spaced  "]),
+                    hostile_properties(rng),
+                    context=hostile_context(rng),
+                )
                 accepted_tracks += 1
             elif call == "identify":
                 segment_client.identify(user, hostile_properties(rng), context=hostile_context(rng))
@@ -72,9 +121,15 @@ def test_hundreds_of_hostile_messages(plugin: Sandbox, segment_client: Any,
 
     events = plugin.track_events()
     assert len(plugin.segment_messages()) == accepted
-    assert len(events) >= 0.9 * accepted_tracks, {k: v for k, v in pendo_plugin.stats().items() if "skip" in k or "drop" in k}
-    bad_names = [name for event in events for name in event.get("properties", {})
-                 if property_name_problem(name) is not None]
+    assert len(events) >= 0.9 * accepted_tracks, {
+        k: v for k, v in pendo_plugin.stats().items() if "skip" in k or "drop" in k
+    }
+    bad_names = [
+        name
+        for event in events
+        for name in event.get("properties", {})
+        if property_name_problem(name) is not None
+    ]
     assert bad_names == []
     assert [v for v in plugin.violations() if "property" in v] == []
     assert not any(record.exc_info for record in caplog.records)
@@ -84,13 +139,16 @@ def test_hundreds_of_hostile_messages(plugin: Sandbox, segment_client: Any,
 SCHEMA = {"visitor": {"plan": "string", "logins": "number", "beta": "boolean", "createdAt": "time"}}
 
 
-def test_unknown_field_and_bad_value_spare_every_other_row_and_field(plugin: Sandbox, segment_client: Any,
-                                                                     caplog: pytest.LogCaptureFixture) -> None:
+def test_unknown_field_and_bad_value_spare_every_other_row_and_field(
+    plugin: Sandbox, segment_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     plugin.set_schema(SCHEMA)
     pendo_plugin.configure(batch_interval=30)  # one batch, sent at flush
     segment_client.identify("v1", {"plan": "pro", "logins": 5, "favouriteColour": "teal"})
     segment_client.identify("v2", {"plan": "free", "logins": "five", "beta": "true"})
-    segment_client.identify("v3", {"plan": "team", "createdAt": dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc)})
+    segment_client.identify(
+        "v3", {"plan": "team", "createdAt": dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc)}
+    )
     with caplog.at_level(logging.WARNING, logger="pendo_plugin"):
         segment_client.flush()
 

@@ -106,8 +106,9 @@ def run_app(python: Path, sandbox: Sandbox, tmp_path: Path, **env: str) -> tuple
         "PENDO_SPOOL_DIR": str(tmp_path / "spool"),
         **env,
     }
-    done = subprocess.run([str(python), str(app), sandbox.url], env=environment, capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [str(python), str(app), sandbox.url], env=environment, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     lines = record.read_text().splitlines() if record.exists() else []
     return [json.loads(line) for line in lines], json.loads(done.stdout.strip().splitlines()[-1])
@@ -120,7 +121,11 @@ def test_entry_point_plugin_is_called_once_per_message_in_order(
 
     messages = [record for record in records if record["type"] != "flush"]
     assert [(m["type"], m["n"]) for m in messages] == [
-        ("identify", None), ("track", 0), ("track", 1), ("track", 2), ("page", None)
+        ("identify", None),
+        ("track", 0),
+        ("track", 1),
+        ("track", 2),
+        ("page", None),
     ]
     assert {"type": "flush", "timeout": 30.0} in records
     # the raising plugin was isolated: counted, and Pendo and Segment still got everything
@@ -149,8 +154,18 @@ def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A venv where the plugin comes only from a wheel built from this repository."""
     base = tmp_path_factory.mktemp("wheel")
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(base),
-         str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(base),
+            str(ROOT),
+        ],
         check=True,
     )
     [wheel] = base.glob("segment_pendo_plugin-*.whl")
@@ -169,7 +184,8 @@ analytics.identify("w1", {"plan": "team"})
 analytics.group("w1", "wa1", {"name": "Wheel Co"})
 analytics.track("w1", "Installed From Wheel", {"ok": True})
 analytics.flush()
-print("pendo_plugin" in sys.modules, sys.modules.get("pendo_plugin").__file__ if "pendo_plugin" in sys.modules else "")
+module = sys.modules.get("pendo_plugin")
+print(module is not None, module.__file__ if module else "")
 """
 
 
@@ -185,8 +201,13 @@ def test_install_only_path_from_a_wheel(wheel_venv: Path, tmp_path: Path) -> Non
             "PENDO_API_URL": server.url,
             "PENDO_SPOOL_DIR": str(tmp_path / "spool"),
         }
-        done = subprocess.run([str(wheel_venv), str(app), server.url], env=environment, capture_output=True,
-                              text=True, timeout=60)
+        done = subprocess.run(
+            [str(wheel_venv), str(app), server.url],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 0, done.stderr
         loaded, location = done.stdout.split()
         assert loaded == "True"
@@ -209,15 +230,21 @@ def test_autoload_off_leaves_the_sdk_alone(wheel_venv: Path, tmp_path: Path) -> 
             "PENDO_DATA_URL": server.url,
             "PENDO_API_URL": server.url,
         }
-        done = subprocess.run([str(wheel_venv), str(app), server.url], env=environment, capture_output=True,
-                              text=True, timeout=60)
+        done = subprocess.run(
+            [str(wheel_venv), str(app), server.url],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 0, done.stderr
         assert server.track_events() == []
         assert len(server.segment_messages()) == 3
 
 
 def test_bootstrap_imports_nothing_heavy(wheel_venv: Path) -> None:
-    probe = "import sys; print(sorted(m for m in sys.modules if m.startswith(('pendo', 'segment', 'pluggy', 'aiohttp'))))"
+    prefixes = ("pendo", "segment", "pluggy", "aiohttp")
+    probe = f"import sys; print(sorted(m for m in sys.modules if m.startswith({prefixes!r})))"
     done = subprocess.run([str(wheel_venv), "-c", probe], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "['pendo_plugin', 'pendo_plugin._autoload']"

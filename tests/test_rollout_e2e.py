@@ -56,8 +56,9 @@ def run_in_subprocess(sandbox: Sandbox, tmp_path: Path, **env: str) -> set[str]:
         **env,
     }
     sandbox.reset()
-    done = subprocess.run([sys.executable, str(app), sandbox.url], env=environment, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(app), sandbox.url], env=environment, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert len(sandbox.segment_messages()) == 1000
     return visitors_in_pendo(sandbox)
@@ -152,8 +153,9 @@ def provider(plugin: Sandbox) -> Any:
         plugins.unregister_plugin(name="test-provider")
 
 
-def test_provider_answers_true_false_none_and_raising(provider: Provider, plugin: Sandbox,
-                                                       segment_client: Any) -> None:
+def test_provider_answers_true_false_none_and_raising(
+    provider: Provider, plugin: Sandbox, segment_client: Any
+) -> None:
     pendo_plugin.configure(rollout_percent=0)  # built-in rules say no unless the provider says yes
     for visitor in ("yes", "no", "none", "boom"):
         segment_client.track(visitor, "Flagged")
@@ -167,8 +169,9 @@ def test_provider_answers_true_false_none_and_raising(provider: Provider, plugin
     assert len(plugin.segment_messages()) == 4
 
 
-def test_provider_cannot_override_the_kill_switch(provider: Provider, plugin: Sandbox,
-                                                  segment_client: Any) -> None:
+def test_provider_cannot_override_the_kill_switch(
+    provider: Provider, plugin: Sandbox, segment_client: Any
+) -> None:
     pendo_plugin.configure(enabled=False)
     segment_client.track("yes", "Flagged")
     segment_client.flush()

@@ -26,10 +26,7 @@ def make_venv(prefix: Path, *, share_site: bool) -> Path:
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(prefix)], check=True)
     target = site_packages(prefix)
     shared = [path for path in site.getsitepackages() if Path(path).is_dir()]
-    if share_site:
-        lines = [f"import site; site.addsitedir({path!r})" for path in shared]
-    else:
-        lines = shared
+    lines = [f"import site; site.addsitedir({path!r})" for path in shared] if share_site else shared
     (target / "_test_shared_site.pth").write_text("\n".join(lines) + "\n")
     return prefix / "bin" / "python"
 
@@ -37,7 +34,20 @@ def make_venv(prefix: Path, *, share_site: bool) -> Path:
 def pip_install(prefix: Path, *requirements: str) -> None:
     """``pip install`` into the venv at ``prefix``, offline, with the test run's build backends."""
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--no-build-isolation",
-         "--disable-pip-version-check", "--ignore-installed", "--prefix", str(prefix), *requirements],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-index",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "--ignore-installed",
+            "--prefix",
+            str(prefix),
+            *requirements,
+        ],
         check=True,
     )

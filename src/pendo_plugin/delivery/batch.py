@@ -2,9 +2,11 @@
 
 With the spool on, the worker writes each slice of routed payloads to disk (fsynced, locked)
 before sending any of it. When all of them are settled the file is deleted; payloads that
-failed are first written to a new file with the same age, so a later process sends only those.
-If this process dies, the kernel drops the lock and the whole file is sent again later:
-delivery is at-least-once. With the spool off, failed payloads are counted as dropped.
+failed are first written to a new file with the same age, so a later attempt sends only those
+(if that rewrite fails, the whole file is kept: duplicates rather than loss). If this process
+dies, the kernel drops the lock and the whole file is sent again later: delivery is
+at-least-once. With the spool off (or when writing ahead failed), failed payloads are counted
+as dropped.
 """
 
 from __future__ import annotations
@@ -28,13 +30,21 @@ class Batch:
         spool: Spool | None,
         undeliverable: Undeliverable,
         on_settled: Callable[[], None] | None = None,
+        *,
+        replay: bool = False,
     ) -> None:
         self.outstanding = size
         self._on_settled = on_settled
         self.claim = claim
         self.spool = spool
+        self.replay = replay
         self.failed: list[Payload] = []
         self._undeliverable = undeliverable
+
+    @property
+    def durable(self) -> bool:
+        """Whether these payloads are safe on disk until settled."""
+        return self.claim is not None and self.claim.held
 
     def finish(self, payload: Payload, outcome: Outcome) -> None:
         """Record one payload's outcome; the last one settles the batch."""
@@ -53,11 +63,15 @@ class Batch:
                 self._undeliverable(failed)
             return
         if failed and len(failed) == len(claim.items):
-            counters.incr("spooled", len(failed))
+            if not self.replay:
+                counters.incr("spooled", len(failed))
             claim.release()
             return
         if failed:
             rewritten = self.spool.write(failed, name_prefix=claim.path.name.split("-", 1)[0])
-            if rewritten is not None:
+            if rewritten is None:
+                claim.release()  # keep everything: the delivered part will be sent again
+                return
+            if not self.replay:
                 counters.incr("spooled", len(failed))
         claim.done()

@@ -7,6 +7,11 @@ an exclusive ``flock`` (released by the kernel if that process dies, even by ``k
 deletes it only after every payload in it was acknowledged with a 2xx (or rejected for good).
 When the directory outgrows its cap, the oldest files are removed and their payloads counted
 as ``dropped:spool_full``.
+
+A forked child inherits its parent's open lock descriptors (``flock`` locks belong to the open
+file, not the process). The child closes its copies right after ``fork()``, so a long-lived
+child (a gunicorn or multiprocessing worker) never keeps a file the parent released locked
+for its own lifetime, and never settles a file it did not claim.
 """
 
 from __future__ import annotations
@@ -14,18 +19,43 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import secrets
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pendo_plugin import counters
-from pendo_plugin.logs import log
+from pendo_plugin.logs import log, log_once
 
 SUFFIX = ".jsonl"
+
+# Every descriptor through which this process holds a spool lock, and the claims owning them.
+_held_fds: set[int] = set()
+_claims: weakref.WeakSet[Claim] = weakref.WeakSet()
+
+
+def _close_fd(fd: int) -> None:
+    _held_fds.discard(fd)
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+def _forget_inherited_locks() -> None:
+    """In a forked child: close the parent's lock descriptors; the parent's claims stay the parent's."""
+    for claim in list(_claims):
+        claim._fd = None
+    for fd in list(_held_fds):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _held_fds.clear()
+
+
+os.register_at_fork(after_in_child=_forget_inherited_locks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,18 +82,26 @@ class Claim:
         self.path = path
         self.items = items
         self._fd: int | None = fd
+        _claims.add(self)
+
+    @property
+    def held(self) -> bool:
+        """Whether this process still holds the file's lock."""
+        return self._fd is not None
 
     def done(self) -> None:
-        """Delete the file (everything in it was acknowledged) and drop the lock."""
+        """Delete the file (everything in it was acknowledged) and drop the lock; only while held."""
+        if self._fd is None:
+            return
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         self.release()
 
     def release(self) -> None:
         """Drop the lock and keep the file for a later attempt."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            _close_fd(fd)
 
 
 class Spool:
@@ -97,6 +135,7 @@ class Spool:
             data = "".join(json.dumps(item, separators=(",", ":"), allow_nan=False) + "\n" for item in items)
             temp = self.directory / f".{name}.tmp"
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            _held_fds.add(fd)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             os.write(fd, data.encode("utf-8"))
             os.fsync(fd)
@@ -105,9 +144,18 @@ class Spool:
             self._fsync_directory()
         except (OSError, ValueError, TypeError) as exc:
             if fd >= 0:
-                os.close(fd)
-            counters.incr("dropped:spool_write_failed", len(items))
-            log.error("pendo_plugin: could not write %d payload(s) to the spool: %s", len(items), exc)
+                _close_fd(fd)
+                with contextlib.suppress(OSError):
+                    os.unlink(self.directory / f".{name}.tmp")
+            counters.incr("spool_write_failed", len(items))
+            log_once(
+                f"spool-write:{type(exc).__name__}",
+                logging.ERROR,
+                "pendo_plugin: could not write %d payload(s) to the spool %s: %s",
+                len(items),
+                self.directory,
+                exc,
+            )
             return None
         if self._approx_bytes is not None:
             self._approx_bytes += len(data)
@@ -152,6 +200,7 @@ class Spool:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             return None
+        _held_fds.add(fd)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             if os.fstat(fd).st_ino != os.stat(path).st_ino:
@@ -159,10 +208,10 @@ class Spool:
             with os.fdopen(os.dup(fd), "r", encoding="utf-8") as handle:
                 items = self._parse(path, handle)
         except (BlockingIOError, FileNotFoundError):
-            os.close(fd)
+            _close_fd(fd)
             return None
         except OSError as exc:
-            os.close(fd)
+            _close_fd(fd)
             log.error("pendo_plugin: cannot read spool file %s: %s", path.name, exc)
             return None
         return Claim(path, fd, items)

@@ -1,0 +1,389 @@
+"""``pendo-plugin doctor``: the effective configuration, then one OK/FAIL line per check against Pendo.
+
+It talks to Pendo through the same :class:`~pendo_plugin.delivery.http.AiohttpTransport` the live path
+uses (in its own ``asyncio.run``), so proxies (``HTTPS_PROXY``, honoured through ``trust_env``), TLS and
+the User-Agent are exactly what the app's traffic will meet, and the field schemas are read by the very
+function the senders use (:func:`~pendo_plugin.delivery.schema.fetch_schema`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from pendo_plugin import config
+from pendo_plugin.cli import CommandError
+from pendo_plugin.config import Settings
+from pendo_plugin.delivery.http import Request, Response, Transport
+from pendo_plugin.delivery.schema import fetch_schema
+from pendo_plugin.sanitize import clean_metadata_values
+
+TEST_EVENT = "pendo_plugin_doctor"
+TEST_VISITOR = "pendo-plugin-doctor"
+KEY_HEADER = "x-pendo-integration-key"
+KINDS = ("visitor", "account")
+DATA_MAPPINGS = "add it under Settings > Data Mappings"
+REACH_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the report: ``OK``, ``FAIL`` or ``SKIP`` (not run because an earlier check failed)."""
+
+    status: str
+    text: str
+
+
+def ok(text: str) -> Check:
+    """A passed check."""
+    return Check("OK", text)
+
+
+def fail(text: str) -> Check:
+    """A failed check."""
+    return Check("FAIL", text)
+
+
+def skip(text: str) -> Check:
+    """A check that could not run; the failure that caused it is reported on its own line."""
+    return Check("SKIP", text)
+
+
+class Recorder:
+    """A transport wrapper remembering the last answer, so a check can say *why* a call failed."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+        self.status: int | None = None
+        self.error: str | None = None
+
+    async def send(self, request: Request) -> Response:
+        self.status, self.error = None, None
+        try:
+            response = await self.transport.send(request)
+        except Exception as exc:
+            self.error = _reason(exc)
+            raise
+        self.status = response.status
+        return response
+
+    async def close(self) -> None:
+        await self.transport.close()
+
+    def why(self) -> str:
+        """``HTTP 404`` or the network error of the last call."""
+        return f"HTTP {self.status}" if self.status is not None else self.error or "no answer"
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+# ----------------------------------------------------------------------------------- traits file
+
+
+@dataclass(frozen=True)
+class Traits:
+    """Trait names seen per kind: Pendo field name -> the trait name as written (they differ when cleaned)."""
+
+    visitor: dict[str, str]
+    account: dict[str, str]
+
+    def of(self, kind: str) -> dict[str, str]:
+        """The traits of ``kind`` (``visitor`` or ``account``)."""
+        return self.visitor if kind == "visitor" else self.account
+
+
+def _documents(path: str) -> Iterator[tuple[int, Any]]:
+    """(line number, JSON value) from a JSON document or JSON lines; raises CommandError."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise CommandError(f"cannot read the traits file {path}: {reason}") from None
+    try:
+        whole = json.loads(text)
+    except ValueError:
+        whole = None
+    else:
+        yield from enumerate(whole if isinstance(whole, list) else [whole], 1)
+        return
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                yield number, json.loads(line)
+            except ValueError:
+                raise CommandError(f"the traits file {path}, line {number}, is not JSON") from None
+
+
+def _kind_and_traits(value: Any) -> tuple[str, Any] | None:
+    """An identify/group message's traits, or a bare trait dict (visitor traits)."""
+    if not isinstance(value, dict):
+        return None
+    call = value.get("type")
+    if call in ("identify", "group"):
+        return ("visitor" if call == "identify" else "account"), value.get("traits")
+    if call is not None:
+        return None  # track, page, ...: no traits
+    return "visitor", value.get("traits", value)
+
+
+def read_traits(path: str) -> Traits:
+    """The traits in ``path``, named as the plugin would send them (cleaned like the live path)."""
+    found: dict[str, dict[str, str]] = {kind: {} for kind in KINDS}
+    for _, value in _documents(path):
+        parsed = _kind_and_traits(value)
+        if parsed is None or not isinstance(parsed[1], dict):
+            continue
+        kind, traits = parsed
+        for original in traits:
+            cleaned, _ = clean_metadata_values({original: traits[original]})
+            for name in cleaned:
+                found[kind].setdefault(name, str(original))
+    return Traits(found["visitor"], found["account"])
+
+
+# ----------------------------------------------------------------------------------- checks
+
+
+def config_checks(settings: Settings) -> list[Check]:
+    """Problems in the PENDO_* variables, each naming its variable."""
+    if settings.problems:
+        return [fail(f"configuration: {problem}") for problem in settings.problems]
+    if not settings.rollout.enabled:
+        return [fail("configuration: PENDO_ENABLED is false, so nothing is sent to Pendo")]
+    return [ok("configuration: every PENDO_* variable is valid")]
+
+
+def _format_problem(name: str, secret: str | None) -> str | None:
+    if not secret:
+        return f"{name} is not set"
+    if any(ch.isspace() for ch in secret):
+        return f"{name} contains whitespace (a copy-paste slip?)"
+    if not secret.isascii() or not secret.isprintable():
+        return f"{name} contains characters a Pendo secret never has"
+    if len(secret) < 8:
+        return f"{name} is too short to be a Pendo secret"
+    return None
+
+
+def track_secret_format(settings: Settings) -> Check:
+    """The track secret is set and looks like one (no request is made)."""
+    problem = _format_problem("PENDO_TRACK_SECRET", settings.track_secret)
+    if problem:
+        return fail(f"{problem}: track events are off (it is the Track Event Shared Secret under "
+                    "Subscription Settings > Applications > App Details)")
+    if settings.track_secret == settings.integration_key:
+        return fail("PENDO_TRACK_SECRET equals PENDO_INTEGRATION_KEY: the track secret is the app's Track "
+                    "Event Shared Secret, not an integration key")
+    return ok("PENDO_TRACK_SECRET is set and well-formed (not sent; --send-test-event verifies it)")
+
+
+def api_key_format(settings: Settings) -> Check:
+    """Webhook mode: the public API key is set and fits in a URL path."""
+    problem = _format_problem("PENDO_API_KEY", settings.api_key)
+    if problem is None and "/" in (settings.api_key or ""):
+        problem = "PENDO_API_KEY contains '/'"
+    return fail(f"{problem}: PENDO_MODE=webhook sends nothing") if problem else ok("PENDO_API_KEY is set")
+
+
+def _label(settings: Settings, name: str) -> str:
+    url = getattr(settings, name)
+    variable = config.ENV_NAMES.get(name, "PENDO_DATA_URL")
+    region_default = config.REGIONS[settings.region][0 if name != "webhook_url" else 1]
+    return f"{variable} {url}" if url != region_default else f"region {settings.region} ({url})"
+
+
+async def reachable(transport: Recorder, settings: Settings, name: str) -> Check:
+    """Any HTTP answer from the host counts: the network path (DNS, TLS, proxy) works."""
+    label = _label(settings, name)
+    started = time.monotonic()
+    try:
+        await transport.send(Request("GET", getattr(settings, name) + "/", timeout=REACH_TIMEOUT))
+    except Exception:
+        return fail(f"{label} is not reachable: {transport.why()}")
+    return ok(f"{label} is reachable ({transport.why()} in {(time.monotonic() - started) * 1000:.0f} ms)")
+
+
+async def verify_key(transport: Recorder, settings: Settings) -> Check:
+    """GET /api/v1/token/verify: the integration key is valid and may write."""
+    if not settings.integration_key:
+        return fail("PENDO_INTEGRATION_KEY is not set: visitor and account metadata are off")
+    request = Request("GET", f"{settings.api_url}/api/v1/token/verify",
+                      headers={KEY_HEADER: settings.integration_key}, timeout=settings.request_timeout)
+    try:
+        response = await transport.send(request)
+    except Exception:
+        return fail(f"PENDO_INTEGRATION_KEY could not be verified: {transport.why()}")
+    if response.status in (401, 403):
+        return fail(f"PENDO_INTEGRATION_KEY is not valid (HTTP {response.status} from /api/v1/token/verify)")
+    answer = _json(response.body)
+    if response.status != 200 or not isinstance(answer, dict):
+        return fail(f"PENDO_INTEGRATION_KEY could not be verified: /api/v1/token/verify answered "
+                    f"HTTP {response.status}")
+    if not answer.get("valid"):
+        return fail("PENDO_INTEGRATION_KEY is not valid (Pendo answered valid=false)")
+    if not answer.get("writeAccess"):
+        return fail("PENDO_INTEGRATION_KEY has no write access: tick 'Allow write access' for it under "
+                    "Settings > Integrations > Integration Keys")
+    return ok("PENDO_INTEGRATION_KEY is valid, with write access")
+
+
+def _json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
+async def send_test_event(transport: Recorder, settings: Settings) -> Check:
+    """POST one track event ``pendo_plugin_doctor`` for visitor ``pendo-plugin-doctor``."""
+    body = {"type": "track", "event": TEST_EVENT, "visitorId": TEST_VISITOR,
+            "timestamp": int(time.time() * 1000), "properties": {"source": "pendo_plugin_doctor"},
+            "context": {}}
+    request = Request("POST", f"{settings.data_url}/data/track", json.dumps(body).encode(),
+                      {"Content-Type": "application/json", KEY_HEADER: settings.track_secret or ""},
+                      settings.request_timeout)
+    try:
+        response = await transport.send(request)
+    except Exception:
+        return fail(f"the test event could not be sent: {transport.why()}")
+    if response.status in (401, 403):
+        return fail(f"PENDO_TRACK_SECRET is not valid (HTTP {response.status} from /data/track)")
+    if not 200 <= response.status < 300:
+        return fail(f"the test event was refused: /data/track answered HTTP {response.status}")
+    return ok(f"PENDO_TRACK_SECRET accepted: sent track event {TEST_EVENT} for visitor {TEST_VISITOR}")
+
+
+def _field_list(fields: dict[str, str], limit: int = 8) -> str:
+    names = [f"{name}:{kind}" for name, kind in sorted(fields.items())]
+    more = f", and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+async def read_schema(transport: Recorder, settings: Settings, kind: str) -> tuple[Check, dict[str, str] | None]:
+    """The custom field schema of ``kind``, read like the senders read it."""
+    fields = await fetch_schema(transport, settings, kind)
+    if fields is None:
+        return fail(f"{kind} field schema could not be read ({transport.why()}): metadata would be sent "
+                    "unchecked, and Pendo refuses a row whose field does not exist"), None
+    if not fields:
+        return ok(f"{kind} field schema: no custom fields yet ({DATA_MAPPINGS} before sending traits)"), fields
+    return ok(f"{kind} field schema: {len(fields)} custom field(s): {_field_list(fields)}"), fields
+
+
+def trait_checks(traits: Traits, schemas: dict[str, dict[str, str] | None]) -> list[Check]:
+    """One FAIL per trait without a Pendo field, or one OK per kind."""
+    checks: list[Check] = []
+    for kind in KINDS:
+        seen = traits.of(kind)
+        if not seen:
+            continue
+        fields = schemas.get(kind)
+        if fields is None:
+            checks.append(skip(f"{kind} traits not checked: the {kind} field schema could not be read"))
+            continue
+        missing = [name for name in sorted(seen) if name not in fields]
+        for name in missing:
+            written = "" if seen[name] == name else f" (written {seen[name]!r})"
+            checks.append(fail(f"{kind} trait {name!r}{written} has no field in Pendo: {DATA_MAPPINGS}"))
+        if not missing:
+            checks.append(ok(f"{kind} traits: all {len(seen)} have a field in Pendo"))
+    return checks
+
+
+# ----------------------------------------------------------------------------------- running
+
+
+async def network_checks(settings: Settings, traits: Traits | None, test_event: bool) -> list[Check]:
+    """Every check that talks to Pendo, in order; later ones are skipped when the host is down."""
+    from pendo_plugin.delivery.http import AiohttpTransport
+
+    transport = Recorder(settings.transport or AiohttpTransport(pool_size=4))
+    try:
+        return await _run_network_checks(transport, settings, traits, test_event)
+    finally:
+        if settings.transport is None:
+            await transport.close()
+
+
+async def _run_network_checks(
+    transport: Recorder, settings: Settings, traits: Traits | None, test_event: bool
+) -> list[Check]:
+    webhook = settings.mode == "webhook"
+    checks = [api_key_format(settings) if webhook else track_secret_format(settings)]
+    data_host = "webhook_url" if webhook else "data_url"
+    data_ok = await reachable(transport, settings, data_host)
+    checks.append(data_ok)
+    if test_event and not webhook:
+        usable = data_ok.status == "OK" and checks[0].status == "OK"
+        checks.append(await send_test_event(transport, settings) if usable
+                      else skip("test event not sent: see the failures above"))
+    if webhook and not settings.integration_key:
+        return checks
+    api_ok = await reachable(transport, settings, "api_url")
+    if settings.api_url != getattr(settings, data_host) or api_ok.status != "OK":
+        checks.append(api_ok)
+    if api_ok.status != "OK":
+        return [*checks, skip("integration key, field schemas and traits not checked: host unreachable")]
+    key = await verify_key(transport, settings)
+    checks.append(key)
+    if key.status != "OK":
+        return [*checks, skip("field schemas and traits not checked: PENDO_INTEGRATION_KEY is not usable")]
+    schemas: dict[str, dict[str, str] | None] = {}
+    for kind in KINDS:
+        check, schemas[kind] = await read_schema(transport, settings, kind)
+        checks.append(check)
+    return checks + (trait_checks(traits, schemas) if traits is not None else [])
+
+
+def _print_configuration(settings: Settings, out: TextIO) -> None:
+    shown = settings.describe()
+    width = max(len(name) for name in shown)
+    print("Configuration (secrets masked):", file=out)
+    for name, value in shown.items():
+        print(f"  {name:<{width}}  {'(off)' if value is None else value}", file=out)
+
+
+def _print_checks(checks: list[Check], out: TextIO) -> None:
+    print("\nChecks:", file=out)
+    for check in checks:
+        print(f"  {check.status:<5} {check.text}", file=out)
+    failed = sum(check.status == "FAIL" for check in checks)
+    print("\nAll checks passed." if not failed else f"\n{failed} check(s) failed.", file=out)
+
+
+def _quiet_settings() -> Settings:
+    """The settings from the environment, without the plugin's own log lines (doctor reports them)."""
+    logger = logging.getLogger("pendo_plugin")
+    previous, logger.disabled = logger.disabled, True
+    try:
+        return config.load()
+    finally:
+        logger.disabled = previous
+
+
+def run(traits_path: str | None = None, send_test_event: bool = False, out: TextIO | None = None) -> int:
+    """Print the configuration and the checks; 0 when every check passed, 1 otherwise."""
+    out = out or sys.stdout
+    traits = read_traits(traits_path) if traits_path else None
+    settings = _quiet_settings()
+    _print_configuration(settings, out)
+    checks = config_checks(settings)
+    if not settings.problems:
+        logger = logging.getLogger("pendo_plugin")
+        previous, logger.disabled = logger.disabled, True  # fetch_schema's warnings become FAIL lines
+        try:
+            checks += asyncio.run(network_checks(settings, traits, send_test_event))
+        finally:
+            logger.disabled = previous
+    _print_checks(checks, out)
+    return 0 if all(check.status != "FAIL" for check in checks) else 1
