@@ -76,10 +76,14 @@ def pendo_internals() -> dict[str, float]:
     intake = getattr(runtime, "_intake", None)
     if intake is not None:
         seen["intake"] = len(intake)
-    tasks = getattr(runtime, "_tasks", None)
+    worker = getattr(runtime, "_worker", None) or runtime  # the worker's state moved into its own object
+    tasks = getattr(worker, "_tasks", None)
     if tasks is not None:
         seen["tasks"] = len(tasks)
-    limiter = getattr(getattr(runtime, "_sender", None), "limiter", None)
+    backlog = getattr(worker, "backlog_size", None)
+    if callable(backlog):
+        seen["backlog"] = backlog()
+    limiter = getattr(getattr(worker, "_sender", None), "limiter", None)
     if limiter is not None:
         seen["limit"] = float(getattr(limiter, "limit", 0))
         seen["in_flight"] = float(getattr(limiter, "in_flight", 0))
@@ -125,8 +129,9 @@ def wait_line() -> str:
 
 def hot(args: argparse.Namespace) -> None:
     """Interleaved blocks of ``track()`` with the plugin on, kill-switched and absent."""
-    import pendo_plugin
     import segment.analytics as analytics
+
+    import pendo_plugin
 
     client = make_client(args.url)
     original_enqueue = getattr(type(client)._enqueue, "__wrapped__", None)
@@ -202,7 +207,9 @@ def pace(args: argparse.Namespace) -> None:
     wait_line()  # "done": the stand-in holds everything it was waiting for
     cpu = time.process_time() - cpu0
     samples = sampler.stop()
-    send_line({"cpu_s": cpu, "wall_s": time.monotonic() - t0, "samples": samples, "stats": pendo_plugin.stats()})
+    send_line(
+        {"cpu_s": cpu, "wall_s": time.monotonic() - t0, "samples": samples, "stats": pendo_plugin.stats()}
+    )
     client.shutdown()
 
 
@@ -266,7 +273,9 @@ def memory(args: argparse.Namespace) -> None:
             "stats_before_shutdown": stats_before,
             "stats": pendo_plugin.stats(),
             "peaks": samples["peaks"],
-            "rss_series": [(row["t"], row["rss_kib"], row.get("intake", 0)) for row in samples["series"][::4]],
+            "rss_series": [
+                (row["t"], row["rss_kib"], row.get("intake", 0)) for row in samples["series"][::4]
+            ],
         }
     )
     os._exit(0)  # the atexit shutdown already ran through join(); skip a second bounded wait

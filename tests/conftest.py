@@ -3,6 +3,7 @@ Segment client whose uploads go to the same stand-in's /v1/batch."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,3 +74,24 @@ def segment_client(sandbox: Sandbox) -> Iterator[object]:
     finally:
         client.flush()
         client.join()
+
+
+# ----- reliability tests: dead Pendo endpoints on loopback ----------------------------------------
+
+
+@pytest.fixture
+def closed_url() -> str:
+    """A loopback URL nothing listens on: every connection is refused at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def blackhole_url() -> Iterator[str]:
+    """A loopback URL that accepts connections and never answers: every request hangs until its timeout."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1024)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"

@@ -147,3 +147,24 @@ def test_metadata_rows_for_one_visitor_are_merged(plugin: Sandbox, segment_clien
 
     requests = plugin.metadata_requests("visitor")
     assert requests == [[{"visitorId": "u9", "values": {"plan": "pro", "logins": 1}}]]
+
+
+def test_webhook_mode_posts_raw_segment_messages(plugin: Sandbox, segment_client: Any) -> None:
+    pendo_plugin.configure(mode="webhook", api_key="public-app-key")
+    segment_client.identify("u10", {"plan": "pro", "since": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)})
+    segment_client.group("u10", "acct-10", {"name": "Hooks Inc"})
+    segment_client.track("u10", "Hooked", {"n": 1})
+    segment_client.page("u10", name="Home")
+    segment_client.flush()
+
+    received = {message["type"]: message for message in plugin.webhook_messages()}  # sent concurrently
+    assert sorted(received) == ["group", "identify", "track"]
+    assert received["identify"]["traits"]["since"].startswith("2026-01-01T00:00:00")
+    assert received["track"]["properties"] == {"n": 1}
+    assert {message["messageId"] for message in received.values()} <= {
+        message["messageId"] for message in plugin.segment_messages()
+    }
+    assert plugin.track_events() == []
+    assert [request.path for request in plugin.request_log() if "segmentio" in request.path] == [
+        "/data/segmentio/***"
+    ] * 3

@@ -116,9 +116,13 @@ def test_account_id_of_tolerates_odd_shapes() -> None:
 def test_track_body_is_exactly_pendos_shape() -> None:
     message = track(
         properties={"plan": "pro", "seats": 3},
-        context={"ip": "1.2.3.4", "userAgent": "UA/1.0", "groupId": "acme",
-                 "page": {"url": "https://app.example/x", "title": "X", "path": "/x"},
-                 "library": {"name": "analytics-python"}},
+        context={
+            "ip": "1.2.3.4",
+            "userAgent": "UA/1.0",
+            "groupId": "acme",
+            "page": {"url": "https://app.example/x", "title": "X", "path": "/x"},
+            "library": {"name": "analytics-python"},
+        },
     )
     event = only_track(translate(message, now_ms=NOW_MS))
     assert event.message_id == "m-1"
@@ -150,8 +154,9 @@ def test_track_uses_remembered_account() -> None:
 
 
 def test_track_property_account_beats_remembered() -> None:
-    body = only_track(translate(track(properties={"accountId": 12}), remembered_account="old",
-                                now_ms=NOW_MS)).body
+    body = only_track(
+        translate(track(properties={"accountId": 12}), remembered_account="old", now_ms=NOW_MS)
+    ).body
     assert body["accountId"] == "12"
     assert body["properties"] == {"accountId": 12}
 
@@ -195,8 +200,17 @@ def test_too_old_events_are_skipped_unless_disabled() -> None:
 
 
 def test_track_properties_are_cleaned_and_fixes_reported() -> None:
-    result = translate(track(properties={"Plan Name": "pro", "price": Decimal("9.99"), "bad": float("nan"),
-                                         "cart": {"items": 2}}), now_ms=NOW_MS)
+    result = translate(
+        track(
+            properties={
+                "Plan Name": "pro",
+                "price": Decimal("9.99"),
+                "bad": float("nan"),
+                "cart": {"items": 2},
+            }
+        ),
+        now_ms=NOW_MS,
+    )
     assert only_track(result).body["properties"] == {"Plan_Name": "pro", "cart_items": 2, "price": 9.99}
     assert set(result.fixes) >= {"property_renamed", "value:decimal", "value:nan", "nested_flattened"}
     assert list(result.fixes) == sorted(result.fixes)
@@ -251,7 +265,8 @@ def test_message_id_missing_or_odd() -> None:
     del message["messageId"]
     assert only_track(translate(message, now_ms=NOW_MS)).message_id == ""
     assert only_track(translate(track(messageId=uuid.UUID(int=5)), now_ms=NOW_MS)).message_id == str(
-        uuid.UUID(int=5))
+        uuid.UUID(int=5)
+    )
 
 
 def test_translate_does_not_modify_the_message() -> None:
@@ -266,31 +281,49 @@ def test_translate_does_not_modify_the_message() -> None:
 
 def test_identify_makes_a_visitor_row_with_all_traits() -> None:
     message = {
-        "type": "identify", "userId": "u1", "messageId": "m-2", "timestamp": TIMESTAMP,
-        "traits": {"email": "ann@example.com", "name": "Ann", "createdAt": dt.datetime(2024, 1, 2),
-                   "first name": "Ann", "address": {"city": "Paris", "country": "FR"}},
+        "type": "identify",
+        "userId": "u1",
+        "messageId": "m-2",
+        "timestamp": TIMESTAMP,
+        "traits": {
+            "email": "ann@example.com",
+            "name": "Ann",
+            "createdAt": dt.datetime(2024, 1, 2),
+            "first name": "Ann",
+            "address": {"city": "Paris", "country": "FR"},
+        },
     }
     result = translate(message, now_ms=NOW_MS)
     row = only_row(result)
     assert row == MetadataRow(
-        kind="visitor", entity_id="u1", message_id="m-2",
-        values={"address_city": "Paris", "address_country": "FR", "createdAt": "2024-01-02T00:00:00",
-                "email": "ann@example.com", "first_name": "Ann", "name": "Ann"},
+        kind="visitor",
+        entity_id="u1",
+        message_id="m-2",
+        values={
+            "address_city": "Paris",
+            "address_country": "FR",
+            "createdAt": "2024-01-02T00:00:00",
+            "email": "ann@example.com",
+            "first_name": "Ann",
+            "name": "Ann",
+        },
     )
     assert result.account_link is None
     assert {"nested_flattened", "property_renamed", "value:datetime"} <= set(result.fixes)
 
 
 def test_identify_group_id_trait_links_the_account() -> None:
-    result = translate({"type": "identify", "anonymousId": "a1", "traits": {"groupId": 77, "plan": "pro"}},
-                       now_ms=NOW_MS)
+    result = translate(
+        {"type": "identify", "anonymousId": "a1", "traits": {"groupId": 77, "plan": "pro"}}, now_ms=NOW_MS
+    )
     assert result.account_link == ("_PENDO_T_a1", "77")
     assert only_row(result).values == {"groupId": 77, "plan": "pro"}
 
 
 def test_identify_blank_group_id_makes_no_link() -> None:
-    result = translate({"type": "identify", "userId": "u1", "traits": {"groupId": " ", "plan": "pro"}},
-                       now_ms=NOW_MS)
+    result = translate(
+        {"type": "identify", "userId": "u1", "traits": {"groupId": " ", "plan": "pro"}}, now_ms=NOW_MS
+    )
     assert result.account_link is None
 
 
@@ -316,8 +349,13 @@ def test_identify_is_never_too_old() -> None:
 
 
 def test_group_makes_an_account_row_and_a_link() -> None:
-    message = {"type": "group", "userId": "u1", "groupId": "acme", "messageId": "m-3",
-               "traits": {"name": "Acme Inc", "employees": Decimal("120"), "plan": "enterprise"}}
+    message = {
+        "type": "group",
+        "userId": "u1",
+        "groupId": "acme",
+        "messageId": "m-3",
+        "traits": {"name": "Acme Inc", "employees": Decimal("120"), "plan": "enterprise"},
+    }
     result = translate(message, now_ms=NOW_MS)
     values = {"employees": 120, "name": "Acme Inc", "plan": "enterprise"}
     assert only_row(result) == MetadataRow(kind="account", entity_id="acme", message_id="m-3", values=values)
@@ -339,11 +377,19 @@ def test_group_without_visitor_still_writes_the_account() -> None:
     assert result.account_link is None
 
 
-@pytest.mark.parametrize(("group_id", "reason"), [("", "blank_account_id"), ("  ", "blank_account_id"),
-                                                  (None, "blank_account_id"), ("g" * 257, "id_too_long")])
+@pytest.mark.parametrize(
+    ("group_id", "reason"),
+    [
+        ("", "blank_account_id"),
+        ("  ", "blank_account_id"),
+        (None, "blank_account_id"),
+        ("g" * 257, "id_too_long"),
+    ],
+)
 def test_group_id_problems(group_id: Any, reason: str) -> None:
-    result = translate({"type": "group", "userId": "u1", "groupId": group_id, "traits": {"a": 1}},
-                       now_ms=NOW_MS)
+    result = translate(
+        {"type": "group", "userId": "u1", "groupId": group_id, "traits": {"a": 1}}, now_ms=NOW_MS
+    )
     assert result.payloads == ()
     assert result.skipped == reason
     assert result.account_link is None
@@ -354,8 +400,14 @@ def test_group_id_problems(group_id: Any, reason: str) -> None:
 
 @pytest.mark.parametrize(
     ("call", "reason"),
-    [("page", "call:page"), ("screen", "call:screen"), ("alias", "call:alias"), ("weird", "call:unknown"),
-     (None, "call:unknown"), (["track"], "call:unknown")],
+    [
+        ("page", "call:page"),
+        ("screen", "call:screen"),
+        ("alias", "call:alias"),
+        ("weird", "call:unknown"),
+        (None, "call:unknown"),
+        (["track"], "call:unknown"),
+    ],
 )
 def test_other_calls_are_skipped(call: Any, reason: str) -> None:
     result = translate({"type": call, "userId": "u1", "event": "x", "name": "Home"}, now_ms=NOW_MS)
@@ -376,8 +428,12 @@ def test_to_webhook_body_is_a_json_safe_copy() -> None:
     properties = {"price": Decimal("9.5"), "when": when, "bad": float("inf"), "tags": {"b", "a"}}
     message = track(properties=properties, timestamp=when)
     body = to_webhook_body(message)
-    assert body["properties"] == {"price": 9.5, "when": "2026-11-23T05:03:54+00:00", "bad": None,
-                                  "tags": ["a", "b"]}
+    assert body["properties"] == {
+        "price": 9.5,
+        "when": "2026-11-23T05:03:54+00:00",
+        "bad": None,
+        "tags": ["a", "b"],
+    }
     assert body["timestamp"] == "2026-11-23T05:03:54+00:00"
     assert body["event"] == "Signed Up"
     assert body["userId"] == "u1"

@@ -18,8 +18,12 @@ from pendo_plugin.sanitize import clean_field_name, clean_properties, clean_prop
 from pendo_plugin.translate import MetadataRow, TrackEvent, Translation, to_webhook_body, translate
 
 NOW_MS = 1_795_410_234_123
-SETTINGS = settings(max_examples=200, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=200,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 QUICK = settings(SETTINGS, max_examples=100)
 
 # ------------------------------------------------------------------------------ independent checker
@@ -104,8 +108,28 @@ def check_translation(result: Translation, message: dict[str, Any]) -> None:
 hostile_text = st.one_of(
     st.text(max_size=40),
     st.text(alphabet=" \t\n_-.$é日1", max_size=12),
-    st.sampled_from(["", " ", "1abc", "42", "__x__", "__", "_", "a b", "café", "a" * 200, "\ud800",
-                     "x\udfffy", "plan", "Plan", "groupId", "accountId", "a_b", "a-b"]),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "1abc",
+            "42",
+            "__x__",
+            "__",
+            "_",
+            "a b",
+            "café",
+            "a" * 200,
+            "\ud800",
+            "x\udfffy",
+            "plan",
+            "Plan",
+            "groupId",
+            "accountId",
+            "a_b",
+            "a-b",
+        ]
+    ),
 )
 big_text = st.builds(lambda chunk, n: chunk * n, st.text(min_size=1, max_size=3), st.integers(20, 600))
 keys = st.one_of(hostile_text, st.integers(-5, 10**6), st.booleans(), st.none())
@@ -113,29 +137,61 @@ hashables = st.one_of(st.integers(), st.text(max_size=5), st.floats(allow_nan=Tr
 zones = st.sampled_from([dt.timezone.utc, dt.timezone(dt.timedelta(hours=-7))])
 aware_datetimes = st.datetimes(timezones=zones)
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.integers(min_value=-(10**40), max_value=10**40),
-    st.floats(allow_nan=True, allow_infinity=True), st.decimals(allow_nan=True, allow_infinity=True),
-    st.datetimes(), aware_datetimes, st.dates(), st.times(), st.uuids(), st.binary(max_size=20),
-    hostile_text, big_text, st.sets(hashables, max_size=4), st.frozensets(st.text(max_size=3), max_size=3),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=-(10**40), max_value=10**40),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.decimals(allow_nan=True, allow_infinity=True),
+    st.datetimes(),
+    aware_datetimes,
+    st.dates(),
+    st.times(),
+    st.uuids(),
+    st.binary(max_size=20),
+    hostile_text,
+    big_text,
+    st.sets(hashables, max_size=4),
+    st.frozensets(st.text(max_size=3), max_size=3),
 )
 values = st.recursive(
     scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=4), st.tuples(inner, inner),
-                            st.dictionaries(keys, inner, max_size=4)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.tuples(inner, inner), st.dictionaries(keys, inner, max_size=4)
+    ),
     max_leaves=8,
 )
 property_dicts = st.dictionaries(keys, values, max_size=8)
-ids = st.one_of(st.none(), hostile_text, st.integers(), st.floats(allow_nan=True),
-                st.decimals(allow_nan=True), st.text(min_size=250, max_size=300), st.booleans())
+ids = st.one_of(
+    st.none(),
+    hostile_text,
+    st.integers(),
+    st.floats(allow_nan=True),
+    st.decimals(allow_nan=True),
+    st.text(min_size=250, max_size=300),
+    st.booleans(),
+)
 good_ids = st.text(string.ascii_letters + string.digits + "-@.", min_size=1, max_size=12)
 iso_recent = st.integers(NOW_MS - 10 * 86_400_000, NOW_MS + 86_400_000).map(
-    lambda ms: dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).isoformat(timespec="milliseconds"))
+    lambda ms: dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).isoformat(timespec="milliseconds")
+)
 timestamps = st.one_of(iso_recent, iso_recent, st.none(), hostile_text, aware_datetimes)
 contexts = st.one_of(
-    st.none(), st.just({}), hostile_text,
-    st.fixed_dictionaries({}, optional={"ip": ids, "userAgent": values, "groupId": ids, "traits": values,
-                                        "page": st.one_of(values, st.fixed_dictionaries(
-                                            {}, optional={"url": hostile_text, "title": values}))}),
+    st.none(),
+    st.just({}),
+    hostile_text,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "ip": ids,
+            "userAgent": values,
+            "groupId": ids,
+            "traits": values,
+            "page": st.one_of(
+                values, st.fixed_dictionaries({}, optional={"url": hostile_text, "title": values})
+            ),
+        },
+    ),
 )
 messages = st.fixed_dictionaries(
     {
@@ -147,9 +203,11 @@ messages = st.fixed_dictionaries(
         "traits": st.one_of(property_dicts, property_dicts, values),
     },
     optional={
-        "anonymousId": ids, "groupId": st.one_of(good_ids, ids),
+        "anonymousId": ids,
+        "groupId": st.one_of(good_ids, ids),
         "messageId": st.one_of(st.uuids().map(str), ids),
-        "context": contexts, "integrations": st.dictionaries(st.text(max_size=5), st.booleans(), max_size=2),
+        "context": contexts,
+        "integrations": st.dictionaries(st.text(max_size=5), st.booleans(), max_size=2),
     },
 )
 
@@ -158,10 +216,14 @@ messages = st.fixed_dictionaries(
 
 
 @SETTINGS
-@given(message=messages, remembered=st.one_of(st.none(), st.text(max_size=10)),
-       max_age=st.one_of(st.none(), st.floats(0, 30)))
-def test_translate_never_raises_and_obeys_pendos_rules(message: dict[str, Any], remembered: str | None,
-                                                       max_age: float | None) -> None:
+@given(
+    message=messages,
+    remembered=st.one_of(st.none(), st.text(max_size=10)),
+    max_age=st.one_of(st.none(), st.floats(0, 30)),
+)
+def test_translate_never_raises_and_obeys_pendos_rules(
+    message: dict[str, Any], remembered: str | None, max_age: float | None
+) -> None:
     result = translate(message, remembered_account=remembered, now_ms=NOW_MS, max_age_days=max_age)
     check_translation(result, message)
     event(f"skipped={result.skipped}" if result.skipped else f"sent={type(result.payloads[0]).__name__}")

@@ -2,6 +2,8 @@
 
 This module is imported by the ``.pth`` bootstrap in every Python process of the environment,
 so it imports nothing itself: the public names below are loaded on first use.
+
+PYTEST_DONT_REWRITE (the bootstrap imports this package before pytest could rewrite it)
 """
 
 from __future__ import annotations

@@ -8,9 +8,11 @@ subcommand runs, so ``--help`` stays fast). Every error is one sentence on stder
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NoReturn
 
 PROG = "pendo-plugin"
@@ -20,6 +22,17 @@ EXIT_INTERRUPTED = 130
 
 class CommandError(Exception):
     """A problem the operator can fix (bad input, missing secret, unreachable host); one sentence."""
+
+
+@contextlib.contextmanager
+def quiet_logs() -> Iterator[None]:
+    """Silence the plugin's logger (for a command that reports the same problems itself)."""
+    logger = logging.getLogger("pendo_plugin")
+    previous, logger.disabled = logger.disabled, True
+    try:
+        yield
+    finally:
+        logger.disabled = previous
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,9 +57,10 @@ class _StderrHandler(logging.Handler):
 
 def _setup_logging(level: int) -> None:
     logger = logging.getLogger("pendo_plugin")
-    handler = _StderrHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger.addHandler(handler)
+    if not any(isinstance(handler, _StderrHandler) for handler in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
 
@@ -95,9 +109,34 @@ def _spool(args: argparse.Namespace) -> int:
 def _sandbox(args: argparse.Namespace) -> int:
     from pendo_plugin.sandbox import main_sandbox
 
+    schema = _read_schema(args.schema) if args.schema else None
     return main_sandbox(
-        args.port, args.latency, args.track_secret, args.integration_key, args.api_key, not args.no_live
+        args.port, args.latency, args.track_secret, args.integration_key, args.api_key, not args.no_live,
+        schema=schema,
     )
+
+
+def _read_schema(path: str) -> dict[str, dict[str, str]]:
+    """``{"visitor": {"plan": "string"}, "account": {...}}`` from a JSON file."""
+    import json
+    from pathlib import Path
+
+    try:
+        schema = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CommandError(f"cannot read the schema file {path}: {exc.strerror}") from None
+    except ValueError:
+        raise CommandError(f"the schema file {path} is not JSON") from None
+    valid = isinstance(schema, dict) and all(
+        kind in ("visitor", "account")
+        and isinstance(fields, dict)
+        and all(isinstance(type_name, str) for type_name in fields.values())
+        for kind, fields in schema.items()
+    )
+    if not valid:
+        raise CommandError(f'the schema file {path} must look like {{"visitor": {{"plan": "string"}}, '
+                           '"account": {...}}')
+    return schema
 
 
 # ----------------------------------------------------------------------------------- the parser
@@ -122,8 +161,8 @@ def _port(text: str) -> int:
 Command = Callable[[argparse.Namespace], int]
 
 
-def _add(subparsers: argparse._SubParsersAction, name: str, run: Command, text: str) -> argparse.ArgumentParser:
-    parser: argparse.ArgumentParser = subparsers.add_parser(name, help=text, description=text)
+def _add(subparsers: argparse._SubParsersAction, name: str, run: Command, text: str) -> _Parser:
+    parser: _Parser = subparsers.add_parser(name, help=text, description=text)
     parser.set_defaults(run=run)
     return parser
 
@@ -160,11 +199,13 @@ def _add_spool(subparsers: argparse._SubParsersAction) -> None:
 def _add_sandbox(subparsers: argparse._SubParsersAction) -> None:
     parser = _add(subparsers, "sandbox", _sandbox, "Run a local Pendo stand-in that records and checks "
                   "what it receives.")
-    parser.add_argument("--port", type=_port, default=8787, help="port on 127.0.0.1 (default 8787; 0 picks one)")
+    parser.add_argument("--port", type=_port, default=8787, help="port on 127.0.0.1 (0 picks a free one)")
     parser.add_argument("--latency", type=_non_negative, default=0.0, help="seconds added to every answer")
     parser.add_argument("--track-secret", help="require this track event shared secret")
     parser.add_argument("--integration-key", help="require this integration key")
     parser.add_argument("--api-key", help="require this public API key (webhook mode)")
+    parser.add_argument("--schema", metavar="FILE", help='custom fields as JSON, e.g. {"visitor": {"plan": '
+                        '"string"}, "account": {"seats": "number"}} (default: any field is accepted)')
     parser.add_argument("--no-live", action="store_true", help="no live table of counts")
 
 
@@ -193,6 +234,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # e.g. `pendo-plugin demo | head`: stop quietly, as other Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except Exception as exc:
         if args.debug:
             raise

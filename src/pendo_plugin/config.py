@@ -374,6 +374,15 @@ def _warn_missing_secrets(settings: Settings) -> None:
 
 
 _lock = threading.Lock()
+
+
+def _new_lock_in_child() -> None:
+    """A forked child gets a fresh lock: another thread of the parent may have held this one."""
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_in_child)
 _overrides: dict[str, Any] = {}
 _current: Settings | None = None
 

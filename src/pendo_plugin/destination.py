@@ -3,7 +3,8 @@
 On the app thread it only appends the message to the delivery runtime's intake; the rollout
 decision, translation and HTTP all happen in the worker. ``sync_mode`` clients get their
 message delivered before the call returns. After ``os.fork()`` the child starts with a fresh
-runtime and never resends what the parent had queued.
+runtime and never resends what the parent had queued; it delivers its own messages when it
+exits normally (atexit), including multiprocessing children (a multiprocessing finalizer).
 """
 
 from __future__ import annotations
@@ -34,24 +35,31 @@ def runtime() -> Any:
 
             _runtime = Runtime()
             _pid = os.getpid()
+            _register_multiprocessing_exit()
         return _runtime
 
 
+def _register_multiprocessing_exit() -> None:
+    """Drain at exit in a multiprocessing child too: those leave through ``os._exit()``, which skips
+    atexit handlers, after running multiprocessing's own finalizers. Registered when the runtime is
+    created, because a forked child clears the finalizer registry after the at-fork hooks ran."""
+    multiprocessing_util = sys.modules.get("multiprocessing.util")
+    if multiprocessing_util is not None:
+        multiprocessing_util.Finalize(None, _shutdown_at_exit, exitpriority=10)
+
+
 def _after_fork_in_child() -> None:
-    """Forget the parent's queue and worker; drain ours at exit even under multiprocessing."""
-    global _runtime, _pid
+    """Forget the parent's queue and worker: the child starts afresh and never resends them."""
+    global _runtime, _pid, _lock
+    _lock = threading.Lock()
     _runtime = None
     _pid = os.getpid()
     counters.after_fork()
-    multiprocessing_util = sys.modules.get("multiprocessing.util")
-    if multiprocessing_util is not None:
-        # multiprocessing's children leave through os._exit(), which skips atexit handlers.
-        multiprocessing_util.Finalize(None, _shutdown_at_exit, exitpriority=10)
 
 
 def _shutdown_at_exit() -> None:
     current = _runtime
-    if current is not None:
+    if current is not None and _pid == os.getpid():
         current.shutdown(config.current().shutdown_timeout)
 
 
@@ -76,9 +84,13 @@ def segment_message(client: Any, message: Mapping[str, Any]) -> None:
 
 @hookimpl
 def segment_flush(client: Any, timeout: float) -> None:
-    """Wait until Pendo's queue is drained (or ``timeout`` passes)."""
+    """Wait until this process's own Pendo queue is drained (or ``timeout`` passes).
+
+    Unlike ``pendo_plugin.flush()`` it does not wait for a replay of the spool (events an earlier
+    process left), so the app's ``analytics.flush()`` never waits on an old backlog.
+    """
     if _runtime is not None and _pid == os.getpid():
-        _runtime.flush(timeout)
+        _runtime.flush(timeout, replay_spool=False)
 
 
 @hookimpl

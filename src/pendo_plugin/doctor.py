@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pendo_plugin import config
-from pendo_plugin.cli import CommandError
+from pendo_plugin.cli import CommandError, quiet_logs
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.http import Request, Response, Transport
 from pendo_plugin.delivery.schema import fetch_schema
@@ -269,14 +269,17 @@ def _field_list(fields: dict[str, str], limit: int = 8) -> str:
     return ", ".join(names[:limit]) + more
 
 
-async def read_schema(transport: Recorder, settings: Settings, kind: str) -> tuple[Check, dict[str, str] | None]:
+Fields = dict[str, str]
+
+
+async def read_schema(transport: Recorder, settings: Settings, kind: str) -> tuple[Check, Fields | None]:
     """The custom field schema of ``kind``, read like the senders read it."""
     fields = await fetch_schema(transport, settings, kind)
     if fields is None:
         return fail(f"{kind} field schema could not be read ({transport.why()}): metadata would be sent "
                     "unchecked, and Pendo refuses a row whose field does not exist"), None
     if not fields:
-        return ok(f"{kind} field schema: no custom fields yet ({DATA_MAPPINGS} before sending traits)"), fields
+        return ok(f"{kind} field schema: no custom fields yet ({DATA_MAPPINGS} for each trait)"), fields
     return ok(f"{kind} field schema: {len(fields)} custom field(s): {_field_list(fields)}"), fields
 
 
@@ -304,41 +307,50 @@ def trait_checks(traits: Traits, schemas: dict[str, dict[str, str] | None]) -> l
 
 
 async def network_checks(settings: Settings, traits: Traits | None, test_event: bool) -> list[Check]:
-    """Every check that talks to Pendo, in order; later ones are skipped when the host is down."""
+    """Every check that talks to Pendo, in order; later ones are skipped when an earlier one fails."""
     from pendo_plugin.delivery.http import AiohttpTransport
 
     transport = Recorder(settings.transport or AiohttpTransport(pool_size=4))
     try:
-        return await _run_network_checks(transport, settings, traits, test_event)
+        checks = await _data_checks(transport, settings, test_event)
+        if settings.mode != "webhook" or settings.integration_key:
+            checks += await _api_checks(transport, settings, traits)
+        return checks
     finally:
         if settings.transport is None:
             await transport.close()
 
 
-async def _run_network_checks(
-    transport: Recorder, settings: Settings, traits: Traits | None, test_event: bool
-) -> list[Check]:
+def _data_host(settings: Settings) -> str:
+    return "webhook_url" if settings.mode == "webhook" else "data_url"
+
+
+async def _data_checks(transport: Recorder, settings: Settings, test_event: bool) -> list[Check]:
+    """The secret for events, the host they go to, and (on request) one real test event."""
     webhook = settings.mode == "webhook"
-    checks = [api_key_format(settings) if webhook else track_secret_format(settings)]
-    data_host = "webhook_url" if webhook else "data_url"
-    data_ok = await reachable(transport, settings, data_host)
-    checks.append(data_ok)
+    secret = api_key_format(settings) if webhook else track_secret_format(settings)
+    host = await reachable(transport, settings, _data_host(settings))
+    checks = [secret, host]
     if test_event and not webhook:
-        usable = data_ok.status == "OK" and checks[0].status == "OK"
+        usable = host.status == "OK" and secret.status == "OK"
         checks.append(await send_test_event(transport, settings) if usable
                       else skip("test event not sent: see the failures above"))
-    if webhook and not settings.integration_key:
-        return checks
-    api_ok = await reachable(transport, settings, "api_url")
-    if settings.api_url != getattr(settings, data_host) or api_ok.status != "OK":
-        checks.append(api_ok)
-    if api_ok.status != "OK":
+    return checks
+
+
+async def _api_checks(transport: Recorder, settings: Settings, traits: Traits | None) -> list[Check]:
+    """The /api/v1 host, the integration key, the field schemas and the traits against them."""
+    checks = []
+    host = await reachable(transport, settings, "api_url")
+    if settings.api_url != getattr(settings, _data_host(settings)) or host.status != "OK":
+        checks.append(host)  # the same host as the data host is reported once
+    if host.status != "OK":
         return [*checks, skip("integration key, field schemas and traits not checked: host unreachable")]
     key = await verify_key(transport, settings)
     checks.append(key)
     if key.status != "OK":
         return [*checks, skip("field schemas and traits not checked: PENDO_INTEGRATION_KEY is not usable")]
-    schemas: dict[str, dict[str, str] | None] = {}
+    schemas: dict[str, Fields | None] = {}
     for kind in KINDS:
         check, schemas[kind] = await read_schema(transport, settings, kind)
         checks.append(check)
@@ -346,6 +358,13 @@ async def _run_network_checks(
 
 
 def _print_configuration(settings: Settings, out: TextIO) -> None:
+    if settings.problems:  # the settings are a placeholder then: show what the environment says instead
+        variables = {var: os.environ[var] for var in config.ENV_NAMES.values() if var in os.environ}
+        secrets = {config.ENV_NAMES[name] for name in config.SECRET_FIELDS}
+        print("Configuration is not usable; the PENDO_* variables set (secrets masked):", file=out)
+        for var, value in variables.items():
+            print(f"  {var}={config.mask(value) if var in secrets else value}", file=out)
+        return
     shown = settings.describe()
     width = max(len(name) for name in shown)
     print("Configuration (secrets masked):", file=out)
@@ -361,29 +380,15 @@ def _print_checks(checks: list[Check], out: TextIO) -> None:
     print("\nAll checks passed." if not failed else f"\n{failed} check(s) failed.", file=out)
 
 
-def _quiet_settings() -> Settings:
-    """The settings from the environment, without the plugin's own log lines (doctor reports them)."""
-    logger = logging.getLogger("pendo_plugin")
-    previous, logger.disabled = logger.disabled, True
-    try:
-        return config.load()
-    finally:
-        logger.disabled = previous
-
-
 def run(traits_path: str | None = None, send_test_event: bool = False, out: TextIO | None = None) -> int:
     """Print the configuration and the checks; 0 when every check passed, 1 otherwise."""
     out = out or sys.stdout
     traits = read_traits(traits_path) if traits_path else None
-    settings = _quiet_settings()
-    _print_configuration(settings, out)
-    checks = config_checks(settings)
-    if not settings.problems:
-        logger = logging.getLogger("pendo_plugin")
-        previous, logger.disabled = logger.disabled, True  # fetch_schema's warnings become FAIL lines
-        try:
+    with quiet_logs():  # every problem the plugin would log becomes a FAIL line instead
+        settings = config.load()
+        _print_configuration(settings, out)
+        checks = config_checks(settings)
+        if not settings.problems:
             checks += asyncio.run(network_checks(settings, traits, send_test_event))
-        finally:
-            logger.disabled = previous
     _print_checks(checks, out)
     return 0 if all(check.status != "FAIL" for check in checks) else 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from typing import Any
 
@@ -10,6 +11,15 @@ log = logging.getLogger("pendo_plugin")
 
 _seen: set[str] = set()
 _lock = threading.Lock()
+
+
+def _new_lock_in_child() -> None:
+    """A forked child gets a fresh lock: another thread of the parent may have held this one."""
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_in_child)
 
 
 def log_once(key: str, level: int, message: str, *args: Any) -> None:

@@ -29,6 +29,15 @@ DENY_ENV = "SEGMENT_ANALYTICS_PLUGINS_DISABLED"
 Impl = tuple[str, Callable[..., Any], tuple[str, ...]]
 
 _lock = threading.RLock()
+
+
+def _new_lock_in_child() -> None:
+    """A forked child gets a fresh lock: another thread of the parent may have held this one."""
+    global _lock
+    _lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_new_lock_in_child)
 _manager: pluggy.PluginManager | None = None
 _impls: dict[str, tuple[Impl, ...]] = {}
 

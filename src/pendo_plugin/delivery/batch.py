@@ -41,11 +41,6 @@ class Batch:
         self.failed: list[Payload] = []
         self._undeliverable = undeliverable
 
-    @property
-    def durable(self) -> bool:
-        """Whether these payloads are safe on disk until settled."""
-        return self.claim is not None and self.claim.held
-
     def finish(self, payload: Payload, outcome: Outcome) -> None:
         """Record one payload's outcome; the last one settles the batch."""
         if outcome == "failed":

@@ -2,13 +2,22 @@
 
 The default transport is an aiohttp client session with a keep-alive connection pool, living
 on the worker's event loop.
+
+The worker's loop runs blocking helpers (aiohttp's DNS lookups) on a :class:`DaemonPool` rather
+than asyncio's default pool: the default pool refuses new work once the interpreter has started
+exiting ("cannot schedule new futures after interpreter shutdown"), which is exactly when the
+worker delivers what is left (atexit).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import queue
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 USER_AGENT = "segment-pendo-plugin"
 
@@ -45,13 +54,29 @@ class AiohttpTransport:
     """Keep-alive pooled HTTP over aiohttp; create it on the loop that will use it."""
 
     def __init__(self, pool_size: int = 100) -> None:
+        import urllib.request
+
         import aiohttp
 
         self._aiohttp = aiohttp
+        self._bypass = urllib.request.proxy_bypass
         connector = aiohttp.TCPConnector(limit=pool_size, limit_per_host=pool_size, ttl_dns_cache=300)
+        # Proxy settings are read once here: aiohttp's trust_env would look them (and ~/.netrc) up
+        # in a thread for every request, which caps throughput at a few hundred requests a second.
+        self._proxies = urllib.request.getproxies()
+        self._proxy_by_origin: dict[tuple[str, str], str | None] = {}
         self._session = aiohttp.ClientSession(
-            connector=connector, headers={"User-Agent": USER_AGENT}, auto_decompress=True, trust_env=True
+            connector=connector, headers={"User-Agent": USER_AGENT}, auto_decompress=True, trust_env=False
         )
+
+    def _proxy_for(self, url: str) -> str | None:
+        parts = urlsplit(url)
+        origin = (parts.scheme, parts.netloc)
+        if origin not in self._proxy_by_origin:
+            proxy = self._proxies.get(parts.scheme)
+            bypass = proxy is None or self._bypass(parts.hostname or "")
+            self._proxy_by_origin[origin] = None if bypass else proxy
+        return self._proxy_by_origin[origin]
 
     async def send(self, request: Request) -> Response:
         timeout = self._aiohttp.ClientTimeout(total=request.timeout)
@@ -61,9 +86,65 @@ class AiohttpTransport:
             data=request.body or None,
             headers=dict(request.headers),
             timeout=timeout,
+            proxy=self._proxy_for(request.url),
         ) as response:
             body = await response.read()
             return Response(response.status, dict(response.headers), body)
 
     async def close(self) -> None:
         await self._session.close()
+
+
+class DaemonPool:
+    """A few daemon threads for the worker loop's blocking helpers, usable during interpreter exit.
+
+    asyncio's default pool (``concurrent.futures.ThreadPoolExecutor``) refuses new work once the
+    interpreter has started exiting, and cannot even be imported then; this one has neither limit.
+    """
+
+    def __init__(self, max_workers: int = 4) -> None:
+        self._limit = max(1, max_workers)
+        self._jobs: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._workers = 0
+        self._idle = 0
+        self._closed = False
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any) -> Future[Any]:
+        """Run ``fn(*args)`` on a pool thread; its result or exception arrives in the future."""
+        future: Future[Any] = Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the pool is closed")
+            self._jobs.put((future, lambda: fn(*args)))
+            if self._idle == 0 and self._workers < self._limit:
+                self._workers += 1
+                threading.Thread(target=self._work, name="pendo-plugin-io", daemon=True).start()
+        return future
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                self._idle += 1
+            job = self._jobs.get()
+            with self._lock:
+                self._idle -= 1
+            if job is None:
+                return
+            future, call = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = call()
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
+
+    def close(self) -> None:
+        """Let the threads finish what they have and end."""
+        with self._lock:
+            self._closed = True
+            workers = self._workers
+        for _ in range(workers):
+            self._jobs.put(None)

@@ -42,11 +42,6 @@ class AdaptiveLimiter:
         """Whether a ``Retry-After`` pause is holding new requests now."""
         return time.monotonic() < self._paused_until
 
-    @property
-    def waiting(self) -> int:
-        """Requests waiting for a slot or for a pause to end."""
-        return len(self._waiters)
-
     def _has_slot(self) -> bool:
         return self.in_flight < max(int(self.limit), self.minimum) and not self.paused
 

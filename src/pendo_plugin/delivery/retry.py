@@ -1,9 +1,14 @@
 """When to retry a request and how long to wait: tenacity's exponential backoff with jitter,
-overridden by the server's ``Retry-After`` (seconds or an HTTP date), clamped."""
+overridden by the server's ``Retry-After`` (seconds or an HTTP date), clamped.
+
+The backoff is computed here (``initial * 2**(n-1)`` plus up to ``jitter``, capped at
+``maximum``) rather than with tenacity's ``wait_exponential_jitter``, whose parameters changed
+name across the tenacity versions this package supports."""
 
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -16,7 +21,6 @@ from tenacity import (
     retry_if_exception_type,
     stop_after_attempt,
     stop_after_delay,
-    wait_exponential_jitter,
 )
 
 from pendo_plugin.delivery.http import Response
@@ -95,8 +99,11 @@ class RetryPolicy:
         error = outcome.exception() if outcome is not None else None
         if isinstance(error, RetryableError) and error.retry_after is not None:
             return error.retry_after
-        backoff = wait_exponential_jitter(initial=self.initial, max=self.maximum, jitter=self.jitter)
-        return float(backoff(state))
+        try:
+            backoff = self.initial * 2 ** (state.attempt_number - 1)
+        except OverflowError:
+            backoff = self.maximum
+        return min(backoff + random.uniform(0, self.jitter), self.maximum)
 
     def retrying(self, sleep: Callable[[float], Awaitable[Any]]) -> AsyncRetrying:
         """A tenacity controller for one item; ``sleep`` may raise :class:`ShutdownInterrupted`."""

@@ -4,16 +4,18 @@ Every payload is a plain dict, the same shape the spool stores:
 ``{"k": "track", "b": body}``, ``{"k": "webhook", "b": message}`` or
 ``{"k": "meta", "t": "visitor"|"account", "id": id, "v": values}``.
 Each send returns an :data:`Outcome`: ``sent``, ``rejected`` (Pendo refused it for good; counted
-and dropped) or ``failed`` (retries ran out or shutdown came: the caller spools it).
+and dropped) or ``failed`` (retries ran out, shutdown came, or Pendo refused the key with 401/403,
+which a corrected key fixes: the caller spools it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 from pendo_plugin import counters
@@ -35,6 +37,7 @@ Outcome = Literal["sent", "rejected", "failed"]
 Payload = dict[str, Any]
 
 JSON_HEADERS = {"Content-Type": "application/json"}
+AUTH_STATUSES = frozenset({401, 403})  # a wrong or revoked key: keep the payloads for a fixed config
 
 
 def encode(document: Any) -> bytes:
@@ -55,22 +58,45 @@ class Sender:
         self.limiter = limiter
         self.stopping = stopping
         self.schemas = SchemaCache()
-        self.waiting_retry = 0
+        self.waiting: set[asyncio.Task[Any]] = set()  # tasks waiting out a retry backoff
+        self.acquiring: set[asyncio.Task[Any]] = set()  # tasks waiting for a slot (or a Retry-After pause)
         self.on_drop: Callable[[Exception, list[Payload]], None] = lambda exc, items: None
 
     async def _sleep(self, seconds: float) -> None:
         """A retry wait that shutdown cuts short."""
-        self.waiting_retry += 1
-        try:
-            await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
-        except asyncio.TimeoutError:
-            return
-        finally:
-            self.waiting_retry -= 1
+        with self._waiting():
+            try:
+                await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
+            except asyncio.TimeoutError:
+                return
         raise ShutdownInterrupted()
 
+    @contextlib.contextmanager
+    def _waiting(self) -> Iterator[None]:
+        task = asyncio.current_task()
+        if task is None:
+            yield
+            return
+        self.waiting.add(task)
+        try:
+            yield
+        finally:
+            self.waiting.discard(task)
+
+    async def _acquire(self) -> None:
+        """A slot from the limiter (tasks waiting for one are in ``acquiring``)."""
+        task = asyncio.current_task()
+        if task is None:
+            await self.limiter.acquire()
+            return
+        self.acquiring.add(task)
+        try:
+            await self.limiter.acquire()
+        finally:
+            self.acquiring.discard(task)
+
     async def _attempt(self, request: Request) -> bytes:
-        await self.limiter.acquire()
+        await self._acquire()
         started = time.monotonic()
         congested = True
         try:
@@ -104,6 +130,9 @@ class Sender:
         try:
             return "sent", await self._with_retries(request, settings, retry)
         except PermanentError as exc:
+            if exc.status in AUTH_STATUSES:
+                self._auth_failed(exc, what, len(items))
+                return "failed", b""
             counters.incr(f"dropped:http_{exc.status}:{what}", len(items))
             log_once(
                 f"permanent:{what}:{exc.status}",
@@ -129,6 +158,19 @@ class Sender:
                 exc.reason,
             )
             return "failed", b""
+
+    @staticmethod
+    def _auth_failed(exc: PermanentError, what: str, count: int) -> None:
+        counters.incr(f"auth_failed:http_{exc.status}:{what}", count)
+        log_once(
+            f"auth:{what}:{exc.status}",
+            logging.ERROR,
+            "pendo_plugin: Pendo refused the key for %s with HTTP %d (%s); check PENDO_TRACK_SECRET / "
+            "PENDO_INTEGRATION_KEY. The payloads are kept in the spool (if on) for a corrected key",
+            what,
+            exc.status,
+            exc.detail,
+        )
 
     async def send_one(self, item: Payload, settings: Settings, retry: bool = True) -> Outcome:
         """Deliver one track event or webhook message (``retry=False``: one attempt)."""
@@ -203,6 +245,9 @@ class Sender:
         try:
             body = await self._with_retries(request, settings)
         except PermanentError as exc:
+            if exc.status in AUTH_STATUSES:
+                self._auth_failed(exc, kind, len(rows))
+                return "failed"
             if exc.status == 400 and len(rows) > 1:
                 middle = len(rows) // 2
                 first = await self._post_rows(kind, rows[:middle], settings)

@@ -1,0 +1,269 @@
+"""Turns the benchmark's results into the headline figures (with verdicts) and the printed table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# figure -> (target, hard limit); lower is better for all of them
+TARGETS: dict[str, tuple[float, float]] = {
+    "hot_median_ratio": (1.05, 1.10),
+    "hot_p99_ratio": (1.05, 1.10),
+    "pace_ratio": (1.0, 2.0),
+    "memory_growth_mb": (50.0, 50.0),
+}
+TARGET_TEXT = {
+    "hot_median_ratio": "<=1.05 (1.10)",
+    "hot_p99_ratio": "<=1.05 (1.10)",
+    "pace_ratio": "<=1.0 (2.0)",
+    "memory_growth_mb": "<=50 MB",
+}
+WIDTHS = (46, 13, 13, 11, 15)
+
+
+def verdict(name: str, value: float | None) -> str:
+    """PASS, MISS (within the hard limit) or MISS (over it)."""
+    target, limit = TARGETS[name]
+    if value is None:
+        return "MISS (no value)"
+    if value <= target:
+        return "PASS"
+    return "MISS (within limit)" if value <= limit else "MISS (over limit)"
+
+
+def fmt(value: float | None, spec: str, unit: str = "") -> str:
+    return "n/a" if value is None else f"{value:{spec}}{unit}"
+
+
+def figures(results: dict[str, Any]) -> dict[str, Any]:
+    """The headline numbers with their targets and verdicts."""
+    found: dict[str, Any] = {}
+
+    def add(name: str, value: float | None, **extra: Any) -> None:
+        found[name] = {"value": value, "target": TARGETS[name], "result": verdict(name, value), **extra}
+
+    hot = results.get("hot")
+    if hot:
+        add("hot_median_ratio", hot["median_ratio"])
+        add("hot_p99_ratio", hot["p99_ratio"])
+    pace = results.get("pace")
+    if pace:
+        add("pace_ratio", pace["ratio"], pendo_s=pace["pendo_s"], segment_s=pace["segment_s"])
+        found["cpu_per_1k_s"] = {
+            "on": pace["cpu_per_1k_on_s"],
+            "off": pace["cpu_per_1k_off_s"],
+            "ratio": pace["cpu_ratio"],
+        }
+    memory = results.get("memory")
+    if memory:
+        add("memory_growth_mb", memory["growth_mb"], spool_bytes=memory["on"]["spool_bytes"])
+    return found
+
+
+def table(results: dict[str, Any]) -> str:
+    """The report: machine, one row per figure (plugin on, plugin off, ratio, target, verdict), details."""
+    info = results["machine"]
+    lines = [
+        f"pendo_plugin benchmarks ({results['elapsed_s']:.0f} s)",
+        f"machine: {info['nproc']} CPUs, {info['cpu_model']}, {info['memory_gib']} GiB RAM, "
+        f"Linux {info['kernel']}, {info['implementation']} {info['python']}",
+        "",
+    ]
+    heading = ("figure", "plugin on", "plugin off", "on/off", "target")
+    lines.append(_cells(heading, "result"))
+    lines.append("-" * (sum(WIDTHS) + 20))
+    for cells, result in _rows(results):
+        lines.append(_cells(cells, result))
+    for name, error in (results.get("errors") or {}).items():
+        lines.append(f"{name}: FAILED: {error.strip().splitlines()[-1] if error.strip() else error}")
+    details = _details(results)
+    if details:
+        lines += ["", "details", *details]
+    return "\n".join(lines) + "\n"
+
+
+def _cells(cells: tuple[str, ...], result: str) -> str:
+    first, *rest = cells
+    text = f"{first:<{WIDTHS[0]}}"
+    for cell, width in zip(rest, WIDTHS[1:], strict=True):
+        text += f"{cell:>{width}}" if width != WIDTHS[-1] else f"  {cell:<{width}}"
+    return f"{text}{result}".rstrip()
+
+
+Row = tuple[tuple[str, ...], str]
+
+
+def _row(
+    label: str,
+    on: str,
+    off: str,
+    ratio: str,
+    figure: str | None = None,
+    value: float | None = None,
+    note: str = "",
+) -> Row:
+    """One table row; with ``figure`` its target and the verdict on ``value`` are filled in."""
+    if figure is None:
+        return (label, on, off, ratio, ""), note
+    return (label, on, off, ratio, TARGET_TEXT[figure]), (verdict(figure, value) + note).strip()
+
+
+def _rows(results: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    hot, pace, memory = results.get("hot"), results.get("pace"), results.get("memory")
+    if hot:
+        on, off = hot["modes"]["on"], hot["modes"]["off"]
+        rows.append(
+            _row(
+                f"1 track() median, {on['count']:,} calls each",
+                fmt(on["median_us"], ".1f", " us"),
+                fmt(off["median_us"], ".1f", " us"),
+                fmt(hot["median_ratio"], ".3f"),
+                "hot_median_ratio",
+                hot["median_ratio"],
+            )
+        )
+        rows.append(
+            _row(
+                "  track() p99",
+                fmt(on["p99_us"], ".1f", " us"),
+                fmt(off["p99_us"], ".1f", " us"),
+                fmt(hot["p99_ratio"], ".3f"),
+                "hot_p99_ratio",
+                hot["p99_ratio"],
+            )
+        )
+        absent = hot["modes"].get("absent")
+        if absent:
+            rows.append(
+                _row(
+                    "  plugin not installed (reference)",
+                    "",
+                    fmt(absent["median_us"], ".1f", " us"),
+                    fmt(hot.get("median_ratio_vs_absent"), ".3f"),
+                    note="median, on/not installed",
+                )
+            )
+    if pace:
+        rows.append(
+            _row(
+                f"2 pace: {pace['n']:,} events, {pace['rtt_s'] * 1000:.0f} ms RTT",
+                "Pendo " + fmt(pace["pendo_s"], ".2f", " s"),
+                "Seg. " + fmt(pace["segment_s"], ".2f", " s"),
+                fmt(pace["ratio"], ".2f"),
+                "pace_ratio",
+                pace["ratio"],
+                " (Pendo/Segment)",
+            )
+        )
+        rows.append(
+            _row(
+                "  Segment's own time, plugin on vs off",
+                fmt(pace["segment_s"], ".2f", " s"),
+                fmt(pace["segment_s_plugin_off"], ".2f", " s"),
+                fmt(_ratio(pace["segment_s"], pace["segment_s_plugin_off"]), ".2f"),
+                note="(info)",
+            )
+        )
+    if memory:
+        on, off = memory["on"], memory["off"]
+        rows.append(
+            _row(
+                f"3 memory growth, {memory['n']:,} events, Pendo down",
+                fmt(on["growth_peak_kib"] / 1024, ".1f", " MB"),
+                fmt(off["growth_peak_kib"] / 1024, ".1f", " MB"),
+                fmt(memory["growth_mb"], "+.1f", " MB"),
+                "memory_growth_mb",
+                memory["growth_mb"],
+            )
+        )
+        rows.append(
+            _row(
+                "  spool on disk after shutdown",
+                fmt(on["spool_bytes"] / 1e6, ".1f", " MB"),
+                fmt(off["spool_bytes"] / 1e6, ".1f", " MB"),
+                "",
+                note=f"{on['spool_files']:,} files",
+            )
+        )
+    if pace:
+        rows.append(
+            _row(
+                "4 CPU per 1,000 events delivered",
+                fmt(pace["cpu_per_1k_on_s"] * 1000, ".0f", " ms"),
+                fmt(pace["cpu_per_1k_off_s"] * 1000, ".0f", " ms"),
+                fmt(pace["cpu_ratio"], ".2f"),
+                note="(info; no target)",
+            )
+        )
+    if memory:
+        per_k = memory["n"] / 1000
+        on_cpu, off_cpu = memory["on"]["cpu_s"] / per_k, memory["off"]["cpu_s"] / per_k
+        rows.append(
+            _row(
+                "  CPU per 1,000 events, Pendo down",
+                fmt(on_cpu * 1000, ".0f", " ms"),
+                fmt(off_cpu * 1000, ".0f", " ms"),
+                fmt(_ratio(on_cpu, off_cpu), ".2f"),
+                note="(info)",
+            )
+        )
+    return rows
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or not b else a / b
+
+
+def _details(results: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    hot = results.get("hot")
+    if hot:
+        on, off = hot["modes"]["on"], hot["modes"]["off"]
+        lines.append(
+            f"  hot path: p90 on/off {on['p90_us']:.1f}/{off['p90_us']:.1f} us, p99.9 {on['p999_us']:.0f}/"
+            f"{off['p999_us']:.0f} us, mean {on['mean_us']:.1f}/{off['mean_us']:.1f} us; median of the "
+            f"per-round ratios {hot['round_ratio_median']:.3f}"
+        )
+    pace = results.get("pace")
+    if pace:
+        on_runs, off_runs = pace["runs"]["on"], pace["runs"]["off"]
+        run = on_runs[0]
+        peaks = run["peaks"]
+        lines.append(
+            f"  first track() in a fresh process: plugin on {run['first_call_us'] / 1000:.1f} ms, "
+            f"off {off_runs[0]['first_call_us'] / 1000:.1f} ms"
+        )
+        rate = f"{run['n'] / run['pendo_s']:,.0f} requests/s" if run["pendo_s"] else "n/a"
+        lines.append(
+            f"  pace, plugin on: app enqueued {run['n']:,} in {run['enqueue_s']:.2f} s; Pendo {rate}; "
+            f"peak intake {peaks.get('intake', 0):,.0f}, tasks {peaks.get('tasks', 0):.0f}, "
+            f"limiter {peaks.get('limit', 0):.0f} (in flight {peaks.get('in_flight', 0):.0f})"
+        )
+        step = max(1, len(run["series"]) // 12)
+        timeline = " ".join(f"{row['t']:.1f}s:{row.get('limit', 0):.0f}" for row in run["series"][::step])
+        lines.append(f"  limiter over time: {timeline}")
+        if len(on_runs) > 1:
+            ratios = [r["pendo_s"] / r["segment_s"] for r in on_runs if r["pendo_s"] and r["segment_s"]]
+            lines.append("  pace ratio per run: " + ", ".join(f"{value:.2f}" for value in ratios))
+    memory = results.get("memory")
+    if memory:
+        for key in ("off", "on"):
+            run = memory[key]
+            stats = ", ".join(
+                f"{name}={value:,}"
+                for name, value in run["stats"].items()
+                if name.startswith(("spooled", "dropped", "overflowed", "retries_exhausted", "sent"))
+            )
+            lines.append(
+                f"  memory, plugin {key}: RSS {run['baseline_kib'] / 1024:.0f} -> peak "
+                f"{run['peak_kib'] / 1024:.0f} MB; sent in {run['send_s']:.0f} s, shutdown "
+                f"{run['shutdown_s']:.1f} s, peak intake {run['peaks'].get('intake', 0):,.0f}"
+                + (f"; {stats}" if stats else "")
+            )
+    for row in results.get("ceiling") or ():
+        cpu_us = row["client_cpu_s"] / row["requests"] * 1e6
+        lines.append(
+            f"  stand-in ceiling, {row['latency_s'] * 1000:.0f} ms, {row['concurrency']} connections: "
+            f"{row['per_second']:,.0f} requests/s (plain aiohttp client: {cpu_us:.0f} us CPU per request)"
+        )
+    return lines

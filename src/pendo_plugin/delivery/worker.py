@@ -1,0 +1,458 @@
+"""The delivery worker: one thread running an asyncio loop that routes messages, writes them
+ahead to the spool and sends them.
+
+It polls the runtime's intake with a short adaptive interval (10 ms after traffic, backing off to
+200 ms when idle) instead of being woken per message; flush and shutdown run on its loop at once.
+
+Each slice the worker takes from the intake is routed and, with the spool on, written ahead to
+one locked spool file at once, whether or not there is capacity to send it yet: the payloads
+then wait in the backlog (bounded by ``queue_size``) until a sending slot frees up. So a message
+is on disk within one poll interval of ``track()`` returning, however slow Pendo is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from pendo_plugin import config, counters
+from pendo_plugin.config import Settings
+from pendo_plugin.delivery.batch import Batch
+from pendo_plugin.delivery.http import AiohttpTransport, DaemonPool, Transport
+from pendo_plugin.delivery.limiter import AdaptiveLimiter
+from pendo_plugin.delivery.senders import Outcome, Payload, Sender
+from pendo_plugin.delivery.spool import Claim, Spool
+from pendo_plugin.logs import log_once
+from pendo_plugin.route import Router
+
+if TYPE_CHECKING:
+    from pendo_plugin.delivery.runtime import Runtime
+
+PUMP_BATCH = 512
+TASKS_PER_SLOT = 8
+SPOOL_RETRY_INTERVAL = 30.0
+IDLE_POLL_MIN = 0.01
+IDLE_POLL_MAX = 0.2
+DRAIN_POLL = 0.005
+CANCEL_GRACE = 1.0
+
+# A metadata row waiting to be sent: merged values, and every (batch, payload) merged into it.
+PendingRow = tuple[dict[str, Any], list[tuple[Batch, Payload]]]
+
+
+def payload_kind(payload: Payload) -> str:
+    """``track``, ``webhook``, ``visitor`` or ``account``."""
+    return str(payload["t"] if payload["k"] == "meta" else payload["k"])
+
+
+class WorkerLoop(asyncio.SelectorEventLoop):
+    """The worker's event loop: ``run_in_executor(None, ...)`` (aiohttp's DNS and netrc lookups)
+    runs on a :class:`DaemonPool`, which keeps working while the interpreter exits."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pool = DaemonPool()
+
+    def run_in_executor(  # type: ignore[override]
+        self, executor: Any, func: Callable[..., Any], *args: Any
+    ) -> asyncio.Future[Any]:
+        if executor is not None:
+            return super().run_in_executor(executor, func, *args)
+        return asyncio.wrap_future(self._pool.submit(func, *args), loop=self)
+
+    def close(self) -> None:
+        self._pool.close()
+        super().close()
+
+
+def new_loop() -> asyncio.AbstractEventLoop:
+    """An event loop for the worker."""
+    return WorkerLoop()
+
+
+def spool_unrouted(runtime: Runtime, messages: list[Mapping[str, Any]], settings: Settings) -> None:
+    """Route ``messages`` on the calling thread and leave them in the spool unsent (no worker)."""
+    worker = Worker(runtime)
+    worker.spool_unsent(worker.route_all(messages, settings), settings)
+
+
+class Worker:
+    """Everything the worker thread does; touched only from its loop."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        if runtime.router is None:
+            runtime.router = Router()
+        self._intake = runtime._intake
+        self._overflow = runtime._overflow
+        self._wake: asyncio.Event | None = None
+        self._stopping: asyncio.Event | None = None
+        self._stopped: asyncio.Event | None = None
+        self._closing = False
+        self._flushing = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._replays: set[asyncio.Task[Any]] = set()  # the subset replaying the spool
+        self._backlog: deque[tuple[Batch, Payload]] = deque()
+        self._metadata: dict[str, dict[str, PendingRow]] = {"visitor": {}, "account": {}}
+        self._metadata_since: float | None = None
+        self._spool_draining = False
+        self._spool_next_try = 0.0
+        self._spool_cache: tuple[tuple[Any, int], Spool] | None = None
+        self._sender: Sender | None = None
+        self._transport_source: Any = None
+
+    @property
+    def router(self) -> Router:
+        router = self.runtime.router
+        if router is None:
+            router = self.runtime.router = Router()
+        return router
+
+    def backlog_size(self) -> int:
+        return len(self._backlog)
+
+    @staticmethod
+    def close_loop(loop: asyncio.AbstractEventLoop) -> None:
+        with contextlib.suppress(Exception):
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+    def _settings(self) -> Settings:
+        settings = config.current()
+        if self._sender is None or settings.transport is not self._transport_source:
+            self._transport_source = settings.transport
+            transport: Transport = settings.transport or AiohttpTransport(pool_size=settings.max_concurrency)
+            assert self._stopping is not None
+            self._sender = Sender(transport, AdaptiveLimiter(settings.max_concurrency), self._stopping)
+            self._sender.on_drop = self._on_drop
+        self._sender.limiter.maximum = settings.max_concurrency
+        return settings
+
+    def _on_drop(self, exc: Exception, items: list[Payload]) -> None:
+        callback = config.current().on_error
+        if callback is None:
+            return
+        try:
+            callback(exc, items)
+        except Exception as error:
+            log_once(
+                "on_error", logging.ERROR, "pendo_plugin: on_error callback raised %s", type(error).__name__
+            )
+
+    def _undeliverable(self, items: list[Payload]) -> None:
+        for item in items:
+            counters.incr(f"dropped:undeliverable:{payload_kind(item)}")
+        log_once(
+            "undeliverable",
+            logging.WARNING,
+            "pendo_plugin: payloads could not be delivered and could not be kept (spool off or not "
+            "writable: PENDO_SPOOL_DIR); dropped and counted as dropped:undeliverable",
+        )
+        self._on_drop(RuntimeError("undeliverable, and the spool is off or not writable"), items)
+
+    def _spool(self, settings: Settings) -> Spool | None:
+        """The spool the settings name (one object per directory, so its size estimate carries over)."""
+        if settings.spool_dir is None:
+            return None
+        key = (settings.spool_dir, int(settings.spool_max_mb * 1024 * 1024))
+        cached = self._spool_cache
+        if cached is None or cached[0] != key:
+            cached = (key, Spool(key[0], key[1]))
+            self._spool_cache = cached
+        return cached[1]
+
+    async def main(self, ready: threading.Event) -> None:
+        """The worker's loop: take, route, write ahead, send; until shutdown."""
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._closing = False
+        ready.set()
+        poll = IDLE_POLL_MIN
+        while not self._closing:
+            settings = self._settings()
+            busy = self._pump(settings)
+            self._send_due_metadata(settings)
+            self._drain_spool_if_due(settings)
+            if busy:
+                poll = IDLE_POLL_MIN
+                await asyncio.sleep(0)
+                continue
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), poll)
+            self._wake.clear()
+            poll = min(poll * 2, IDLE_POLL_MAX)
+        await self._stopped.wait()
+
+    @staticmethod
+    def _take(source: deque[Mapping[str, Any]], limit: int) -> list[Mapping[str, Any]]:
+        taken: list[Mapping[str, Any]] = []
+        while source and len(taken) < limit:
+            taken.append(source.popleft())
+        return taken
+
+    def _room(self, settings: Settings) -> int:
+        """How many more send tasks may run now."""
+        return settings.max_concurrency * TASKS_PER_SLOT - len(self._tasks)
+
+    def _pump(self, settings: Settings) -> bool:
+        """Route a slice of the intake and write it ahead, then start sending from the backlog;
+        False when there was nothing to do."""
+        closing = self._closing
+        space = PUMP_BATCH if closing else min(PUMP_BATCH, settings.queue_size - len(self._backlog))
+        live = self._take(self._intake, max(space, 0))
+        overflow = self._take(self._overflow, PUMP_BATCH)
+        if overflow:
+            counters.incr("overflowed", len(overflow))
+        if live:
+            payloads = self.route_all(live, settings)
+            if closing:
+                self.spool_unsent(payloads, settings)
+            else:
+                self._write_ahead(payloads, settings)
+        if overflow:
+            self.spool_unsent(self.route_all(overflow, settings), settings)
+        dispatched = 0 if closing else self._dispatch_backlog(settings)
+        return bool(live or overflow or dispatched)
+
+    def route_all(self, messages: list[Mapping[str, Any]], settings: Settings) -> list[Payload]:
+        payloads: list[Payload] = []
+        for message in messages:
+            payloads.extend(self.router.route(message, settings))
+        return payloads
+
+    def _write_ahead(self, payloads: list[Payload], settings: Settings) -> None:
+        """Persist ``payloads`` in one locked spool file (spool on) and queue them for sending."""
+        if not payloads:
+            return
+        spool = self._spool(settings)
+        claim = spool.write_claimed(payloads) if spool is not None else None
+        if claim is not None:
+            counters.incr("written_ahead", len(payloads))
+        batch = Batch(len(payloads), claim, spool, self._undeliverable)
+        self._backlog.extend((batch, payload) for payload in payloads)
+
+    def spool_unsent(self, payloads: list[Payload], settings: Settings) -> None:
+        """Leave ``payloads`` in the spool for a later attempt (or count them dropped, spool off)."""
+        if not payloads:
+            return
+        spool = self._spool(settings)
+        if spool is not None and spool.write(payloads) is not None:
+            counters.incr("spooled", len(payloads))
+        else:
+            self._undeliverable(payloads)
+
+    def _dispatch_backlog(self, settings: Settings) -> int:
+        room = self._room(settings)
+        dispatched = 0
+        while self._backlog and room > 0:
+            batch, payload = self._backlog.popleft()
+            if self._dispatch(batch, payload, settings, retry=True):
+                room -= 1
+            dispatched += 1
+        return dispatched
+
+    def _dispatch(self, batch: Batch, payload: Payload, settings: Settings, retry: bool) -> bool:
+        """Send one payload (metadata rows are merged and sent in batches); True if a task started."""
+        kind = payload.get("k")
+        if kind == "meta" and payload.get("t") in self._metadata:
+            rows = self._metadata[payload["t"]]
+            values, origins = rows.setdefault(str(payload["id"]), ({}, []))
+            values.update(payload.get("v") or {})
+            origins.append((batch, payload))
+            if self._metadata_since is None:
+                self._metadata_since = time.monotonic()
+            return False
+        if kind in ("track", "webhook"):
+            self._spawn(self._send_one(batch, payload, settings, retry), replay=not retry)
+            return True
+        counters.incr("dropped:unknown_payload")
+        batch.finish(payload, "rejected")
+        return False
+
+    def _spawn(self, coroutine: Any, *, replay: bool = False) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        if replay:
+            self._replays.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        self._replays.discard(task)
+        if self._backlog and self._wake is not None:
+            self._wake.set()  # a slot is free: send more from the backlog now, not at the next poll
+
+    async def _send_one(self, batch: Batch, payload: Payload, settings: Settings, retry: bool) -> None:
+        assert self._sender is not None
+        outcome: Outcome = "failed"
+        try:
+            outcome = await self._sender.send_one(payload, settings, retry)
+        finally:
+            batch.finish(payload, outcome)
+
+    def _send_due_metadata(self, settings: Settings, force: bool = False) -> None:
+        if self._metadata_since is None:
+            return
+        waiting = sum(len(rows) for rows in self._metadata.values())
+        due = force or self._flushing or waiting >= settings.metadata_batch_size
+        if not due and time.monotonic() - self._metadata_since < settings.batch_interval:
+            return
+        for kind, rows in self._metadata.items():
+            if rows:
+                self._metadata[kind] = {}
+                self._spawn(self._send_metadata(kind, rows, settings))
+        self._metadata_since = None
+
+    async def _send_metadata(self, kind: str, rows: dict[str, PendingRow], settings: Settings) -> None:
+        assert self._sender is not None
+        payloads = [
+            {"k": "meta", "t": kind, "id": entity, "v": values} for entity, (values, _) in rows.items()
+        ]
+        outcome: Outcome = "failed"
+        try:
+            outcome = await self._sender.send_metadata(kind, payloads, settings)
+        finally:
+            for _, origins in rows.values():
+                for batch, payload in origins:
+                    batch.finish(payload, outcome)
+
+    # ----- the spool, drained oldest first -------------------------------------------------
+
+    def _shutting_down(self) -> bool:
+        return self._closing or (self._stopping is not None and self._stopping.is_set())
+
+    def _drain_spool_if_due(self, settings: Settings, *, force: bool = False) -> None:
+        if self._spool_draining or self._shutting_down():
+            return
+        if not force and time.monotonic() < self._spool_next_try:
+            return
+        spool = self._spool(settings)
+        self._spool_next_try = time.monotonic() + SPOOL_RETRY_INTERVAL
+        if spool is None or not spool.has_files():
+            return
+        self._spool_draining = True
+        self._spawn(self._drain_spool(spool, settings), replay=True)
+
+    async def _drain_spool(self, spool: Spool, settings: Settings) -> None:
+        try:
+            for claim in spool.claims():
+                if self._shutting_down() or not await self._replay_claim(claim, spool, settings):
+                    claim.release()
+                    return
+        finally:
+            self._spool_draining = False
+
+    async def _replay_claim(self, claim: Claim, spool: Spool, settings: Settings) -> bool:
+        """Send one claimed file, one attempt per payload, and settle it; False if none of it could be
+        delivered (Pendo still down: the file waits for the next try)."""
+        if not claim.items:
+            claim.done()
+            return True
+        done = asyncio.Event()
+        batch = Batch(len(claim.items), claim, spool, self._undeliverable, on_settled=done.set, replay=True)
+        for payload in claim.items:
+            self._dispatch(batch, payload, settings, retry=False)
+        self._send_due_metadata(settings, force=True)
+        await done.wait()
+        counters.incr("unspooled", len(claim.items) - len(batch.failed))
+        return len(batch.failed) < len(claim.items)
+
+    # ----- flush, shutdown, sync mode -------------------------------------------------------
+
+    def _idle(self, settings: Settings, *, replays: bool) -> bool:
+        """Nothing left in memory only: every message was routed, and every payload was settled or
+        (with the spool on) is safe on disk and waiting for a retry or a Retry-After pause.
+        ``replays``: also wait for a replay of the spool that is under way."""
+        if self._intake or self._overflow or self._metadata_since is not None:
+            return False
+        sender = self._sender
+        durable = sender is not None and self._spool(settings) is not None
+        busy = self._tasks if replays else self._tasks - self._replays
+        if durable and sender is not None:
+            busy = busy - sender.waiting
+            if sender.limiter.paused:
+                busy = busy - sender.acquiring
+        if busy:
+            return False
+        if self._backlog:
+            if not durable or sender is None:
+                return False
+            return sender.limiter.paused or self._room(settings) <= 0
+        return True
+
+    async def drain(self, timeout: float, *, replay_spool: bool = False, replays: bool = True) -> bool:
+        """Send what is queued (``replay_spool``: replay the spool too) until idle or ``timeout``."""
+        deadline = time.monotonic() + timeout
+        self._flushing += 1
+        try:
+            if replay_spool:
+                self._drain_spool_if_due(self._settings(), force=True)
+            while True:
+                settings = self._settings()
+                self._pump(settings)
+                self._send_due_metadata(settings, force=True)
+                if self._idle(settings, replays=replays or replay_spool):
+                    return True
+                if time.monotonic() >= deadline:
+                    return False
+                await asyncio.sleep(DRAIN_POLL)
+        finally:
+            self._flushing -= 1
+
+    async def shutdown(self, timeout: float) -> bool:
+        assert self._stopping is not None and self._wake is not None and self._stopped is not None
+        if self._spool(self._settings()) is not None:
+            # with the spool on, one attempt each is enough: what fails stays on disk for later
+            self._stopping.set()
+        drained = await self.drain(timeout)
+        self._stopping.set()  # cut every retry wait short now
+        self._closing = True
+        settings = self._settings()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=CANCEL_GRACE)
+        while self._intake or self._overflow:
+            self._pump(settings)  # with _closing set, what is left is written to the spool unsent
+        while self._backlog:
+            batch, payload = self._backlog.popleft()
+            batch.finish(payload, "failed")
+        for kind, rows in self._metadata.items():
+            for _, origins in rows.values():
+                for batch, payload in origins:
+                    batch.finish(payload, "failed")
+            self._metadata[kind] = {}
+        self._metadata_since = None
+        if self._sender is not None and self._transport_source is None:
+            with contextlib.suppress(Exception):
+                await self._sender.transport.close()
+        self._sender = None
+        self._stopped.set()
+        self._wake.set()
+        return drained
+
+    async def deliver_now(self, message: Mapping[str, Any]) -> None:
+        settings = self._settings()
+        payloads = self.router.route(message, settings)
+        if not payloads:
+            return
+        spool = self._spool(settings)
+        claim = spool.write_claimed(payloads) if spool is not None else None
+        batch = Batch(len(payloads), claim, spool, self._undeliverable)
+        assert self._sender is not None
+        for payload in payloads:
+            outcome: Outcome = "failed"
+            try:
+                if payload["k"] == "meta":
+                    outcome = await self._sender.send_metadata(payload["t"], [payload], settings)
+                else:
+                    outcome = await self._sender.send_one(payload, settings)
+            finally:
+                batch.finish(payload, outcome)

@@ -1,0 +1,963 @@
+"""``pendo-plugin replay`` and ``pendo-plugin spool``: stored traffic sent to Pendo the way live traffic is.
+
+A replay reads Segment exports (JSON lines, gzip or plain, or stdin) and sends each message through the
+live path's own :class:`~pendo_plugin.route.Router` (rollout, translation, Pendo's rules) and
+:class:`~pendo_plugin.delivery.senders.Sender` (retries, adaptive concurrency, metadata batches), in its
+own ``asyncio.run``. Progress is checkpointed per file: the lines whose payloads were all acknowledged
+(or refused for good, or had nothing to send) are recorded, so an interrupted replay resumes without
+resending them. ``spool drain`` sends what the plugin left in ``PENDO_SPOOL_DIR`` with the same Sender.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import gzip
+import json
+import math
+import os
+import signal
+import sys
+import time
+import zlib
+from collections import Counter
+from collections.abc import Awaitable, Coroutine, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, TextIO
+
+from pendo_plugin import config, counters
+from pendo_plugin.cli import CommandError, quiet_logs
+from pendo_plugin.config import CALLS, SECRET_FIELDS, Settings
+from pendo_plugin.delivery.batch import Batch
+from pendo_plugin.delivery.http import Transport
+from pendo_plugin.delivery.limiter import AdaptiveLimiter
+from pendo_plugin.delivery.senders import Outcome, Payload, Sender
+from pendo_plugin.delivery.spool import Claim, Spool
+from pendo_plugin.route import Router
+from pendo_plugin.sanitize import parse_timestamp_ms
+from pendo_plugin.translate import translate
+
+CHECKPOINT_SUFFIX = ".pendo-checkpoint"
+CHECKPOINT_VERSION = 1
+CHUNK_LINES = 1000
+SAVE_INTERVAL = 0.5
+TASKS_PER_SLOT = 8
+MAX_REPORTED_MALFORMED = 20
+EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
+PREVIEW = "use --dry-run to preview"
+START_OVER = "delete it to start over"
+
+
+# ----------------------------------------------------------------------------------- settings
+
+
+def load_settings() -> Settings:
+    """The settings in force (environment plus ``configure()``); CommandError names a bad variable."""
+    with quiet_logs():
+        settings = config.current()
+    if settings.problems:
+        raise CommandError(f"{settings.problems[0]}; fix it first")
+    return settings
+
+
+def _sendable_settings(dry_run: bool) -> Settings:
+    """Settings a replay can send with; a dry run lends placeholder secrets so routing is unchanged."""
+    settings = load_settings()
+    if dry_run:
+        missing = {name: "dry-run-placeholder" for name in SECRET_FIELDS if not getattr(settings, name)}
+        if missing:
+            with quiet_logs():
+                settings = config.load(missing)
+        return settings
+    if not (settings.send_track or settings.send_metadata):
+        needed = "PENDO_API_KEY is" if settings.mode == "webhook" else (
+            "PENDO_TRACK_SECRET and PENDO_INTEGRATION_KEY are")
+        raise CommandError(f"{needed} not set, so nothing can be sent ({PREVIEW})")
+    if not settings.rollout.enabled:
+        raise CommandError(f"PENDO_ENABLED is false, so a replay would send nothing ({PREVIEW})")
+    if settings.shadow:
+        raise CommandError(f"PENDO_SHADOW is on, so a replay would send nothing ({PREVIEW})")
+    return settings
+
+
+def _warnings(settings: Settings) -> list[str]:
+    """What the operator should know before a replay sends anything."""
+    notes = []
+    if settings.mode == "api" and not settings.track_secret:
+        notes.append("PENDO_TRACK_SECRET is not set: track lines will be skipped")
+    if settings.mode == "api" and not settings.integration_key:
+        notes.append("PENDO_INTEGRATION_KEY is not set: identify and group lines will be skipped")
+    if settings.rollout.percent < 100:
+        percent = settings.rollout.percent
+        notes.append(f"PENDO_ROLLOUT_PERCENT={percent:g}: only that share of visitors is sent")
+    return notes
+
+
+# ----------------------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    """The flags of ``pendo-plugin replay``."""
+
+    files: Sequence[str]
+    dry_run: bool = False
+    since: str | None = None
+    until: str | None = None
+    calls: str = "identify,group,track"
+    checkpoint: str | None = None
+    use_checkpoint: bool = True
+    allow_old: bool = False
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which messages a replay sends; recorded in the checkpoint so a resume uses the same ones."""
+
+    calls: frozenset[str] = CALLS
+    since_ms: int | None = None
+    until_ms: int | None = None
+    allow_old: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """The checkpoint's record of these filters."""
+        return {"calls": sorted(self.calls), "since": self.since_ms, "until": self.until_ms,
+                "allow_old": self.allow_old}
+
+    def reason_to_skip(self, message: Mapping[str, Any]) -> str | None:
+        """Why the filters leave ``message`` out, or None."""
+        call = message.get("type")
+        if call in CALLS and call not in self.calls:
+            return f"--calls:{call}"
+        if self.since_ms is None and self.until_ms is None:
+            return None
+        at = parse_timestamp_ms(message.get("timestamp"))
+        if at is None:
+            return "no_timestamp"
+        if self.since_ms is not None and at < self.since_ms:
+            return "before_--since"
+        if self.until_ms is not None and at >= self.until_ms:
+            return "after_--until"
+        return None
+
+
+def _time_flag(flag: str, text: str | None) -> int | None:
+    if text is None:
+        return None
+    value = parse_timestamp_ms(text)
+    if value is None:
+        raise CommandError(f"{flag} {text!r} is not an ISO 8601 time (e.g. 2024-05-01T12:00:00Z)")
+    return value
+
+
+def parse_filters(options: ReplayOptions) -> Filters:
+    """The filters the flags ask for; CommandError for a bad flag value."""
+    calls = frozenset(part.strip() for part in options.calls.split(",") if part.strip())
+    unknown = calls - CALLS
+    if unknown or not calls:
+        raise CommandError(f"--calls {options.calls!r} must list some of identify,group,track")
+    filters = Filters(calls, _time_flag("--since", options.since), _time_flag("--until", options.until),
+                      options.allow_old)
+    if filters.since_ms is not None and filters.until_ms is not None and filters.since_ms >= filters.until_ms:
+        raise CommandError("--since must be earlier than --until")
+    return filters
+
+
+# ----------------------------------------------------------------------------------- checkpoints
+
+
+class Acks:
+    """Line numbers settled for good: everything up to ``line``, plus sorted ranges beyond it."""
+
+    def __init__(self, line: int = 0, ranges: Sequence[Sequence[int]] = ()) -> None:
+        self.line = line
+        self.ranges: list[list[int]] = sorted([int(start), int(end)] for start, end in ranges)
+        self._absorb()
+
+    def __contains__(self, number: int) -> bool:
+        if number <= self.line:
+            return True
+        index = bisect.bisect_right(self.ranges, [number, math.inf]) - 1
+        return index >= 0 and self.ranges[index][1] >= number
+
+    def add(self, number: int) -> None:
+        """Record ``number`` as settled, merging it into its neighbours."""
+        if number in self:
+            return
+        index = bisect.bisect_right(self.ranges, [number, math.inf])
+        before = self.ranges[index - 1] if index > 0 else None
+        after = self.ranges[index] if index < len(self.ranges) else None
+        left = before if before is not None and before[1] == number - 1 else None
+        right = after if after is not None and after[0] == number + 1 else None
+        if left is not None and right is not None:
+            left[1] = right[1]
+            del self.ranges[index]
+        elif left is not None:
+            left[1] = number
+        elif right is not None:
+            right[0] = number
+        else:
+            self.ranges.insert(index, [number, number])
+        self._absorb()
+
+    def _absorb(self) -> None:
+        while self.ranges and self.ranges[0][0] <= self.line + 1:
+            self.line = max(self.line, self.ranges.pop(0)[1])
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"line": last line of the acknowledged prefix, "acked": [[first, last], ...] beyond it}``."""
+        return {"line": self.line, "acked": [list(pair) for pair in self.ranges]}
+
+
+class Checkpoint:
+    """One checkpoint file: per source file, the lines settled for good; written atomically, 0600."""
+
+    def __init__(self, path: Path, filters: Filters) -> None:
+        self.path = path
+        self.filters = filters
+        self.files: dict[str, Acks] = {}
+
+    @classmethod
+    def open(cls, path: Path, filters: Filters) -> Checkpoint:
+        """Load ``path`` if it exists; CommandError if it is unreadable or made with other filters."""
+        checkpoint = cls(path, filters)
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return checkpoint
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not a replay checkpoint"
+            raise CommandError(f"cannot read the checkpoint {path}: {reason} ({START_OVER})") from None
+        checkpoint._load(document)
+        return checkpoint
+
+    def _load(self, document: Any) -> None:
+        try:
+            if document["version"] != CHECKPOINT_VERSION:
+                raise ValueError
+            recorded = document["filters"]
+            files = {str(key): Acks(int(entry["line"]), entry.get("acked", []))
+                     for key, entry in document["files"].items()}
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise CommandError(f"the checkpoint {self.path} is not a replay checkpoint of this version "
+                               f"({START_OVER})") from None
+        if recorded != self.filters.to_json():
+            raise CommandError(f"the checkpoint {self.path} was written with other --calls/--since/--until/"
+                               f"--allow-old flags; rerun with the same flags, or {START_OVER}")
+        self.files = files
+
+    def acks(self, key: str) -> Acks:
+        """The record for one source file (created empty)."""
+        return self.files.setdefault(key, Acks())
+
+    def save(self) -> None:
+        """Write atomically: a 0600 temp file in the same directory, fsynced, renamed over the old one."""
+        document = {"version": CHECKPOINT_VERSION, "filters": self.filters.to_json(),
+                    "files": {key: acks.to_json() for key, acks in self.files.items()}}
+        data = json.dumps(document, separators=(",", ":")).encode("utf-8")
+        temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temp, self.path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                temp.unlink()
+            raise CommandError(f"cannot write the checkpoint {self.path}: {exc.strerror}") from None
+
+
+# ----------------------------------------------------------------------------------- sources
+
+
+class ReadError(Exception):
+    """An export could not be read to its end (a truncated or corrupt gzip, an I/O error)."""
+
+
+class Source:
+    """One export: a file (gzip detected by its magic bytes) or stdin, read as lines of bytes."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.label = "stdin" if name == "-" else name
+        self.key = "-" if name == "-" else os.path.abspath(name)
+        self.total: int | None = None
+        self._raw: IO[bytes] | None = None
+        self._lines: Iterator[bytes] = iter(())
+        self._consumed = 0
+
+    def check(self) -> None:
+        """Fail early, before anything is sent, if the file cannot be opened."""
+        if self.name == "-":
+            return
+        try:
+            with open(self.name, "rb"):
+                pass
+        except OSError as exc:
+            raise CommandError(f"cannot read {self.name}: {exc.strerror}") from None
+
+    def open(self) -> None:
+        """Open the export and find out whether it is gzip."""
+        try:
+            raw: Any = sys.stdin.buffer if self.name == "-" else open(self.name, "rb")  # noqa: SIM115
+        except OSError as exc:
+            raise CommandError(f"cannot read {self.name}: {exc.strerror}") from None
+        self._raw = raw
+        if self.name != "-":
+            self.total = os.fstat(raw.fileno()).st_size
+        magic = raw.peek(2)[:2] if hasattr(raw, "peek") else b""
+        stream = gzip.GzipFile(fileobj=raw, mode="rb") if magic == b"\x1f\x8b" else raw
+        self._lines = iter(stream)
+
+    def read_chunk(self, size: int = CHUNK_LINES) -> list[bytes]:
+        """Up to ``size`` more lines (blocking: run it in a thread); [] at the end."""
+        chunk: list[bytes] = []
+        try:
+            for line in self._lines:
+                chunk.append(line)
+                self._consumed += len(line)
+                if len(chunk) >= size:
+                    break
+        except (OSError, EOFError, zlib.error) as exc:
+            raise ReadError(f"{self.label} could not be read to its end: {exc}") from None
+        return chunk
+
+    def position(self) -> int:
+        """Bytes of the file consumed so far (compressed bytes for gzip), for the progress bar."""
+        if self._raw is not None and self.name != "-":
+            with contextlib.suppress(OSError, ValueError):
+                return self._raw.tell()
+        return self._consumed
+
+    def close(self) -> None:
+        """Close the file (never stdin)."""
+        if self._raw is not None and self.name != "-":
+            self._raw.close()
+
+
+def parse_line(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """``(message, None)`` or ``(None, what is wrong)`` for one export line."""
+    try:
+        value = json.loads(raw)
+    except UnicodeDecodeError:
+        return None, "not UTF-8"
+    except ValueError:
+        return None, "not JSON"
+    if not isinstance(value, dict):
+        return None, "not a JSON object"
+    if not isinstance(value.get("type"), str):
+        return None, 'not a Segment message (no "type")'
+    return value, None
+
+
+# ----------------------------------------------------------------------------------- the replay
+
+
+@dataclass
+class Line:
+    """One export line with payloads in flight; acknowledged when every one of them is settled."""
+
+    acks: Acks
+    number: int
+    remaining: int
+    failed: bool = False
+
+
+# metadata rows waiting for a batch: id -> (merged values, the lines they came from)
+PendingRows = dict[str, tuple[dict[str, Any], list[Line]]]
+
+
+@dataclass
+class Tally:
+    """What the replay did, for the summary (the Sender's own counts come from :mod:`counters`)."""
+
+    lines: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    malformed: list[str] = field(default_factory=list)
+    would_send: Counter[str] = field(default_factory=Counter)
+    failed: Counter[str] = field(default_factory=Counter)
+    read_error: str | None = None
+
+
+class Replayer:
+    """Routes export lines and sends their payloads, keeping the checkpoint up to date."""
+
+    def __init__(self, settings: Settings, filters: Filters, sender: Sender | None,
+                 checkpoints: Sequence[Checkpoint], err: TextIO) -> None:
+        self.settings = settings
+        self.filters = filters
+        self.sender = sender  # None: a dry run
+        self.checkpoints = checkpoints
+        self.err = err
+        self.router = Router()
+        self.tally = Tally()
+        self.stop_requested = False
+        self._window = asyncio.Semaphore(settings.max_concurrency * TASKS_PER_SLOT)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._pending: dict[str, PendingRows] = {"visitor": {}, "account": {}}
+        self._pending_since: float | None = None
+        self._last_batch: dict[str, asyncio.Task[None]] = {}
+        self._dirty = False
+
+    # ----- one line
+
+    async def process(self, source: Source, acks: Acks, number: int, raw: bytes) -> None:
+        """Route one line and dispatch what it becomes; lines with nothing to send are settled at once."""
+        self.tally.lines += 1
+        if not raw.strip():
+            self._settled(acks, number, "blank_line")
+            return
+        message, problem = parse_line(raw)
+        if message is None:
+            self._malformed(source, acks, number, problem or "malformed")
+            return
+        if number in acks:
+            self.tally.skipped["in_checkpoint"] += 1
+            self._remember_account(message)
+            return
+        reason = self.filters.reason_to_skip(message)
+        if reason is not None:
+            self._remember_account(message)
+            self._settled(acks, number, reason)
+            return
+        age = None if self.filters.allow_old else True
+        payloads = self.router.route(message, self.settings, max_age_days=age)
+        if not payloads or self.sender is None:
+            self.tally.would_send.update(_kind(payload) for payload in payloads)
+            self._settled(acks, number, None)
+            return
+        line = Line(acks, number, len(payloads))
+        for payload in payloads:
+            await self._dispatch(line, payload)
+
+    def _settled(self, acks: Acks, number: int, skip_reason: str | None) -> None:
+        if skip_reason is not None:
+            self.tally.skipped[skip_reason] += 1
+        acks.add(number)
+        self._dirty = True
+
+    def _malformed(self, source: Source, acks: Acks, number: int, problem: str) -> None:
+        if number not in acks:
+            text = f"{source.label}: line {number}: {problem}"
+            self.tally.malformed.append(text)
+            if len(self.tally.malformed) <= MAX_REPORTED_MALFORMED:
+                _write(self.err, f"{text} (skipped)")
+            elif len(self.tally.malformed) == MAX_REPORTED_MALFORMED + 1:
+                _write(self.err, "further malformed lines are only counted in the summary")
+        acks.add(number)
+        self._dirty = True
+
+    def _remember_account(self, message: Mapping[str, Any]) -> None:
+        """Lines not sent still link visitors to accounts, so later track events get their accountId."""
+        if message.get("type") in ("identify", "group"):
+            link = translate(message, now_ms=0, max_age_days=None).account_link
+            if link is not None:
+                self.router.accounts.remember(*link)
+
+    # ----- sending
+
+    async def _dispatch(self, line: Line, payload: Payload) -> None:
+        if payload.get("k") == "meta":
+            await self._queue_row(line, payload)
+            return
+        await self._window.acquire()
+        self._spawn(self._send_one(line, payload))
+
+    async def _send_one(self, line: Line, payload: Payload) -> None:
+        assert self.sender is not None
+        outcome: Outcome = "failed"
+        try:
+            outcome = await self.sender.send_one(payload, self.settings)
+        finally:
+            self._window.release()
+            self._settle(line, outcome, _kind(payload))
+
+    async def _queue_row(self, line: Line, payload: Payload) -> None:
+        rows = self._pending[payload["t"]]
+        values, lines = rows.setdefault(str(payload["id"]), ({}, []))
+        values.update(payload.get("v") or {})
+        lines.append(line)
+        if self._pending_since is None:
+            self._pending_since = time.monotonic()
+        if len(rows) >= self.settings.metadata_batch_size:
+            await self.send_rows(payload["t"])
+
+    async def send_due_rows(self, force: bool = False) -> None:
+        """Send waiting metadata rows when a batch interval has passed (or now, with ``force``)."""
+        since = self._pending_since
+        if since is not None and (force or time.monotonic() - since >= self.settings.batch_interval):
+            for kind in self._pending:
+                await self.send_rows(kind)
+            self._pending_since = None
+
+    async def send_rows(self, kind: str) -> None:
+        """Send one kind's waiting rows as a batch, after that kind's previous batch (order matters)."""
+        rows = self._pending[kind]
+        if not rows:
+            return
+        self._pending[kind] = {}
+        await self._window.acquire()
+        previous = self._last_batch.get(kind)
+        self._last_batch[kind] = self._spawn(self._send_rows(kind, rows, previous))
+
+    async def _send_rows(self, kind: str, rows: PendingRows, previous: asyncio.Task[None] | None) -> None:
+        assert self.sender is not None
+        outcome: Outcome = "failed"
+        try:
+            if previous is not None:
+                await asyncio.wait([previous])
+            payloads = [{"k": "meta", "t": kind, "id": key, "v": values} for key, (values, _) in rows.items()]
+            outcome = await self.sender.send_metadata(kind, payloads, self.settings)
+        finally:
+            self._window.release()
+            for _, lines in rows.values():
+                for line in lines:
+                    self._settle(line, outcome, kind)
+
+    def _settle(self, line: Line, outcome: Outcome, kind: str) -> None:
+        if outcome == "failed":
+            self.tally.failed[kind] += 1
+            line.failed = True
+        line.remaining -= 1
+        if line.remaining == 0 and not line.failed:
+            line.acks.add(line.number)
+            self._dirty = True
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def wait_for_sends(self) -> None:
+        """Wait until every send started has settled."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+
+    # ----- stopping and saving
+
+    def request_stop(self) -> None:
+        """First Ctrl-C: read no further, let requests in flight finish. Second: cancel them."""
+        if self.stop_requested:
+            for task in list(self._tasks):
+                task.cancel()
+            return
+        self.stop_requested = True
+        if self.sender is not None:
+            self.sender.stopping.set()  # retry waits end now; those lines stay unacknowledged
+        _write(self.err, f"stopping: waiting for {len(self._tasks)} request(s) in flight "
+                         "(Ctrl-C again to stop at once)")
+
+    def save(self, force: bool = False) -> None:
+        """Write the checkpoints if lines were settled since the last save (or now, with ``force``)."""
+        if self._dirty or force:
+            self._dirty = False
+            for checkpoint in self.checkpoints:
+                checkpoint.save()
+
+    async def save_periodically(self) -> None:
+        """Persist progress every :data:`SAVE_INTERVAL` seconds while the replay runs."""
+        while True:
+            await asyncio.sleep(SAVE_INTERVAL)
+            self.save()
+
+
+def _kind(payload: Payload) -> str:
+    return str(payload["t"] if payload.get("k") == "meta" else payload.get("k"))
+
+
+def _write(out: TextIO, text: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(text, file=out)
+
+
+# ----------------------------------------------------------------------------------- running a replay
+
+
+@dataclass
+class Job:
+    """One source file and where its progress is recorded."""
+
+    source: Source
+    acks: Acks
+    checkpoint: Checkpoint | None = None
+
+
+def _checkpoint_path(options: ReplayOptions, source: Source) -> Path:
+    return Path(options.checkpoint) if options.checkpoint else Path(source.name + CHECKPOINT_SUFFIX)
+
+
+def plan_jobs(options: ReplayOptions, filters: Filters) -> tuple[list[Job], list[Checkpoint]]:
+    """The sources in order, each with its checkpoint record; CommandError for unusable input."""
+    sources = [Source(name) for name in options.files]
+    if sum(source.name == "-" for source in sources) > 1:
+        raise CommandError("stdin (-) can be given only once")
+    for source in sources:
+        source.check()
+    stdin_unrecorded = any(source.name == "-" for source in sources) and not options.checkpoint
+    if options.use_checkpoint and stdin_unrecorded and not options.dry_run:
+        raise CommandError("replaying stdin needs --checkpoint PATH to be resumable (or --no-checkpoint)")
+    checkpoints: dict[Path, Checkpoint] = {}
+    jobs = []
+    for source in sources:
+        if not options.use_checkpoint or (source.name == "-" and stdin_unrecorded):
+            jobs.append(Job(source, Acks()))
+            continue
+        path = _checkpoint_path(options, source)
+        if path not in checkpoints:
+            checkpoints[path] = Checkpoint.open(path, filters)
+        jobs.append(Job(source, checkpoints[path].acks(source.key), checkpoints[path]))
+    return jobs, list(checkpoints.values())
+
+
+async def _replay_source(replayer: Replayer, job: Job) -> None:
+    from tqdm import tqdm
+
+    source = job.source
+    source.open()
+    if job.acks.line or job.acks.ranges:
+        _write(replayer.err, f"{source.label}: resuming after line {job.acks.line:,} (from the checkpoint)")
+    number = 0
+    with tqdm(desc=source.label, unit=" lines", unit_scale=True, file=replayer.err, disable=None,
+              dynamic_ncols=True) as bar:
+        try:
+            while not replayer.stop_requested:
+                chunk = await asyncio.to_thread(source.read_chunk)
+                if not chunk:
+                    break
+                for raw in chunk:
+                    number += 1
+                    await replayer.process(source, job.acks, number, raw)
+                    if replayer.stop_requested:
+                        break
+                await replayer.send_due_rows()
+                _advance(bar, number, source)
+        finally:
+            source.close()
+
+
+def _advance(bar: Any, lines: int, source: Source) -> None:
+    """Move the bar to ``lines``; its total is estimated from the share of the file read so far."""
+    position = source.position()
+    if source.total and position:
+        bar.total = max(lines, round(lines * source.total / position))
+    bar.update(lines - bar.n)
+
+
+def new_sender(settings: Settings) -> Sender:
+    """A Sender like the live path's (call it on the loop that will use it): the configured transport,
+    or an aiohttp one, with adaptive concurrency up to ``PENDO_MAX_CONCURRENCY``."""
+    from pendo_plugin.delivery.http import AiohttpTransport
+
+    transport: Transport = settings.transport or AiohttpTransport(pool_size=settings.max_concurrency)
+    return Sender(transport, AdaptiveLimiter(settings.max_concurrency), asyncio.Event())
+
+
+def _install_signal_handlers(replayer: Replayer) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError, NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, replayer.request_stop)
+
+
+async def _replay(jobs: list[Job], checkpoints: list[Checkpoint], settings: Settings, filters: Filters,
+                  dry_run: bool, err: TextIO) -> Replayer:
+    sender = None if dry_run else new_sender(settings)
+    replayer = Replayer(settings, filters, sender, [] if dry_run else checkpoints, err)
+    _install_signal_handlers(replayer)
+    saver = asyncio.ensure_future(replayer.save_periodically())
+    try:
+        for job in jobs:
+            if replayer.stop_requested:
+                break
+            try:
+                await _replay_source(replayer, job)
+            except ReadError as exc:
+                replayer.tally.read_error = str(exc)
+                break
+        if not replayer.stop_requested:
+            await replayer.send_due_rows(force=True)
+        await replayer.wait_for_sends()
+    finally:
+        saver.cancel()
+        replayer.save(force=True)
+        if sender is not None and settings.transport is None:
+            await sender.transport.close()
+    return replayer
+
+
+def run(options: ReplayOptions, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Replay the exports; 0 when everything was delivered, 1 if something failed, 130 if interrupted."""
+    out, err = out or sys.stdout, err or sys.stderr
+    filters = parse_filters(options)
+    settings = _sendable_settings(options.dry_run)
+    jobs, checkpoints = plan_jobs(options, filters)
+    if not options.dry_run:
+        for checkpoint in checkpoints:
+            checkpoint.save()  # fails now, not after the first sends, if the place is not writable
+        for note in _warnings(settings):
+            print(f"note: {note}", file=err)
+    before = counters.snapshot()
+    replayer = asyncio.run(_replay(jobs, checkpoints, settings, filters, options.dry_run, err))
+    delta = _delta(before, counters.snapshot())
+    print_summary(replayer, jobs, delta, options.dry_run, out)
+    if replayer.stop_requested:
+        return EXIT_INTERRUPTED
+    if replayer.tally.read_error:
+        print(f"pendo-plugin: {replayer.tally.read_error}", file=err)
+        return EXIT_FAILED
+    return EXIT_FAILED if sum(replayer.tally.failed.values()) or _rejected(delta) else EXIT_OK
+
+
+# ----------------------------------------------------------------------------------- the summary
+
+
+def _delta(before: Mapping[str, int], after: Mapping[str, int]) -> dict[str, int]:
+    changed = {name: value - before.get(name, 0) for name, value in after.items()}
+    return {name: value for name, value in changed.items() if value}
+
+
+def _with_prefix(delta: Mapping[str, int], prefix: str) -> Counter[str]:
+    return Counter({name[len(prefix):]: value for name, value in delta.items() if name.startswith(prefix)})
+
+
+def _rejected(delta: Mapping[str, int]) -> Counter[str]:
+    """Payloads Pendo refused for good (4xx) or did not update (metadata ``failed``), by kind."""
+    refused: Counter[str] = Counter()
+    for name, value in delta.items():
+        parts = name.split(":")
+        if (parts[0], len(parts)) in (("dropped", 3), ("failed", 2)):
+            refused[parts[-1]] += value
+    return refused
+
+
+def _counts(counter: Mapping[str, int]) -> str:
+    shown = [f"{name} {value:,}" for name, value in sorted(counter.items()) if value]
+    return ", ".join(shown) or "0"
+
+
+def summary_lines(replayer: Replayer, jobs: list[Job], delta: Mapping[str, int], dry_run: bool) -> list[str]:
+    """The end-of-replay report."""
+    tally = replayer.tally
+    rollout = _with_prefix(delta, "rollout:off:")
+    refused_by_rollout = Counter({f"off:{name}": count for name, count in rollout.items()})
+    skipped = tally.skipped + _with_prefix(delta, "skipped:") + refused_by_rollout
+    lines = [f"lines read      {tally.lines:,}"]
+    if dry_run:
+        lines.append(f"would send      {_counts(tally.would_send)}")
+    else:
+        lines.append(f"sent            {_counts(_with_prefix(delta, 'sent:'))}")
+    lines.append(f"skipped         {_counts(skipped)}")
+    fixed = _with_prefix(delta, "fixed:")
+    if fixed:
+        lines.append(f"adjusted        {_counts(fixed)} (to fit Pendo's rules)")
+    unknown = _with_prefix(delta, "dropped_field:")
+    if unknown:
+        lines.append(f"unknown fields  {_counts(unknown)} (not in Pendo; see pendo-plugin doctor --traits)")
+    malformed = ", ".join(text.split(": ", 1)[1] for text in tally.malformed[:5])
+    more = ", ..." if len(tally.malformed) > 5 else ""
+    lines.append(f"malformed       {len(tally.malformed):,}" + (f" ({malformed}{more})" if malformed else ""))
+    if not dry_run:
+        lines.append(f"rejected        {_counts(_rejected(delta))}")
+        lines.append(f"failed          {_counts(tally.failed)}")
+    lines += [_checkpoint_line(job) for job in jobs if job.checkpoint is not None and not dry_run]
+    return lines
+
+
+def _checkpoint_line(job: Job) -> str:
+    acks = job.acks
+    beyond = sum(end - start + 1 for start, end in acks.ranges)
+    extra = f" and {beyond:,} later line(s)" if beyond else ""
+    assert job.checkpoint is not None
+    return f"checkpoint      {job.checkpoint.path}: {job.source.label} done through line {acks.line:,}{extra}"
+
+
+def print_summary(replayer: Replayer, jobs: list[Job], delta: Mapping[str, int], dry_run: bool,
+                  out: TextIO) -> None:
+    """Print the report, headed by what happened."""
+    if replayer.stop_requested:
+        title = "Replay interrupted; run the same command again to resume"
+    else:
+        title = "Dry run (nothing sent)" if dry_run else "Replay finished"
+    print(title, file=out)
+    for line in summary_lines(replayer, jobs, delta, dry_run):
+        print(f"  {line}", file=out)
+
+
+# ----------------------------------------------------------------------------------- the spool
+
+
+def _spool(settings: Settings) -> Spool:
+    if settings.spool_dir is None:
+        raise CommandError("the spool is off (PENDO_SPOOL_DIR=off), so nothing waits in it")
+    return Spool(settings.spool_dir, int(settings.spool_max_mb * 1024 * 1024))
+
+
+def _size(count: int) -> str:
+    size = float(count)
+    for unit in ("bytes", "KiB", "MiB"):
+        if size < 1024 or unit == "MiB":
+            return f"{size:,.0f} {unit}" if unit == "bytes" else f"{size:,.1f} {unit}"
+        size /= 1024
+    return f"{size:,.1f} GiB"  # pragma: no cover
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    parts = [(days, "d"), (hours, "h"), (minutes, "min"), (secs, "s")]
+    shown = [f"{value} {unit}" for value, unit in parts if value][:2]
+    return " ".join(shown) or "0 s"
+
+
+def spool_status(out: TextIO | None = None) -> int:
+    """Print what waits in the spool: files, payloads, bytes, age of the oldest."""
+    out = out or sys.stdout
+    spool = _spool(load_settings())
+    status = spool.status()
+    print(f"spool     {spool.directory}", file=out)
+    print(f"files     {status.files:,}", file=out)
+    print(f"payloads  {status.items:,}", file=out)
+    print(f"size      {_size(status.bytes)}", file=out)
+    print(f"oldest    {_age(status.oldest_age_seconds)}", file=out)
+    return 0
+
+
+# metadata rows of one spool file: id -> (merged values, the payloads merged into them)
+SpoolRows = dict[str, tuple[dict[str, Any], list[Payload]]]
+
+
+def _can_send(settings: Settings, payload: Payload) -> bool:
+    kind = payload.get("k")
+    if kind == "track":
+        return bool(settings.track_secret)
+    if kind == "webhook":
+        return bool(settings.api_key)
+    return bool(settings.integration_key)
+
+
+async def _send_one_into(sender: Sender, batch: Batch, payload: Payload, settings: Settings) -> None:
+    outcome: Outcome = "failed"
+    try:
+        outcome = await sender.send_one(payload, settings)
+    finally:
+        batch.finish(payload, outcome)
+
+
+async def _send_rows_into(
+    sender: Sender, batch: Batch, kind: str, rows: SpoolRows, settings: Settings
+) -> None:
+    outcome: Outcome = "failed"
+    try:
+        merged = [{"k": "meta", "t": kind, "id": key, "v": values} for key, (values, _) in rows.items()]
+        outcome = await sender.send_metadata(kind, merged, settings)
+    finally:
+        for _, origins in rows.values():
+            for payload in origins:
+                batch.finish(payload, outcome)
+
+
+async def drain_claim(sender: Sender, spool: Spool, claim: Claim, settings: Settings) -> None:
+    """Send one claimed spool file and settle it like the runtime does (:class:`Batch`): deleted when
+    everything was acknowledged, failures re-written to a new file of the same age, kept if all failed."""
+    batch = Batch(len(claim.items), claim, spool, lambda items: None, replay=True)
+    if not claim.items:
+        claim.done()
+        return
+    sends: list[Awaitable[None]] = []
+    rows: dict[str, SpoolRows] = {"visitor": {}, "account": {}}
+    for payload in claim.items:
+        kind = payload.get("k")
+        if kind not in ("track", "webhook") and not (kind == "meta" and payload.get("t") in rows):
+            counters.incr("dropped:unknown_payload")
+            batch.finish(payload, "rejected")
+        elif not _can_send(settings, payload):
+            batch.finish(payload, "failed")  # no secret for it here: keep it for a process that has one
+        elif kind == "meta":
+            values, origins = rows[payload["t"]].setdefault(str(payload.get("id")), ({}, []))
+            values.update(payload.get("v") or {})
+            origins.append(payload)
+        else:
+            sends.append(_send_one_into(sender, batch, payload, settings))
+    sends += [_send_rows_into(sender, batch, kind, kind_rows, settings)
+              for kind, kind_rows in rows.items() if kind_rows]
+    await asyncio.gather(*sends)
+
+
+async def _drain(spool: Spool, settings: Settings, files: int, err: TextIO) -> None:
+    from tqdm import tqdm
+
+    sender = new_sender(settings)
+    try:
+        with tqdm(total=files, desc="spool", unit="file", file=err, disable=None) as bar:
+            for claim in spool.claims():
+                await drain_claim(sender, spool, claim, settings)
+                bar.update(1)
+    finally:
+        if settings.transport is None:
+            await sender.transport.close()
+
+
+def spool_drain(out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Send what waits in the spool now; 0 when the spool ends up empty, 1 if something is left."""
+    out, err = out or sys.stdout, err or sys.stderr
+    settings = load_settings()
+    spool = _spool(settings)
+    status = spool.status()
+    if not status.files:
+        print(f"The spool at {spool.directory} is empty; nothing to send.", file=out)
+        return EXIT_OK
+    if not (settings.track_secret or settings.integration_key or settings.api_key):
+        raise CommandError("no PENDO_TRACK_SECRET, PENDO_INTEGRATION_KEY or PENDO_API_KEY is set, so "
+                           "nothing in the spool can be sent")
+    if not settings.rollout.enabled or settings.shadow:
+        switch = "PENDO_SHADOW is on" if settings.shadow else "PENDO_ENABLED is false"
+        raise CommandError(f"{switch}, so the spool is left as it is")
+    print(f"Draining {spool.directory}: {status.files:,} file(s), {status.items:,} payload(s)", file=out)
+    before = counters.snapshot()
+    asyncio.run(_drain(spool, settings, status.files, err))
+    delta = _delta(before, counters.snapshot())
+    left = spool.status()
+    print(f"  sent      {_counts(_with_prefix(delta, 'sent:'))}", file=out)
+    print(f"  rejected  {_counts(_rejected(delta))}", file=out)
+    print(f"  left      {left.files:,} file(s), {left.items:,} payload(s)", file=out)
+    return EXIT_OK if not left.files else EXIT_FAILED
+
+
+def _confirm(question: str, stdin: TextIO) -> bool:
+    if not stdin.isatty():
+        raise CommandError("refusing to purge without confirmation: stdin is not a terminal (pass --yes)")
+    try:
+        answer = input(f"{question} [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def spool_purge(assume_yes: bool = False, out: TextIO | None = None, stdin: TextIO | None = None) -> int:
+    """Delete what waits in the spool (asks first unless ``assume_yes``)."""
+    out = out or sys.stdout
+    spool = _spool(load_settings())
+    status = spool.status()
+    if not status.files:
+        print(f"The spool at {spool.directory} is empty; nothing to purge.", file=out)
+        return EXIT_OK
+    question = f"Delete {status.items:,} payload(s) in {status.files:,} file(s) from {spool.directory}?"
+    if not assume_yes and not _confirm(question, stdin or sys.stdin):
+        print("Nothing deleted.", file=out)
+        return EXIT_FAILED
+    removed = spool.purge()
+    left = spool.status()
+    held = f"; {left.files:,} file(s) in use by another process were left" if left.files else ""
+    print(f"Purged {removed:,} payload(s) from {spool.directory}{held}.", file=out)
+    return EXIT_OK
+
