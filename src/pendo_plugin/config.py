@@ -18,9 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pendo_plugin.logs import forget, log, log_once
-from pendo_plugin.rollout import RolloutRules
-
-CALLS = frozenset({"identify", "group", "track"})
+from pendo_plugin.rollout import CALLS, ID_LIST_FIELDS, RolloutRules
 
 # region -> (track/API host, webhook host)
 REGIONS: dict[str, tuple[str, str]] = {
@@ -149,14 +147,7 @@ class Settings:
             rollout_unit=rules.unit,
             calls=",".join(sorted(rules.calls)),
         )
-        for name in (
-            "allow_visitors",
-            "deny_visitors",
-            "allow_accounts",
-            "deny_accounts",
-            "allow_events",
-            "deny_events",
-        ):
+        for name in ID_LIST_FIELDS:
             shown[name] = f"{len(getattr(rules, name))} entries"
         return shown
 
@@ -270,17 +261,7 @@ def _rollout(raw: Mapping[str, Any], has_secret: bool) -> RolloutRules:
     percent = _number("rollout_percent", raw.get("rollout_percent", 100), 0, 100)
     if round(percent * 100) != round(percent * 100, 6):
         raise ConfigError(f"PENDO_ROLLOUT_PERCENT={raw['rollout_percent']!r} has steps finer than 0.01")
-    lists = {
-        name: _id_list(name, raw[name]) if name in raw else frozenset()
-        for name in (
-            "allow_visitors",
-            "deny_visitors",
-            "allow_accounts",
-            "deny_accounts",
-            "allow_events",
-            "deny_events",
-        )
-    }
+    lists = {name: _id_list(name, raw[name]) if name in raw else frozenset() for name in ID_LIST_FIELDS}
     return RolloutRules(
         enabled=_bool("enabled", raw["enabled"]) if "enabled" in raw else has_secret,
         percent=percent,

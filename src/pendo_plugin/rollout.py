@@ -45,8 +45,7 @@ CALLS: frozenset[str] = frozenset({"identify", "group", "track"})
 UNITS: tuple[str, ...] = ("visitor", "account")
 """The rollout units: bucket by Pendo visitor id, or by account id (all users of one account together)."""
 
-_LIST_FIELDS = (
-    "calls",
+ID_LIST_FIELDS: tuple[str, ...] = (
     "allow_visitors",
     "deny_visitors",
     "allow_accounts",
@@ -54,6 +53,9 @@ _LIST_FIELDS = (
     "allow_events",
     "deny_events",
 )
+"""The allow/deny list fields of :class:`RolloutRules` (and the settings of the same names)."""
+
+_LIST_FIELDS = ("calls", *ID_LIST_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -149,14 +149,7 @@ class Sender:
         except ShutdownInterrupted:
             return "failed", b""
         except RetryableError as exc:
-            counters.incr(f"retries_exhausted:{what}", len(items))
-            log_once(
-                f"exhausted:{what}:{exc.reason}",
-                logging.WARNING,
-                "pendo_plugin: giving up on %s for now after retries (%s)",
-                what,
-                exc.reason,
-            )
+            self._exhausted(what, len(items), exc)
             return "failed", b""
 
     @staticmethod
@@ -170,6 +163,17 @@ class Sender:
             what,
             exc.status,
             exc.detail,
+        )
+
+    @staticmethod
+    def _exhausted(what: str, count: int, exc: RetryableError) -> None:
+        counters.incr(f"retries_exhausted:{what}", count)
+        log_once(
+            f"exhausted:{what}:{exc.reason}",
+            logging.WARNING,
+            "pendo_plugin: giving up on %s payloads for now after retries (%s); kept in the spool if on",
+            what,
+            exc.reason,
         )
 
     async def send_one(self, item: Payload, settings: Settings, retry: bool = True) -> Outcome:
@@ -268,14 +272,7 @@ class Sender:
         except ShutdownInterrupted:
             return "failed"
         except RetryableError as exc:
-            counters.incr(f"retries_exhausted:{kind}", len(rows))
-            log_once(
-                f"exhausted:{kind}:{exc.reason}",
-                logging.WARNING,
-                "pendo_plugin: giving up on %s metadata for now after retries (%s)",
-                kind,
-                exc.reason,
-            )
+            self._exhausted(kind, len(rows), exc)
             return "failed"
         self._count_result(kind, rows, body)
         return "sent"
