@@ -207,6 +207,26 @@ def _rows(results: dict[str, Any]) -> list[Row]:
                 note="(info)",
             )
         )
+    startup = results.get("startup")
+    if startup:
+        rows.append(
+            _row(
+                "5 start-up: `import segment.analytics`",
+                fmt(startup["import_sdk_on_ms"], ".1f", " ms"),
+                fmt(startup["import_sdk_off_ms"], ".1f", " ms"),
+                fmt(_ratio(startup["import_sdk_on_ms"], startup["import_sdk_off_ms"]), ".2f"),
+                note="(info) off = PENDO_AUTOLOAD=0",
+            )
+        )
+        rows.append(
+            _row(
+                "  bootstrap import in every `python -c pass`",
+                fmt(startup["bootstrap_import_ms"], ".1f", " ms"),
+                "",
+                "",
+                note=f"(info) of {startup['python_pass_ms']:.0f} ms interpreter start",
+            )
+        )
     return rows
 
 

@@ -11,6 +11,8 @@
 3. memory: N events while Pendo is unreachable (a closed loopback port); resident memory growth of
    the app over the same run with the plugin off, and the spool's size; target <= 50 MB.
 4. CPU: process CPU seconds (all threads) per thousand events delivered, plugin on vs off.
+5. start-up: the ``.pth`` bootstrap's import time in every interpreter, and what activation adds to
+   ``import segment.analytics`` (against ``PENDO_AUTOLOAD=0``).
 
 The stand-ins run in their own process (``standin.py``), the app in another (``workload.py``),
 started with this Python, which must be the environment the plugin is installed in.
@@ -259,6 +261,52 @@ def bench_memory(opts: argparse.Namespace, work: Path) -> dict[str, Any]:
     return results
 
 
+# ----------------------------------------------------------------- start-up: the .pth bootstrap's cost
+
+
+def _wall(argv: list[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, *argv], env=env, check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def _bootstrap_import_us(env: dict[str, str]) -> float:
+    """Cumulative import time of the bootstrap (``pendo_plugin._autoload``) in ``python -c pass``."""
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "pass"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    for line in done.stderr.splitlines():
+        parts = [part.strip() for part in line.removeprefix("import time:").split("|")]
+        if len(parts) == 3 and parts[2] == "pendo_plugin._autoload":
+            return float(parts[1])
+    return float("nan")
+
+
+def bench_startup(opts: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """What the bootstrap costs every interpreter, and what activation adds to importing the SDK."""
+    env = clean_env()
+    off = {**env, "PENDO_AUTOLOAD": "0"}
+    runs = opts.startup_runs
+    imports = sorted(_bootstrap_import_us(env) for _ in range(runs))
+    bare = sorted(_wall(["-c", "pass"], env) for _ in range(runs))
+    sdk_on: list[float] = []
+    sdk_off: list[float] = []
+    for _ in range(runs):  # interleaved, like the hot path
+        sdk_on.append(_wall(["-c", "import segment.analytics"], env))
+        sdk_off.append(_wall(["-c", "import segment.analytics"], off))
+    return {
+        "runs": runs,
+        "bootstrap_import_ms": median(imports) / 1000,
+        "python_pass_ms": median(bare) * 1000,
+        "import_sdk_on_ms": median(sdk_on) * 1000,
+        "import_sdk_off_ms": median(sdk_off) * 1000,
+    }
+
+
 # ----------------------------------------------------------------- diagnostics: the stand-in's ceiling
 
 
@@ -297,7 +345,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         action="append",
-        choices=("hot", "pace", "memory", "ceiling"),
+        choices=("hot", "pace", "memory", "startup", "ceiling"),
         help="run only these parts (repeatable); CPU comes with pace",
     )
     parser.add_argument("--hot-rounds", type=int, help="interleaved rounds per mode (default 30, quick 10)")
@@ -305,6 +353,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pace-n", type=int, default=5000, help="events in the pace run")
     parser.add_argument("--pace-repeat", type=int, help="pace runs per mode, median taken (default 1)")
     parser.add_argument("--memory-n", type=int, help="events in the outage run (default 1,000,000)")
+    parser.add_argument("--startup-runs", type=int, default=15, help="interpreter starts per start-up figure")
     parser.add_argument("--ceiling-n", type=int, default=5000, help="requests per stand-in ceiling run")
     parser.add_argument(
         "--set",
@@ -318,7 +367,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     opts.hot_rounds = opts.hot_rounds or (10 if opts.quick else 30)
     opts.pace_repeat = opts.pace_repeat or 1
     opts.memory_n = opts.memory_n or (100_000 if opts.quick else 1_000_000)
-    opts.only = set(opts.only or ("hot", "pace", "memory", "ceiling"))
+    opts.only = set(opts.only or ("hot", "pace", "memory", "startup", "ceiling"))
     for setting in opts.set:
         name, _, value = setting.partition("=")
         if not name.startswith("PENDO_") or not _:
@@ -338,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     progress = sys.stderr
     work = Path(tempfile.mkdtemp(prefix="pendo-bench-"))
-    steps = [("hot", bench_hot), ("pace", bench_pace), ("memory", bench_memory)]
+    steps = [("hot", bench_hot), ("pace", bench_pace), ("memory", bench_memory), ("startup", bench_startup)]
     try:
         for name, step in steps:
             if name in opts.only:

@@ -147,3 +147,20 @@ def test_two_processes_draining_one_spool_never_send_a_file_twice(sandbox: Sandb
     assert sum(shares) == total
     assert all(share > 0 for share in shares), f"both processes drained: {shares}"
     assert spool.files() == []
+
+
+def test_pendo_down_parks_events_on_disk_and_the_replay_delivers_them_when_back(
+    plugin: Sandbox, segment_client: Any, closed_url: str, spool_dir: Path
+) -> None:
+    pendo_plugin.configure(data_url=closed_url, max_retries=0, max_concurrency=2)
+    send(segment_client, 300, user="down")
+    # after 32 refused connections in a row the breaker opens: what waits for a slot stays on disk only
+    assert wait_until(lambda: pendo_plugin.stats().get("parked", 0) > 0, timeout=20)
+    assert pendo_plugin.flush(20)  # everything is either sent or safe on disk
+    assert Spool(spool_dir, 10**9).status().items == 300
+    assert "sent:track" not in pendo_plugin.stats()
+
+    pendo_plugin.configure(data_url=plugin.url)  # Pendo is back; the spool replay finds out
+    assert pendo_plugin.flush(20)
+    assert delivered(plugin) == Counter(range(300))
+    assert Spool(spool_dir, 10**9).status().items == 0

@@ -93,7 +93,7 @@ class Settings:
     spool_dir: Path | None = None
     spool_max_mb: float = 256.0
     queue_size: int = 10_000
-    max_concurrency: int = 64
+    max_concurrency: int = 256
     metadata_batch_size: int = 250
     batch_interval: float = 1.0
     request_timeout: float = 10.0
@@ -303,7 +303,7 @@ def parse(raw: Mapping[str, Any]) -> Settings:
         spool_dir=_spool_dir(raw["spool_dir"]) if "spool_dir" in raw else default_spool_dir(),
         spool_max_mb=_number("spool_max_mb", raw.get("spool_max_mb", 256), 1, 1_000_000),
         queue_size=_integer("queue_size", raw.get("queue_size", 10_000), 1, 10_000_000),
-        max_concurrency=_integer("max_concurrency", raw.get("max_concurrency", 64), 1, 1000),
+        max_concurrency=_integer("max_concurrency", raw.get("max_concurrency", 256), 1, 1000),
         metadata_batch_size=_integer("metadata_batch_size", raw.get("metadata_batch_size", 250), 1, 5000),
         batch_interval=_number("batch_interval", raw.get("batch_interval", 1.0), 0.01, 3600),
         request_timeout=_number("request_timeout", raw.get("request_timeout", 10), 0.1, 300),

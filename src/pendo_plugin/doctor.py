@@ -1,7 +1,7 @@
 """``pendo-plugin doctor``: the effective configuration, then one OK/FAIL line per check against Pendo.
 
 It talks to Pendo through the same :class:`~pendo_plugin.delivery.http.AiohttpTransport` the live path
-uses (in its own ``asyncio.run``), so proxies (``HTTPS_PROXY``, honoured through ``trust_env``), TLS and
+uses (in its own ``asyncio.run``), so proxies (``HTTPS_PROXY``, read from the environment), TLS and
 the User-Agent are exactly what the app's traffic will meet, and the field schemas are read by the very
 function the senders use (:func:`~pendo_plugin.delivery.schema.fetch_schema`).
 """

@@ -2,8 +2,9 @@
 
 The limit starts small and doubles every round trip (slow start) while answers are good and
 fast; after the first congestion signal it grows by one per round trip. A 429, 5xx, timeout or
-a latency above ``latency_tolerance`` times the best seen halves it, at most once per round
-trip. A ``Retry-After`` pauses every sender until it has passed.
+a latency above ``latency_tolerance`` times the best seen plus ``LATENCY_SLACK`` halves it, at
+most once per round trip. The slack keeps the worker's own event-loop lag (a busy GIL, an fsync)
+from reading as a slow server. A ``Retry-After`` pauses every sender until it has passed.
 
 Waiters are served first come, first served: a freed slot is handed to the oldest waiter
 directly (``in_flight`` is counted for it before it wakes), so a waiter can never be skipped
@@ -18,12 +19,14 @@ import contextlib
 import time
 from collections import deque
 
+LATENCY_SLACK = 0.25
+
 
 class AdaptiveLimiter:
     """Bounds requests in flight; ``acquire`` before sending, ``release`` with the outcome after."""
 
     def __init__(
-        self, maximum: int, initial: int = 4, minimum: int = 1, latency_tolerance: float = 3.0
+        self, maximum: int, initial: int = 4, minimum: int = 1, latency_tolerance: float = 4.0
     ) -> None:
         self.maximum = max(1, maximum)
         self.minimum = max(1, min(minimum, self.maximum))
@@ -71,7 +74,7 @@ class AdaptiveLimiter:
         now = time.monotonic()
         if not congested:
             self._best_latency = min(self._best_latency, latency)
-            congested = latency > self.latency_tolerance * self._best_latency + 0.05
+            congested = latency > self.latency_tolerance * self._best_latency + LATENCY_SLACK
         if congested:
             if now - self._last_decrease > max(self._best_latency, 0.01):
                 self.limit = max(float(self.minimum), self.limit / 2)

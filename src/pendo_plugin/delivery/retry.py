@@ -93,23 +93,30 @@ class RetryPolicy:
     jitter: float = 0.5
     max_retry_after: float = 300.0
 
-    def wait(self, state: RetryCallState) -> float:
-        """Retry-After when the server sent one, else exponential backoff with jitter."""
-        outcome = state.outcome
-        error = outcome.exception() if outcome is not None else None
+    def delay(self, attempts: int, error: BaseException | None) -> float:
+        """Seconds to wait after ``attempts`` failed attempts: Retry-After when the server sent one,
+        else ``initial * 2**(attempts-1)`` plus up to ``jitter``, capped at ``maximum``."""
         if isinstance(error, RetryableError) and error.retry_after is not None:
             return error.retry_after
         try:
-            backoff = self.initial * 2 ** (state.attempt_number - 1)
+            backoff = self.initial * 2 ** (attempts - 1)
         except OverflowError:
             backoff = self.maximum
         return min(backoff + random.uniform(0, self.jitter), self.maximum)
 
-    def retrying(self, sleep: Callable[[float], Awaitable[Any]]) -> AsyncRetrying:
-        """A tenacity controller for one item; ``sleep`` may raise :class:`ShutdownInterrupted`."""
+    def retrying(self, sleep: Callable[[float], Awaitable[Any]], attempts_done: int = 0) -> AsyncRetrying:
+        """A tenacity controller for the attempts left after ``attempts_done`` failed ones;
+        ``sleep`` may raise :class:`ShutdownInterrupted`."""
+
+        def wait(state: RetryCallState) -> float:
+            outcome = state.outcome
+            error = outcome.exception() if outcome is not None else None
+            return self.delay(state.attempt_number + attempts_done, error)
+
+        attempts_left = max(1, self.max_retries + 1 - attempts_done)
         return AsyncRetrying(
-            stop=stop_after_attempt(self.max_retries + 1) | stop_after_delay(self.budget),
-            wait=self.wait,
+            stop=stop_after_attempt(attempts_left) | stop_after_delay(self.budget),
+            wait=wait,
             retry=retry_if_exception_type(RetryableError),
             sleep=sleep,
             reraise=True,

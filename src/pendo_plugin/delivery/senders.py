@@ -37,6 +37,7 @@ Outcome = Literal["sent", "rejected", "failed"]
 Payload = dict[str, Any]
 
 JSON_HEADERS = {"Content-Type": "application/json"}
+BREAKER_THRESHOLD = 32
 AUTH_STATUSES = frozenset({401, 403})  # a wrong or revoked key: keep the payloads for a fixed config
 
 
@@ -45,9 +46,9 @@ def encode(document: Any) -> bytes:
     return json.dumps(document, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode("utf-8")
 
 
-def policy_for(settings: Settings, *, retry: bool = True) -> RetryPolicy:
-    """The retry policy the settings ask for; ``retry=False`` makes one attempt (spool replays)."""
-    return RetryPolicy(max_retries=settings.max_retries if retry else 0, budget=settings.retry_budget)
+def policy_for(settings: Settings) -> RetryPolicy:
+    """The retry policy the settings ask for."""
+    return RetryPolicy(max_retries=settings.max_retries, budget=settings.retry_budget)
 
 
 class Sender:
@@ -61,6 +62,12 @@ class Sender:
         self.waiting: set[asyncio.Task[Any]] = set()  # tasks waiting out a retry backoff
         self.acquiring: set[asyncio.Task[Any]] = set()  # tasks waiting for a slot (or a Retry-After pause)
         self.on_drop: Callable[[Exception, list[Payload]], None] = lambda exc, items: None
+        self.consecutive_failures = 0  # retryable failures since the last answer Pendo gave
+
+    @property
+    def failing(self) -> bool:
+        """Whether Pendo looks down: many network errors, timeouts or 5xx in a row, no answer between."""
+        return self.consecutive_failures >= BREAKER_THRESHOLD
 
     async def _sleep(self, seconds: float) -> None:
         """A retry wait that shutdown cuts short."""
@@ -103,24 +110,36 @@ class Sender:
             response = await self.transport.send(request)
             congested = response.status == 429 or response.status >= 500 or response.status == 408
             check(response)
+            self.consecutive_failures = 0
             return response.body
         except RetryableError as exc:
+            if exc.status != 429:  # rate limiting is an answer, not an outage
+                self.consecutive_failures += 1
             if exc.retry_after is not None:
                 self.limiter.pause(exc.retry_after)
             raise
         except PermanentError:
             congested = False
+            self.consecutive_failures = 0
             raise
         except Exception as exc:  # network errors and timeouts
+            self.consecutive_failures += 1
             raise RetryableError(f"network:{type(exc).__name__}") from exc
         finally:
             self.limiter.release(time.monotonic() - started, congested)
 
     async def _with_retries(self, request: Request, settings: Settings, retry: bool = True) -> bytes:
-        async for attempt in policy_for(settings, retry=retry).retrying(self._sleep):
+        try:
+            return await self._attempt(request)  # the common case, without building a retry controller
+        except RetryableError as error:
+            if not retry or settings.max_retries == 0:
+                raise
+            first_error = error
+        policy = policy_for(settings)
+        await self._sleep(policy.delay(1, first_error))
+        async for attempt in policy.retrying(self._sleep, attempts_done=1):
             with attempt:
-                if attempt.retry_state.attempt_number > 1:
-                    counters.incr("retried")
+                counters.incr("retried")
                 return await self._attempt(request)
         raise AssertionError("unreachable")  # pragma: no cover
 

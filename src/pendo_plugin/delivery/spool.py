@@ -260,6 +260,8 @@ class Spool:
         return removed
 
     def _enforce_cap(self) -> None:
+        """Past the cap, remove the oldest unlocked files down to 90 % of it (so the directory is
+        rescanned only after another tenth of the cap has been written)."""
         if self._approx_bytes is not None and self._approx_bytes <= self.max_bytes:
             return
         files = self.files()
@@ -268,17 +270,33 @@ class Spool:
             with contextlib.suppress(FileNotFoundError):
                 sizes[path] = path.stat().st_size
         total = sum(sizes.values())
+        target = self.max_bytes * 0.9 if total > self.max_bytes else self.max_bytes
+        removed = 0
         for path in files:
-            if total <= self.max_bytes:
+            if total <= target:
                 break
-            claim = self.claim(path)
-            if claim is None:
-                continue
-            total -= sizes.get(path, 0)
-            counters.incr("dropped:spool_full", len(claim.items))
-            log.warning(
-                "pendo_plugin: spool over its cap; removed the oldest file with %d payload(s)",
-                len(claim.items),
-            )
-            claim.done()
+            if self._remove_unlocked(path):
+                total -= sizes.get(path, 0)
+                removed += _items_in_name(path)
+        if removed:
+            counters.incr("dropped:spool_full", removed)
+            log.warning("pendo_plugin: spool over its cap; removed the oldest %d payload(s)", removed)
         self._approx_bytes = total
+
+    @staticmethod
+    def _remove_unlocked(path: Path) -> bool:
+        """Delete ``path`` unless another process (or this one) holds it; True if deleted."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(fd).st_ino != os.stat(path).st_ino:
+                return False
+            path.unlink()
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)

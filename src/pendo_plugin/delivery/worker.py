@@ -249,6 +249,8 @@ class Worker:
             self._undeliverable(payloads)
 
     def _dispatch_backlog(self, settings: Settings) -> int:
+        if self._sender is not None and self._sender.failing and self._spool(settings) is not None:
+            return self._park_backlog()
         room = self._room(settings)
         dispatched = 0
         while self._backlog and room > 0:
@@ -257,6 +259,23 @@ class Worker:
                 room -= 1
             dispatched += 1
         return dispatched
+
+    def _park_backlog(self) -> int:
+        """Pendo looks down: leave what waits for a slot in the spool (it is written ahead already)
+        instead of holding it in memory; the spool replay every 30 s probes whether Pendo is back."""
+        parked = len(self._backlog)
+        if parked:
+            log_once(
+                "parked",
+                logging.WARNING,
+                "pendo_plugin: Pendo is not answering; new events go to the spool and are retried every %d s",
+                SPOOL_RETRY_INTERVAL,
+            )
+            counters.incr("parked", parked)
+        while self._backlog:
+            batch, payload = self._backlog.popleft()
+            batch.finish(payload, "failed")
+        return parked
 
     def _dispatch(self, batch: Batch, payload: Payload, settings: Settings, retry: bool) -> bool:
         """Send one payload (metadata rows are merged and sent in batches); True if a task started."""
