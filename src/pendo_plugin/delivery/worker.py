@@ -261,9 +261,13 @@ class Worker:
         return dispatched
 
     def _park_backlog(self) -> int:
-        """Pendo looks down: leave what waits for a slot in the spool (it is written ahead already)
-        instead of holding it in memory; the spool replay every 30 s probes whether Pendo is back."""
+        """Pendo looks down: leave what waits for a slot, or waits to retry, in the spool (it is written
+        ahead already) instead of holding it in memory; the spool replay every 30 s probes whether
+        Pendo is back."""
         parked = len(self._backlog)
+        if self._sender is not None:
+            for task in self._sender.waiting - self._replays:  # retrying what is on disk already
+                task.cancel()  # its payload settles as failed: it stays in the spool
         if parked:
             log_once(
                 "parked",
