@@ -112,3 +112,18 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: f
             return False
         time.sleep(interval)
     return True
+
+
+def pendo_env(box_url: str, secret: str, key: str, **settings: str) -> dict[str, str]:
+    """This process's environment without any PENDO_*/plugin variables, plus the plugin pointed at a
+    stand-in; a setting whose value is ``"<unset>"`` is left out."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PENDO_", "SEGMENT_ANALYTICS_PLUGINS"))}
+    env.update(
+        PENDO_TRACK_SECRET=secret,
+        PENDO_INTEGRATION_KEY=key,
+        PENDO_DATA_URL=box_url,
+        PENDO_API_URL=box_url,
+        PENDO_SPOOL_DIR="off",
+    )
+    env.update(settings)
+    return {name: value for name, value in env.items() if value != "<unset>"}

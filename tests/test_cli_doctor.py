@@ -4,7 +4,6 @@ field schemas and traits, each reported as one OK/FAIL line; secrets never print
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pendo_plugin.sandbox import Sandbox
+from tests.apps import pendo_env
 
 SECRET = "doctor-track-secret-1"
 KEY = "doctor-integration-key-1"
@@ -27,16 +27,7 @@ def box() -> Iterator[Sandbox]:
 
 
 def env_for(box: Sandbox, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PENDO_", "SEGMENT_ANALYTICS_PLUGINS"))}
-    env.update(
-        PENDO_TRACK_SECRET=SECRET,
-        PENDO_INTEGRATION_KEY=KEY,
-        PENDO_DATA_URL=box.url,
-        PENDO_API_URL=box.url,
-        PENDO_SPOOL_DIR="off",
-    )
-    env.update(extra)
-    return {name: value for name, value in env.items() if value != "<unset>"}
+    return pendo_env(box.url, SECRET, KEY, **extra)
 
 
 def doctor(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import signal
 import stat
 import subprocess
@@ -20,6 +19,7 @@ from typing import Any
 import pytest
 
 from pendo_plugin.sandbox import Sandbox
+from tests.apps import pendo_env
 
 SECRET = "replay-track-secret-1"
 KEY = "replay-integration-key-1"
@@ -33,17 +33,7 @@ def box() -> Iterator[Sandbox]:
 
 
 def env_for(box: Sandbox, tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PENDO_", "SEGMENT_ANALYTICS_PLUGINS"))}
-    env.update(
-        XDG_STATE_HOME=str(tmp_path / "state"),
-        PENDO_TRACK_SECRET=SECRET,
-        PENDO_INTEGRATION_KEY=KEY,
-        PENDO_DATA_URL=box.url,
-        PENDO_API_URL=box.url,
-        PENDO_SPOOL_DIR="off",
-    )
-    env.update(extra)
-    return env
+    return pendo_env(box.url, SECRET, KEY, XDG_STATE_HOME=str(tmp_path / "state"), **extra)
 
 
 def cli(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

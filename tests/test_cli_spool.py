@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import pytest
 
 from pendo_plugin.delivery.spool import Spool
 from pendo_plugin.sandbox import Sandbox
+from tests.apps import pendo_env
 
 SECRET = "spool-track-secret-1"
 KEY = "spool-integration-key-1"
@@ -31,16 +31,7 @@ def spool(tmp_path: Path) -> Spool:
 
 
 def env_for(box: Sandbox, spool: Spool, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PENDO_", "SEGMENT_ANALYTICS_PLUGINS"))}
-    env.update(
-        PENDO_TRACK_SECRET=SECRET,
-        PENDO_INTEGRATION_KEY=KEY,
-        PENDO_DATA_URL=box.url,
-        PENDO_API_URL=box.url,
-        PENDO_SPOOL_DIR=str(spool.directory),
-    )
-    env.update(extra)
-    return env
+    return pendo_env(box.url, SECRET, KEY, **{"PENDO_SPOOL_DIR": str(spool.directory), **extra})
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

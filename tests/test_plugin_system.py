@@ -7,12 +7,12 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from pendo_plugin.sandbox import Sandbox
+from tests.apps import pendo_env
 from tests.conftest import INTEGRATION_KEY, TRACK_SECRET
 from tests.venvs import make_venv, pip_install
 
@@ -189,27 +189,24 @@ print(module is not None, module.__file__ if module else "")
 """
 
 
+def run_install_only_app(python: Path, server: Sandbox, tmp_path: Path, **env: str) -> str:
+    """Run the app that imports only ``segment.analytics`` with the plugin pointed at ``server``."""
+    app = tmp_path / "app.py"
+    app.write_text(INSTALL_ONLY_APP)
+    environment = pendo_env(
+        server.url, TRACK_SECRET, INTEGRATION_KEY, PENDO_SPOOL_DIR=str(tmp_path / "spool"), **env
+    )
+    done = subprocess.run(
+        [str(python), str(app), server.url], env=environment, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def test_install_only_path_from_a_wheel(wheel_venv: Path, tmp_path: Path) -> None:
     with Sandbox(track_secret=TRACK_SECRET, integration_key=INTEGRATION_KEY) as server:
-        app = tmp_path / "app.py"
-        app.write_text(textwrap.dedent(INSTALL_ONLY_APP))
-        environment = {
-            **os.environ,
-            "PENDO_TRACK_SECRET": TRACK_SECRET,
-            "PENDO_INTEGRATION_KEY": INTEGRATION_KEY,
-            "PENDO_DATA_URL": server.url,
-            "PENDO_API_URL": server.url,
-            "PENDO_SPOOL_DIR": str(tmp_path / "spool"),
-        }
-        done = subprocess.run(
-            [str(wheel_venv), str(app), server.url],
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stderr
-        loaded, location = done.stdout.split()
+        loaded, location = run_install_only_app(wheel_venv, server, tmp_path).split()
+
         assert loaded == "True"
         assert str(wheel_venv.parent.parent) in location  # the wheel's copy, not the test run's
         assert [event["event"] for event in server.track_events()] == ["Installed From Wheel"]
@@ -220,24 +217,8 @@ def test_install_only_path_from_a_wheel(wheel_venv: Path, tmp_path: Path) -> Non
 
 def test_autoload_off_leaves_the_sdk_alone(wheel_venv: Path, tmp_path: Path) -> None:
     with Sandbox(track_secret=TRACK_SECRET, integration_key=INTEGRATION_KEY) as server:
-        app = tmp_path / "app.py"
-        app.write_text(INSTALL_ONLY_APP)
-        environment = {
-            **os.environ,
-            "PENDO_AUTOLOAD": "0",
-            "PENDO_TRACK_SECRET": TRACK_SECRET,
-            "PENDO_INTEGRATION_KEY": INTEGRATION_KEY,
-            "PENDO_DATA_URL": server.url,
-            "PENDO_API_URL": server.url,
-        }
-        done = subprocess.run(
-            [str(wheel_venv), str(app), server.url],
-            env=environment,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stderr
+        run_install_only_app(wheel_venv, server, tmp_path, PENDO_AUTOLOAD="0")
+
         assert server.track_events() == []
         assert len(server.segment_messages()) == 3
 
