@@ -553,8 +553,9 @@ def test_main_sandbox_on_a_busy_port_returns_1(box: Sandbox, capsys: pytest.Capt
 
 def test_main_sandbox_prints_live_counts_and_stops_on_sigint() -> None:
     port = _free_port()
-    code = (
-        "import sys; from pendo_plugin.sandbox import main_sandbox; "
+    code = (  # Ctrl-C as a terminal delivers it, even when the test run itself ignores SIGINT (a & job)
+        "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "from pendo_plugin.sandbox import main_sandbox; "
         f"sys.exit(main_sandbox({port}, 0.0, {SECRET!r}, {KEY!r}, {API_KEY!r}, True))"
     )
     proc = subprocess.Popen(
