@@ -97,13 +97,13 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _spool(args: argparse.Namespace) -> int:
-    from pendo_plugin import replay
+    from pendo_plugin import spool_commands
 
     if args.action == "status":
-        return replay.spool_status()
+        return spool_commands.spool_status()
     if args.action == "drain":
-        return replay.spool_drain()
-    return replay.spool_purge(assume_yes=args.yes)
+        return spool_commands.spool_drain()
+    return spool_commands.spool_purge(assume_yes=args.yes)
 
 
 def _sandbox(args: argparse.Namespace) -> int:

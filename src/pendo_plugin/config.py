@@ -122,6 +122,14 @@ class Settings:
             return bool(self.api_key)
         return bool(self.integration_key)
 
+    def can_send(self, payload_kind: str) -> bool:
+        """Whether a payload of this kind (``track``, ``webhook``, ``meta``) has its secret here."""
+        if payload_kind == "track":
+            return bool(self.track_secret)
+        if payload_kind == "webhook":
+            return bool(self.api_key)
+        return bool(self.integration_key)
+
     def describe(self) -> dict[str, Any]:
         """Every setting as printable values, secrets masked."""
         shown: dict[str, Any] = {}

@@ -22,7 +22,7 @@ import sys
 import time
 import zlib
 from collections import Counter
-from collections.abc import Awaitable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TextIO
@@ -30,11 +30,8 @@ from typing import IO, Any, TextIO
 from pendo_plugin import config, counters
 from pendo_plugin.cli import CommandError, quiet_logs
 from pendo_plugin.config import CALLS, SECRET_FIELDS, Settings
-from pendo_plugin.delivery.batch import Batch
-from pendo_plugin.delivery.http import Transport
-from pendo_plugin.delivery.limiter import AdaptiveLimiter
+from pendo_plugin.delivery.rows import METADATA_KINDS, MergedRows
 from pendo_plugin.delivery.senders import Outcome, Payload, Sender
-from pendo_plugin.delivery.spool import Claim, Spool
 from pendo_plugin.route import Router
 from pendo_plugin.sanitize import parse_timestamp_ms
 from pendo_plugin.translate import translate
@@ -369,7 +366,7 @@ class Line:
 
 
 # metadata rows waiting for a batch: id -> (merged values, the lines they came from)
-PendingRows = dict[str, tuple[dict[str, Any], list[Line]]]
+PendingRows = MergedRows[Line]
 
 
 @dataclass
@@ -399,7 +396,7 @@ class Replayer:
         self.stop_requested = False
         self._window = asyncio.Semaphore(settings.max_concurrency * TASKS_PER_SLOT)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._pending: dict[str, PendingRows] = {"visitor": {}, "account": {}}
+        self._pending: dict[str, PendingRows] = {kind: MergedRows(kind) for kind in METADATA_KINDS}
         self._pending_since: float | None = None
         self._last_batch: dict[str, asyncio.Task[None]] = {}
         self._dirty = False
@@ -479,9 +476,7 @@ class Replayer:
 
     async def _queue_row(self, line: Line, payload: Payload) -> None:
         rows = self._pending[payload["t"]]
-        values, lines = rows.setdefault(str(payload["id"]), ({}, []))
-        values.update(payload.get("v") or {})
-        lines.append(line)
+        rows.add(payload, line)
         if self._pending_since is None:
             self._pending_since = time.monotonic()
         if len(rows) >= self.settings.metadata_batch_size:
@@ -500,24 +495,22 @@ class Replayer:
         rows = self._pending[kind]
         if not rows:
             return
-        self._pending[kind] = {}
+        self._pending[kind] = MergedRows(kind)
         await self._window.acquire()
         previous = self._last_batch.get(kind)
-        self._last_batch[kind] = self._spawn(self._send_rows(kind, rows, previous))
+        self._last_batch[kind] = self._spawn(self._send_rows(rows, previous))
 
-    async def _send_rows(self, kind: str, rows: PendingRows, previous: asyncio.Task[None] | None) -> None:
+    async def _send_rows(self, rows: PendingRows, previous: asyncio.Task[None] | None) -> None:
         assert self.sender is not None
         outcome: Outcome = "failed"
         try:
             if previous is not None:
                 await asyncio.wait([previous])
-            payloads = [{"k": "meta", "t": kind, "id": key, "v": values} for key, (values, _) in rows.items()]
-            outcome = await self.sender.send_metadata(kind, payloads, self.settings)
+            outcome = await self.sender.send_metadata(rows.kind, rows.payloads(), self.settings)
         finally:
             self._window.release()
-            for _, lines in rows.values():
-                for line in lines:
-                    self._settle(line, outcome, kind)
+            for line in rows.origins():
+                self._settle(line, outcome, rows.kind)
 
     def _settle(self, line: Line, outcome: Outcome, kind: str) -> None:
         if outcome == "failed":
@@ -650,15 +643,6 @@ def _advance(bar: Any, lines: int, source: Source) -> None:
     bar.update(lines - bar.n)
 
 
-def new_sender(settings: Settings) -> Sender:
-    """A Sender like the live path's (call it on the loop that will use it): the configured transport,
-    or an aiohttp one, with adaptive concurrency up to ``PENDO_MAX_CONCURRENCY``."""
-    from pendo_plugin.delivery.http import AiohttpTransport
-
-    transport: Transport = settings.transport or AiohttpTransport(pool_size=settings.max_concurrency)
-    return Sender(transport, AdaptiveLimiter(settings.max_concurrency), asyncio.Event())
-
-
 def _install_signal_handlers(replayer: Replayer) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -668,7 +652,7 @@ def _install_signal_handlers(replayer: Replayer) -> None:
 
 async def _replay(jobs: list[Job], checkpoints: list[Checkpoint], settings: Settings, filters: Filters,
                   dry_run: bool, err: TextIO) -> Replayer:
-    sender = None if dry_run else new_sender(settings)
+    sender = None if dry_run else Sender.for_settings(settings, asyncio.Event())
     replayer = Replayer(settings, filters, sender, [] if dry_run else checkpoints, err)
     _install_signal_handlers(replayer)
     saver = asyncio.ensure_future(replayer.save_periodically())
@@ -705,29 +689,29 @@ def run(options: ReplayOptions, out: TextIO | None = None, err: TextIO | None = 
             print(f"note: {note}", file=err)
     before = counters.snapshot()
     replayer = asyncio.run(_replay(jobs, checkpoints, settings, filters, options.dry_run, err))
-    delta = _delta(before, counters.snapshot())
+    delta = counter_delta(before, counters.snapshot())
     print_summary(replayer, jobs, delta, options.dry_run, out)
     if replayer.stop_requested:
         return EXIT_INTERRUPTED
     if replayer.tally.read_error:
         print(f"pendo-plugin: {replayer.tally.read_error}", file=err)
         return EXIT_FAILED
-    return EXIT_FAILED if sum(replayer.tally.failed.values()) or _rejected(delta) else EXIT_OK
+    return EXIT_FAILED if sum(replayer.tally.failed.values()) or rejected_counts(delta) else EXIT_OK
 
 
 # ----------------------------------------------------------------------------------- the summary
 
 
-def _delta(before: Mapping[str, int], after: Mapping[str, int]) -> dict[str, int]:
+def counter_delta(before: Mapping[str, int], after: Mapping[str, int]) -> dict[str, int]:
     changed = {name: value - before.get(name, 0) for name, value in after.items()}
     return {name: value for name, value in changed.items() if value}
 
 
-def _with_prefix(delta: Mapping[str, int], prefix: str) -> Counter[str]:
+def with_prefix(delta: Mapping[str, int], prefix: str) -> Counter[str]:
     return Counter({name[len(prefix):]: value for name, value in delta.items() if name.startswith(prefix)})
 
 
-def _rejected(delta: Mapping[str, int]) -> Counter[str]:
+def rejected_counts(delta: Mapping[str, int]) -> Counter[str]:
     """Payloads Pendo refused for good (4xx) or did not update (metadata ``failed``), by kind."""
     refused: Counter[str] = Counter()
     for name, value in delta.items():
@@ -737,7 +721,7 @@ def _rejected(delta: Mapping[str, int]) -> Counter[str]:
     return refused
 
 
-def _counts(counter: Mapping[str, int]) -> str:
+def format_counts(counter: Mapping[str, int]) -> str:
     shown = [f"{name} {value:,}" for name, value in sorted(counter.items()) if value]
     return ", ".join(shown) or "0"
 
@@ -745,27 +729,28 @@ def _counts(counter: Mapping[str, int]) -> str:
 def summary_lines(replayer: Replayer, jobs: list[Job], delta: Mapping[str, int], dry_run: bool) -> list[str]:
     """The end-of-replay report."""
     tally = replayer.tally
-    rollout = _with_prefix(delta, "rollout:off:")
+    rollout = with_prefix(delta, "rollout:off:")
     refused_by_rollout = Counter({f"off:{name}": count for name, count in rollout.items()})
-    skipped = tally.skipped + _with_prefix(delta, "skipped:") + refused_by_rollout
+    skipped = tally.skipped + with_prefix(delta, "skipped:") + refused_by_rollout
     lines = [f"lines read      {tally.lines:,}"]
     if dry_run:
-        lines.append(f"would send      {_counts(tally.would_send)}")
+        lines.append(f"would send      {format_counts(tally.would_send)}")
     else:
-        lines.append(f"sent            {_counts(_with_prefix(delta, 'sent:'))}")
-    lines.append(f"skipped         {_counts(skipped)}")
-    fixed = _with_prefix(delta, "fixed:")
+        lines.append(f"sent            {format_counts(with_prefix(delta, 'sent:'))}")
+    lines.append(f"skipped         {format_counts(skipped)}")
+    fixed = with_prefix(delta, "fixed:")
     if fixed:
-        lines.append(f"adjusted        {_counts(fixed)} (to fit Pendo's rules)")
-    unknown = _with_prefix(delta, "dropped_field:")
+        lines.append(f"adjusted        {format_counts(fixed)} (to fit Pendo's rules)")
+    unknown = with_prefix(delta, "dropped_field:")
     if unknown:
-        lines.append(f"unknown fields  {_counts(unknown)} (not in Pendo; see pendo-plugin doctor --traits)")
+        hint = "(not in Pendo; see pendo-plugin doctor --traits)"
+        lines.append(f"unknown fields  {format_counts(unknown)} {hint}")
     malformed = ", ".join(text.split(": ", 1)[1] for text in tally.malformed[:5])
     more = ", ..." if len(tally.malformed) > 5 else ""
     lines.append(f"malformed       {len(tally.malformed):,}" + (f" ({malformed}{more})" if malformed else ""))
     if not dry_run:
-        lines.append(f"rejected        {_counts(_rejected(delta))}")
-        lines.append(f"failed          {_counts(tally.failed)}")
+        lines.append(f"rejected        {format_counts(rejected_counts(delta))}")
+        lines.append(f"failed          {format_counts(tally.failed)}")
     lines += [_checkpoint_line(job) for job in jobs if job.checkpoint is not None and not dry_run]
     return lines
 
@@ -788,176 +773,3 @@ def print_summary(replayer: Replayer, jobs: list[Job], delta: Mapping[str, int],
     print(title, file=out)
     for line in summary_lines(replayer, jobs, delta, dry_run):
         print(f"  {line}", file=out)
-
-
-# ----------------------------------------------------------------------------------- the spool
-
-
-def _spool(settings: Settings) -> Spool:
-    if settings.spool_dir is None:
-        raise CommandError("the spool is off (PENDO_SPOOL_DIR=off), so nothing waits in it")
-    return Spool(settings.spool_dir, int(settings.spool_max_mb * 1024 * 1024))
-
-
-def _size(count: int) -> str:
-    size = float(count)
-    for unit in ("bytes", "KiB", "MiB"):
-        if size < 1024 or unit == "MiB":
-            return f"{size:,.0f} {unit}" if unit == "bytes" else f"{size:,.1f} {unit}"
-        size /= 1024
-    return f"{size:,.1f} GiB"  # pragma: no cover
-
-
-def _age(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    minutes, secs = divmod(int(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    parts = [(days, "d"), (hours, "h"), (minutes, "min"), (secs, "s")]
-    shown = [f"{value} {unit}" for value, unit in parts if value][:2]
-    return " ".join(shown) or "0 s"
-
-
-def spool_status(out: TextIO | None = None) -> int:
-    """Print what waits in the spool: files, payloads, bytes, age of the oldest."""
-    out = out or sys.stdout
-    spool = _spool(load_settings())
-    status = spool.status()
-    print(f"spool     {spool.directory}", file=out)
-    print(f"files     {status.files:,}", file=out)
-    print(f"payloads  {status.items:,}", file=out)
-    print(f"size      {_size(status.bytes)}", file=out)
-    print(f"oldest    {_age(status.oldest_age_seconds)}", file=out)
-    return 0
-
-
-# metadata rows of one spool file: id -> (merged values, the payloads merged into them)
-SpoolRows = dict[str, tuple[dict[str, Any], list[Payload]]]
-
-
-def _can_send(settings: Settings, payload: Payload) -> bool:
-    kind = payload.get("k")
-    if kind == "track":
-        return bool(settings.track_secret)
-    if kind == "webhook":
-        return bool(settings.api_key)
-    return bool(settings.integration_key)
-
-
-async def _send_one_into(sender: Sender, batch: Batch, payload: Payload, settings: Settings) -> None:
-    outcome: Outcome = "failed"
-    try:
-        outcome = await sender.send_one(payload, settings)
-    finally:
-        batch.finish(payload, outcome)
-
-
-async def _send_rows_into(
-    sender: Sender, batch: Batch, kind: str, rows: SpoolRows, settings: Settings
-) -> None:
-    outcome: Outcome = "failed"
-    try:
-        merged = [{"k": "meta", "t": kind, "id": key, "v": values} for key, (values, _) in rows.items()]
-        outcome = await sender.send_metadata(kind, merged, settings)
-    finally:
-        for _, origins in rows.values():
-            for payload in origins:
-                batch.finish(payload, outcome)
-
-
-async def drain_claim(sender: Sender, spool: Spool, claim: Claim, settings: Settings) -> None:
-    """Send one claimed spool file and settle it like the runtime does (:class:`Batch`): deleted when
-    everything was acknowledged, failures re-written to a new file of the same age, kept if all failed."""
-    batch = Batch(len(claim.items), claim, spool, lambda items: None, replay=True)
-    if not claim.items:
-        claim.done()
-        return
-    sends: list[Awaitable[None]] = []
-    rows: dict[str, SpoolRows] = {"visitor": {}, "account": {}}
-    for payload in claim.items:
-        kind = payload.get("k")
-        if kind not in ("track", "webhook") and not (kind == "meta" and payload.get("t") in rows):
-            counters.incr("dropped:unknown_payload")
-            batch.finish(payload, "rejected")
-        elif not _can_send(settings, payload):
-            batch.finish(payload, "failed")  # no secret for it here: keep it for a process that has one
-        elif kind == "meta":
-            values, origins = rows[payload["t"]].setdefault(str(payload.get("id")), ({}, []))
-            values.update(payload.get("v") or {})
-            origins.append(payload)
-        else:
-            sends.append(_send_one_into(sender, batch, payload, settings))
-    sends += [_send_rows_into(sender, batch, kind, kind_rows, settings)
-              for kind, kind_rows in rows.items() if kind_rows]
-    await asyncio.gather(*sends)
-
-
-async def _drain(spool: Spool, settings: Settings, files: int, err: TextIO) -> None:
-    from tqdm import tqdm
-
-    sender = new_sender(settings)
-    try:
-        with tqdm(total=files, desc="spool", unit="file", file=err, disable=None) as bar:
-            for claim in spool.claims():
-                await drain_claim(sender, spool, claim, settings)
-                bar.update(1)
-    finally:
-        if settings.transport is None:
-            await sender.transport.close()
-
-
-def spool_drain(out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """Send what waits in the spool now; 0 when the spool ends up empty, 1 if something is left."""
-    out, err = out or sys.stdout, err or sys.stderr
-    settings = load_settings()
-    spool = _spool(settings)
-    status = spool.status()
-    if not status.files:
-        print(f"The spool at {spool.directory} is empty; nothing to send.", file=out)
-        return EXIT_OK
-    if not (settings.track_secret or settings.integration_key or settings.api_key):
-        raise CommandError("no PENDO_TRACK_SECRET, PENDO_INTEGRATION_KEY or PENDO_API_KEY is set, so "
-                           "nothing in the spool can be sent")
-    if not settings.rollout.enabled or settings.shadow:
-        switch = "PENDO_SHADOW is on" if settings.shadow else "PENDO_ENABLED is false"
-        raise CommandError(f"{switch}, so the spool is left as it is")
-    print(f"Draining {spool.directory}: {status.files:,} file(s), {status.items:,} payload(s)", file=out)
-    before = counters.snapshot()
-    asyncio.run(_drain(spool, settings, status.files, err))
-    delta = _delta(before, counters.snapshot())
-    left = spool.status()
-    print(f"  sent      {_counts(_with_prefix(delta, 'sent:'))}", file=out)
-    print(f"  rejected  {_counts(_rejected(delta))}", file=out)
-    print(f"  left      {left.files:,} file(s), {left.items:,} payload(s)", file=out)
-    return EXIT_OK if not left.files else EXIT_FAILED
-
-
-def _confirm(question: str, stdin: TextIO) -> bool:
-    if not stdin.isatty():
-        raise CommandError("refusing to purge without confirmation: stdin is not a terminal (pass --yes)")
-    try:
-        answer = input(f"{question} [y/N] ")
-    except EOFError:
-        return False
-    return answer.strip().lower() in ("y", "yes")
-
-
-def spool_purge(assume_yes: bool = False, out: TextIO | None = None, stdin: TextIO | None = None) -> int:
-    """Delete what waits in the spool (asks first unless ``assume_yes``)."""
-    out = out or sys.stdout
-    spool = _spool(load_settings())
-    status = spool.status()
-    if not status.files:
-        print(f"The spool at {spool.directory} is empty; nothing to purge.", file=out)
-        return EXIT_OK
-    question = f"Delete {status.items:,} payload(s) in {status.files:,} file(s) from {spool.directory}?"
-    if not assume_yes and not _confirm(question, stdin or sys.stdin):
-        print("Nothing deleted.", file=out)
-        return EXIT_FAILED
-    removed = spool.purge()
-    left = spool.status()
-    held = f"; {left.files:,} file(s) in use by another process were left" if left.files else ""
-    print(f"Purged {removed:,} payload(s) from {spool.directory}{held}.", file=out)
-    return EXIT_OK
-

@@ -158,8 +158,7 @@ class Router:
         kept = []
         for payload in payloads:
             kind = payload["k"] if payload["k"] != "meta" else payload["t"]
-            allowed = settings.send_track if payload["k"] in ("track", "webhook") else settings.send_metadata
-            if not allowed:
+            if not settings.can_send(payload["k"]):
                 counters.incr(f"skipped:no_secret:{kind}")
             elif settings.shadow:
                 counters.incr(f"shadow:{kind}")

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pendo_plugin import counters
 from pendo_plugin.config import Settings
-from pendo_plugin.delivery.http import Request, Transport
+from pendo_plugin.delivery.http import AiohttpTransport, Request, Transport
 from pendo_plugin.delivery.limiter import AdaptiveLimiter
 from pendo_plugin.delivery.retry import (
     PermanentError,
@@ -53,6 +53,13 @@ def policy_for(settings: Settings) -> RetryPolicy:
 
 class Sender:
     """Sends payloads over one transport, adapting concurrency and retrying per the settings."""
+
+    @classmethod
+    def for_settings(cls, settings: Settings, stopping: asyncio.Event) -> Sender:
+        """The configured transport (or an aiohttp pool) with adaptive concurrency up to
+        ``max_concurrency``; create it on the loop that will use it."""
+        transport: Transport = settings.transport or AiohttpTransport(pool_size=settings.max_concurrency)
+        return cls(transport, AdaptiveLimiter(settings.max_concurrency), stopping)
 
     def __init__(self, transport: Transport, limiter: AdaptiveLimiter, stopping: asyncio.Event) -> None:
         self.transport = transport

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 from pendo_plugin import config, counters
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.batch import Batch
-from pendo_plugin.delivery.http import AiohttpTransport, DaemonPool, Transport
-from pendo_plugin.delivery.limiter import AdaptiveLimiter
+from pendo_plugin.delivery.http import DaemonPool
+from pendo_plugin.delivery.rows import METADATA_KINDS, MergedRows
 from pendo_plugin.delivery.senders import Outcome, Payload, Sender
 from pendo_plugin.delivery.spool import Claim, Spool
 from pendo_plugin.logs import log_once
@@ -42,8 +42,8 @@ IDLE_POLL_MAX = 0.2
 DRAIN_POLL = 0.005
 CANCEL_GRACE = 1.0
 
-# A metadata row waiting to be sent: merged values, and every (batch, payload) merged into it.
-PendingRow = tuple[dict[str, Any], list[tuple[Batch, Payload]]]
+# Metadata rows waiting to be sent, each remembering every (batch, payload) merged into it.
+PendingRows = MergedRows[tuple[Batch, Payload]]
 
 
 def payload_kind(payload: Payload) -> str:
@@ -99,7 +99,7 @@ class Worker:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._replays: set[asyncio.Task[Any]] = set()  # the subset replaying the spool
         self._backlog: deque[tuple[Batch, Payload]] = deque()
-        self._metadata: dict[str, dict[str, PendingRow]] = {"visitor": {}, "account": {}}
+        self._metadata: dict[str, PendingRows] = {kind: MergedRows(kind) for kind in METADATA_KINDS}
         self._metadata_since: float | None = None
         self._spool_draining = False
         self._spool_next_try = 0.0
@@ -127,9 +127,8 @@ class Worker:
         settings = config.current()
         if self._sender is None or settings.transport is not self._transport_source:
             self._transport_source = settings.transport
-            transport: Transport = settings.transport or AiohttpTransport(pool_size=settings.max_concurrency)
             assert self._stopping is not None
-            self._sender = Sender(transport, AdaptiveLimiter(settings.max_concurrency), self._stopping)
+            self._sender = Sender.for_settings(settings, self._stopping)
             self._sender.on_drop = self._on_drop
         self._sender.limiter.maximum = settings.max_concurrency
         return settings
@@ -285,10 +284,7 @@ class Worker:
         """Send one payload (metadata rows are merged and sent in batches); True if a task started."""
         kind = payload.get("k")
         if kind == "meta" and payload.get("t") in self._metadata:
-            rows = self._metadata[payload["t"]]
-            values, origins = rows.setdefault(str(payload["id"]), ({}, []))
-            values.update(payload.get("v") or {})
-            origins.append((batch, payload))
+            self._metadata[payload["t"]].add(payload, (batch, payload))
             if self._metadata_since is None:
                 self._metadata_since = time.monotonic()
             return False
@@ -329,22 +325,18 @@ class Worker:
             return
         for kind, rows in self._metadata.items():
             if rows:
-                self._metadata[kind] = {}
-                self._spawn(self._send_metadata(kind, rows, settings))
+                self._metadata[kind] = MergedRows(kind)
+                self._spawn(self._send_metadata(rows, settings))
         self._metadata_since = None
 
-    async def _send_metadata(self, kind: str, rows: dict[str, PendingRow], settings: Settings) -> None:
+    async def _send_metadata(self, rows: PendingRows, settings: Settings) -> None:
         assert self._sender is not None
-        payloads = [
-            {"k": "meta", "t": kind, "id": entity, "v": values} for entity, (values, _) in rows.items()
-        ]
         outcome: Outcome = "failed"
         try:
-            outcome = await self._sender.send_metadata(kind, payloads, settings)
+            outcome = await self._sender.send_metadata(rows.kind, rows.payloads(), settings)
         finally:
-            for _, origins in rows.values():
-                for batch, payload in origins:
-                    batch.finish(payload, outcome)
+            for batch, payload in rows.origins():
+                batch.finish(payload, outcome)
 
     # ----- the spool, drained oldest first -------------------------------------------------
 
@@ -448,10 +440,9 @@ class Worker:
             batch, payload = self._backlog.popleft()
             batch.finish(payload, "failed")
         for kind, rows in self._metadata.items():
-            for _, origins in rows.values():
-                for batch, payload in origins:
-                    batch.finish(payload, "failed")
-            self._metadata[kind] = {}
+            for batch, payload in rows.origins():
+                batch.finish(payload, "failed")
+            self._metadata[kind] = MergedRows(kind)
         self._metadata_since = None
         if self._sender is not None and self._transport_source is None:
             with contextlib.suppress(Exception):

@@ -1,0 +1,183 @@
+"""``pendo-plugin spool status|drain|purge``: what waits in the spool, send it now, or remove it.
+
+A drain settles each file like the live worker does (:class:`~pendo_plugin.delivery.batch.Batch`):
+deleted when everything in it was acknowledged, failures re-written to a new file of the same age,
+kept whole if nothing could be sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable
+from typing import TextIO
+
+from pendo_plugin import counters
+from pendo_plugin.cli import CommandError
+from pendo_plugin.config import Settings
+from pendo_plugin.delivery.batch import Batch
+from pendo_plugin.delivery.rows import METADATA_KINDS, MergedRows
+from pendo_plugin.delivery.senders import Outcome, Payload, Sender
+from pendo_plugin.delivery.spool import Claim, Spool
+from pendo_plugin.replay import (
+    EXIT_FAILED,
+    EXIT_OK,
+    counter_delta,
+    format_counts,
+    load_settings,
+    rejected_counts,
+    with_prefix,
+)
+
+
+def _spool(settings: Settings) -> Spool:
+    if settings.spool_dir is None:
+        raise CommandError("the spool is off (PENDO_SPOOL_DIR=off), so nothing waits in it")
+    return Spool(settings.spool_dir, int(settings.spool_max_mb * 1024 * 1024))
+
+
+def _size(count: int) -> str:
+    size = float(count)
+    for unit in ("bytes", "KiB", "MiB"):
+        if size < 1024 or unit == "MiB":
+            return f"{size:,.0f} {unit}" if unit == "bytes" else f"{size:,.1f} {unit}"
+        size /= 1024
+    return f"{size:,.1f} GiB"  # pragma: no cover
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    parts = [(days, "d"), (hours, "h"), (minutes, "min"), (secs, "s")]
+    shown = [f"{value} {unit}" for value, unit in parts if value][:2]
+    return " ".join(shown) or "0 s"
+
+
+def spool_status(out: TextIO | None = None) -> int:
+    """Print what waits in the spool: files, payloads, bytes, age of the oldest."""
+    out = out or sys.stdout
+    spool = _spool(load_settings())
+    status = spool.status()
+    print(f"spool     {spool.directory}", file=out)
+    print(f"files     {status.files:,}", file=out)
+    print(f"payloads  {status.items:,}", file=out)
+    print(f"size      {_size(status.bytes)}", file=out)
+    print(f"oldest    {_age(status.oldest_age_seconds)}", file=out)
+    return 0
+
+
+# metadata rows of one spool file: id -> (merged values, the payloads merged into them)
+async def _send_one_into(sender: Sender, batch: Batch, payload: Payload, settings: Settings) -> None:
+    outcome: Outcome = "failed"
+    try:
+        outcome = await sender.send_one(payload, settings)
+    finally:
+        batch.finish(payload, outcome)
+
+
+async def _send_rows_into(
+    sender: Sender, batch: Batch, rows: MergedRows[Payload], settings: Settings
+) -> None:
+    outcome: Outcome = "failed"
+    try:
+        outcome = await sender.send_metadata(rows.kind, rows.payloads(), settings)
+    finally:
+        for payload in rows.origins():
+            batch.finish(payload, outcome)
+
+
+async def drain_claim(sender: Sender, spool: Spool, claim: Claim, settings: Settings) -> None:
+    """Send one claimed spool file and settle it like the runtime does (:class:`Batch`): deleted when
+    everything was acknowledged, failures re-written to a new file of the same age, kept if all failed."""
+    batch = Batch(len(claim.items), claim, spool, lambda items: None, replay=True)
+    if not claim.items:
+        claim.done()
+        return
+    sends: list[Awaitable[None]] = []
+    rows: dict[str, MergedRows[Payload]] = {kind: MergedRows(kind) for kind in METADATA_KINDS}
+    for payload in claim.items:
+        kind = payload.get("k")
+        if kind not in ("track", "webhook") and not (kind == "meta" and payload.get("t") in rows):
+            counters.incr("dropped:unknown_payload")
+            batch.finish(payload, "rejected")
+        elif not settings.can_send(str(kind)):
+            batch.finish(payload, "failed")  # no secret for it here: keep it for a process that has one
+        elif kind == "meta":
+            rows[payload["t"]].add(payload, payload)
+        else:
+            sends.append(_send_one_into(sender, batch, payload, settings))
+    sends += [_send_rows_into(sender, batch, kind_rows, settings) for kind_rows in rows.values() if kind_rows]
+    await asyncio.gather(*sends)
+
+
+async def _drain(spool: Spool, settings: Settings, files: int, err: TextIO) -> None:
+    from tqdm import tqdm
+
+    sender = Sender.for_settings(settings, asyncio.Event())
+    try:
+        with tqdm(total=files, desc="spool", unit="file", file=err, disable=None) as bar:
+            for claim in spool.claims():
+                await drain_claim(sender, spool, claim, settings)
+                bar.update(1)
+    finally:
+        if settings.transport is None:
+            await sender.transport.close()
+
+
+def spool_drain(out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Send what waits in the spool now; 0 when the spool ends up empty, 1 if something is left."""
+    out, err = out or sys.stdout, err or sys.stderr
+    settings = load_settings()
+    spool = _spool(settings)
+    status = spool.status()
+    if not status.files:
+        print(f"The spool at {spool.directory} is empty; nothing to send.", file=out)
+        return EXIT_OK
+    if not (settings.track_secret or settings.integration_key or settings.api_key):
+        raise CommandError("no PENDO_TRACK_SECRET, PENDO_INTEGRATION_KEY or PENDO_API_KEY is set, so "
+                           "nothing in the spool can be sent")
+    if not settings.rollout.enabled or settings.shadow:
+        switch = "PENDO_SHADOW is on" if settings.shadow else "PENDO_ENABLED is false"
+        raise CommandError(f"{switch}, so the spool is left as it is")
+    print(f"Draining {spool.directory}: {status.files:,} file(s), {status.items:,} payload(s)", file=out)
+    before = counters.snapshot()
+    asyncio.run(_drain(spool, settings, status.files, err))
+    delta = counter_delta(before, counters.snapshot())
+    left = spool.status()
+    print(f"  sent      {format_counts(with_prefix(delta, 'sent:'))}", file=out)
+    print(f"  rejected  {format_counts(rejected_counts(delta))}", file=out)
+    print(f"  left      {left.files:,} file(s), {left.items:,} payload(s)", file=out)
+    return EXIT_OK if not left.files else EXIT_FAILED
+
+
+def _confirm(question: str, stdin: TextIO) -> bool:
+    if not stdin.isatty():
+        raise CommandError("refusing to purge without confirmation: stdin is not a terminal (pass --yes)")
+    try:
+        answer = input(f"{question} [y/N] ")
+    except EOFError:
+        return False
+    return answer.strip().lower() in ("y", "yes")
+
+
+def spool_purge(assume_yes: bool = False, out: TextIO | None = None, stdin: TextIO | None = None) -> int:
+    """Delete what waits in the spool (asks first unless ``assume_yes``)."""
+    out = out or sys.stdout
+    spool = _spool(load_settings())
+    status = spool.status()
+    if not status.files:
+        print(f"The spool at {spool.directory} is empty; nothing to purge.", file=out)
+        return EXIT_OK
+    question = f"Delete {status.items:,} payload(s) in {status.files:,} file(s) from {spool.directory}?"
+    if not assume_yes and not _confirm(question, stdin or sys.stdin):
+        print("Nothing deleted.", file=out)
+        return EXIT_FAILED
+    removed = spool.purge()
+    left = spool.status()
+    held = f"; {left.files:,} file(s) in use by another process were left" if left.files else ""
+    print(f"Purged {removed:,} payload(s) from {spool.directory}{held}.", file=out)
+    return EXIT_OK
+
