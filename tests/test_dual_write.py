@@ -22,7 +22,8 @@ def events_named(sandbox: Sandbox, name: str) -> list[dict[str, Any]]:
 
 
 def test_identify_group_and_track_reach_pendo(plugin: Sandbox, segment_client: Any) -> None:
-    when = dt.datetime(2026, 11, 20, 12, 0, 0, 123000, tzinfo=dt.timezone.utc)
+    # relative to now: Pendo skips events older than 7 days, so a fixed date would rot
+    when = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=2)).replace(microsecond=123000)
     segment_client.identify("u1", {"plan": "pro", "logins": 5})
     segment_client.group("u1", "acct-1", {"name": "Acme", "seats": 12})
     segment_client.track("u1", "Report Exported", {"format": "csv"}, context=CONTEXT, timestamp=when)
