@@ -125,9 +125,11 @@ class Runtime:
             return None
 
     def flush(self, timeout: float, *, replay_spool: bool = True) -> bool:
-        """Wait until everything queued so far was delivered, rejected, dropped, or (spool on) is on
-        disk waiting for a retry. ``replay_spool``: also replay what waits in the spool (an earlier
-        process's events) and wait for that; else do not wait for a replay under way. False on timeout."""
+        """Wait until everything queued so far was delivered, refused for good or dropped, waiting out
+        the retries and Retry-After pauses that end within ``timeout``. ``replay_spool``: also replay
+        what waits in the spool (an earlier process's events) and wait for that; else do not wait for
+        a replay under way. False if something is left (it goes on in the background, or waits in the
+        spool)."""
         return (
             self._call(
                 lambda worker: worker.drain(timeout, replay_spool=replay_spool, replays=replay_spool),
@@ -137,7 +139,7 @@ class Runtime:
         )
 
     def shutdown(self, timeout: float) -> bool:
-        """Deliver what fits in ``timeout`` seconds, spool the rest, stop the worker."""
+        """Deliver what fits in ``timeout`` seconds (retries included), spool the rest, stop the worker."""
         if self._thread is None and not (self._intake or self._overflow):
             return True
         result = self._call(lambda worker: worker.shutdown(timeout), timeout + 5.0)

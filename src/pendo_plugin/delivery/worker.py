@@ -95,6 +95,7 @@ class Worker:
         self._stopping: asyncio.Event | None = None
         self._stopped: asyncio.Event | None = None
         self._closing = False
+        self._exiting = False  # shutdown has begun: start no new replay of the spool
         self._flushing = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._replays: set[asyncio.Task[Any]] = set()  # the subset replaying the spool
@@ -265,7 +266,7 @@ class Worker:
         Pendo is back."""
         parked = len(self._backlog)
         if self._sender is not None:
-            for task in self._sender.waiting - self._replays:  # retrying what is on disk already
+            for task in set(self._sender.waiting) - self._replays:  # retrying what is on disk already
                 task.cancel()  # its payload settles as failed: it stays in the spool
         if parked:
             log_once(
@@ -341,7 +342,7 @@ class Worker:
     # ----- the spool, drained oldest first -------------------------------------------------
 
     def _shutting_down(self) -> bool:
-        return self._closing or (self._stopping is not None and self._stopping.is_set())
+        return self._exiting or self._closing or (self._stopping is not None and self._stopping.is_set())
 
     def _drain_spool_if_due(self, settings: Settings, *, force: bool = False) -> None:
         if self._spool_draining or self._shutting_down():
@@ -381,29 +382,26 @@ class Worker:
 
     # ----- flush, shutdown, sync mode -------------------------------------------------------
 
-    def _idle(self, settings: Settings, *, replays: bool) -> bool:
-        """Nothing left in memory only: every message was routed, and every payload was settled or
-        (with the spool on) is safe on disk and waiting for a retry or a Retry-After pause.
-        ``replays``: also wait for a replay of the spool that is under way."""
+    def _left(self, deadline: float, *, replays: bool) -> str:
+        """What is left in memory: ``none``; ``stuck`` when every payload left waits for a retry or a
+        Retry-After pause that ends after ``deadline``; else ``busy``. ``replays``: count a replay of
+        the spool that is under way too."""
         if self._intake or self._overflow or self._metadata_since is not None:
-            return False
+            return "busy"
+        tasks = self._tasks if replays else self._tasks - self._replays
         sender = self._sender
-        durable = sender is not None and self._spool(settings) is not None
-        busy = self._tasks if replays else self._tasks - self._replays
-        if durable and sender is not None:
-            busy = busy - sender.waiting
-            if sender.limiter.paused:
-                busy = busy - sender.acquiring
-        if busy:
-            return False
-        if self._backlog:
-            if not durable or sender is None:
-                return False
-            return sender.limiter.paused or self._room(settings) <= 0
-        return True
+        for task in tasks:
+            until = sender.blocked_until(task) if sender is not None else None
+            if until is None or until < deadline:
+                return "busy"
+        if tasks or self._backlog:  # a backlog waits only for a slot that one of those tasks holds
+            return "stuck"
+        return "none"
 
     async def drain(self, timeout: float, *, replay_spool: bool = False, replays: bool = True) -> bool:
-        """Send what is queued (``replay_spool``: replay the spool too) until idle or ``timeout``."""
+        """Deliver what is queued (``replay_spool``: replay the spool too), waiting out every retry and
+        Retry-After pause that ends within ``timeout``; True once nothing is left, False when the rest
+        cannot be delivered in time."""
         deadline = time.monotonic() + timeout
         self._flushing += 1
         try:
@@ -413,8 +411,9 @@ class Worker:
                 settings = self._settings()
                 self._pump(settings)
                 self._send_due_metadata(settings, force=True)
-                if self._idle(settings, replays=replays or replay_spool):
-                    return True
+                left = self._left(deadline, replays=replays or replay_spool)
+                if left != "busy":
+                    return left == "none"
                 if time.monotonic() >= deadline:
                     return False
                 await asyncio.sleep(DRAIN_POLL)
@@ -422,10 +421,10 @@ class Worker:
             self._flushing -= 1
 
     async def shutdown(self, timeout: float) -> bool:
+        """Deliver what fits in ``timeout`` (retries included), cancel the rest (it stays in the spool,
+        or is counted as dropped with the spool off) and stop."""
         assert self._stopping is not None and self._wake is not None and self._stopped is not None
-        if self._spool(self._settings()) is not None:
-            # with the spool on, one attempt each is enough: what fails stays on disk for later
-            self._stopping.set()
+        self._exiting = True
         drained = await self.drain(timeout)
         self._stopping.set()  # cut every retry wait short now
         self._closing = True
