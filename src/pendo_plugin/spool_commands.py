@@ -16,7 +16,7 @@ from pendo_plugin import counters
 from pendo_plugin.cli import CommandError
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.batch import Batch
-from pendo_plugin.delivery.rows import METADATA_KINDS, MergedRows
+from pendo_plugin.delivery.rows import METADATA_KINDS, FieldClock, MergedRows
 from pendo_plugin.delivery.senders import Outcome, Payload, Sender
 from pendo_plugin.delivery.spool import Claim, Spool
 from pendo_plugin.replay import (
@@ -79,19 +79,22 @@ async def _send_one_into(sender: Sender, batch: Batch, payload: Payload, setting
 
 
 async def _send_rows_into(
-    sender: Sender, batch: Batch, rows: MergedRows[Payload], settings: Settings
+    sender: Sender, batch: Batch, rows: MergedRows[Payload], settings: Settings, clock: FieldClock
 ) -> None:
     outcome: Outcome = "failed"
     try:
-        outcome = await sender.send_metadata(rows.kind, rows.payloads(), settings)
+        outcome = await sender.send_metadata(rows.kind, rows.payloads(clock), settings)
     finally:
         for payload in rows.origins():
             batch.finish(payload, outcome)
 
 
-async def drain_claim(sender: Sender, spool: Spool, claim: Claim, settings: Settings) -> None:
+async def drain_claim(
+    sender: Sender, spool: Spool, claim: Claim, settings: Settings, clock: FieldClock
+) -> None:
     """Send one claimed spool file and settle it like the runtime does (:class:`Batch`): deleted when
-    everything was acknowledged, failures re-written to a new file of the same age, kept if all failed."""
+    everything was acknowledged, failures re-written to a new file of the same age, kept if all failed.
+    ``clock``: the newest metadata values already sent by this drain (an older one is not sent after)."""
     batch = Batch(len(claim.items), claim, spool, lambda items: None, replay=True)
     if not claim.items:
         claim.done()
@@ -109,7 +112,9 @@ async def drain_claim(sender: Sender, spool: Spool, claim: Claim, settings: Sett
             rows[payload["t"]].add(payload, payload)
         else:
             sends.append(_send_one_into(sender, batch, payload, settings))
-    sends += [_send_rows_into(sender, batch, kind_rows, settings) for kind_rows in rows.values() if kind_rows]
+    sends += [
+        _send_rows_into(sender, batch, kind_rows, settings, clock) for kind_rows in rows.values() if kind_rows
+    ]
     await asyncio.gather(*sends)
 
 
@@ -119,8 +124,9 @@ async def _drain(spool: Spool, settings: Settings, files: int, err: TextIO) -> N
     sender = Sender.for_settings(settings, asyncio.Event())
     try:
         with tqdm(total=files, desc="spool", unit="file", file=err, disable=None) as bar:
+            clock = FieldClock()
             for claim in spool.claims():
-                await drain_claim(sender, spool, claim, settings)
+                await drain_claim(sender, spool, claim, settings, clock)
                 bar.update(1)
     finally:
         if settings.transport is None:

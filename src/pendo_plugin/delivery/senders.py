@@ -246,6 +246,8 @@ class Sender:
         Returns ``failed`` if any row must be kept for later, else ``sent`` (rows Pendo refused are
         counted as dropped).
         """
+        if not rows:
+            return "sent"
         schema = await self.schemas.fields(self.transport, settings, kind)
         prepared = [row for row in (self._prepare(kind, item, schema) for item in rows) if row is not None]
         if not prepared:

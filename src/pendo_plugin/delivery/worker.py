@@ -25,7 +25,7 @@ from pendo_plugin import config, counters
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.batch import Batch
 from pendo_plugin.delivery.http import DaemonPool
-from pendo_plugin.delivery.rows import METADATA_KINDS, MergedRows
+from pendo_plugin.delivery.rows import METADATA_KINDS, FieldClock, MergedRows
 from pendo_plugin.delivery.senders import Outcome, Payload, Sender
 from pendo_plugin.delivery.spool import Claim, Spool
 from pendo_plugin.logs import log_once
@@ -102,6 +102,9 @@ class Worker:
         self._backlog: deque[tuple[Batch, Payload]] = deque()
         self._metadata: dict[str, PendingRows] = {kind: MergedRows(kind) for kind in METADATA_KINDS}
         self._metadata_since: float | None = None
+        self._clock = FieldClock()  # an older metadata value is never sent after a newer one
+        self._last_metadata: dict[str, asyncio.Task[Any]] = {}  # per kind: batches go out in order
+        self._follows: dict[asyncio.Task[Any], asyncio.Task[Any]] = {}  # a batch -> the one before it
         self._spool_draining = False
         self._spool_next_try = 0.0
         self._spool_cache: tuple[tuple[Any, int], Spool] | None = None
@@ -296,16 +299,18 @@ class Worker:
         batch.finish(payload, "rejected")
         return False
 
-    def _spawn(self, coroutine: Any, *, replay: bool = False) -> None:
+    def _spawn(self, coroutine: Any, *, replay: bool = False) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         if replay:
             self._replays.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         self._replays.discard(task)
+        self._follows.pop(task, None)
         if self._backlog and self._wake is not None:
             self._wake.set()  # a slot is free: send more from the backlog now, not at the next poll
 
@@ -327,14 +332,28 @@ class Worker:
         for kind, rows in self._metadata.items():
             if rows:
                 self._metadata[kind] = MergedRows(kind)
-                self._spawn(self._send_metadata(rows, settings))
+                previous = self._last_metadata.get(kind)
+                task = self._spawn(self._send_metadata(rows, rows.payloads(self._clock), settings, previous))
+                self._last_metadata[kind] = task
+                if previous is not None and not previous.done():
+                    self._follows[task] = previous
         self._metadata_since = None
 
-    async def _send_metadata(self, rows: PendingRows, settings: Settings) -> None:
+    async def _send_metadata(
+        self,
+        rows: PendingRows,
+        payloads: list[Payload],
+        settings: Settings,
+        previous: asyncio.Task[Any] | None,
+    ) -> None:
+        """Send one merged batch once the batch of that kind before it is settled (so, for a row in
+        both, the newer values reach Pendo last)."""
         assert self._sender is not None
         outcome: Outcome = "failed"
         try:
-            outcome = await self._sender.send_metadata(rows.kind, rows.payloads(), settings)
+            if previous is not None and not previous.done():
+                await asyncio.wait([previous])
+            outcome = await self._sender.send_metadata(rows.kind, payloads, settings)
         finally:
             for batch, payload in rows.origins():
                 batch.finish(payload, outcome)
@@ -389,14 +408,26 @@ class Worker:
         if self._intake or self._overflow or self._metadata_since is not None:
             return "busy"
         tasks = self._tasks if replays else self._tasks - self._replays
-        sender = self._sender
         for task in tasks:
-            until = sender.blocked_until(task) if sender is not None else None
+            until = self._blocked_until(task)
             if until is None or until < deadline:
                 return "busy"
         if tasks or self._backlog:  # a backlog waits only for a slot that one of those tasks holds
             return "stuck"
         return "none"
+
+    def _blocked_until(self, task: asyncio.Task[Any] | None) -> float | None:
+        """When ``task`` (or the metadata batch it waits for) can next make progress, if it waits out
+        a retry or a Retry-After pause; None if it is sending or waiting for a slot."""
+        sender = self._sender
+        while task is not None and sender is not None:
+            until = sender.blocked_until(task)
+            if until is not None:
+                return until
+            task = self._follows.get(task)
+            if task is not None and task.done():
+                return None
+        return None
 
     async def drain(self, timeout: float, *, replay_spool: bool = False, replays: bool = True) -> bool:
         """Deliver what is queued (``replay_spool``: replay the spool too), waiting out every retry and
