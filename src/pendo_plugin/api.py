@@ -11,9 +11,11 @@ def stats() -> dict[str, int]:
 
 
 def flush(timeout: float | None = None) -> bool:
-    """Wait until everything queued for Pendo is delivered or safely spooled; False on timeout.
+    """Wait until everything queued for Pendo is delivered or refused for good, retries and
+    Retry-After pauses that fit ``timeout`` (default ``PENDO_FLUSH_TIMEOUT``) included; False if
+    something is left (it stays queued, or in the spool).
 
-    Also starts delivering what an earlier process left in the spool.
+    Also replays what an earlier process left in the spool, and waits for that.
     """
     from pendo_plugin.destination import runtime
 

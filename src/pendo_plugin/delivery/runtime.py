@@ -139,7 +139,7 @@ class Runtime:
         )
 
     def shutdown(self, timeout: float) -> bool:
-        """Deliver what fits in ``timeout`` seconds (retries included), spool the rest, stop the worker."""
+        """Deliver what fits in ``timeout`` seconds, spool the rest, stop the worker."""
         if self._thread is None and not (self._intake or self._overflow):
             return True
         result = self._call(lambda worker: worker.shutdown(timeout), timeout + 5.0)
