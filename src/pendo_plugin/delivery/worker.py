@@ -408,13 +408,16 @@ class Worker:
         if self._intake or self._overflow or self._metadata_since is not None:
             return "busy"
         tasks = self._tasks if replays else self._tasks - self._replays
-        for task in tasks:
-            until = self._blocked_until(task)
-            if until is None or until < deadline:
-                return "busy"
-        if tasks or self._backlog:  # a backlog waits only for a slot that one of those tasks holds
-            return "stuck"
-        return "none"
+        if any(self._moving(task, deadline) for task in tasks):
+            return "busy"
+        if self._backlog:  # it waits for a slot: one frees when a task (a replay's too) ends in time
+            return "busy" if any(self._moving(task, deadline) for task in self._tasks) else "stuck"
+        return "stuck" if tasks else "none"
+
+    def _moving(self, task: asyncio.Task[Any], deadline: float) -> bool:
+        """Whether ``task`` is sending, or waits for something that ends before ``deadline``."""
+        until = self._blocked_until(task)
+        return until is None or until < deadline
 
     def _blocked_until(self, task: asyncio.Task[Any] | None) -> float | None:
         """When ``task`` (or the metadata batch it waits for) can next make progress, if it waits out
