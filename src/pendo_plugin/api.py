@@ -11,9 +11,10 @@ def stats() -> dict[str, int]:
 
 
 def flush(timeout: float | None = None) -> bool:
-    """Wait until everything queued for Pendo is delivered or refused for good, retries and
-    Retry-After pauses that fit ``timeout`` (default ``PENDO_FLUSH_TIMEOUT``) included; False if
-    something is left (it stays queued, or in the spool).
+    """Wait until everything queued for Pendo is delivered, refused for good or given up on for now
+    (retries used up: it waits in the spool), retries and Retry-After pauses that fit ``timeout``
+    (default ``PENDO_FLUSH_TIMEOUT``) included; False if the time ran out first, or what is left can
+    only be retried after it.
 
     Also replays what an earlier process left in the spool, and waits for that.
     """

@@ -434,8 +434,8 @@ class Worker:
 
     async def drain(self, timeout: float, *, replay_spool: bool = False, replays: bool = True) -> bool:
         """Deliver what is queued (``replay_spool``: replay the spool too), waiting out every retry and
-        Retry-After pause that ends within ``timeout``; True once nothing is left, False when the rest
-        cannot be delivered in time."""
+        Retry-After pause that ends within ``timeout``; True once nothing is left in progress, False
+        when the time ran out or the rest cannot be tried again in time."""
         deadline = time.monotonic() + timeout
         self._flushing += 1
         try:
