@@ -49,13 +49,13 @@ def test_flush_waits_out_503_with_retry_after_that_fits_its_budget(
     """The issue's case: Pendo answers the first 4 requests 503 with Retry-After 1."""
     pendo_plugin.configure(max_retries=8, retry_budget=30, flush_timeout=30)
     plugin.fail_next(4, 503, headers={"Retry-After": "1"})
+    started = time.monotonic()  # the pause may begin before flush() does
     send(segment_client, N)
-    started = time.monotonic()
     segment_client.flush()  # Segment's flush runs the plugin's segment_flush hook
     took = time.monotonic() - started
     assert delivered(plugin) == Counter(range(N)), f"flush returned after {took:.2f}s before delivery"
     assert track_statuses(plugin)[503] == 4
-    assert took >= 1.0 - 0.05, "the Retry-After pause was waited for"
+    assert took >= 1.0, "the Retry-After pause was waited for"
     stats = pendo_plugin.stats()
     assert stats["sent:track"] == N
     assert "parked" not in stats and "spooled" not in stats, stats
