@@ -18,7 +18,7 @@ from pendo_plugin import counters
 
 Origin = TypeVar("Origin")
 METADATA_KINDS = ("visitor", "account")
-MAX_REMEMBERED_ROWS = 100_000
+MAX_REMEMBERED_ROWS = 10_000
 UNSTAMPED = -math.inf
 
 
