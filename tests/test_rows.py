@@ -1,12 +1,17 @@
 """The merge rule for metadata rows, pure: per field, the value with the newest message timestamp wins
-(ties: the later arrival), wherever rows are merged; a later batch never sends an older value."""
+(ties: the later arrival), wherever rows are merged; a later batch never sends an older value; and the
+router stamps each metadata payload with its message's timestamp."""
 
 from __future__ import annotations
 
+import time
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from pendo_plugin import counters
+from pendo_plugin.config import load
 from pendo_plugin.delivery.rows import FieldClock, MergedRows
+from pendo_plugin.route import Router
 
 
 def row(row_id: str, ts: Any = None, **values: Any) -> dict[str, Any]:
@@ -67,3 +72,19 @@ def test_the_clock_is_bounded() -> None:
     for n in range(3):
         merged(row(f"u{n}", 2_000, plan="pro"), clock=clock)
     assert merged(row("u0", 1_000, plan="free"), clock=clock)[0]["v"] == {"plan": "free"}, "u0 forgotten"
+
+
+def test_a_metadata_payload_carries_its_message_timestamp_never_one_ahead_of_now() -> None:
+    settings = load(environ={"PENDO_INTEGRATION_KEY": "k", "PENDO_TRACK_SECRET": "s"})
+    now_ms = int(time.time() * 1000)
+    router = Router()
+
+    def stamp(timestamp: Any) -> Any:
+        message = {"type": "identify", "userId": "u1", "traits": {"plan": "pro"}, "timestamp": timestamp}
+        (payload,) = router.route(message, settings, now_ms=now_ms)
+        return payload["ts"]
+
+    an_hour_ago = datetime.fromtimestamp(now_ms / 1000 - 3600, timezone.utc)
+    assert stamp(an_hour_ago.isoformat()) == now_ms - 3_600_000
+    assert stamp((an_hour_ago + timedelta(days=1)).isoformat()) == now_ms, "a clock ahead counts as now"
+    assert stamp(None) == now_ms, "no timestamp: the time it was routed"

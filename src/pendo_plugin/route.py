@@ -154,8 +154,9 @@ class Router:
                     age,
                 )
             return []
-        stamp = parse_timestamp_ms(message.get("timestamp"))
-        payloads = [to_payload(item, now_ms if stamp is None else stamp) for item in translation.payloads]
+        stamp = parse_timestamp_ms(message.get("timestamp"))  # one from a clock ahead counts as now
+        stamp = now_ms if stamp is None else min(stamp, now_ms)
+        payloads = [to_payload(item, stamp) for item in translation.payloads]
         return self._deliverable(settings, payloads)
 
     @staticmethod

@@ -4,10 +4,9 @@ With the spool on, the worker writes each slice of routed payloads to disk (fsyn
 before sending any of it. Each payload delivered or refused for good is acknowledged in the file's
 log at once (:mod:`.acks`). When all of them are settled the file is deleted; payloads that
 failed are first written to a new file with the same age, so a later attempt sends only those
-(if that rewrite fails, the file and its log are kept). If this process
-dies, the kernel drops the lock and a later process sends what was not acknowledged: delivery is
-at-least-once. With the spool off (or when writing ahead failed), failed payloads are counted
-as dropped.
+(if that rewrite fails, the file and its log are kept). If this process dies, the kernel drops
+the lock and a later process sends what was not acknowledged: delivery is at-least-once. With
+the spool off (or when writing ahead failed), failed payloads are counted as dropped.
 """
 
 from __future__ import annotations
