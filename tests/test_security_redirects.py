@@ -65,7 +65,9 @@ def track_message(n: int) -> dict[str, object]:
 
 
 @pytest.mark.parametrize("status", [302, 307])
-def test_worker_never_follows_a_redirect(pendo: Sandbox, elsewhere: Sandbox, tmp_path: Path, status: int) -> None:
+def test_worker_never_follows_a_redirect(
+    pendo: Sandbox, elsewhere: Sandbox, tmp_path: Path, status: int
+) -> None:
     target = redirect_everything(pendo, elsewhere, status)
     spool_dir = tmp_path / "spool"
     script = app_script(
