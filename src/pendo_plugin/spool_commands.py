@@ -74,10 +74,10 @@ def spool_status(out: TextIO | None = None) -> int:
     print(f"payloads  {status.items:,}", file=out)
     print(f"size      {_size(status.bytes)}", file=out)
     print(f"oldest    {_age(status.oldest_age_seconds)}", file=out)
-    print(f"unfinished {status.unfinished:,} temp file(s) of writers that ended early (recovered if "
-          "complete, else dropped, at the next drain)", file=out)
-    print(f"quarantined {status.quarantined:,} file(s) that failed a check, in "
-          f"{spool.directory / QUARANTINE} (never sent; inspect, then delete)", file=out)
+    print(f"unfinished {status.unfinished:,} temp file(s) (recovered, or dropped if torn, at the next drain)",
+          file=out)
+    print(f"quarantined {status.quarantined:,} file(s) in {spool.directory / QUARANTINE} (never sent)",
+          file=out)
     return 0
 
 
