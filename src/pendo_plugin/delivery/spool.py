@@ -116,6 +116,7 @@ class Spool:
         self.max_bytes = max_bytes
         self._approx_bytes: int | None = None  # this process's running estimate; rescanned past the cap
         self.refused: str | None = None  # why no directory could be trusted (then nothing is written or read)
+        self._verified = False  # checked again once it exists
         self.directory = self._trusted(directory)
 
     def _trusted(self, directory: Path) -> Path:
@@ -141,6 +142,11 @@ class Spool:
         if self.refused is not None:
             raise PermissionError(f"the spool directory is not safe: {self.refused}")
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not self._verified:  # it may have been made by someone else since __init__ looked
+            self.refused = spool_files.directory_problem(self.directory)
+            if self.refused is not None:
+                raise PermissionError(f"the spool directory is not safe: {self.refused}")
+            self._verified = True
 
     def write(self, items: list[dict[str, Any]], *, name_prefix: str | None = None) -> Path | None:
         """Persist ``items`` as one new unlocked file; its path, or None (nothing to write, or an error)."""
