@@ -289,13 +289,17 @@ def test_temp_files_are_recovered_when_the_worker_starts(pendo: Sandbox, tmp_pat
     make_temp(spool, ["Torn1", "Torn2"], torn=True)
     script = app_script(
         """
-        pendo_plugin.flush(timeout=20)
+        client = make_client()
+        send(client, 1, event="Live")  # the worker starts; no flush() asks it to replay the spool
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and "unspooled" not in pendo_plugin.stats():
+            time.sleep(0.01)
         report()
         """
     )
     run = run_app(script, app_env(pendo.url, spool.directory, pendo.url))
     assert run.returncode == 0, run.describe()
     stats = run.reports()[-1]["stats"]
-    assert events_at(pendo) == {"Recovered"}
+    assert pendo.wait_for(lambda box: events_at(box) == {"Recovered", "Live"}, timeout=10)
     assert stats["dropped:spool_torn"] == 2 and stats["spool_recovered"] == 1, stats
     assert spool_files.temp_files(spool.directory) == []
