@@ -79,13 +79,13 @@ def location_host(location: str | None) -> str:
 
 
 def refuse_redirect(response: Response) -> None:
-    """Raise :class:`RedirectRefused` (logged once per target host, counted) if ``response`` is a 3xx."""
+    """Raise :class:`RedirectRefused` (logged once per status, counted) if ``response`` is a 3xx."""
     if not 300 <= response.status < 400:
         return
     target = location_host(response.headers.get("Location"))
     counters.incr(f"redirect_refused:http_{response.status}")
     log_once(
-        f"redirect:{response.status}:{target}",
+        f"redirect:{response.status}",  # not per host: the Location is the other side's to choose
         logging.ERROR,
         "pendo_plugin: Pendo answered HTTP %d with a redirect to %s; redirects are never followed (the "
         "request carries a secret), so nothing was sent there: check PENDO_DATA_URL / PENDO_API_URL",
@@ -150,6 +150,9 @@ class AiohttpTransport:
     @staticmethod
     async def _read_bounded(response: Any) -> bytes:
         """The body, cut at ``MAX_RESPONSE_BYTES`` (counted; the connection is then closed, not reused)."""
+        length = response.content_length
+        if length is not None and length <= MAX_RESPONSE_BYTES:
+            return bytes(await response.read())  # aiohttp reads no more than the declared length
         body = bytearray()
         while len(body) <= MAX_RESPONSE_BYTES:
             chunk = await response.content.read(64 * 1024)
