@@ -28,43 +28,29 @@ class Oversized:
 def lines(
     read: Callable[[int], bytes], max_line: int, chunk: int = CHUNK_BYTES
 ) -> Iterator[bytes | Oversized]:
-    """Lines (with their ``\\n``, the last one maybe without) from ``read(n)``; a line longer than
-    ``max_line`` bytes comes as :class:`Oversized`. Holds at most ``max_line + chunk`` bytes."""
-    pending = bytearray()
+    """Lines, without their ``\\n``, from ``read(n)``; a line longer than ``max_line`` bytes comes as
+    :class:`Oversized`. Holds at most about twice ``max_line + chunk`` bytes."""
+    pending = b""
     skipped = 0  # > 0 while skipping the rest of an oversized line
-    while True:
-        data = read(chunk)
-        if not data:
-            break
-        start = 0
-        while True:
-            end = data.find(b"\n", start)
+    while data := read(chunk):
+        if skipped:
+            end = data.find(b"\n")
             if end < 0:
-                rest = len(data) - start
-                if skipped:
-                    skipped += rest
-                elif len(pending) + rest > max_line:
-                    skipped = len(pending) + rest
-                    pending.clear()
-                else:
-                    pending += data[start:]
-                break
-            piece = end + 1 - start
-            if skipped:
-                yield Oversized(skipped + piece)
-                skipped = 0
-            elif len(pending) + piece > max_line:
-                yield Oversized(len(pending) + piece)
-                pending.clear()
-            else:
-                pending += data[start : end + 1]
-                yield bytes(pending)
-                pending.clear()
-            start = end + 1
+                skipped += len(data)
+                continue
+            yield Oversized(skipped + end)
+            skipped = 0
+            data = data[end + 1 :]
+        parts = (pending + data).split(b"\n") if pending else data.split(b"\n")
+        pending = parts.pop()
+        for part in parts:
+            yield part if len(part) <= max_line else Oversized(len(part))
+        if len(pending) > max_line:
+            skipped, pending = len(pending), b""
     if skipped:
         yield Oversized(skipped)
     elif pending:
-        yield bytes(pending)
+        yield pending
 
 
 def depth(value: Any) -> int:

@@ -324,7 +324,7 @@ class Source:
         try:
             for line in self._lines:
                 chunk.append(line)
-                self._consumed += line.size if isinstance(line, bounded.Oversized) else len(line)
+                self._consumed += (line.size if isinstance(line, bounded.Oversized) else len(line)) + 1
                 if len(chunk) >= size:
                     break
         except (OSError, EOFError, zlib.error) as exc:
