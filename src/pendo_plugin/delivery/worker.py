@@ -41,6 +41,7 @@ IDLE_POLL_MIN = 0.01
 IDLE_POLL_MAX = 0.2
 DRAIN_POLL = 0.005
 CANCEL_GRACE = 1.0
+REPLAY_SLICE = 512  # payloads of one spool file dispatched at a time
 
 # Metadata rows waiting to be sent, each remembering every (batch, payload) merged into it.
 PendingRows = MergedRows[tuple[Batch, Payload]]
@@ -391,10 +392,18 @@ class Worker:
             claim.done()
             return True
         done = asyncio.Event()
-        batch = Batch(len(claim.items), claim, spool, self._undeliverable, on_settled=done.set, replay=True)
-        for payload in claim.items:
-            self._dispatch(batch, payload, settings, retry=False)
-        self._send_due_metadata(settings, force=True)
+        total = len(claim.items)
+        batch = Batch(total, claim, spool, self._undeliverable, on_settled=done.set, replay=True)
+        for start in range(0, total, REPLAY_SLICE):  # bounded slices: memory, and room for live traffic
+            while start - (total - batch.outstanding) > REPLAY_SLICE // 2 and not self._shutting_down():
+                await asyncio.sleep(DRAIN_POLL)
+            if self._shutting_down():
+                for payload in claim.items[start:]:
+                    batch.finish(payload, "failed")  # not sent: it stays in the spool
+                break
+            for payload in claim.items[start : start + REPLAY_SLICE]:
+                self._dispatch(batch, payload, settings, retry=False)
+            self._send_due_metadata(settings, force=True)
         await done.wait()
         counters.incr("unspooled", len(claim.items) - len(batch.failed))
         return len(batch.failed) < len(claim.items)
