@@ -16,14 +16,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import stat
 from pathlib import Path
 
 from pendo_plugin import counters
+from pendo_plugin.delivery.spool_files import OPEN_FLAGS, Unreadable, check_open_file
 from pendo_plugin.logs import log_once
 
 SUFFIX = ".ack"
-_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
 _APPEND_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW
 
 
@@ -37,17 +36,15 @@ def read_acks(path: Path, count: int) -> set[int]:
     if count <= 0:
         return set()
     try:
-        fd = os.open(ack_path(path), _READ_FLAGS)
+        fd = os.open(ack_path(path), OPEN_FLAGS)
     except OSError:  # no log (the usual case), or a symlink: nothing acknowledged
         return set()
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
-            return set()
+        check_open_file(fd)  # this user's regular file, like the spool file itself
         limit = count * (len(str(count)) + 1) + 64  # every position once, and a little more
         with os.fdopen(os.dup(fd), "rb") as handle:
             data = handle.read(limit)
-    except OSError:
+    except (OSError, Unreadable):
         return set()
     finally:
         os.close(fd)
