@@ -32,7 +32,7 @@ from typing import Any
 
 from pendo_plugin import config, counters
 from pendo_plugin.delivery import spool_files
-from pendo_plugin.delivery.acks import AckLog, read_acks
+from pendo_plugin.delivery.acks import AckLog, ack_path, read_acks
 from pendo_plugin.delivery.spool_files import OPEN_FLAGS, Unreadable
 from pendo_plugin.logs import log, log_once
 
@@ -257,7 +257,7 @@ class Spool:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            spool_files.quarantine(self.directory, path, *spool_files.open_problem(exc))
+            self._quarantine(path, *spool_files.open_problem(exc))
             return None
         _held_fds.add(fd)
         try:
@@ -270,7 +270,7 @@ class Spool:
             _close_fd(fd)
             return None
         except Unreadable as problem:
-            spool_files.quarantine(self.directory, path, problem.reason, problem.kind)
+            self._quarantine(path, problem.reason, problem.kind)
             _close_fd(fd)
             return None
         except OSError as exc:
@@ -279,6 +279,12 @@ class Spool:
                      path.name, exc.strerror)
             return None
         return Claim(path, fd, items)
+
+    def _quarantine(self, path: Path, reason: str, kind: str) -> None:
+        """Quarantine a spool file that failed a check, and delete its acknowledgement log with it."""
+        spool_files.quarantine(self.directory, path, reason, kind)
+        with contextlib.suppress(OSError):
+            os.unlink(ack_path(path))
 
     def recover(self) -> None:
         """Rename complete temp files left by dead writers into place; drop torn ones (counted)."""
