@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from pendo_plugin import config, counters
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.batch import Batch
+from pendo_plugin.delivery.fleet import Fleet
 from pendo_plugin.delivery.http import DaemonPool
 from pendo_plugin.delivery.rows import METADATA_KINDS, MergedRows
 from pendo_plugin.delivery.senders import Outcome, Payload, Sender
@@ -106,6 +107,7 @@ class Worker:
         self._spool_cache: tuple[tuple[Any, int], Spool] | None = None
         self._sender: Sender | None = None
         self._transport_source: Any = None
+        self._fleet = Fleet()  # fleet mode (Redis) and the rate budget
 
     @property
     def router(self) -> Router:
@@ -130,6 +132,8 @@ class Worker:
             assert self._stopping is not None
             self._sender = Sender.for_settings(settings, self._stopping)
             self._sender.on_drop = self._on_drop
+            self._sender.transport = self._fleet.wrap(self._sender.transport)  # fleet mode
+        self._fleet.update(settings)  # fleet mode
         self._sender.limiter.maximum = settings.max_concurrency
         return settings
 
@@ -447,6 +451,7 @@ class Worker:
         if self._sender is not None and self._transport_source is None:
             with contextlib.suppress(Exception):
                 await self._sender.transport.close()
+        await self._fleet.close()  # fleet mode
         self._sender = None
         self._stopped.set()
         self._wake.set()
