@@ -1,8 +1,12 @@
-"""Fleet mode as the worker sees it: one object that owns the Redis link and the rate gate.
+"""Fleet mode as the worker sees it: one object that owns the Redis link, the rate gate and the
+shared queue.
 
 The worker calls it from a few places only: :meth:`Fleet.update` with each settings snapshot,
-:meth:`Fleet.wrap` on the transport it sends through, and :meth:`Fleet.close` at shutdown.
-With ``PENDO_REDIS_URL`` unset it holds no link, and only ``PENDO_RATE_LIMIT`` (per process) acts.
+:meth:`Fleet.wrap` on the transport it sends through, :meth:`Fleet.offer` with each routed slice
+(False: write it ahead locally as without Redis), :meth:`Fleet.pump` from its loop,
+:meth:`Fleet.idle` when flushing, :meth:`Fleet.kick` for ``flush()``, and :meth:`Fleet.stop` /
+:meth:`Fleet.close` at shutdown. With ``PENDO_REDIS_URL`` unset it holds no link and no queue,
+and only ``PENDO_RATE_LIMIT`` (per process) acts.
 """
 
 from __future__ import annotations
@@ -11,15 +15,20 @@ from pendo_plugin import config
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.http import Transport
 from pendo_plugin.delivery.redis_link import RedisLink
+from pendo_plugin.delivery.redis_queue import Fallback, RedisQueue
 from pendo_plugin.delivery.redis_rate import GatedTransport, RateGate
+from pendo_plugin.delivery.senders import Payload, Sender
+from pendo_plugin.delivery.spool import Spool
 
 
 class Fleet:
     """The worker's fleet-mode parts; touched only from the worker's loop."""
 
-    def __init__(self) -> None:
+    def __init__(self, fallback: Fallback) -> None:
         self.link: RedisLink | None = None
+        self.queue: RedisQueue | None = None
         self.gate = RateGate()
+        self._fallback = fallback
         self._retired: list[RedisLink] = []
 
     def update(self, settings: Settings) -> None:
@@ -30,6 +39,7 @@ class Fleet:
         if self.link is not None:
             self._retired.append(self.link)
         self.link = RedisLink(url) if url else None
+        self.queue = RedisQueue(self.link, self._fallback) if self.link is not None else None
 
     def wrap(self, transport: Transport) -> Transport:
         """``transport`` behind the rate gate (a no-op without a budget and without Redis)."""
@@ -37,6 +47,28 @@ class Fleet:
 
     def _rate_and_link(self) -> tuple[float | None, RedisLink | None]:
         return config.current().rate_limit, self.link
+
+    def offer(self, payloads: list[Payload]) -> bool:
+        """Hand ``payloads`` to the shared queue; False: no Redis now, write them ahead locally."""
+        return self.queue is not None and self.queue.offer(payloads)
+
+    def pump(self, sender: Sender | None, settings: Settings, spool: Spool | None) -> bool:
+        """Run the shared queue's next I/O cycle if due; True if it had work."""
+        return self.queue is not None and sender is not None and self.queue.pump(sender, settings, spool)
+
+    def idle(self, sender: Sender | None) -> bool:
+        """Whether nothing of this process's waits in fleet-mode memory."""
+        return self.queue is None or self.queue.idle(sender)
+
+    def kick(self) -> None:
+        """``flush()``: read the shared queue, and take over abandoned entries, now."""
+        if self.queue is not None:
+            self.queue.kick()
+
+    async def stop(self, grace: float) -> None:
+        """Stop sending from the shared queue; settle and append what is left (or write it locally)."""
+        if self.queue is not None:
+            await self.queue.stop(grace)
 
     async def close(self) -> None:
         """Close every Redis connection (at shutdown)."""

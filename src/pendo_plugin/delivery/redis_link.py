@@ -38,10 +38,15 @@ class RedisLink:
         self._client: Any = None
         self._down_until = 0.0
         self.down = False
+        self.outages = 0
 
     def available(self) -> bool:
         """Whether to try Redis now (it answered last time, or the retry pause has passed)."""
         return not self.down or time.monotonic() >= self._down_until
+
+    def retry_now(self) -> None:
+        """Try Redis at the next call even if it did not answer a moment ago (``flush()``)."""
+        self._down_until = 0.0
 
     def client(self) -> Any:
         """The client, created on first use on the calling (worker) loop."""
@@ -63,6 +68,7 @@ class RedisLink:
         """Redis did not answer: fall back for ``RETRY_AFTER`` seconds; one log line per outage."""
         counters.incr("redis:errors")
         if not self.down:
+            self.outages += 1
             log.warning(
                 "pendo_plugin: Redis at %s is not answering (%s); falling back to this process alone "
                 "(local spool and rate budget) until it answers",

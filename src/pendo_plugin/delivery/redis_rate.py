@@ -27,6 +27,7 @@ BURST_SHARE = 0.1  # a burst of a tenth of a second's budget may go at once
 MAX_DELAY = 60.0  # a reservation read back from Redis is trusted up to this far ahead
 MAX_PAUSE = 300.0
 PAUSE_WITHOUT_RETRY_AFTER = 1.0
+PAUSE_CHECK_INTERVAL = 0.25  # without a budget, look for a fleet pause in Redis this often per endpoint
 
 RESERVE_SCRIPT = """
 -- KEYS[1]: the endpoint's theoretical arrival time, KEYS[2]: its pause end (both server microseconds)
@@ -97,6 +98,7 @@ class RateGate:
     def __init__(self) -> None:
         self._tat: dict[str, float] = {}
         self._pause_end: dict[str, float] = {}
+        self._pause_checked: dict[str, float] = {}
         self._scripts: tuple[Any, Any, Any] | None = None  # (client, reserve, pause)
 
     def _registered(self, link: RedisLink) -> tuple[Any, Any]:
@@ -112,6 +114,9 @@ class RateGate:
     async def delay(self, endpoint: str, rate: float | None, link: RedisLink | None) -> float:
         """Seconds to wait before sending to ``endpoint`` (a slot is reserved for the caller)."""
         interval, tolerance = budget(rate)
+        now = time.monotonic()
+        if interval <= 0 and now < self._pause_checked.get(endpoint, 0.0) + PAUSE_CHECK_INTERVAL:
+            link = None  # no budget to share: the pause read a moment ago still holds
         if link is not None and link.available():
             script, _ = self._registered(link)
             try:
@@ -120,13 +125,16 @@ class RateGate:
                     args=[round(interval * 1e6), round(tolerance * 1e6)],
                 )
                 link.answered()
-                counters.incr("redis:rate_reservations")
-                return min(max(float(answer) / 1e6, 0.0), MAX_DELAY)
+                counters.incr("redis:round_trips")
+                delay = min(max(float(answer) / 1e6, 0.0), MAX_DELAY)
+                if interval <= 0:
+                    self._pause_checked[endpoint] = now
+                    self._pause_end[endpoint] = max(self._pause_end.get(endpoint, 0.0), now + delay)
+                return delay
             except redis_errors() as exc:
                 link.failed(exc)
         if interval <= 0 and not self._pause_end:
             return 0.0
-        now = time.monotonic()
         at, self._tat[endpoint] = reserve(
             now, self._tat.get(endpoint, 0.0), self._pause_end.get(endpoint, 0.0), interval, tolerance
         )
@@ -141,6 +149,7 @@ class RateGate:
             _, script = self._registered(link)
             try:
                 await script(keys=[f"{KEY_PREFIX}pause:{endpoint}"], args=[round(seconds * 1e6)])
+                counters.incr("redis:round_trips")
                 link.answered()
             except redis_errors() as exc:
                 link.failed(exc)

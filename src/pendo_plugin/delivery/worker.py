@@ -107,7 +107,7 @@ class Worker:
         self._spool_cache: tuple[tuple[Any, int], Spool] | None = None
         self._sender: Sender | None = None
         self._transport_source: Any = None
-        self._fleet = Fleet()  # fleet mode (Redis) and the rate budget
+        self._fleet = Fleet(self._write_ahead)  # fleet mode (Redis) and the rate budget
 
     @property
     def router(self) -> Router:
@@ -217,12 +217,13 @@ class Worker:
             payloads = self.route_all(live, settings)
             if closing:
                 self.spool_unsent(payloads, settings)
-            else:
+            elif not self._fleet.offer(payloads):  # fleet mode: the Redis stream takes them
                 self._write_ahead(payloads, settings)
         if overflow:
             self.spool_unsent(self.route_all(overflow, settings), settings)
         dispatched = 0 if closing else self._dispatch_backlog(settings)
-        return bool(live or overflow or dispatched)
+        fleet = not closing and self._fleet.pump(self._sender, settings, self._spool(settings))  # fleet mode
+        return bool(live or overflow or dispatched or fleet)
 
     def route_all(self, messages: list[Mapping[str, Any]], settings: Settings) -> list[Payload]:
         payloads: list[Payload] = []
@@ -391,6 +392,8 @@ class Worker:
         ``replays``: also wait for a replay of the spool that is under way."""
         if self._intake or self._overflow or self._metadata_since is not None:
             return False
+        if not self._fleet.idle(self._sender):  # fleet mode
+            return False
         sender = self._sender
         durable = sender is not None and self._spool(settings) is not None
         busy = self._tasks if replays else self._tasks - self._replays
@@ -413,6 +416,7 @@ class Worker:
         try:
             if replay_spool:
                 self._drain_spool_if_due(self._settings(), force=True)
+                self._fleet.kick()  # fleet mode: deliver what waits in the Redis stream too
             while True:
                 settings = self._settings()
                 self._pump(settings)
@@ -438,6 +442,7 @@ class Worker:
             task.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=CANCEL_GRACE)
+        await self._fleet.stop(CANCEL_GRACE)  # fleet mode
         while self._intake or self._overflow:
             self._pump(settings)  # with _closing set, what is left is written to the spool unsent
         while self._backlog:
