@@ -419,6 +419,7 @@ def _new_lock_in_child() -> None:
 
 os.register_at_fork(after_in_child=_new_lock_in_child)
 _overrides: dict[str, Any] = {}
+_fleet_flags: dict[str, str] = {}  # fleet mode: rollout flags from Redis, over env and configure()
 _current: Settings | None = None
 
 
@@ -434,7 +435,7 @@ def current() -> Settings:
 def _reload() -> Settings:
     global _current
     forget()
-    _current = load(_overrides)
+    _current = load({**_overrides, **_fleet_flags})
     return _current
 
 
@@ -451,5 +452,17 @@ def configure(**settings: Any) -> Settings:
     with _lock:
         if reset:
             _overrides.clear()
+            _fleet_flags.clear()
         _overrides.update(settings)
         return _reload()
+
+
+def apply_fleet_flags(flags: Mapping[str, str]) -> bool:
+    """Fleet mode: apply the rollout flags read from Redis (checked by the caller); True if they changed."""
+    global _fleet_flags
+    with _lock:
+        if dict(flags) == _fleet_flags:
+            return False
+        _fleet_flags = dict(flags)
+        _reload()
+        return True

@@ -11,6 +11,9 @@ and only ``PENDO_RATE_LIMIT`` (per process) acts.
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from pendo_plugin import config
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.http import Transport
@@ -19,6 +22,7 @@ from pendo_plugin.delivery.redis_queue import Fallback, RedisQueue
 from pendo_plugin.delivery.redis_rate import GatedTransport, RateGate
 from pendo_plugin.delivery.senders import Payload, Sender
 from pendo_plugin.delivery.spool import Spool
+from pendo_plugin.fleet_flags import FlagPoller
 
 
 class Fleet:
@@ -28,6 +32,8 @@ class Fleet:
         self.link: RedisLink | None = None
         self.queue: RedisQueue | None = None
         self.gate = RateGate()
+        self.flags = FlagPoller()
+        self._flag_task: asyncio.Task[Any] | None = None
         self._fallback = fallback
         self._retired: list[RedisLink] = []
 
@@ -53,7 +59,11 @@ class Fleet:
         return self.queue is not None and self.queue.offer(payloads)
 
     def pump(self, sender: Sender | None, settings: Settings, spool: Spool | None) -> bool:
-        """Run the shared queue's next I/O cycle if due; True if it had work."""
+        """Read the fleet's live flags and run the shared queue's next I/O cycle, if due; True if the
+        queue had work."""
+        polling = self._flag_task is not None and not self._flag_task.done()
+        if self.link is not None and self.link.available() and self.flags.due() and not polling:
+            self._flag_task = asyncio.ensure_future(self.flags.poll(self.link))
         return self.queue is not None and sender is not None and self.queue.pump(sender, settings, spool)
 
     def idle(self, sender: Sender | None) -> bool:
@@ -67,6 +77,8 @@ class Fleet:
 
     async def stop(self, grace: float) -> None:
         """Stop sending from the shared queue; settle and append what is left (or write it locally)."""
+        if self._flag_task is not None:
+            self._flag_task.cancel()
         if self.queue is not None:
             await self.queue.stop(grace)
 
