@@ -12,6 +12,7 @@ and only ``PENDO_RATE_LIMIT`` (per process) acts.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from pendo_plugin import config
@@ -23,6 +24,21 @@ from pendo_plugin.delivery.redis_rate import GatedTransport, RateGate
 from pendo_plugin.delivery.senders import Payload, Sender
 from pendo_plugin.delivery.spool import Spool
 from pendo_plugin.fleet_flags import FlagPoller
+from pendo_plugin.logs import log_once
+
+
+def _redis_installed() -> bool:
+    try:
+        import redis  # noqa: F401
+    except ImportError:
+        log_once(
+            "redis-missing",
+            logging.ERROR,
+            "pendo_plugin: PENDO_REDIS_URL is set but the redis package is missing "
+            "(pip install 'segment-pendo-plugin[redis]'); each process works alone",
+        )
+        return False
+    return True
 
 
 class Fleet:
@@ -44,7 +60,7 @@ class Fleet:
             return
         if self.link is not None:
             self._retired.append(self.link)
-        self.link = RedisLink(url) if url else None
+        self.link = RedisLink(url) if url and _redis_installed() else None
         self.queue = RedisQueue(self.link, self._fallback) if self.link is not None else None
 
     def wrap(self, transport: Transport) -> Transport:
