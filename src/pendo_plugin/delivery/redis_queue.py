@@ -332,7 +332,7 @@ class RedisQueue:
     def _dispatch(self, entries: Any, sender: Sender, settings: Settings) -> None:
         metadata: dict[str, MergedRows[bytes]] = {}
         for entry in entries if isinstance(entries, list) else []:
-            entry_id, fields = entry if isinstance(entry, (list, tuple)) and len(entry) == 2 else (None, None)
+            entry_id, fields = entry if isinstance(entry, (list, tuple)) and len(entry) == 2 else (None, {})
             if not isinstance(entry_id, bytes) or entry_id in self._held:
                 continue
             payload = decode(fields)
@@ -341,7 +341,7 @@ class RedisQueue:
                 log_once("redis-corrupt", logging.ERROR, "pendo_plugin: skipped a malformed entry in Redis")
                 self._acks.append(entry_id)
                 continue
-            self._held[entry_id] = encode(payload)
+            self._held[entry_id] = fields[b"p"]  # checked by decode(): bytes of a valid payload
             if payload["k"] == "meta":
                 metadata.setdefault(payload["t"], MergedRows(payload["t"])).add(payload, entry_id)
             else:
