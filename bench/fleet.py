@@ -1,7 +1,7 @@
 """Fleet simulation: N app processes sharing one Pendo rate budget (and one queue) through Redis.
 
-    python bench/fleet.py                      # 6 processes x 250 track events, about a minute
-    python bench/fleet.py --processes 8 --events 400 --json
+    python bench/fleet.py                      # 6 processes x 250 (budget) / 2,000 (CPU) events
+    python bench/fleet.py --processes 8 --events 400 --cpu-events 4000 --json
 
 Four runs against the Pendo stand-in (``pendo_plugin.sandbox.Sandbox``), each with N real processes
 using a real ``segment.analytics`` client:
@@ -10,8 +10,9 @@ using a real ``segment.analytics`` client:
    requests/s per endpoint (like Pendo). Delivered events/s against the budget, the 429 ratio, Redis
    round trips per event.
 2. ``budget, alone``: the same without Redis (each process keeps 80/s on its own).
-3. ``no budget, fleet mode`` and 4. ``no budget, alone``: no limit anywhere; track() latency and the
-   CPU per event of each process, fleet mode on against off.
+3. ``no budget, fleet mode`` and 4. ``no budget, alone``: no limit anywhere, ``--cpu-events`` per
+   process (enough to amortise each interpreter's imports); track() latency and the CPU per event of
+   each process (all its threads, from its first event to the end of its last flush), on against off.
 
 Needs ``redis-server`` on PATH (Debian's package) and the plugin installed with the ``redis`` extra.
 """
@@ -155,6 +156,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--processes", type=int, default=6, help="4 to 8 app processes (default 6)")
     parser.add_argument("--events", type=int, default=250, help="track events per process (default 250)")
+    parser.add_argument("--cpu-events", type=int, default=2000, help="per process, no-budget runs (2000)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pendo-fleet-bench-") as temp:
@@ -167,9 +169,11 @@ def main() -> int:
                 ),
                 "budget, alone": run_fleet(args.processes, args.events, None, BUDGET, LIMIT, workdir / "b"),
                 "no budget, fleet mode": run_fleet(
-                    args.processes, args.events, redis.url, None, None, workdir / "c"
+                    args.processes, args.cpu_events, redis.url, None, None, workdir / "c"
                 ),
-                "no budget, alone": run_fleet(args.processes, args.events, None, None, None, workdir / "d"),
+                "no budget, alone": run_fleet(
+                    args.processes, args.cpu_events, None, None, None, workdir / "d"
+                ),
             }
         finally:
             redis.stop()

@@ -45,6 +45,9 @@ MAX_ENTRY_BYTES = 1_000_000
 READ_IDLE = 0.2  # after the stream was found empty, look again this often
 PAUSE_AFTER_FAILURE = 5.0  # Pendo did not take a payload: read nothing new for this long
 MOVE_FILES_PER_CYCLE = 20
+MOVE_RETRY = 2.0
+SETTLE_BATCH = 100  # acknowledge in batches: this many outcomes, or the oldest waited SETTLE_DELAY
+SETTLE_DELAY = 0.05
 
 Fallback = Callable[[list[Payload], Settings], None]
 
@@ -106,6 +109,7 @@ class RedisQueue:
         self._held: dict[bytes, bytes] = {}  # entry id -> its encoded payload, while being sent
         self._acks: list[bytes] = []
         self._requeue: list[tuple[bytes, bytes]] = []
+        self._settle_since: float | None = None  # when the oldest outcome waiting to be settled came
         self._tasks: set[asyncio.Task[Any]] = set()
         self._cycle: asyncio.Task[Any] | None = None
         self._group_ready = False
@@ -115,7 +119,7 @@ class RedisQueue:
         self._paused_until = 0.0
         self._next_claim = 0.0
         self._claim_cursor = "0-0"
-        self._move_spool = True  # look at the local spool once Redis first answers, and after outages
+        self._next_move: float | None = 0.0  # when to move the local spool into the stream (None: no need)
         self._outages_seen = 0
 
     # ----- the worker's side -------------------------------------------------------------------
@@ -143,12 +147,18 @@ class RedisQueue:
         now = time.monotonic()
         reading = now >= self._paused_until and now >= self._next_read and self._room() > 0
         claiming = now >= self._next_claim
-        work = bool(self._buffer or self._acks or self._requeue)
+        work = bool(self._buffer) or self._settle_due(now)
         if not (work or reading or claiming) or not self.link.available():
             return False
         self._cycle = asyncio.ensure_future(self._run_cycle(sender, settings, spool, reading, claiming))
         self._cycle.add_done_callback(self._cycle_done)
         return work or (reading and not self._caught_up)
+
+    def _settle_due(self, now: float) -> bool:
+        waiting = len(self._acks) + len(self._requeue)
+        if not waiting or self._settle_since is None:
+            return False
+        return waiting >= SETTLE_BATCH or now - self._settle_since >= SETTLE_DELAY
 
     def idle(self, sender: Sender | None) -> bool:
         """Nothing of this process's waits in memory: offered payloads are in the stream, outcomes
@@ -194,7 +204,7 @@ class RedisQueue:
             if not self._group_ready:
                 await self._create_group(client)
             await self._settle_and_append(settings)
-            if self._move_spool and spool is not None:
+            if self._next_move is not None and time.monotonic() >= self._next_move and spool is not None:
                 await self._move_from_spool(client, spool)
             if claiming:
                 await self._claim(client, sender, settings)
@@ -212,7 +222,7 @@ class RedisQueue:
         self.link.answered()
         if self.link.outages != self._outages_seen:  # the local spool may hold what came meanwhile
             self._outages_seen = self.link.outages
-            self._move_spool = True
+            self._next_move = 0.0
 
     async def _create_group(self, client: Any) -> None:
         import redis
@@ -235,6 +245,7 @@ class RedisQueue:
             counters.incr("redis:round_trips")
             await self._settle_script[1](keys=[STREAM], args=[GROUP, len(acks), *acks, *pairs])
             del self._acks[: len(acks)], self._requeue[: len(requeue)]
+            self._settle_since = time.monotonic() if self._acks or self._requeue else None
             counters.incr("redis:acked", len(acks))
             if requeue:
                 counters.incr("redis:requeued", len(requeue))
@@ -266,12 +277,11 @@ class RedisQueue:
 
     async def _move_from_spool(self, client: Any, spool: Spool) -> None:
         """Put what the local spool holds (left while Redis was down) into the stream."""
-        self._move_spool = False
+        self._next_move = None
         moved = 0
         for number, claim in enumerate(spool.claims()):
             if number >= MOVE_FILES_PER_CYCLE:
                 claim.release()
-                self._move_spool = True  # the rest next cycle
                 break
             try:
                 pipe = client.pipeline(transaction=False)
@@ -287,6 +297,8 @@ class RedisQueue:
         if moved:
             self._caught_up = False
             counters.incr("redis:moved_from_spool", moved)
+        if spool.has_files():  # more than one cycle's share, or files a sender still holds
+            self._next_move = time.monotonic() + (0.0 if moved else MOVE_RETRY)
 
     async def _claim(self, client: Any, sender: Sender, settings: Settings) -> None:
         """Take over entries idle longer than PENDO_REDIS_CLAIM_AFTER; keep our own from looking idle."""
@@ -340,6 +352,7 @@ class RedisQueue:
                 counters.incr("dropped:redis_corrupt")
                 log_once("redis-corrupt", logging.ERROR, "pendo_plugin: skipped a malformed entry in Redis")
                 self._acks.append(entry_id)
+                self._settle_since = self._settle_since or time.monotonic()
                 continue
             self._held[entry_id] = fields[b"p"]  # checked by decode(): bytes of a valid payload
             if payload["k"] == "meta":
@@ -359,6 +372,8 @@ class RedisQueue:
         try:
             outcome = await sending
         finally:
+            if self._settle_since is None:
+                self._settle_since = time.monotonic()
             for entry_id in entry_ids:
                 raw = self._held.pop(entry_id, None)
                 if outcome != "failed":
