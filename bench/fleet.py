@@ -89,6 +89,13 @@ class Redis:
                     raise
                 time.sleep(0.02)
 
+    def cpu_seconds(self) -> float:
+        """CPU the server has used so far (user + system, all its threads)."""
+        import redis
+
+        info = redis.Redis(port=self.port).info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
@@ -99,7 +106,7 @@ class Redis:
 
 
 def run_fleet(
-    processes: int, events: int, redis_url: str | None, budget: float | None, limit: int | None, workdir: Path
+    processes: int, events: int, redis: Redis | None, budget: float | None, limit: int | None, workdir: Path
 ) -> dict[str, Any]:
     """Start ``processes`` apps at once; delivered rate, 429 ratio and the apps' own figures."""
     with Sandbox(track_secret=TRACK_SECRET, rate_limit=limit, log_limit=1_000_000) as box:
@@ -112,8 +119,9 @@ def run_fleet(
             SEGMENT_HOST=box.url,
             BENCH_EVENTS=str(events),
         )
-        if redis_url:
-            base["PENDO_REDIS_URL"] = redis_url
+        if redis is not None:
+            base["PENDO_REDIS_URL"] = redis.url
+        redis_cpu = redis.cpu_seconds() if redis is not None else 0.0
         if budget:
             base["PENDO_RATE_LIMIT"] = str(budget)
         started = time.monotonic()
@@ -128,6 +136,7 @@ def run_fleet(
         ]
         results = [json.loads(app.communicate(timeout=600)[0].splitlines()[-1]) for app in apps]
         wall = time.monotonic() - started
+        redis_cpu = redis.cpu_seconds() - redis_cpu if redis is not None else 0.0
         track = [entry for entry in box.request_log() if entry.path == "/data/track"]
         accepted = sorted(entry.at for entry in track if entry.status == 200)
         delivered = len({(e["visitorId"], e["properties"]["n"]) for e in box.track_events()})
@@ -149,6 +158,7 @@ def run_fleet(
         "track_median_us": round(sorted(r["median_us"] for r in results)[processes // 2], 1),
         "track_p99_us": round(max(r["p99_us"] for r in results), 1),
         "cpu_ms_per_1000_events": round(sum(r["cpu"] for r in results) / total * 1e6, 1),
+        "redis_cpu_ms_per_1000_events": round(redis_cpu / total * 1e6, 1),
     }
 
 
@@ -165,11 +175,11 @@ def main() -> int:
         try:
             runs = {
                 "budget, fleet mode": run_fleet(
-                    args.processes, args.events, redis.url, BUDGET, LIMIT, workdir
+                    args.processes, args.events, redis, BUDGET, LIMIT, workdir
                 ),
                 "budget, alone": run_fleet(args.processes, args.events, None, BUDGET, LIMIT, workdir / "b"),
                 "no budget, fleet mode": run_fleet(
-                    args.processes, args.cpu_events, redis.url, None, None, workdir / "c"
+                    args.processes, args.cpu_events, redis, None, None, workdir / "c"
                 ),
                 "no budget, alone": run_fleet(
                     args.processes, args.cpu_events, None, None, None, workdir / "d"

@@ -60,6 +60,8 @@ class Fleet:
             return
         if self.link is not None:
             self._retired.append(self.link)
+        if self.queue is not None:
+            self.queue.hand_back(settings)
         self.link = RedisLink(url) if url and _redis_installed() else None
         self.queue = RedisQueue(self.link, self._fallback) if self.link is not None else None
 

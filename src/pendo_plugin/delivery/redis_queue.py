@@ -132,6 +132,13 @@ class RedisQueue:
         self._buffer.extend(payloads)
         return True
 
+    def hand_back(self, settings: Settings) -> None:
+        """Give what waits to be appended to the worker's local path (counted as ``redis:fallback``)."""
+        if self._buffer:
+            leftover, self._buffer = self._buffer, []
+            counters.incr("redis:fallback", len(leftover))
+            self._fallback(leftover, settings)
+
     def kick(self) -> None:
         """``flush()``: read the stream now and look for entries to take over."""
         self._caught_up = False
@@ -142,6 +149,8 @@ class RedisQueue:
         """Start the next I/O cycle if one is due; True if it started one with work to do."""
         if self._cycle is not None:
             return False
+        if self._buffer and not self.link.available():
+            self.hand_back(settings)  # Redis stopped answering meanwhile: never hold payloads in memory
         if sender.failing:
             self._hold_off(sender)
         now = time.monotonic()
@@ -185,9 +194,7 @@ class RedisQueue:
         if self.link.available():
             with contextlib.suppress(*redis_errors()):
                 await asyncio.wait_for(self._settle_and_append(None), grace)
-        if self._buffer:
-            leftover, self._buffer = self._buffer, []
-            self._fallback(leftover, _settings_now())
+        self.hand_back(_settings_now())
 
     # ----- one I/O cycle --------------------------------------------------------------------------
 
@@ -214,10 +221,7 @@ class RedisQueue:
             if "NOGROUP" in str(exc):
                 self._group_ready = False
             self.link.failed(exc)
-            if self._buffer:
-                leftover, self._buffer = self._buffer, []
-                counters.incr("redis:fallback", len(leftover))
-                self._fallback(leftover, settings)
+            self.hand_back(settings)
             return
         self.link.answered()
         if self.link.outages != self._outages_seen:  # the local spool may hold what came meanwhile

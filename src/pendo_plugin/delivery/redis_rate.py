@@ -133,6 +133,7 @@ class RateGate:
                 return delay
             except redis_errors() as exc:
                 link.failed(exc)
+            now = time.monotonic()  # the failed attempt took time
         if interval <= 0 and not self._pause_end:
             return 0.0
         at, self._tat[endpoint] = reserve(
