@@ -15,11 +15,11 @@ from segment.analytics import Client
 
 import pendo_plugin
 from pendo_plugin import counters
-from pendo_plugin.delivery.redis_queue import GROUP, STREAM, decode
+from pendo_plugin.delivery.redis_entries import GROUP, STREAM, decode
 from pendo_plugin.delivery.spool import Spool
 from pendo_plugin.sandbox import Sandbox
 from tests.apps import wait_until
-from tests.conftest import stop_runtime
+from tests.conftest import TRACK_SECRET, stop_runtime
 from tests.fleet_redis import RedisServer
 
 
@@ -81,6 +81,25 @@ def test_flush_delivers_what_another_process_left_in_the_stream(
     assert pendo_plugin.flush(20)
     assert plugin.wait_for(lambda box: box.counts()["track_events"] == 20, timeout=10)
     assert client.xlen(STREAM) == 0
+
+
+def test_a_process_that_may_not_send_an_entry_leaves_it_for_others(
+    plugin: Sandbox, redis_server: RedisServer
+) -> None:
+    client = redis_server.client()
+    client.xadd(STREAM, {"p": _payload(1)})
+    pendo_plugin.configure(redis_url=redis_server.url, track_secret=None)  # metadata only here
+
+    assert pendo_plugin.flush(10)
+    assert wait_until(lambda: client.xpending(STREAM, GROUP)["pending"] == 0, timeout=10)
+    assert counters.snapshot()["redis:left_for_others"] == 1
+    assert client.xlen(STREAM) == 1  # still waiting, for a process with the track secret
+    assert plugin.counts()["track_events"] == 0
+
+    pendo_plugin.configure(track_secret=TRACK_SECRET)
+    assert pendo_plugin.flush(10)
+    assert plugin.wait_for(lambda box: box.counts()["track_events"] == 1, timeout=10)
+    assert wait_until(lambda: client.xlen(STREAM) == 0, timeout=10)
 
 
 def test_bad_entries_are_counted_dropped_and_removed(

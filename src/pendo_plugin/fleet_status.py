@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from pendo_plugin.config import Settings, redacted_url
-from pendo_plugin.delivery.redis_queue import GROUP, STREAM
+from pendo_plugin.delivery.redis_entries import GROUP, STREAM
 from pendo_plugin.doctor import Check, fail, ok
 
 TIMEOUT = 5.0

@@ -18,30 +18,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
-import secrets
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
 
 from pendo_plugin import counters
 from pendo_plugin.config import Settings
-from pendo_plugin.delivery.redis_link import KEY_PREFIX, RedisLink, redis_errors
-from pendo_plugin.delivery.rows import METADATA_KINDS, MergedRows
+from pendo_plugin.delivery.redis_entries import GROUP, SETTLE_SCRIPT, STREAM, consumer_name, decode, encode
+from pendo_plugin.delivery.redis_link import RedisLink, redis_errors
+from pendo_plugin.delivery.rows import MergedRows
 from pendo_plugin.delivery.senders import Outcome, Payload, Sender
 from pendo_plugin.delivery.spool import Spool
 from pendo_plugin.logs import log, log_once
 
-STREAM = KEY_PREFIX + "queue"
-GROUP = "pendo_plugin"
 MAX_IN_FLIGHT = 1024  # entries this process holds while sending
 READ_COUNT = 200
 APPEND_BATCH = 1000
 MAX_BUFFER = 10_000  # offered payloads waiting for the next append; past it the local path takes them
-MAX_ENTRY_BYTES = 1_000_000
 READ_IDLE = 0.2  # after the stream was found empty, look again this often
 PAUSE_AFTER_FAILURE = 5.0  # Pendo did not take a payload: read nothing new for this long
 MOVE_FILES_PER_CYCLE = 20
@@ -50,52 +44,6 @@ SETTLE_BATCH = 100  # acknowledge in batches: this many outcomes, or the oldest 
 SETTLE_DELAY = 0.05
 
 Fallback = Callable[[list[Payload], Settings], None]
-
-SETTLE_SCRIPT = """
--- KEYS[1]: the stream; ARGV[1]: the group, ARGV[2]: how many ids to acknowledge, then those ids,
--- then (id, payload) pairs to retry: each is appended anew only if it was still in the stream
--- (an entry trimmed by the length cap stays dropped).
-local acks = tonumber(ARGV[2])
-for i = 3, 2 + acks do
-  redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
-  redis.call('XDEL', KEYS[1], ARGV[i])
-end
-for i = 3 + acks, #ARGV, 2 do
-  redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
-  if redis.call('XDEL', KEYS[1], ARGV[i]) == 1 then
-    redis.call('XADD', KEYS[1], '*', 'p', ARGV[i + 1])
-  end
-end
-return 1
-"""
-
-
-def consumer_name() -> str:
-    """This process's consumer: host, pid and a random part (a reused pid is a new consumer)."""
-    return f"{socket.gethostname()[:64]}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
-def encode(payload: Payload) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode("utf-8")
-
-
-def decode(fields: Any) -> Payload | None:
-    """The payload of one stream entry, or None if it is not one this plugin wrote."""
-    raw = fields.get(b"p") if isinstance(fields, dict) else None
-    if not isinstance(raw, bytes) or len(raw) > MAX_ENTRY_BYTES:
-        return None
-    try:
-        payload = json.loads(raw)
-    except ValueError:
-        return None
-    if not isinstance(payload, dict):
-        return None
-    kind = payload.get("k")
-    if kind in ("track", "webhook"):
-        return payload if isinstance(payload.get("b"), dict) else None
-    if kind == "meta" and payload.get("t") in METADATA_KINDS and isinstance(payload.get("v"), dict):
-        return payload if isinstance(payload.get("id"), (str, int)) else None
-    return None
 
 
 class RedisQueue:
@@ -142,7 +90,7 @@ class RedisQueue:
     def kick(self) -> None:
         """``flush()``: read the stream now and look for entries to take over."""
         self._caught_up = False
-        self._next_read = self._next_claim = 0.0
+        self._next_read = self._next_claim = self._paused_until = 0.0
         self.link.retry_now()
 
     def pump(self, sender: Sender, settings: Settings, spool: Spool | None) -> bool:
@@ -154,7 +102,8 @@ class RedisQueue:
         if sender.failing:
             self._hold_off(sender)
         now = time.monotonic()
-        reading = now >= self._paused_until and now >= self._next_read and self._room() > 0
+        sending = settings.active and not settings.shadow  # kill switch or shadow: leave entries waiting
+        reading = sending and now >= self._paused_until and now >= self._next_read and self._room() > 0
         claiming = now >= self._next_claim
         work = bool(self._buffer) or self._settle_due(now)
         if not (work or reading or claiming) or not self.link.available():
@@ -358,7 +307,14 @@ class RedisQueue:
                 self._acks.append(entry_id)
                 self._settle_since = self._settle_since or time.monotonic()
                 continue
-            self._held[entry_id] = fields[b"p"]  # checked by decode(): bytes of a valid payload
+            raw = fields[b"p"]  # checked by decode(): bytes of a valid payload
+            if not (settings.active and not settings.shadow and settings.can_send(payload["k"])):
+                counters.incr("redis:left_for_others")  # this process may not send it (no secret, off)
+                self._requeue.append((entry_id, raw))
+                self._settle_since = self._settle_since or time.monotonic()
+                self._paused_until = max(self._paused_until, time.monotonic() + PAUSE_AFTER_FAILURE)
+                continue
+            self._held[entry_id] = raw
             if payload["k"] == "meta":
                 metadata.setdefault(payload["t"], MergedRows(payload["t"])).add(payload, entry_id)
             else:
