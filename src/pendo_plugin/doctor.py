@@ -390,5 +390,9 @@ def run(traits_path: str | None = None, send_test_event: bool = False, out: Text
         checks = config_checks(settings)
         if not settings.problems:
             checks += asyncio.run(network_checks(settings, traits, send_test_event))
+        if not settings.problems and settings.redis_url:  # fleet mode
+            from pendo_plugin.fleet_status import doctor_checks
+
+            checks += doctor_checks(settings)
     _print_checks(checks, out)
     return 0 if all(check.status != "FAIL" for check in checks) else 1

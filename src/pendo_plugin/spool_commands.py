@@ -67,7 +67,8 @@ def _age(seconds: float | None) -> str:
 def spool_status(out: TextIO | None = None) -> int:
     """Print what waits in the spool: files, payloads, bytes, age of the oldest."""
     out = out or sys.stdout
-    spool = _spool(load_settings())
+    settings = load_settings()
+    spool = _spool(settings)
     status = spool.status()
     print(f"spool     {spool.directory}", file=out)
     print(f"files     {status.files:,}", file=out)
@@ -78,6 +79,10 @@ def spool_status(out: TextIO | None = None) -> int:
           file=out)
     print(f"quarantined {status.quarantined:,} file(s) in {spool.directory / QUARANTINE} (never sent)",
           file=out)
+    if settings.redis_url:  # fleet mode: what waits in the shared stream
+        from pendo_plugin.fleet_status import stream_status
+
+        print("\n".join(stream_status(settings.redis_url)), file=out)
     return 0
 
 
@@ -186,7 +191,8 @@ def _confirm(question: str, stdin: TextIO) -> bool:
 def spool_purge(assume_yes: bool = False, out: TextIO | None = None, stdin: TextIO | None = None) -> int:
     """Delete what waits in the spool (asks first unless ``assume_yes``)."""
     out = out or sys.stdout
-    spool = _spool(load_settings())
+    settings = load_settings()
+    spool = _spool(settings)
     status = spool.status()
     if not status.files:
         print(f"The spool at {spool.directory} is empty; nothing to purge.", file=out)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from pendo_plugin import config, counters
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.batch import Batch
+from pendo_plugin.delivery.fleet import Fleet
 from pendo_plugin.delivery.http import DaemonPool
 from pendo_plugin.delivery.rows import METADATA_KINDS, FieldClock, MergedRows
 from pendo_plugin.delivery.senders import Outcome, Payload, Sender
@@ -111,6 +112,7 @@ class Worker:
         self._spool_cache: tuple[tuple[Any, int], Spool] | None = None
         self._sender: Sender | None = None
         self._transport_source: Any = None
+        self._fleet = Fleet(self._write_ahead)  # fleet mode (Redis) and the rate budget
 
     @property
     def router(self) -> Router:
@@ -135,6 +137,8 @@ class Worker:
             assert self._stopping is not None
             self._sender = Sender.for_settings(settings, self._stopping)
             self._sender.on_drop = self._on_drop
+            self._sender.transport = self._fleet.wrap(self._sender.transport)  # fleet mode
+        self._fleet.update(settings)  # fleet mode
         self._sender.limiter.maximum = settings.max_concurrency
         return settings
 
@@ -218,12 +222,13 @@ class Worker:
             payloads = self.route_all(live, settings)
             if closing:
                 self.spool_unsent(payloads, settings)
-            else:
+            elif not self._fleet.offer(payloads):  # fleet mode: the Redis stream takes them
                 self._write_ahead(payloads, settings)
         if overflow:
             self.spool_unsent(self.route_all(overflow, settings), settings)
         dispatched = 0 if closing else self._dispatch_backlog(settings)
-        return bool(live or overflow or dispatched)
+        fleet = not closing and self._fleet.pump(self._sender, settings, self._spool(settings))  # fleet mode
+        return bool(live or overflow or dispatched or fleet)
 
     def route_all(self, messages: list[Mapping[str, Any]], settings: Settings) -> list[Payload]:
         payloads: list[Payload] = []
@@ -416,6 +421,8 @@ class Worker:
         the spool that is under way too."""
         if self._intake or self._overflow or self._metadata_since is not None:
             return "busy"
+        if not self._fleet.idle(self._sender):  # fleet mode
+            return "busy"
         tasks = self._tasks if replays else self._tasks - self._replays
         if any(self._moving(task, deadline) for task in tasks):
             return "busy"
@@ -450,6 +457,7 @@ class Worker:
         try:
             if replay_spool:
                 self._drain_spool_if_due(self._settings(), force=True)
+                self._fleet.kick()  # fleet mode: deliver what waits in the Redis stream too
             while True:
                 settings = self._settings()
                 self._pump(settings)
@@ -476,6 +484,7 @@ class Worker:
             task.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=CANCEL_GRACE)
+        await self._fleet.stop(CANCEL_GRACE)  # fleet mode
         while self._intake or self._overflow:
             self._pump(settings)  # with _closing set, what is left is written to the spool unsent
         while self._backlog:
@@ -489,6 +498,7 @@ class Worker:
         if self._sender is not None and self._transport_source is None:
             with contextlib.suppress(Exception):
                 await self._sender.transport.close()
+        await self._fleet.close()  # fleet mode
         self._sender = None
         self._stopped.set()
         self._wake.set()
