@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tarfile
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 from tests.venvs import make_venv, pip_install
@@ -25,15 +26,27 @@ class SdkUnderTest:
     """One SDK as the tests use it: its pip requirement, its import, and where its own tests are."""
 
     key: str
+    distribution: str
     requirement: str | None  # None: the version the test run has (the plugin's own dependency)
     client_module: str
     tests_in: str  # "wheel": inside the installed package; "sdist": the PyPI source archive
 
+    @property
+    def version(self) -> str:
+        """The version the venv gets."""
+        if self.requirement is None:
+            return metadata.version(self.distribution)
+        return self.requirement.split("==", 1)[1]
+
 
 SDKS = {
-    "segment": SdkUnderTest("segment", None, "segment.analytics.client", "wheel"),
-    "legacy": SdkUnderTest("legacy", "analytics-python==1.4.0", "analytics.client", "wheel"),
-    "rudder": SdkUnderTest("rudder", "rudder-sdk-python==2.1.9", "rudderstack.analytics.client", "sdist"),
+    "segment": SdkUnderTest("segment", "segment-analytics-python", None, "segment.analytics.client", "wheel"),
+    "legacy": SdkUnderTest(
+        "legacy", "analytics-python", "analytics-python==1.4.0", "analytics.client", "wheel"
+    ),
+    "rudder": SdkUnderTest(
+        "rudder", "rudder-sdk-python", "rudder-sdk-python==2.1.9", "rudderstack.analytics.client", "sdist"
+    ),
 }
 
 

@@ -1,6 +1,7 @@
 """Every Segment-compatible SDK, each in a venv of its own built from this repository's wheel, its real
 client uploading to the sandbox that stands in for both the app's backend (``/v1/batch``) and Pendo:
-dual-write end to end, exit and fork delivery, ``send=False``/``sync_mode`` and the ``integrations`` switch.
+dual-write end to end, exit and fork delivery, ``send=False``/``sync_mode``, the ``integrations`` switch
+and ``doctor``. The venvs come from the session fixture ``sdk_pythons`` (conftest).
 
 The SDKs' own test suites with the plugin active are in ``test_sdk_suites.py``.
 """
@@ -17,7 +18,7 @@ import pytest
 from pendo_plugin.sandbox import Sandbox
 from tests.apps import pendo_env
 from tests.conftest import INTEGRATION_KEY, TRACK_SECRET
-from tests.sdk_envs import SDKS, build_wheel, sdk_venv
+from tests.sdk_envs import SDKS
 
 # how an app imports each SDK and points its module-level client at its backend
 IMPORTS = {
@@ -43,14 +44,6 @@ def report(**extra):
 """
 
 TRACKS = 20
-
-
-@pytest.fixture(scope="session")
-def sdk_pythons(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """One venv per SDK for the whole session: the plugin's wheel plus that SDK."""
-    base = tmp_path_factory.mktemp("sdk-venvs")
-    wheel = build_wheel(base / "wheel")
-    return {key: sdk_venv(base / key, sdk, wheel) for key, sdk in SDKS.items()}
 
 
 @pytest.fixture(params=sorted(SDKS))
@@ -204,3 +197,26 @@ def test_integrations_switch(
     ]
     assert len(sandbox.segment_messages()) == 6  # Segment's own delivery is the SDK's business
     assert report["stats"]["seen"] == 6
+
+
+def test_doctor_names_the_sdks_found_and_patched(
+    sdk_pythons: dict[str, Path], sdk: str, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    environment = pendo_env(sandbox.url, TRACK_SECRET, INTEGRATION_KEY)
+    done = subprocess.run(
+        [str(sdk_pythons[sdk]), "-m", "pendo_plugin.cli", "doctor"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+
+    section = done.stdout.split("SDKs found and patched:\n", 1)[1].split("\n\n", 1)[0]
+    lines = {line.strip().split(" ", 1)[0].rstrip(":"): line.strip() for line in section.splitlines()}
+    assert set(lines) == {"segment-analytics-python", "analytics-python", "rudder-sdk-python"}, done.stdout
+    assert lines["segment-analytics-python"].endswith("found and patched")  # the plugin's own dependency
+    mine = SDKS[sdk].distribution
+    assert lines[mine] == f"{mine} {SDKS[sdk].version}: found and patched"
+    others = {"analytics-python", "rudder-sdk-python"} - {mine}
+    assert all(lines[name] == f"{name}: not installed" for name in others), section

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from pendo_plugin import config
+from pendo_plugin import config, sdks
 from pendo_plugin.cli import CommandError, quiet_logs
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.http import Request, Response, Transport
@@ -372,6 +372,12 @@ def _print_configuration(settings: Settings, out: TextIO) -> None:
         print(f"  {name:<{width}}  {'(off)' if value is None else value}", file=out)
 
 
+def _print_sdks(out: TextIO) -> None:
+    print("\nSDKs found and patched:", file=out)
+    for line in sdks.survey():
+        print(f"  {line}", file=out)
+
+
 def _print_checks(checks: list[Check], out: TextIO) -> None:
     print("\nChecks:", file=out)
     for check in checks:
@@ -387,6 +393,7 @@ def run(traits_path: str | None = None, send_test_event: bool = False, out: Text
     with quiet_logs():  # every problem the plugin would log becomes a FAIL line instead
         settings = config.load()
         _print_configuration(settings, out)
+        _print_sdks(out)
         checks = config_checks(settings)
         if not settings.problems:
             checks += asyncio.run(network_checks(settings, traits, send_test_event))

@@ -80,3 +80,33 @@ def enqueue_answer(result: Any) -> tuple[bool, Message] | None:
     if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], Mapping):
         return bool(result[0]), result[1]
     return None
+
+
+def survey() -> list[str]:
+    """One line per supported SDK: its installed version and whether its ``Client`` is patched once its
+    client module is imported here (so whether the bootstrap works in this environment)."""
+    import importlib
+    import os
+    from importlib.metadata import PackageNotFoundError, version
+
+    from pendo_plugin.bridge import PATCHED
+
+    lines = []
+    for sdk in SDKS:
+        try:
+            found = f"{sdk.distribution} {version(sdk.distribution)}"
+        except PackageNotFoundError:
+            lines.append(f"{sdk.distribution}: not installed")
+            continue
+        try:
+            client = importlib.import_module(sdk.module).Client
+        except Exception as exc:
+            lines.append(f"{found}: found, cannot be imported: {type(exc).__name__}: {exc}")
+            continue
+        if getattr(client, PATCHED, False):
+            lines.append(f"{found}: found and patched")
+        elif os.environ.get("PENDO_AUTOLOAD", "1").strip() == "0":
+            lines.append(f"{found}: found, not patched here: PENDO_AUTOLOAD=0 (call pendo_plugin.install())")
+        else:
+            lines.append(f"{found}: found, NOT patched: the plugin's .pth bootstrap did not run here")
+    return lines
