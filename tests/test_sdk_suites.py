@@ -18,6 +18,9 @@ import os
 import shutil
 import subprocess
 import xml.etree.ElementTree as ElementTree
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -37,6 +40,7 @@ SEGMENT_LATENCY = 0.02
 
 def suite_arguments(python: Path, sdk: str, workdir: Path) -> tuple[list[str], Path]:
     """The pytest arguments naming the SDK's own tests, and the directory to run them from."""
+    workdir.mkdir(parents=True)
     if SDKS[sdk].tests_in == "sdist":
         root = sdk_sources(workdir / "sdist", SDKS[sdk])
         return [str(root / "rudderstack" / "analytics" / "test"), *NOT_SHIPPED.get(sdk, [])], root
@@ -66,8 +70,9 @@ def outcomes(junit: Path) -> dict[str, str]:
 
 def start_suite(
     python: Path, args: list[str], cwd: Path, out: Path, backend: Sandbox, env: dict[str, str]
-) -> subprocess.Popen[str]:
-    out.mkdir()
+) -> subprocess.Popen[bytes]:
+    """Start the SDK's suite; its output goes to ``out/output.txt``, its results to ``out/junit.xml``."""
+    out.mkdir(parents=True)
     shutil.copy(GUARD, out / GUARD.name)
     environment = {
         **env,
@@ -77,49 +82,70 @@ def start_suite(
     }
     command = [str(python), "-m", "pytest", "-q", "-p", "sdk_suite_guard", "-p", "no:cacheprovider"]
     command += ["-p", "no:pendo_plugin", "--timeout", "60", f"--junit-xml={out / 'junit.xml'}", *args]
-    return subprocess.Popen(
-        command, env=environment, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    with open(out / "output.txt", "wb") as output:
+        return subprocess.Popen(command, env=environment, cwd=cwd, stdout=output, stderr=subprocess.STDOUT)
+
+
+@dataclass
+class SuiteRuns:
+    """One SDK's suite, run twice at once: plugin off and plugin on (writing to ``pendo``)."""
+
+    out: Path
+    processes: dict[str, subprocess.Popen[bytes]]
+    pendo: Sandbox
+
+    def wait(self) -> None:
+        for process in self.processes.values():
+            process.wait(timeout=600)
+
+    def output(self) -> str:
+        return "".join((self.out / name / "output.txt").read_text() for name in self.processes)
+
+
+@pytest.fixture(scope="module")
+def suite_runs(
+    sdk_pythons: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, SuiteRuns]]:
+    """Every SDK's suite, all started at once: they spend most of their time in their own retry pauses."""
+    base = tmp_path_factory.mktemp("sdk-suites")
+    plain = {key: value for key, value in os.environ.items() if not key.startswith("PENDO_")}
+    with ExitStack() as stack:
+        runs = {}
+        for sdk, python in sdk_pythons.items():
+            args, cwd = suite_arguments(python, sdk, base / sdk)
+            backends = [stack.enter_context(Sandbox()) for _ in range(2)]
+            for backend in backends:
+                backend.set_segment_latency(SEGMENT_LATENCY)
+            pendo = stack.enter_context(Sandbox(track_secret=TRACK_SECRET, integration_key=INTEGRATION_KEY))
+            on = pendo_env(pendo.url, TRACK_SECRET, INTEGRATION_KEY, PENDO_SHUTDOWN_TIMEOUT="2")
+            processes = {
+                "off": start_suite(
+                    python, args, cwd, base / sdk / "off", backends[0], {**plain, "PENDO_AUTOLOAD": "0"}
+                ),
+                "on": start_suite(python, args, cwd, base / sdk / "on", backends[1], on),
+            }
+            runs[sdk] = SuiteRuns(base / sdk, processes, pendo)
+        try:
+            yield runs
+        finally:
+            for run in runs.values():
+                for process in run.processes.values():
+                    if process.poll() is None:
+                        process.kill()
+                        process.wait(timeout=30)
 
 
 @pytest.mark.parametrize("sdk", sorted(SDKS))
-def test_sdk_suite_passes_with_the_plugin_as_without(
-    sdk_pythons: dict[str, Path],
-    sdk: str,
-    tmp_path: Path,
-) -> None:
-    python = sdk_pythons[sdk]
-    args, cwd = suite_arguments(python, sdk, tmp_path)
-    with (
-        Sandbox() as backend_off,
-        Sandbox() as backend_on,
-        Sandbox(track_secret=TRACK_SECRET, integration_key=INTEGRATION_KEY) as pendo,
-    ):
-        for backend in (backend_off, backend_on):
-            backend.set_segment_latency(SEGMENT_LATENCY)
-        plain = {key: value for key, value in os.environ.items() if not key.startswith("PENDO_")}
-        runs = {
-            "off": start_suite(
-                python, args, cwd, tmp_path / "off", backend_off, {**plain, "PENDO_AUTOLOAD": "0"}
-            ),
-            "on": start_suite(
-                python,
-                args,
-                cwd,
-                tmp_path / "on",
-                backend_on,
-                pendo_env(pendo.url, TRACK_SECRET, INTEGRATION_KEY, PENDO_SHUTDOWN_TIMEOUT="2"),
-            ),
-        }
-        output = {name: run.communicate(timeout=600)[0] for name, run in runs.items()}
-        pendo_events = len(pendo.track_events())
+def test_sdk_suite_passes_with_the_plugin_as_without(suite_runs: dict[str, SuiteRuns], sdk: str) -> None:
+    run = suite_runs[sdk]
+    run.wait()
 
-    results = {name: outcomes(tmp_path / name / "junit.xml") for name in runs}
-    patched = {name: json.loads((tmp_path / name / "patched.json").read_text()) for name in runs}
-    assert results["on"] == results["off"], output["on"]
+    results = {name: outcomes(run.out / name / "junit.xml") for name in run.processes}
+    patched = {name: json.loads((run.out / name / "patched.json").read_text()) for name in run.processes}
+    assert results["on"] == results["off"], run.output()
     failed = {test: outcome for test, outcome in results["on"].items() if outcome != "passed"}
-    assert failed == {}, output["off"] + output["on"]
+    assert failed == {}, run.output()
     assert len(results["on"]) >= 40
     assert patched["off"][SDKS[sdk].client_module] is False
     assert patched["on"][SDKS[sdk].client_module] is True
-    assert pendo_events > 0  # the plugin was really writing to Pendo during the SDK's tests
+    assert run.pendo.track_events()  # the plugin was really writing to Pendo during the SDK's tests
