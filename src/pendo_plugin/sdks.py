@@ -33,7 +33,7 @@ def _as_is(message: Message) -> Message:
 def _rudder(message: Message) -> Message:
     """Traits back at the top level of an identify, and the library named after the SDK that sent it."""
     context = message.get("context")
-    if not isinstance(context, Mapping):
+    if not isinstance(context, dict):
         return message
     copy = dict(message)
     if (
@@ -43,7 +43,7 @@ def _rudder(message: Message) -> Message:
     ):
         copy["traits"] = context["traits"]
     library = context.get("library")
-    if isinstance(library, Mapping):
+    if isinstance(library, dict):
         copy["context"] = {**context, "library": {**library, "name": "rudder-sdk-python"}}
     return copy
 
@@ -77,7 +77,7 @@ def sdk_of(cls: type) -> Sdk | None:
 
 def enqueue_answer(result: Any) -> tuple[bool, Message] | None:
     """``_enqueue``'s ``(accepted, message)`` answer, or None when it is not of that shape."""
-    if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], Mapping):
+    if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], dict):
         return bool(result[0]), result[1]
     return None
 
