@@ -372,12 +372,6 @@ def _print_configuration(settings: Settings, out: TextIO) -> None:
         print(f"  {name:<{width}}  {'(off)' if value is None else value}", file=out)
 
 
-def _print_sdks(out: TextIO) -> None:
-    print("\nSDKs found and patched:", file=out)
-    for line in sdks.survey():
-        print(f"  {line}", file=out)
-
-
 def _print_checks(checks: list[Check], out: TextIO) -> None:
     print("\nChecks:", file=out)
     for check in checks:
@@ -393,7 +387,7 @@ def run(traits_path: str | None = None, send_test_event: bool = False, out: Text
     with quiet_logs():  # every problem the plugin would log becomes a FAIL line instead
         settings = config.load()
         _print_configuration(settings, out)
-        _print_sdks(out)
+        print("\nSDKs found and patched:", *(f"  {line}" for line in sdks.survey()), sep="\n", file=out)
         checks = config_checks(settings)
         if not settings.problems:
             checks += asyncio.run(network_checks(settings, traits, send_test_event))
