@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from pendo_plugin import config
+from pendo_plugin import config, sdks
 from pendo_plugin.cli import CommandError, quiet_logs
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.http import Request, Response, Transport
@@ -387,6 +387,7 @@ def run(traits_path: str | None = None, send_test_event: bool = False, out: Text
     with quiet_logs():  # every problem the plugin would log becomes a FAIL line instead
         settings = config.load()
         _print_configuration(settings, out)
+        print("\nSDKs found and patched:", *(f"  {line}" for line in sdks.survey()), sep="\n", file=out)
         checks = config_checks(settings)
         if not settings.problems:
             checks += asyncio.run(network_checks(settings, traits, send_test_event))
