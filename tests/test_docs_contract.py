@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pendo_plugin import config, hookspecs
+from pendo_plugin import config
+from pendo_plugin.segment import hookspecs
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

@@ -17,10 +17,10 @@ from openfeature.evaluation_context import EvaluationContext
 from openfeature.flag_evaluation import FlagResolutionDetails, Reason
 from openfeature.provider.in_memory_provider import InMemoryFlag, InMemoryProvider
 
-from pendo_plugin import hookspecs
 from pendo_plugin.counters import snapshot
-from pendo_plugin.openfeature import PROVIDER_ERROR, OpenFeatureRollout, evaluation_context
-from pendo_plugin.rollout import RolloutRules, decide
+from pendo_plugin.integrations.openfeature import PROVIDER_ERROR, OpenFeatureRollout, evaluation_context
+from pendo_plugin.pendo.rollout import RolloutRules, decide
+from pendo_plugin.segment import hookspecs
 
 _domains = itertools.count()
 TRACK = {"type": "track", "userId": "u1", "event": "Clicked", "context": {"groupId": "acme"}}

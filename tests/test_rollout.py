@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pendo_plugin.rollout import (
+from pendo_plugin.pendo.rollout import (
     BUCKETS,
     REASONS,
     Decision,

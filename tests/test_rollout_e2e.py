@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 import pendo_plugin
-from pendo_plugin import plugins
-from pendo_plugin.hookspecs import hookimpl
 from pendo_plugin.sandbox import Sandbox
+from pendo_plugin.segment import plugins
+from pendo_plugin.segment.hookspecs import hookimpl
 from tests.conftest import INTEGRATION_KEY, TRACK_SECRET
 
 VISITORS = [f"visitor-{n:04d}" for n in range(1000)]

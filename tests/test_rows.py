@@ -11,7 +11,7 @@ from typing import Any
 from pendo_plugin import counters
 from pendo_plugin.config import load
 from pendo_plugin.delivery.rows import FieldClock, MergedRows
-from pendo_plugin.route import Router
+from pendo_plugin.destination.route import Router
 
 
 def row(row_id: str, ts: Any = None, **values: Any) -> dict[str, Any]:

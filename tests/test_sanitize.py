@@ -1,4 +1,4 @@
-"""Pendo's rules on names and values (pendo_plugin.sanitize)."""
+"""Pendo's rules on names and values (pendo_plugin.pendo.sanitize)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pendo_plugin.sanitize import (
+from pendo_plugin.pendo.sanitize import (
     MAX_METADATA_VALUE_CHARS,
     MAX_PROPERTIES_BYTES,
     clean_field_name,

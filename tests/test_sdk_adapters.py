@@ -9,8 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from pendo_plugin import _autoload, bridge, counters, plugins, sdks
-from pendo_plugin.hookspecs import hookimpl
+from pendo_plugin import _autoload, counters
+from pendo_plugin.segment import bridge, plugins, sdks
+from pendo_plugin.segment.hookspecs import hookimpl
 
 
 def test_the_bootstrap_watches_every_supported_client_module() -> None:

@@ -78,7 +78,7 @@ from pendo_plugin.sandbox import Sandbox
 def test_the_plugin_stays_out_of_tests_that_do_not_ask():  # runs first: nothing loaded, nothing configured
     from pendo_plugin import config
     assert config._overrides == {}
-    assert "pendo_plugin.delivery.runtime" not in sys.modules
+    assert "pendo_plugin.destination.intake" not in sys.modules
 
 
 @pytest.fixture(scope="module")

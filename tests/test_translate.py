@@ -1,4 +1,4 @@
-"""Segment message -> Pendo payloads (pendo_plugin.translate)."""
+"""Segment message -> Pendo payloads (pendo_plugin.pendo.translate)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from pendo_plugin.translate import (
+from pendo_plugin.pendo.translate import (
     MAX_ID_LENGTH,
     MetadataRow,
     TrackEvent,

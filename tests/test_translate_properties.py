@@ -1,7 +1,7 @@
 """Property-based: translation never raises and every payload obeys Pendo's rules.
 
 The rules are checked by an independent checker written here from Pendo's documentation, not by the
-helpers in ``pendo_plugin.sanitize``.
+helpers in ``pendo_plugin.pendo.sanitize``.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from pendo_plugin.sanitize import clean_field_name, clean_properties, clean_property_name, json_safe
-from pendo_plugin.translate import MetadataRow, TrackEvent, Translation, to_webhook_body, translate
+from pendo_plugin.pendo.sanitize import clean_field_name, clean_properties, clean_property_name, json_safe
+from pendo_plugin.pendo.translate import MetadataRow, TrackEvent, Translation, to_webhook_body, translate
 
 NOW_MS = 1_795_410_234_123
 SETTINGS = settings(

@@ -9,14 +9,14 @@ import os
 import sys
 
 # the client modules of segment-analytics-python 2.x, analytics-python 1.4 and rudder-sdk-python 2.x
-# (pendo_plugin.sdks.SDKS, spelled out here so that this module imports nothing)
+# (pendo_plugin.segment.sdks.SDKS, spelled out here so that this module imports nothing)
 TARGETS = ("segment.analytics.client", "analytics.client", "rudderstack.analytics.client")
 
 
 def _patch(module):  # type: ignore[no-untyped-def]
     client = getattr(module, "Client", None)
     if isinstance(client, type) and hasattr(client, "_enqueue"):
-        from pendo_plugin.bridge import patch_client_class
+        from pendo_plugin.segment.bridge import patch_client_class
 
         patch_client_class(client)
 

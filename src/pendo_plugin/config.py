@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pendo_plugin.logs import forget, log, log_once
-from pendo_plugin.rollout import CALLS, ID_LIST_FIELDS, RolloutRules
+from pendo_plugin.pendo.rollout import CALLS, ID_LIST_FIELDS, RolloutRules
 
 # region -> (track/API host, webhook host)
 REGIONS: dict[str, tuple[str, str]] = {

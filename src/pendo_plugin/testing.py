@@ -128,7 +128,7 @@ class PendoCapture:
         """Route the plugin to the in-memory transport with a fresh account memory."""
         import pendo_plugin
         from pendo_plugin import counters, destination
-        from pendo_plugin.route import Router
+        from pendo_plugin.destination.route import Router
 
         self.configure()
         pendo_plugin.install()

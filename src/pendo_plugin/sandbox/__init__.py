@@ -276,7 +276,7 @@ class Sandbox:
         self._start_error: BaseException | None = None
         self._bound_port: int | None = None
         self._allowed_hosts: frozenset[str] | None = frozenset()  # set once bound
-        self._page = resources.files("pendo_plugin").joinpath("sandbox_page.html").read_bytes()
+        self._page = resources.files("pendo_plugin.sandbox").joinpath("page.html").read_bytes()
 
     def _clear(self) -> None:
         self._events: list[dict[str, Any]] = []

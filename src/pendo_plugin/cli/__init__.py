@@ -69,19 +69,19 @@ def _setup_logging(level: int) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from pendo_plugin import demo
+    from pendo_plugin.cli import demo
 
     return demo.run()
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from pendo_plugin import doctor
+    from pendo_plugin.cli import doctor
 
     return doctor.run(traits_path=args.traits, send_test_event=args.send_test_event)
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from pendo_plugin import replay
+    from pendo_plugin.cli import replay
 
     options = replay.ReplayOptions(
         files=args.files,
@@ -98,7 +98,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _spool(args: argparse.Namespace) -> int:
-    from pendo_plugin import spool_commands
+    from pendo_plugin.cli import spool as spool_commands
 
     if args.action == "status":
         return spool_commands.spool_status()
@@ -108,7 +108,7 @@ def _spool(args: argparse.Namespace) -> int:
 
 
 def _rollout(args: argparse.Namespace) -> int:
-    from pendo_plugin import rollout_commands
+    from pendo_plugin.cli import rollout as rollout_commands
 
     if args.action == "show":
         return rollout_commands.rollout_show()

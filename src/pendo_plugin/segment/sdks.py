@@ -89,7 +89,7 @@ def survey() -> list[str]:
     import os
     from importlib.metadata import PackageNotFoundError, version
 
-    from pendo_plugin.bridge import PATCHED
+    from pendo_plugin.segment.bridge import PATCHED
 
     lines = []
     for sdk in SDKS:

@@ -1,5 +1,5 @@
 """The delivery runtime as the app sees it: a bounded intake the app thread appends to, and the
-worker thread (see :mod:`pendo_plugin.delivery.worker`) it starts.
+worker thread (see :mod:`pendo_plugin.destination.worker`) it starts.
 
 The app thread's whole cost is a length check and a ``deque.append`` (atomic under the GIL): no
 lock, no syscall, no translation. This module imports only light standard-library modules, so
@@ -27,8 +27,8 @@ from pendo_plugin.logs import log, log_once
 if TYPE_CHECKING:
     import asyncio
 
-    from pendo_plugin.delivery.worker import Worker
-    from pendo_plugin.route import Router
+    from pendo_plugin.destination.route import Router
+    from pendo_plugin.destination.worker import Worker
 
 IMPORT_WAIT = 5.0
 READY_WAIT = 10.0
@@ -167,7 +167,7 @@ class Runtime:
 
     def _spool_leftovers(self) -> None:
         """Route the intake on the calling thread and write it to the spool unsent (worker not running)."""
-        from pendo_plugin.delivery.worker import spool_unrouted
+        from pendo_plugin.destination.worker import spool_unrouted
 
         messages = [self._intake.popleft() for _ in range(len(self._intake))]
         messages += [self._overflow.popleft() for _ in range(len(self._overflow))]
@@ -180,7 +180,7 @@ class Runtime:
             with _import_guard:
                 import aiohttp  # noqa: F401  (imported here, under the guard: see the module docstring)
 
-                from pendo_plugin.delivery.worker import Worker, new_loop
+                from pendo_plugin.destination.worker import Worker, new_loop
 
                 loop = new_loop()
                 worker = Worker(self)

@@ -1,4 +1,4 @@
-"""Patches the ``Client`` of each Segment-compatible SDK (:mod:`pendo_plugin.sdks`) so its send path
+"""Patches the ``Client`` of each Segment-compatible SDK (:mod:`pendo_plugin.segment.sdks`) so its send path
 calls the ``segment_analytics`` hooks.
 
 ``_enqueue`` hands each message the SDK accepted to ``segment_message``, in the Segment shape the
@@ -16,10 +16,11 @@ import logging
 import threading
 from typing import Any
 
-from pendo_plugin import config, counters, plugins
+from pendo_plugin import config, counters
 from pendo_plugin.logs import log_once
-from pendo_plugin.plugins import register_plugin, unregister_plugin
-from pendo_plugin.sdks import enqueue_answer, sdk_of
+from pendo_plugin.segment import plugins
+from pendo_plugin.segment.plugins import register_plugin, unregister_plugin
+from pendo_plugin.segment.sdks import enqueue_answer, sdk_of
 
 __all__ = ["install", "patch_client_class", "register_plugin", "shutdown_all", "unregister_plugin"]
 

@@ -3,8 +3,8 @@
 Needs the ``openfeature`` extra (``pip install 'segment-pendo-plugin[openfeature]'``) and a provider
 set with ``openfeature.api.set_provider(...)``. Register the adapter once at start-up::
 
-    from pendo_plugin.bridge import register_plugin
-    from pendo_plugin.openfeature import OpenFeatureRollout
+    from pendo_plugin.segment.bridge import register_plugin
+    from pendo_plugin.integrations.openfeature import OpenFeatureRollout
 
     register_plugin(OpenFeatureRollout(flag_key="pendo-rollout"))
 
@@ -24,8 +24,8 @@ from openfeature.evaluation_context import EvaluationContext
 from openfeature.flag_evaluation import FlagEvaluationDetails, Reason
 
 from pendo_plugin.counters import incr
-from pendo_plugin.hookspecs import hookimpl
-from pendo_plugin.translate import account_id_of, visitor_id_of
+from pendo_plugin.pendo.translate import account_id_of, visitor_id_of
+from pendo_plugin.segment.hookspecs import hookimpl
 
 __all__ = ["PROVIDER_ERROR", "OpenFeatureRollout", "evaluation_context"]
 

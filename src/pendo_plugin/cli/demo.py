@@ -1,7 +1,7 @@
 """``pendo-plugin demo``: the plugin end to end in a few seconds, with nothing to set up.
 
 It starts an embedded :class:`~pendo_plugin.sandbox.Sandbox` (a local Pendo and Segment stand-in with a
-few demo fields), runs :mod:`pendo_plugin.demo_app` -- an ordinary Segment app -- in a fresh interpreter
+few demo fields), runs :mod:`pendo_plugin.cli.demo_app` -- an ordinary Segment app -- in a fresh interpreter
 pointed at it, then prints what Pendo and Segment received, any rule violations, and the plugin's
 counters from inside the app.
 """

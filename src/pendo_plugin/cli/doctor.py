@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from pendo_plugin import config, sdks
+from pendo_plugin import config
 from pendo_plugin.cli import CommandError, quiet_logs
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.http import Request, Response, Transport
 from pendo_plugin.delivery.schema import fetch_schema
-from pendo_plugin.sanitize import clean_metadata_values
+from pendo_plugin.pendo.sanitize import clean_metadata_values
+from pendo_plugin.segment import sdks
 
 TEST_EVENT = "pendo_plugin_doctor"
 TEST_VISITOR = "pendo-plugin-doctor"
@@ -392,7 +393,7 @@ def run(traits_path: str | None = None, send_test_event: bool = False, out: Text
         if not settings.problems:
             checks += asyncio.run(network_checks(settings, traits, send_test_event))
         if not settings.problems and settings.redis_url:  # fleet mode
-            from pendo_plugin.fleet_status import doctor_checks
+            from pendo_plugin.cli.fleet_status import doctor_checks
 
             checks += doctor_checks(settings)
     _print_checks(checks, out)

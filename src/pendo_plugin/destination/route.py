@@ -12,12 +12,12 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-from pendo_plugin import counters, plugins
+from pendo_plugin import counters
 from pendo_plugin.config import Settings
 from pendo_plugin.logs import log_once
-from pendo_plugin.rollout import decide
-from pendo_plugin.sanitize import parse_timestamp_ms
-from pendo_plugin.translate import (
+from pendo_plugin.pendo.rollout import decide
+from pendo_plugin.pendo.sanitize import parse_timestamp_ms
+from pendo_plugin.pendo.translate import (
     MetadataRow,
     TrackEvent,
     account_id_of,
@@ -25,6 +25,7 @@ from pendo_plugin.translate import (
     translate,
     visitor_id_of,
 )
+from pendo_plugin.segment import plugins
 
 Payload = dict[str, Any]
 MAX_REMEMBERED_ACCOUNTS = 100_000

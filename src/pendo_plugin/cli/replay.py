@@ -1,7 +1,7 @@
 """``pendo-plugin replay`` and ``pendo-plugin spool``: stored traffic sent to Pendo the way live traffic is.
 
 A replay reads Segment exports (JSON lines, gzip or plain, or stdin) and sends each message through the
-live path's own :class:`~pendo_plugin.route.Router` (rollout, translation, Pendo's rules) and
+live path's own :class:`~pendo_plugin.destination.route.Router` (rollout, translation, Pendo's rules) and
 :class:`~pendo_plugin.delivery.senders.Sender` (retries, adaptive concurrency, metadata batches), in its
 own ``asyncio.run``. Progress is checkpointed per file: the lines whose payloads were all acknowledged
 (or refused for good, or had nothing to send) are recorded, so an interrupted replay resumes without
@@ -33,9 +33,9 @@ from pendo_plugin.cli import CommandError, quiet_logs
 from pendo_plugin.config import CALLS, SECRET_FIELDS, Settings
 from pendo_plugin.delivery.rows import METADATA_KINDS, FieldClock, MergedRows
 from pendo_plugin.delivery.senders import Outcome, Payload, Sender
-from pendo_plugin.route import Router
-from pendo_plugin.sanitize import parse_timestamp_ms
-from pendo_plugin.translate import translate
+from pendo_plugin.destination.route import Router
+from pendo_plugin.pendo.sanitize import parse_timestamp_ms
+from pendo_plugin.pendo.translate import translate
 
 CHECKPOINT_SUFFIX = ".pendo-checkpoint"
 CHECKPOINT_VERSION = 1

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pendo_plugin import config, counters
-from pendo_plugin.hookspecs import hookimpl
+from pendo_plugin.segment.hookspecs import hookimpl
 
 _lock = threading.Lock()
 _runtime: Any = None
@@ -31,7 +31,7 @@ def runtime() -> Any:
         return current
     with _lock:
         if _runtime is None or _pid != os.getpid():
-            from pendo_plugin.delivery.runtime import Runtime
+            from pendo_plugin.destination.intake import Runtime
 
             _runtime = Runtime()
             _pid = os.getpid()

@@ -19,7 +19,7 @@ from typing import Any
 from pendo_plugin import config, counters
 from pendo_plugin.delivery.redis_link import KEY_PREFIX, RedisLink, redis_errors
 from pendo_plugin.logs import log, log_once
-from pendo_plugin.rollout import ID_LIST_FIELDS
+from pendo_plugin.pendo.rollout import ID_LIST_FIELDS
 
 FLAGS_KEY = KEY_PREFIX + "flags"
 FLAG_FIELDS: tuple[str, ...] = ("enabled", "rollout_percent", "shadow", "calls", *ID_LIST_FIELDS)

@@ -29,11 +29,11 @@ from pendo_plugin.delivery.http import DaemonPool
 from pendo_plugin.delivery.rows import METADATA_KINDS, FieldClock, MergedRows
 from pendo_plugin.delivery.senders import Outcome, Payload, Sender
 from pendo_plugin.delivery.spool import Claim, Spool
+from pendo_plugin.destination.route import Router
 from pendo_plugin.logs import log_once
-from pendo_plugin.route import Router
 
 if TYPE_CHECKING:
-    from pendo_plugin.delivery.runtime import Runtime
+    from pendo_plugin.destination.intake import Runtime
 
 PUMP_BATCH = 512
 TASKS_PER_SLOT = 8

@@ -19,8 +19,9 @@ from typing import Any
 
 import pluggy
 
-from pendo_plugin import counters, hookspecs
+from pendo_plugin import counters
 from pendo_plugin.logs import log, log_once
+from pendo_plugin.segment import hookspecs
 
 ALLOW_ENV = "SEGMENT_ANALYTICS_PLUGINS"
 DENY_ENV = "SEGMENT_ANALYTICS_PLUGINS_DISABLED"

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from pendo_plugin.cli.doctor import Check, fail, ok
 from pendo_plugin.config import Settings, redacted_url
 from pendo_plugin.delivery.redis_entries import GROUP, STREAM
-from pendo_plugin.doctor import Check, fail, ok
 
 TIMEOUT = 5.0
 INSTALL = "pip install 'segment-pendo-plugin[redis]'"

@@ -16,13 +16,7 @@ from typing import Any, TextIO
 
 from pendo_plugin import counters
 from pendo_plugin.cli import CommandError
-from pendo_plugin.config import Settings
-from pendo_plugin.delivery.batch import Batch
-from pendo_plugin.delivery.rows import METADATA_KINDS, FieldClock, MergedRows
-from pendo_plugin.delivery.senders import Outcome, Payload, Sender
-from pendo_plugin.delivery.spool import Claim, Spool
-from pendo_plugin.delivery.spool_files import QUARANTINE
-from pendo_plugin.replay import (
+from pendo_plugin.cli.replay import (
     EXIT_FAILED,
     EXIT_OK,
     counter_delta,
@@ -31,6 +25,12 @@ from pendo_plugin.replay import (
     rejected_counts,
     with_prefix,
 )
+from pendo_plugin.config import Settings
+from pendo_plugin.delivery.batch import Batch
+from pendo_plugin.delivery.rows import METADATA_KINDS, FieldClock, MergedRows
+from pendo_plugin.delivery.senders import Outcome, Payload, Sender
+from pendo_plugin.delivery.spool import Claim, Spool
+from pendo_plugin.delivery.spool_files import QUARANTINE
 
 SLICE = 512
 
@@ -80,7 +80,7 @@ def spool_status(out: TextIO | None = None) -> int:
     print(f"quarantined {status.quarantined:,} file(s) in {spool.directory / QUARANTINE} (never sent)",
           file=out)
     if settings.redis_url:  # fleet mode: what waits in the shared stream
-        from pendo_plugin.fleet_status import stream_status
+        from pendo_plugin.cli.fleet_status import stream_status
 
         print("\n".join(stream_status(settings.redis_url)), file=out)
     return 0

@@ -1,0 +1,1 @@
+"""Optional adapters to other libraries: OpenFeature rollout, Prometheus/OpenTelemetry counters."""

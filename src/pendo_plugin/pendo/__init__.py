@@ -1,0 +1,1 @@
+"""Pendo's rules, pure: the rollout decision, translation of a Segment message, names and values."""
