@@ -73,7 +73,7 @@ def pendo_internals() -> dict[str, float]:
     if runtime is None:
         return {}
     seen: dict[str, float] = {}
-    intake = getattr(runtime, "_intake", None)
+    intake = getattr(getattr(runtime, "intake", None), "live", None)
     if intake is not None:
         seen["intake"] = len(intake)
     worker = getattr(runtime, "_worker", None) or runtime  # the worker's state moved into its own object

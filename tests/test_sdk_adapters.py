@@ -97,7 +97,7 @@ def test_an_unrelated_analytics_client_module_is_not_patched(monkeypatch: pytest
     module.Client = type("Client", (), {"__module__": "analytics.client", "get": lambda self: None})  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "analytics.client", module)
 
-    _autoload.watch()
+    _autoload.install()
 
     assert not hasattr(module.Client, bridge.PATCHED)  # type: ignore[attr-defined]
 

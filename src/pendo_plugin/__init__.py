@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "configure", "flush", "hookimpl", "install", "stats"]
 
 _LAZY = {
-    "install": "pendo_plugin.segment.bridge",
+    "install": "pendo_plugin._autoload",
     "configure": "pendo_plugin.config",
     "stats": "pendo_plugin.api",
     "flush": "pendo_plugin.api",
@@ -22,9 +22,9 @@ _LAZY = {
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (~10 ms in every interpreter)
 if TYPE_CHECKING:
+    from pendo_plugin._autoload import install
     from pendo_plugin.api import flush, stats
     from pendo_plugin.config import configure
-    from pendo_plugin.segment.bridge import install
     from pendo_plugin.segment.hookspecs import hookimpl
 
 

@@ -58,8 +58,9 @@ class _PostImportFinder:
         return None
 
 
-def watch() -> None:
-    """Patch the SDKs already imported, and install the post-import hook (once) for the others."""
+def install() -> None:
+    """Activate the plugin system explicitly (the ``.pth`` bootstrap does the same on import): patch
+    every supported SDK already imported, and install the post-import hook (once) for the others."""
     for name in TARGETS:
         loaded = sys.modules.get(name)
         if loaded is not None:
@@ -69,10 +70,10 @@ def watch() -> None:
 
 
 def activate() -> None:
-    """``watch()``, unless ``PENDO_AUTOLOAD=0``."""
+    """``install()``, unless ``PENDO_AUTOLOAD=0``."""
     if os.environ.get("PENDO_AUTOLOAD", "1").strip() == "0":
         return
-    watch()
+    install()
 
 
 try:

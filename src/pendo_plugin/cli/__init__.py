@@ -8,31 +8,13 @@ subcommand runs, so ``--help`` stays fast). Every error is one sentence on stder
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-PROG = "pendo-plugin"
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-
-
-class CommandError(Exception):
-    """A problem the operator can fix (bad input, missing secret, unreachable host); one sentence."""
-
-
-@contextlib.contextmanager
-def quiet_logs() -> Iterator[None]:
-    """Silence the plugin's logger (for a command that reports the same problems itself)."""
-    logger = logging.getLogger("pendo_plugin")
-    previous, logger.disabled = logger.disabled, True
-    try:
-        yield
-    finally:
-        logger.disabled = previous
+from pendo_plugin.cli._common import EXIT_INTERRUPTED, EXIT_USAGE, PROG, CommandError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -282,10 +264,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: unexpected error: {type(exc).__name__}: {exc} (rerun with --debug for details)",
               file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":
-    # Run the imported module's main, so CommandError raised by the subcommands is this very class.
-    from pendo_plugin.cli import main as _main
-
-    sys.exit(_main())

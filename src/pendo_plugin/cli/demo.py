@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from pendo_plugin.cli import CommandError
+from pendo_plugin.cli._common import CommandError
 from pendo_plugin.sandbox import Sandbox
 
 TRACK_SECRET = "demo-track-secret"

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pendo_plugin import config
-from pendo_plugin.cli import CommandError, quiet_logs
+from pendo_plugin.cli._common import Check, CommandError, fail, ok, quiet_logs, skip
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.http import Request, Response, Transport
 from pendo_plugin.delivery.schema import fetch_schema
@@ -32,29 +32,6 @@ KEY_HEADER = "x-pendo-integration-key"
 KINDS = ("visitor", "account")
 DATA_MAPPINGS = "add it under Settings > Data Mappings"
 REACH_TIMEOUT = 10.0
-
-
-@dataclass(frozen=True)
-class Check:
-    """One line of the report: ``OK``, ``FAIL`` or ``SKIP`` (not run because an earlier check failed)."""
-
-    status: str
-    text: str
-
-
-def ok(text: str) -> Check:
-    """A passed check."""
-    return Check("OK", text)
-
-
-def fail(text: str) -> Check:
-    """A failed check."""
-    return Check("FAIL", text)
-
-
-def skip(text: str) -> Check:
-    """A check that could not run; the failure that caused it is reported on its own line."""
-    return Check("SKIP", text)
 
 
 class Recorder:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pendo_plugin.cli.doctor import Check, fail, ok
+from pendo_plugin.cli._common import Check, fail, ok
 from pendo_plugin.config import Settings, redacted_url
 from pendo_plugin.delivery.redis_entries import GROUP, STREAM
 

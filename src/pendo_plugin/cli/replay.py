@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import IO, Any, TextIO
 
 from pendo_plugin import bounded, config, counters
-from pendo_plugin.cli import CommandError, quiet_logs
+from pendo_plugin.cli._common import CommandError, quiet_logs
 from pendo_plugin.config import CALLS, SECRET_FIELDS, Settings
 from pendo_plugin.delivery.rows import METADATA_KINDS, FieldClock, MergedRows
 from pendo_plugin.delivery.senders import Outcome, Payload, Sender

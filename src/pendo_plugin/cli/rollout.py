@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 
 from pendo_plugin import config
-from pendo_plugin.cli import CommandError
+from pendo_plugin.cli._common import CommandError
 from pendo_plugin.delivery.fleet_flags import FLAG_FIELDS, FLAGS_KEY, check, validate
 
 EXIT_OK = 0

@@ -15,7 +15,7 @@ from collections.abc import Coroutine
 from typing import Any, TextIO
 
 from pendo_plugin import counters
-from pendo_plugin.cli import CommandError
+from pendo_plugin.cli._common import CommandError
 from pendo_plugin.cli.replay import (
     EXIT_FAILED,
     EXIT_OK,

@@ -17,11 +17,11 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pendo_plugin import config, counters
+from pendo_plugin.destination.queues import Intake
 from pendo_plugin.logs import log, log_once
 
 if TYPE_CHECKING:
@@ -65,9 +65,7 @@ class Runtime:
     """Owns the intake queue and the worker thread; everything else happens in the worker."""
 
     def __init__(self, router: Router | None = None) -> None:
-        self.router = router  # the worker creates one if none is given; tests may swap it
-        self._intake: deque[Mapping[str, Any]] = deque()
-        self._overflow: deque[Mapping[str, Any]] = deque()
+        self.intake = Intake(router=router)  # the worker creates a router if none is given
         self._start_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -75,14 +73,24 @@ class Runtime:
         self._ready = threading.Event()
         self._broken = False  # the worker cannot even start (e.g. a dependency fails to import)
 
+    @property
+    def router(self) -> Router | None:
+        """The worker's router (tests may swap it to forget what it remembered)."""
+        return self.intake.router
+
+    @router.setter
+    def router(self, router: Router | None) -> None:
+        self.intake.router = router
+
     # ----- app thread -----------------------------------------------------------------------
 
     def submit(self, message: Mapping[str, Any], capacity: int) -> None:
         """Hand one message to the worker; never blocks. Overflow goes to the spool, else is counted."""
-        if len(self._intake) < capacity:
-            self._intake.append(message)
-        elif len(self._overflow) < capacity:
-            self._overflow.append(message)
+        intake = self.intake
+        if len(intake.live) < capacity:
+            intake.live.append(message)
+        elif len(intake.overflow) < capacity:
+            intake.overflow.append(message)
         else:
             counters.incr("dropped:queue_full")
         if self._thread is None and not self._broken:
@@ -140,7 +148,7 @@ class Runtime:
 
     def shutdown(self, timeout: float) -> bool:
         """Deliver what fits in ``timeout`` seconds, spool the rest, stop the worker."""
-        if self._thread is None and not (self._intake or self._overflow):
+        if self._thread is None and not (self.intake.live or self.intake.overflow):
             return True
         result = self._call(lambda worker: worker.shutdown(timeout), timeout + 5.0)
         thread = self._thread
@@ -151,7 +159,7 @@ class Runtime:
             self._thread = None
             self._loop = None
             self._worker = None
-        if not alive and (self._intake or self._overflow):
+        if not alive and (self.intake.live or self.intake.overflow):
             self._spool_leftovers()  # the worker is gone: persist what it never took, from here
         return result is True
 
@@ -159,19 +167,14 @@ class Runtime:
         """Route and send one message before returning (the SDK's ``sync_mode``)."""
         self._call(lambda worker: worker.deliver_now(message), timeout)
 
-    def pending(self) -> int:
-        """Messages and payloads waiting in memory (approximate)."""
-        worker = self._worker
-        backlog = worker.backlog_size() if worker is not None else 0
-        return len(self._intake) + len(self._overflow) + backlog
-
     def _spool_leftovers(self) -> None:
         """Route the intake on the calling thread and write it to the spool unsent (worker not running)."""
         from pendo_plugin.destination.worker import spool_unrouted
 
-        messages = [self._intake.popleft() for _ in range(len(self._intake))]
-        messages += [self._overflow.popleft() for _ in range(len(self._overflow))]
-        spool_unrouted(self, messages, config.current())
+        live, overflow = self.intake.live, self.intake.overflow
+        messages = [live.popleft() for _ in range(len(live))]
+        messages += [overflow.popleft() for _ in range(len(overflow))]
+        spool_unrouted(self.intake, messages, config.current())
 
     # ----- worker thread -------------------------------------------------------------------
 
@@ -183,7 +186,7 @@ class Runtime:
                 from pendo_plugin.destination.worker import Worker, new_loop
 
                 loop = new_loop()
-                worker = Worker(self)
+                worker = Worker(self.intake)
         except Exception as exc:
             log.error("pendo_plugin: worker could not start: %s: %s", type(exc).__name__, exc)
             self._broken = True

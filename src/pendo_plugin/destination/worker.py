@@ -19,7 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pendo_plugin import config, counters
 from pendo_plugin.config import Settings
@@ -29,11 +29,9 @@ from pendo_plugin.delivery.http import DaemonPool
 from pendo_plugin.delivery.rows import METADATA_KINDS, FieldClock, MergedRows
 from pendo_plugin.delivery.senders import Outcome, Payload, Sender
 from pendo_plugin.delivery.spool import Claim, Spool
+from pendo_plugin.destination.queues import Intake
 from pendo_plugin.destination.route import Router
 from pendo_plugin.logs import log_once
-
-if TYPE_CHECKING:
-    from pendo_plugin.destination.intake import Runtime
 
 PUMP_BATCH = 512
 TASKS_PER_SLOT = 8
@@ -78,21 +76,21 @@ def new_loop() -> asyncio.AbstractEventLoop:
     return WorkerLoop()
 
 
-def spool_unrouted(runtime: Runtime, messages: list[Mapping[str, Any]], settings: Settings) -> None:
+def spool_unrouted(intake: Intake, messages: list[Mapping[str, Any]], settings: Settings) -> None:
     """Route ``messages`` on the calling thread and leave them in the spool unsent (no worker)."""
-    worker = Worker(runtime)
+    worker = Worker(intake)
     worker.spool_unsent(worker.route_all(messages, settings), settings)
 
 
 class Worker:
     """Everything the worker thread does; touched only from its loop."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
-        if runtime.router is None:
-            runtime.router = Router()
-        self._intake = runtime._intake
-        self._overflow = runtime._overflow
+    def __init__(self, intake: Intake) -> None:
+        self.intake = intake
+        if intake.router is None:
+            intake.router = Router()
+        self._intake = intake.live
+        self._overflow = intake.overflow
         self._wake: asyncio.Event | None = None
         self._stopping: asyncio.Event | None = None
         self._stopped: asyncio.Event | None = None
@@ -116,9 +114,9 @@ class Worker:
 
     @property
     def router(self) -> Router:
-        router = self.runtime.router
+        router = self.intake.router
         if router is None:
-            router = self.runtime.router = Router()
+            router = self.intake.router = Router()
         return router
 
     def backlog_size(self) -> int:

@@ -20,11 +20,10 @@ from pendo_plugin import config, counters
 from pendo_plugin.logs import log_once
 from pendo_plugin.segment import plugins
 from pendo_plugin.segment.plugins import register_plugin, unregister_plugin
-from pendo_plugin.segment.sdks import enqueue_answer, sdk_of
+from pendo_plugin.segment.sdks import PATCHED, enqueue_answer, sdk_of
 
-__all__ = ["install", "patch_client_class", "register_plugin", "shutdown_all", "unregister_plugin"]
+__all__ = ["PATCHED", "patch_client_class", "register_plugin", "shutdown_all", "unregister_plugin"]
 
-PATCHED = "_pendo_plugin_patched"
 _atexit_lock = threading.Lock()
 _atexit_registered = False
 
@@ -102,10 +101,3 @@ def patch_client_class(cls: type) -> bool:
     _register_exit_hook()
     return True
 
-
-def install() -> None:
-    """Activate the plugin system explicitly (the ``.pth`` bootstrap does the same on import): patch
-    every supported SDK already imported, and each of the others when it is imported."""
-    from pendo_plugin import _autoload
-
-    _autoload.watch()

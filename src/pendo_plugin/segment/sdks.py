@@ -24,6 +24,7 @@ from typing import Any
 Message = Mapping[str, Any]
 
 REQUIRED_METHODS = ("_enqueue", "flush", "join")
+PATCHED = "_pendo_plugin_patched"  # the attribute set on a patched Client class
 
 
 def _as_is(message: Message) -> Message:
@@ -88,8 +89,6 @@ def survey() -> list[str]:
     import importlib
     import os
     from importlib.metadata import PackageNotFoundError, version
-
-    from pendo_plugin.segment.bridge import PATCHED
 
     lines = []
     for sdk in SDKS:
