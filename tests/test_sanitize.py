@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from pendo_plugin.pendo.coerce import coerce_metadata, field_types, parse_timestamp_ms
 from pendo_plugin.pendo.sanitize import (
     MAX_METADATA_VALUE_CHARS,
     MAX_PROPERTIES_BYTES,
@@ -19,12 +20,9 @@ from pendo_plugin.pendo.sanitize import (
     clean_metadata_values,
     clean_properties,
     clean_property_name,
-    coerce_metadata,
-    field_types,
     is_valid_field_name,
     is_valid_property_name,
     json_safe,
-    parse_timestamp_ms,
     properties_size,
 )
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from pendo_plugin.cli.replay import Checkpoint, Filters, ReplayOptions, parse_filters
+from pendo_plugin.cli.replay_input import Checkpoint, Filters, ReplayOptions, parse_filters
 from pendo_plugin.sandbox import Sandbox
 from tests.apps import pendo_env
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 PROG = "pendo-plugin"
@@ -49,3 +50,30 @@ def fail(text: str) -> Check:
 def skip(text: str) -> Check:
     """A check that could not run; the failure that caused it is reported on its own line."""
     return Check("SKIP", text)
+
+
+# ----- counter deltas, for the summaries of replay and spool drain
+
+
+def counter_delta(before: Mapping[str, int], after: Mapping[str, int]) -> dict[str, int]:
+    changed = {name: value - before.get(name, 0) for name, value in after.items()}
+    return {name: value for name, value in changed.items() if value}
+
+
+def with_prefix(delta: Mapping[str, int], prefix: str) -> Counter[str]:
+    return Counter({name[len(prefix):]: value for name, value in delta.items() if name.startswith(prefix)})
+
+
+def rejected_counts(delta: Mapping[str, int]) -> Counter[str]:
+    """Payloads Pendo refused for good (4xx) or did not update (metadata ``failed``), by kind."""
+    refused: Counter[str] = Counter()
+    for name, value in delta.items():
+        parts = name.split(":")
+        if (parts[0], len(parts)) in (("dropped", 3), ("failed", 2)):
+            refused[parts[-1]] += value
+    return refused
+
+
+def format_counts(counter: Mapping[str, int]) -> str:
+    shown = [f"{name} {value:,}" for name, value in sorted(counter.items()) if value]
+    return ", ".join(shown) or "0"

@@ -11,42 +11,47 @@ resending them. ``spool drain`` sends what the plugin left in ``PENDO_SPOOL_DIR`
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
-import gzip
-import json
-import math
-import os
 import signal
 import sys
-import tempfile
 import time
-import zlib
 from collections import Counter
-from collections.abc import Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, TextIO
+from typing import Any, TextIO
 
 from pendo_plugin import bounded, config, counters
-from pendo_plugin.cli._common import CommandError, quiet_logs
-from pendo_plugin.config import CALLS, SECRET_FIELDS, Settings
+from pendo_plugin.cli._common import (
+    CommandError,
+    counter_delta,
+    format_counts,
+    quiet_logs,
+    rejected_counts,
+    with_prefix,
+)
+from pendo_plugin.cli.replay_input import (
+    Acks,
+    Checkpoint,
+    Filters,
+    ReadError,
+    ReplayOptions,
+    Source,
+    parse_filters,
+    parse_line,
+)
+from pendo_plugin.config import SECRET_FIELDS, Settings
 from pendo_plugin.delivery.rows import METADATA_KINDS, FieldClock, MergedRows
 from pendo_plugin.delivery.senders import Outcome, Payload, Sender
 from pendo_plugin.destination.route import Router
-from pendo_plugin.pendo.sanitize import parse_timestamp_ms
 from pendo_plugin.pendo.translate import translate
 
 CHECKPOINT_SUFFIX = ".pendo-checkpoint"
-CHECKPOINT_VERSION = 1
-CHUNK_LINES = 1000
 SAVE_INTERVAL = 0.5
 TASKS_PER_SLOT = 8
 MAX_REPORTED_MALFORMED = 20
-DEFAULT_MAX_LINE_MB = 4.0
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 PREVIEW = "use --dry-run to preview"
-START_OVER = "delete it to start over"
 
 
 # ----------------------------------------------------------------------------------- settings
@@ -92,271 +97,6 @@ def _warnings(settings: Settings) -> list[str]:
         percent = settings.rollout.percent
         notes.append(f"PENDO_ROLLOUT_PERCENT={percent:g}: only that share of visitors is sent")
     return notes
-
-
-# ----------------------------------------------------------------------------------- options
-
-
-@dataclass(frozen=True)
-class ReplayOptions:
-    """The flags of ``pendo-plugin replay``."""
-
-    files: Sequence[str]
-    dry_run: bool = False
-    since: str | None = None
-    until: str | None = None
-    calls: str = "identify,group,track"
-    checkpoint: str | None = None
-    use_checkpoint: bool = True
-    allow_old: bool = False
-    max_line_mb: float = DEFAULT_MAX_LINE_MB
-
-
-@dataclass(frozen=True)
-class Filters:
-    """Which messages a replay sends; recorded in the checkpoint so a resume uses the same ones."""
-
-    calls: frozenset[str] = CALLS
-    since_ms: int | None = None
-    until_ms: int | None = None
-    allow_old: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        """The checkpoint's record of these filters."""
-        return {"calls": sorted(self.calls), "since": self.since_ms, "until": self.until_ms,
-                "allow_old": self.allow_old}
-
-    def reason_to_skip(self, message: Mapping[str, Any]) -> str | None:
-        """Why the filters leave ``message`` out, or None."""
-        call = message.get("type")
-        if call in CALLS and call not in self.calls:
-            return f"--calls:{call}"
-        if self.since_ms is None and self.until_ms is None:
-            return None
-        at = parse_timestamp_ms(message.get("timestamp"))
-        if at is None:
-            return "no_timestamp"
-        if self.since_ms is not None and at < self.since_ms:
-            return "before_--since"
-        if self.until_ms is not None and at >= self.until_ms:
-            return "after_--until"
-        return None
-
-
-def _time_flag(flag: str, text: str | None) -> int | None:
-    if text is None:
-        return None
-    value = parse_timestamp_ms(text)
-    if value is None:
-        raise CommandError(f"{flag} {text!r} is not an ISO 8601 time (e.g. 2024-05-01T12:00:00Z)")
-    return value
-
-
-def parse_filters(options: ReplayOptions) -> Filters:
-    """The filters the flags ask for; CommandError for a bad flag value."""
-    calls = frozenset(part.strip() for part in options.calls.split(",") if part.strip())
-    unknown = calls - CALLS
-    if unknown or not calls:
-        raise CommandError(f"--calls {options.calls!r} must list some of identify,group,track")
-    filters = Filters(calls, _time_flag("--since", options.since), _time_flag("--until", options.until),
-                      options.allow_old)
-    if filters.since_ms is not None and filters.until_ms is not None and filters.since_ms >= filters.until_ms:
-        raise CommandError("--since must be earlier than --until")
-    return filters
-
-
-# ----------------------------------------------------------------------------------- checkpoints
-
-
-class Acks:
-    """Line numbers settled for good: everything up to ``line``, plus sorted ranges beyond it."""
-
-    def __init__(self, line: int = 0, ranges: Sequence[Sequence[int]] = ()) -> None:
-        self.line = line
-        self.ranges: list[list[int]] = sorted([int(start), int(end)] for start, end in ranges)
-        self._absorb()
-
-    def __contains__(self, number: int) -> bool:
-        if number <= self.line:
-            return True
-        index = bisect.bisect_right(self.ranges, [number, math.inf]) - 1
-        return index >= 0 and self.ranges[index][1] >= number
-
-    def add(self, number: int) -> None:
-        """Record ``number`` as settled, merging it into its neighbours."""
-        if number in self:
-            return
-        index = bisect.bisect_right(self.ranges, [number, math.inf])
-        before = self.ranges[index - 1] if index > 0 else None
-        after = self.ranges[index] if index < len(self.ranges) else None
-        left = before if before is not None and before[1] == number - 1 else None
-        right = after if after is not None and after[0] == number + 1 else None
-        if left is not None and right is not None:
-            left[1] = right[1]
-            del self.ranges[index]
-        elif left is not None:
-            left[1] = number
-        elif right is not None:
-            right[0] = number
-        else:
-            self.ranges.insert(index, [number, number])
-        self._absorb()
-
-    def _absorb(self) -> None:
-        while self.ranges and self.ranges[0][0] <= self.line + 1:
-            self.line = max(self.line, self.ranges.pop(0)[1])
-
-    def to_json(self) -> dict[str, Any]:
-        """``{"line": last line of the acknowledged prefix, "acked": [[first, last], ...] beyond it}``."""
-        return {"line": self.line, "acked": [list(pair) for pair in self.ranges]}
-
-
-class Checkpoint:
-    """One checkpoint file: per source file, the lines settled for good; written atomically, 0600."""
-
-    def __init__(self, path: Path, filters: Filters) -> None:
-        self.path = path
-        self.filters = filters
-        self.files: dict[str, Acks] = {}
-
-    @classmethod
-    def open(cls, path: Path, filters: Filters) -> Checkpoint:
-        """Load ``path`` if it exists; CommandError if it is unreadable or made with other filters."""
-        checkpoint = cls(path, filters)
-        try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return checkpoint
-        except (OSError, ValueError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "not a replay checkpoint"
-            raise CommandError(f"cannot read the checkpoint {path}: {reason} ({START_OVER})") from None
-        checkpoint._load(document)
-        return checkpoint
-
-    def _load(self, document: Any) -> None:
-        try:
-            if document["version"] != CHECKPOINT_VERSION:
-                raise ValueError
-            recorded = document["filters"]
-            files = {str(key): Acks(int(entry["line"]), entry.get("acked", []))
-                     for key, entry in document["files"].items()}
-        except (KeyError, TypeError, ValueError, AttributeError):
-            raise CommandError(f"the checkpoint {self.path} is not a replay checkpoint of this version "
-                               f"({START_OVER})") from None
-        if recorded != self.filters.to_json():
-            raise CommandError(f"the checkpoint {self.path} was written with other --calls/--since/--until/"
-                               f"--allow-old flags; rerun with the same flags, or {START_OVER}")
-        self.files = files
-
-    def acks(self, key: str) -> Acks:
-        """The record for one source file (created empty)."""
-        return self.files.setdefault(key, Acks())
-
-    def save(self) -> None:
-        """Write atomically: a 0600 temp file in the same directory, fsynced, renamed over the old one."""
-        document = {"version": CHECKPOINT_VERSION, "filters": self.filters.to_json(),
-                    "files": {key: acks.to_json() for key, acks in self.files.items()}}
-        data = json.dumps(document, separators=(",", ":")).encode("utf-8")
-        temp: str | None = None
-        try:
-            # mkstemp: a new name, O_EXCL|O_NOFOLLOW, mode 0600: a planted file or symlink is never written
-            fd, temp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(temp, self.path)
-        except OSError as exc:
-            if temp is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(temp)
-            raise CommandError(f"cannot write the checkpoint {self.path}: {exc.strerror}") from None
-
-
-# ----------------------------------------------------------------------------------- sources
-
-
-class ReadError(Exception):
-    """An export could not be read to its end (a truncated or corrupt gzip, an I/O error)."""
-
-
-class Source:
-    """One export: a file (gzip detected by its magic bytes) or stdin, read as lines of bytes."""
-
-    def __init__(self, name: str, max_line: int = int(DEFAULT_MAX_LINE_MB * 1024 * 1024)) -> None:
-        self.name = name
-        self.label = "stdin" if name == "-" else name
-        self.key = "-" if name == "-" else os.path.abspath(name)
-        self.total: int | None = None
-        self.max_line = max_line
-        self._raw: IO[bytes] | None = None
-        self._lines: Iterator[bytes | bounded.Oversized] = iter(())
-        self._consumed = 0
-
-    def check(self) -> None:
-        """Fail early, before anything is sent, if the file cannot be opened."""
-        if self.name == "-":
-            return
-        try:
-            with open(self.name, "rb"):
-                pass
-        except OSError as exc:
-            raise CommandError(f"cannot read {self.name}: {exc.strerror}") from None
-
-    def open(self) -> None:
-        """Open the export and find out whether it is gzip."""
-        try:
-            raw: Any = sys.stdin.buffer if self.name == "-" else open(self.name, "rb")  # noqa: SIM115
-        except OSError as exc:
-            raise CommandError(f"cannot read {self.name}: {exc.strerror}") from None
-        self._raw = raw
-        if self.name != "-":
-            self.total = os.fstat(raw.fileno()).st_size
-        magic = raw.peek(2)[:2] if hasattr(raw, "peek") else b""
-        stream = gzip.GzipFile(fileobj=raw, mode="rb") if magic == b"\x1f\x8b" else raw
-        self._lines = bounded.lines(getattr(stream, "read1", stream.read), self.max_line)
-
-    def read_chunk(self, size: int = CHUNK_LINES) -> list[bytes | bounded.Oversized]:
-        """Up to ``size`` more lines (blocking: run it in a thread); [] at the end. A line longer than
-        ``max_line`` comes as :class:`~pendo_plugin.bounded.Oversized`, skipped in bounded memory."""
-        chunk: list[bytes | bounded.Oversized] = []
-        try:
-            for line in self._lines:
-                chunk.append(line)
-                self._consumed += (line.size if isinstance(line, bounded.Oversized) else len(line)) + 1
-                if len(chunk) >= size:
-                    break
-        except (OSError, EOFError, zlib.error) as exc:
-            raise ReadError(f"{self.label} could not be read to its end: {exc}") from None
-        return chunk
-
-    def position(self) -> int:
-        """Bytes of the file consumed so far (compressed bytes for gzip), for the progress bar."""
-        if self._raw is not None and self.name != "-":
-            with contextlib.suppress(OSError, ValueError):
-                return self._raw.tell()
-        return self._consumed
-
-    def close(self) -> None:
-        """Close the file (never stdin)."""
-        if self._raw is not None and self.name != "-":
-            self._raw.close()
-
-
-def parse_line(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
-    """``(message, None)`` or ``(None, what is wrong)`` for one export line."""
-    try:
-        value = bounded.loads(raw)
-    except UnicodeDecodeError:
-        return None, "not UTF-8"
-    except ValueError as exc:
-        return None, str(exc) if "nested" in str(exc) else "not JSON"
-    if not isinstance(value, dict):
-        return None, "not a JSON object"
-    if not isinstance(value.get("type"), str):
-        return None, 'not a Segment message (no "type")'
-    return value, None
 
 
 # ----------------------------------------------------------------------------------- the replay
@@ -715,30 +455,6 @@ def run(options: ReplayOptions, out: TextIO | None = None, err: TextIO | None = 
 
 
 # ----------------------------------------------------------------------------------- the summary
-
-
-def counter_delta(before: Mapping[str, int], after: Mapping[str, int]) -> dict[str, int]:
-    changed = {name: value - before.get(name, 0) for name, value in after.items()}
-    return {name: value for name, value in changed.items() if value}
-
-
-def with_prefix(delta: Mapping[str, int], prefix: str) -> Counter[str]:
-    return Counter({name[len(prefix):]: value for name, value in delta.items() if name.startswith(prefix)})
-
-
-def rejected_counts(delta: Mapping[str, int]) -> Counter[str]:
-    """Payloads Pendo refused for good (4xx) or did not update (metadata ``failed``), by kind."""
-    refused: Counter[str] = Counter()
-    for name, value in delta.items():
-        parts = name.split(":")
-        if (parts[0], len(parts)) in (("dropped", 3), ("failed", 2)):
-            refused[parts[-1]] += value
-    return refused
-
-
-def format_counts(counter: Mapping[str, int]) -> str:
-    shown = [f"{name} {value:,}" for name, value in sorted(counter.items()) if value]
-    return ", ".join(shown) or "0"
 
 
 def summary_lines(replayer: Replayer, jobs: list[Job], delta: Mapping[str, int], dry_run: bool) -> list[str]:

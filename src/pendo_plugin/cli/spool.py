@@ -15,16 +15,8 @@ from collections.abc import Coroutine
 from typing import Any, TextIO
 
 from pendo_plugin import counters
-from pendo_plugin.cli._common import CommandError
-from pendo_plugin.cli.replay import (
-    EXIT_FAILED,
-    EXIT_OK,
-    counter_delta,
-    format_counts,
-    load_settings,
-    rejected_counts,
-    with_prefix,
-)
+from pendo_plugin.cli._common import CommandError, counter_delta, format_counts, rejected_counts, with_prefix
+from pendo_plugin.cli.replay import EXIT_FAILED, EXIT_OK, load_settings
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.batch import Batch
 from pendo_plugin.delivery.rows import METADATA_KINDS, FieldClock, MergedRows

@@ -31,7 +31,7 @@ from pendo_plugin.delivery.retry import (
 )
 from pendo_plugin.delivery.schema import SchemaCache
 from pendo_plugin.logs import log, log_once
-from pendo_plugin.pendo.sanitize import coerce_metadata
+from pendo_plugin.pendo.coerce import coerce_metadata
 
 Outcome = Literal["sent", "rejected", "failed"]
 Payload = dict[str, Any]

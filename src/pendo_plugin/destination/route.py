@@ -15,8 +15,8 @@ from typing import Any
 from pendo_plugin import counters
 from pendo_plugin.config import Settings
 from pendo_plugin.logs import log_once
+from pendo_plugin.pendo.coerce import parse_timestamp_ms
 from pendo_plugin.pendo.rollout import decide
-from pendo_plugin.pendo.sanitize import parse_timestamp_ms
 from pendo_plugin.pendo.translate import (
     MetadataRow,
     TrackEvent,

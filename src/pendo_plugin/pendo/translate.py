@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
 
-from pendo_plugin.pendo.sanitize import clean_metadata_values, clean_properties, json_safe, parse_timestamp_ms
+from pendo_plugin.pendo.coerce import parse_timestamp_ms
+from pendo_plugin.pendo.sanitize import clean_metadata_values, clean_properties, json_safe
 
 __all__ = [
     "ANONYMOUS_PREFIX",

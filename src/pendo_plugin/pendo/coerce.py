@@ -1,0 +1,192 @@
+"""Values Pendo must read as typed: timestamps in epoch milliseconds, and metadata values coerced to
+the types of the field schema Pendo returns. Pure functions."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+__all__ = ["coerce_metadata", "field_types", "parse_timestamp_ms"]
+
+from pendo_plugin.pendo.sanitize import _COMPACT, _EPOCH, _ONE_MS, json_safe
+
+# ------------------------------------------------------------------------------------ timestamps
+
+
+_ISO = re.compile(
+    r"\s*([0-9]{4})-([0-9]{2})-([0-9]{2})"
+    r"(?:[Tt ]([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:[.,]([0-9]+))?)?)?"
+    r"\s*([Zz]|[+-][0-9]{2}(?::?[0-9]{2})?)?\s*"
+)
+
+
+def _parse_iso(text: str) -> _dt.datetime | None:
+    """ISO 8601 date or date-time (any fraction length, ``Z`` or offset); naive means UTC."""
+    m = _ISO.fullmatch(text)
+    if m is None:
+        return None
+    year, month, day, hour, minute, second, frac, zone = m.groups()
+    micro = int((frac or "0")[:6].ljust(6, "0"))
+    tz = _dt.timezone.utc
+    if zone and zone not in "Zz":
+        digits = zone[1:].replace(":", "")
+        offset = _dt.timedelta(hours=int(digits[:2]), minutes=int(digits[2:] or 0))
+        if offset >= _dt.timedelta(hours=24):
+            return None
+        tz = _dt.timezone(-offset if zone[0] == "-" else offset)
+    try:
+        return _dt.datetime(int(year), int(month), int(day), int(hour or 0), int(minute or 0),
+                            int(second or 0), micro, tzinfo=tz)
+    except ValueError:
+        return None
+
+
+def _datetime_ms(value: _dt.datetime) -> int:
+    if value.tzinfo is None or value.utcoffset() is None:
+        value = value.replace(tzinfo=_dt.timezone.utc)
+    return (value - _EPOCH) // _ONE_MS
+
+
+def parse_timestamp_ms(value: Any) -> int | None:
+    """Epoch milliseconds from an ISO 8601 string, a ``datetime`` or a ``date`` (naive = UTC); else None."""
+    if isinstance(value, str):
+        try:
+            parsed: _dt.datetime | None = _dt.datetime.fromisoformat(value)
+        except ValueError:
+            parsed = _parse_iso(value)
+        return None if parsed is None else _datetime_ms(parsed)
+    if isinstance(value, _dt.datetime):
+        return _datetime_ms(value)
+    if isinstance(value, _dt.date):
+        return _datetime_ms(_dt.datetime(value.year, value.month, value.day))
+    return None
+
+
+# ------------------------------------------------------------------------------ schema coercion
+
+
+_TYPE_ALIASES = {
+    "string": "text", "text": "text", "str": "text",
+    "number": "number", "integer": "number", "int": "number", "float": "number", "double": "number",
+    "boolean": "boolean", "bool": "boolean",
+    "time": "date", "date": "date", "datetime": "date", "timestamp": "date",
+}
+_TRUE = frozenset({"true", "t", "yes", "y", "1", "on"})
+_FALSE = frozenset({"false", "f", "no", "n", "0", "off"})
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_SECONDS_BELOW = 100_000_000_000
+"""A number given for a date field below this is epoch seconds (before 5138), else epoch milliseconds."""
+_MIN_MS = -62_135_596_800_000  # 0001-01-01T00:00:00Z
+_MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+_MISSING = object()
+
+
+def _to_number(value: Any) -> Any:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        text = value.strip()
+        if text.lstrip("+-").isdigit() and len(text) <= 300:
+            return int(text)
+        number = float(text)
+        return number if math.isfinite(number) else _MISSING
+    return _MISSING
+
+
+def _to_text(value: Any) -> Any:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value, ensure_ascii=False, separators=_COMPACT, allow_nan=False)
+
+
+def _to_boolean(value: Any) -> Any:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        return True if word in _TRUE else False if word in _FALSE else _MISSING
+    return _MISSING
+
+
+def _to_date(value: Any) -> Any:
+    if isinstance(value, bool):
+        return _MISSING
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        value = _to_number(value)
+    if isinstance(value, (int, float)):
+        number = value * 1000 if abs(value) < _SECONDS_BELOW else value
+        ms: int | None = int(number) if math.isfinite(number) else None
+    else:
+        ms = parse_timestamp_ms(value)
+    return ms if ms is not None and _MIN_MS <= ms <= _MAX_MS else _MISSING
+
+
+_COERCERS: dict[str, Callable[[Any], Any]] = {
+    "text": _to_text, "number": _to_number, "boolean": _to_boolean, "date": _to_date,
+}
+
+
+def field_types(section: Mapping[str, Any]) -> dict[str, str]:
+    """A section of Pendo's metadata schema as a type map.
+
+    ``{"plan": {"Type": "string"}}`` -> ``{"plan": "string"}``; entries without a type are left out.
+    """
+    out: dict[str, str] = {}
+    for name, spec in section.items():
+        if isinstance(spec, Mapping):
+            kind = spec.get("Type", spec.get("type"))
+            if isinstance(kind, str):
+                out[str(name)] = kind
+        elif isinstance(spec, str):
+            out[str(name)] = spec
+    return out
+
+
+def coerce_metadata(
+    values: Mapping[str, Any], schema: Mapping[str, str] | None
+) -> tuple[dict[str, Any], tuple[str, ...], tuple[str, ...]]:
+    """Metadata values checked against the field schema: ``(values to send, fixes, unknown field names)``.
+
+    ``schema`` maps field name -> Pendo type (``string``/``text``, ``number``/``integer``/``float``,
+    ``boolean``/``bool``, ``time``/``date``/``datetime``); None means unknown: every field is kept as is.
+    A field missing from the schema is left out and listed as unknown. A value of another type is coerced
+    (fix ``coerced:<type>``); one that cannot be is left out (fix ``bad_value:<field>``). ``None`` is sent as
+    null (it clears the field). Dates become epoch milliseconds. Unrecognised type names pass values through.
+    """
+    if schema is None:
+        return dict(values), (), ()
+    out: dict[str, Any] = {}
+    fixes: set[str] = set()
+    unknown: list[str] = []
+    for name, value in values.items():
+        kind = schema.get(name)
+        if kind is None:
+            unknown.append(name)
+            continue
+        alias = _TYPE_ALIASES.get(str(kind).strip().lower())
+        coerced = _coerce_one(value, alias)
+        if coerced is _MISSING:
+            fixes.add(f"bad_value:{name}")
+            continue
+        if alias is not None and (type(coerced) is not type(value) or coerced != value):
+            fixes.add(f"coerced:{alias}")
+        out[name] = coerced
+    return out, tuple(sorted(fixes)), tuple(sorted(unknown))
+
+
+def _coerce_one(value: Any, kind: str | None) -> Any:
+    safe, _ = json_safe(value)
+    if safe is None:
+        return None if value is None else _MISSING
+    coercer = _COERCERS.get(kind) if kind is not None else None
+    return safe if coercer is None else coercer(safe)
