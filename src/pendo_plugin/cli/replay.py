@@ -44,6 +44,7 @@ from pendo_plugin.config import SECRET_FIELDS, Settings
 from pendo_plugin.delivery.rows import METADATA_KINDS, FieldClock, MergedRows
 from pendo_plugin.delivery.senders import Outcome, Payload, Sender
 from pendo_plugin.destination.route import Router
+from pendo_plugin.pendo.payload import payload_kind
 from pendo_plugin.pendo.translate import translate
 
 CHECKPOINT_SUFFIX = ".pendo-checkpoint"
@@ -176,7 +177,7 @@ class Replayer:
         age = None if self.filters.allow_old else True
         payloads = self.router.route(message, self.settings, max_age_days=age)
         if not payloads or self.sender is None:
-            self.tally.would_send.update(_kind(payload) for payload in payloads)
+            self.tally.would_send.update(payload_kind(payload) for payload in payloads)
             self._settled(acks, number, None)
             return
         line = Line(acks, number, len(payloads))
@@ -223,7 +224,7 @@ class Replayer:
             outcome = await self.sender.send_one(payload, self.settings)
         finally:
             self._window.release()
-            self._settle(line, outcome, _kind(payload))
+            self._settle(line, outcome, payload_kind(payload))
 
     async def _queue_row(self, line: Line, payload: Payload) -> None:
         rows = self._pending[payload["t"]]
@@ -312,10 +313,6 @@ class Replayer:
         while True:
             await asyncio.sleep(SAVE_INTERVAL)
             self.save()
-
-
-def _kind(payload: Payload) -> str:
-    return str(payload["t"] if payload.get("k") == "meta" else payload.get("k"))
 
 
 def _write(out: TextIO, text: str) -> None:

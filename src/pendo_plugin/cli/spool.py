@@ -4,27 +4,26 @@ A drain settles each file like the live worker does (:class:`~pendo_plugin.deliv
 deleted when everything in it was acknowledged, failures re-written to a new file of the same age,
 kept whole if nothing could be sent. Temp files that writers left behind when they died are recovered
 (complete) or dropped (torn, counted) first; files failing a check are quarantined, never sent. A file's
-payloads are sent in slices of :data:`SLICE`, so memory and open requests stay bounded.
+payloads are sent in slices (:data:`~pendo_plugin.destination.dispatch.SLICE`), so memory and open
+requests stay bounded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Coroutine
-from typing import Any, TextIO
+from typing import TextIO
 
 from pendo_plugin import counters
 from pendo_plugin.cli._common import CommandError, counter_delta, format_counts, rejected_counts, with_prefix
 from pendo_plugin.cli.replay import EXIT_FAILED, EXIT_OK, load_settings
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.batch import Batch
-from pendo_plugin.delivery.rows import METADATA_KINDS, FieldClock, MergedRows
-from pendo_plugin.delivery.senders import Outcome, Payload, Sender
+from pendo_plugin.delivery.rows import FieldClock
+from pendo_plugin.delivery.senders import Sender
 from pendo_plugin.delivery.spool import Claim, Spool
 from pendo_plugin.delivery.spool_files import QUARANTINE
-
-SLICE = 512
+from pendo_plugin.destination.dispatch import dispatch
 
 
 def _spool(settings: Settings) -> Spool:
@@ -79,25 +78,6 @@ def spool_status(out: TextIO | None = None) -> int:
 
 
 # metadata rows of one spool file: id -> (merged values, the payloads merged into them)
-async def _send_one_into(sender: Sender, batch: Batch, payload: Payload, settings: Settings) -> None:
-    outcome: Outcome = "failed"
-    try:
-        outcome = await sender.send_one(payload, settings)
-    finally:
-        batch.finish(payload, outcome)
-
-
-async def _send_rows_into(
-    sender: Sender, batch: Batch, rows: MergedRows[Payload], settings: Settings, clock: FieldClock
-) -> None:
-    outcome: Outcome = "failed"
-    try:
-        outcome = await sender.send_metadata(rows.kind, rows.payloads(clock), settings)
-    finally:
-        for payload in rows.origins():
-            batch.finish(payload, outcome)
-
-
 async def drain_claim(
     sender: Sender, spool: Spool, claim: Claim, settings: Settings, clock: FieldClock
 ) -> None:
@@ -108,24 +88,7 @@ async def drain_claim(
     if not claim.items:
         claim.done()
         return
-    sends: list[Coroutine[Any, Any, None]] = []
-    rows: dict[str, MergedRows[Payload]] = {kind: MergedRows(kind) for kind in METADATA_KINDS}
-    for payload in claim.items:
-        kind = payload.get("k")
-        if kind not in ("track", "webhook") and not (kind == "meta" and payload.get("t") in rows):
-            counters.incr("dropped:unknown_payload")
-            batch.finish(payload, "rejected")
-        elif not settings.can_send(str(kind)):
-            batch.finish(payload, "failed")  # no secret for it here: keep it for a process that has one
-        elif kind == "meta":
-            rows[payload["t"]].add(payload, payload)
-        else:
-            sends.append(_send_one_into(sender, batch, payload, settings))
-    sends += [
-        _send_rows_into(sender, batch, kind_rows, settings, clock) for kind_rows in rows.values() if kind_rows
-    ]
-    for start in range(0, len(sends), SLICE):
-        await asyncio.gather(*sends[start : start + SLICE])
+    await dispatch(sender, claim.items, settings, batch.finish, clock)
 
 
 async def _drain(spool: Spool, settings: Settings, files: int, err: TextIO) -> None:

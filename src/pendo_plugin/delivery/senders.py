@@ -32,9 +32,9 @@ from pendo_plugin.delivery.retry import (
 from pendo_plugin.delivery.schema import SchemaCache
 from pendo_plugin.logs import log, log_once
 from pendo_plugin.pendo.coerce import coerce_metadata
+from pendo_plugin.pendo.payload import Payload
 
 Outcome = Literal["sent", "rejected", "failed"]
-Payload = dict[str, Any]
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 BREAKER_THRESHOLD = 32

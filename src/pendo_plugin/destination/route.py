@@ -16,6 +16,7 @@ from pendo_plugin import counters
 from pendo_plugin.config import Settings
 from pendo_plugin.logs import log_once
 from pendo_plugin.pendo.coerce import parse_timestamp_ms
+from pendo_plugin.pendo.payload import payload_kind
 from pendo_plugin.pendo.rollout import decide
 from pendo_plugin.pendo.translate import (
     MetadataRow,
@@ -164,7 +165,7 @@ class Router:
     def _deliverable(settings: Settings, payloads: list[Payload]) -> list[Payload]:
         kept = []
         for payload in payloads:
-            kind = payload["k"] if payload["k"] != "meta" else payload["t"]
+            kind = payload_kind(payload)
             if not settings.can_send(payload["k"]):
                 counters.incr(f"skipped:no_secret:{kind}")
             elif settings.shadow:

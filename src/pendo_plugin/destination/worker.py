@@ -29,9 +29,11 @@ from pendo_plugin.delivery.http import DaemonPool
 from pendo_plugin.delivery.rows import METADATA_KINDS, FieldClock, MergedRows
 from pendo_plugin.delivery.senders import Outcome, Payload, Sender
 from pendo_plugin.delivery.spool import Claim, Spool
+from pendo_plugin.destination.dispatch import admit
 from pendo_plugin.destination.queues import Intake
 from pendo_plugin.destination.route import Router
 from pendo_plugin.logs import log_once
+from pendo_plugin.pendo.payload import payload_kind
 
 PUMP_BATCH = 512
 TASKS_PER_SLOT = 8
@@ -44,11 +46,6 @@ REPLAY_SLICE = 512  # payloads of one spool file dispatched at a time
 
 # Metadata rows waiting to be sent, each remembering every (batch, payload) merged into it.
 PendingRows = MergedRows[tuple[Batch, Payload]]
-
-
-def payload_kind(payload: Payload) -> str:
-    """``track``, ``webhook``, ``visitor`` or ``account``."""
-    return str(payload["t"] if payload["k"] == "meta" else payload["k"])
 
 
 class WorkerLoop(asyncio.SelectorEventLoop):
@@ -289,19 +286,18 @@ class Worker:
         return parked
 
     def _dispatch(self, batch: Batch, payload: Payload, settings: Settings, retry: bool) -> bool:
-        """Send one payload (metadata rows are merged and sent in batches); True if a task started."""
-        kind = payload.get("k")
-        if kind == "meta" and payload.get("t") in self._metadata:
+        """Send one payload (metadata rows are merged and sent in batches); True if a task started. A
+        payload this process may not send (shadow, kill switch, no secret for it) is settled as failed."""
+        if not admit(payload, settings, batch.finish):
+            return False
+        kind = payload["k"]
+        if kind == "meta":
             self._metadata[payload["t"]].add(payload, (batch, payload))
             if self._metadata_since is None:
                 self._metadata_since = time.monotonic()
             return False
-        if kind in ("track", "webhook"):
-            self._spawn(self._send_one(batch, payload, settings, retry), replay=not retry)
-            return True
-        counters.incr("dropped:unknown_payload")
-        batch.finish(payload, "rejected")
-        return False
+        self._spawn(self._send_one(batch, payload, settings, retry), replay=not retry)
+        return True
 
     def _spawn(self, coroutine: Any, *, replay: bool = False) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coroutine)
