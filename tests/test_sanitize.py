@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pendo_plugin.pendo.coerce import coerce_metadata, field_types, parse_timestamp_ms
+from pendo_plugin.pendo.coerce import coerce_metadata, parse_timestamp_ms
 from pendo_plugin.pendo.sanitize import (
     MAX_METADATA_VALUE_CHARS,
     MAX_PROPERTIES_BYTES,
@@ -424,16 +424,6 @@ def test_coerced_values_are_json_safe() -> None:
     out, _, _ = coerce_metadata({"plan": {"a": [1, Decimal("2")]}, "seats": 10**30}, SCHEMA)
     assert out == {"plan": '{"a":[1,2]}', "seats": 10**30}
     json.dumps(out, allow_nan=False)
-
-
-def test_field_types_reads_a_schema_section() -> None:
-    section = {
-        "plan": {"Type": "string", "DisplayName": "Plan"},
-        "seats": {"type": "number"},
-        "odd": {},
-        "raw": "boolean",
-    }
-    assert field_types(section) == {"plan": "string", "seats": "number", "raw": "boolean"}
 
 
 def test_no_fix_for_plain_numbers_in_number_fields() -> None:

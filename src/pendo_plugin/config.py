@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from pendo_plugin import _fork
 from pendo_plugin.logs import forget, log, log_once
 from pendo_plugin.pendo.rollout import CALLS, ID_LIST_FIELDS, RolloutRules
 
@@ -439,7 +440,7 @@ def _new_lock_in_child() -> None:
     _lock = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_new_lock_in_child)
+_fork.register(after_in_child=_new_lock_in_child)
 _overrides: dict[str, Any] = {}
 _fleet_flags: dict[str, str] = {}  # fleet mode: rollout flags from Redis, over env and configure()
 _current: Settings | None = None

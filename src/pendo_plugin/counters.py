@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from collections import Counter
 
+from pendo_plugin import _fork
+
 _lock = threading.Lock()
 _counts: Counter[str] = Counter()
 
@@ -32,3 +34,6 @@ def after_fork() -> None:
     global _lock
     _lock = threading.Lock()
     _counts.clear()
+
+
+_fork.register(after_in_child=after_fork)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from typing import Any
+
+from pendo_plugin import _fork
 
 log = logging.getLogger("pendo_plugin")
 
@@ -19,7 +20,7 @@ def _new_lock_in_child() -> None:
     _lock = threading.Lock()
 
 
-os.register_at_fork(after_in_child=_new_lock_in_child)
+_fork.register(after_in_child=_new_lock_in_child)
 
 
 def log_once(key: str, level: int, message: str, *args: Any) -> None:

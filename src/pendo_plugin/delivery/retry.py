@@ -71,20 +71,10 @@ def parse_retry_after(value: str | None, *, now: float | None = None, maximum: f
     return min(max(seconds, 0.0), maximum)
 
 
-def check(response: Response, *, max_retry_after: float = 300.0) -> None:
-    """Return if ``response`` is a success; raise :class:`RetryableError` or :class:`PermanentError`."""
-    status = response.status
-    if 200 <= status < 300:
-        return
-    if status in RETRYABLE_STATUSES or status >= 500:
-        retry_after = parse_retry_after(response.headers.get("Retry-After"), maximum=max_retry_after)
-        raise RetryableError(f"http_{status}", retry_after, status)
-    raise PermanentError(status, response.body[:200].decode("utf-8", "replace"))
-
-
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Immutable retry settings: attempts, total time budget and backoff shape."""
+    """Immutable retry settings, and the one owner of the retry rules: which answers are retried, the
+    cap on a server's Retry-After, the backoff with jitter, and when to stop (attempts, time budget)."""
 
     max_retries: int = 8
     budget: float = 300.0
@@ -92,6 +82,17 @@ class RetryPolicy:
     maximum: float = 30.0
     jitter: float = 0.5
     max_retry_after: float = 300.0
+
+    def check(self, response: Response) -> None:
+        """Return if ``response`` is a success; raise :class:`RetryableError` (408, 425, 429, 5xx; with
+        its Retry-After, capped at ``max_retry_after``) or :class:`PermanentError`."""
+        status = response.status
+        if 200 <= status < 300:
+            return
+        if status in RETRYABLE_STATUSES or status >= 500:
+            retry_after = parse_retry_after(response.headers.get("Retry-After"), maximum=self.max_retry_after)
+            raise RetryableError(f"http_{status}", retry_after, status)
+        raise PermanentError(status, response.body[:200].decode("utf-8", "replace"))
 
     def delay(self, attempts: int, error: BaseException | None) -> float:
         """Seconds to wait after ``attempts`` failed attempts: Retry-After when the server sent one,

@@ -27,7 +27,6 @@ from pendo_plugin.delivery.retry import (
     RetryableError,
     RetryPolicy,
     ShutdownInterrupted,
-    check,
 )
 from pendo_plugin.delivery.schema import SchemaCache
 from pendo_plugin.logs import log, log_once
@@ -120,14 +119,14 @@ class Sender:
         finally:
             self.acquiring.discard(task)
 
-    async def _attempt(self, request: Request) -> bytes:
+    async def _attempt(self, request: Request, policy: RetryPolicy) -> bytes:
         await self._acquire()
         started = time.monotonic()
         congested = True
         try:
             response = await self.transport.send(request)
             congested = response.status == 429 or response.status >= 500 or response.status == 408
-            check(response)
+            policy.check(response)
             self.consecutive_failures = 0
             return response.body
         except RetryableError as exc:
@@ -147,18 +146,18 @@ class Sender:
             self.limiter.release(time.monotonic() - started, congested)
 
     async def _with_retries(self, request: Request, settings: Settings, retry: bool = True) -> bytes:
+        policy = policy_for(settings)
         try:
-            return await self._attempt(request)  # the common case, without building a retry controller
+            return await self._attempt(request, policy)  # the common case, without a retry controller
         except RetryableError as error:
             if not retry or settings.max_retries == 0:
                 raise
             first_error = error
-        policy = policy_for(settings)
         await self._sleep(policy.delay(1, first_error))
         async for attempt in policy.retrying(self._sleep, attempts_done=1):
             with attempt:
                 counters.incr("retried")
-                return await self._attempt(request)
+                return await self._attempt(request, policy)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _send(

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pendo_plugin import config, counters
+from pendo_plugin import _fork, config, counters
 from pendo_plugin.delivery import spool_files
 from pendo_plugin.delivery.acks import AckLog, ack_path, read_acks
 from pendo_plugin.delivery.spool_files import OPEN_FLAGS, Unreadable
@@ -60,7 +60,7 @@ def _forget_inherited_locks() -> None:
     _held_fds.clear()
 
 
-os.register_at_fork(after_in_child=_forget_inherited_locks)
+_fork.register(after_in_child=_forget_inherited_locks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,11 +98,6 @@ class Claim:
         self._acks = AckLog(path)
         self._fd: int | None = fd
         _claims.add(self)
-
-    @property
-    def held(self) -> bool:
-        """Whether this process still holds the file's lock."""
-        return self._fd is not None
 
     def ack(self, item: dict[str, Any]) -> None:
         """Record that ``item`` (one of ``items``) was delivered or refused for good; only while held."""

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-from pendo_plugin import config, counters
+from pendo_plugin import _fork, config, counters
 from pendo_plugin.segment.hookspecs import hookimpl
 
 _lock = threading.Lock()
@@ -54,7 +54,6 @@ def _after_fork_in_child() -> None:
     _lock = threading.Lock()
     _runtime = None
     _pid = os.getpid()
-    counters.after_fork()
 
 
 def _shutdown_at_exit() -> None:
@@ -63,7 +62,7 @@ def _shutdown_at_exit() -> None:
         current.shutdown(config.current().shutdown_timeout)
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+_fork.register(after_in_child=_after_fork_in_child)
 
 
 @hookimpl

@@ -15,12 +15,11 @@ have, and the child's own worker would fail on it.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from pendo_plugin import config, counters
+from pendo_plugin import _fork, config, counters
 from pendo_plugin.destination.queues import Intake
 from pendo_plugin.logs import log, log_once
 
@@ -56,7 +55,7 @@ def _after_fork_in_child() -> None:
     _fork_holds_guard = False
 
 
-os.register_at_fork(
+_fork.register(
     before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
 )
 

@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["coerce_metadata", "field_types", "parse_timestamp_ms"]
+__all__ = ["coerce_metadata", "parse_timestamp_ms"]
 
 from pendo_plugin.pendo.sanitize import _COMPACT, _EPOCH, _ONE_MS, json_safe
 
@@ -134,22 +134,6 @@ def _to_date(value: Any) -> Any:
 _COERCERS: dict[str, Callable[[Any], Any]] = {
     "text": _to_text, "number": _to_number, "boolean": _to_boolean, "date": _to_date,
 }
-
-
-def field_types(section: Mapping[str, Any]) -> dict[str, str]:
-    """A section of Pendo's metadata schema as a type map.
-
-    ``{"plan": {"Type": "string"}}`` -> ``{"plan": "string"}``; entries without a type are left out.
-    """
-    out: dict[str, str] = {}
-    for name, spec in section.items():
-        if isinstance(spec, Mapping):
-            kind = spec.get("Type", spec.get("type"))
-            if isinstance(kind, str):
-                out[str(name)] = kind
-        elif isinstance(spec, str):
-            out[str(name)] = spec
-    return out
 
 
 def coerce_metadata(

@@ -19,7 +19,7 @@ from typing import Any
 
 import pluggy
 
-from pendo_plugin import counters
+from pendo_plugin import _fork, counters
 from pendo_plugin.logs import log, log_once
 from pendo_plugin.segment import hookspecs
 
@@ -38,7 +38,7 @@ def _new_lock_in_child() -> None:
     _lock = threading.RLock()
 
 
-os.register_at_fork(after_in_child=_new_lock_in_child)
+_fork.register(after_in_child=_new_lock_in_child)
 _manager: pluggy.PluginManager | None = None
 _impls: dict[str, tuple[Impl, ...]] = {}
 
