@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import inspect
 import re
 from pathlib import Path
@@ -36,3 +37,42 @@ def test_every_variable_documented(variable: str) -> None:
 @pytest.mark.parametrize("setting", sorted(set(config.ENV_NAMES) | config.OBJECT_SETTINGS))
 def test_every_configure_setting_documented(setting: str) -> None:
     assert f"`{setting}`" in (DOCS / "configuration.md").read_text()
+
+
+def cli_flags() -> list[tuple[str, str]]:
+    """(command, flag or action) for every option and positional choice of ``pendo-plugin``, read from
+    its argparse parser ("" as the command: a global flag; "" as the flag: the command itself)."""
+    from pendo_plugin.cli import build_parser
+
+    def named(parser: argparse.ArgumentParser) -> list[str]:
+        out: list[str] = []
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction | argparse._SubParsersAction):
+                continue
+            out += action.option_strings or [str(choice) for choice in action.choices or ()]
+        return out
+
+    parser = build_parser()
+    found = [("", flag) for flag in named(parser)]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command, sub in action.choices.items():
+                found += [(command, ""), *((command, flag) for flag in named(sub))]
+    return found
+
+
+def command_section(command: str) -> str:
+    """The section of operations.md about ``pendo-plugin <command>`` (the whole page for global flags)."""
+    text = (DOCS / "operations.md").read_text()
+    if not command:
+        return text
+    start = text.index(f"## `pendo-plugin {command}")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else len(text)]
+
+
+@pytest.mark.parametrize(("command", "flag"), cli_flags())
+def test_every_cli_command_and_flag_documented(command: str, flag: str) -> None:
+    """Each command has its section in operations.md, naming each of its flags and actions."""
+    section = command_section(command)
+    assert not flag or re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", section), f"{flag} of {command}"
