@@ -65,11 +65,14 @@ def with_prefix(delta: Mapping[str, int], prefix: str) -> Counter[str]:
 
 
 def rejected_counts(delta: Mapping[str, int]) -> Counter[str]:
-    """Payloads Pendo refused for good (4xx) or did not update (metadata ``failed``), by kind."""
+    """Payloads Pendo refused for good (``dropped:http_4xx:<kind>``) or did not update (metadata
+    ``failed:<kind>``), by kind; drops of ours (``dropped:undeliverable``, ...) are not Pendo's refusals."""
     refused: Counter[str] = Counter()
     for name, value in delta.items():
         parts = name.split(":")
-        if (parts[0], len(parts)) in (("dropped", 3), ("failed", 2)):
+        if (len(parts) == 3 and parts[0] == "dropped" and parts[1].startswith("http_")) or (
+            len(parts) == 2 and parts[0] == "failed"
+        ):
             refused[parts[-1]] += value
     return refused
 
