@@ -10,6 +10,9 @@ It imports them while holding ``_import_guard``, and ``os.fork()`` waits for tha
 most ``IMPORT_WAIT`` seconds). Otherwise a fork in the middle of the worker's imports would leave
 the child a half-initialised module in ``sys.modules``, imported by a thread the child does not
 have, and the child's own worker would fail on it.
+
+A runtime created where uWSGI is about to fork from C (its master, no ``--lazy-apps``) is *held*:
+it queues but starts no thread until :meth:`Runtime.release` (see :mod:`pendo_plugin.integrations.uwsgi`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pendo_plugin import config, counters
+from pendo_plugin.integrations import uwsgi
 from pendo_plugin.logs import log, log_once
 
 if TYPE_CHECKING:
@@ -74,6 +78,7 @@ class Runtime:
         self._worker: Worker | None = None
         self._ready = threading.Event()
         self._broken = False  # the worker cannot even start (e.g. a dependency fails to import)
+        self.held = uwsgi.before_fork()  # a process about to fork from C: queue, start no thread
 
     # ----- app thread -----------------------------------------------------------------------
 
@@ -85,11 +90,22 @@ class Runtime:
             self._overflow.append(message)
         else:
             counters.incr("dropped:queue_full")
-        if self._thread is None and not self._broken:
+        if self._thread is None and not self._broken and not self.held:
+            self.start(wait=False)
+
+    def release(self, inherited: Runtime | None = None) -> None:
+        """Lift the hold (the fork happened), take over ``inherited``'s queue, start if anything waits."""
+        if inherited is not None:
+            self._intake.extend(inherited._intake)
+            self._overflow.extend(inherited._overflow)
+        self.held = False
+        if self._intake or self._overflow:
             self.start(wait=False)
 
     def start(self, *, wait: bool = True) -> None:
         """Start the worker thread if it is not running (``wait``: until its loop is ready)."""
+        if self.held:
+            return
         with self._start_lock:
             if self._thread is None:
                 self._ready.clear()
@@ -140,6 +156,8 @@ class Runtime:
         """Deliver what fits in ``timeout`` seconds, spool the rest, stop the worker."""
         if self._thread is None and not (self._intake or self._overflow):
             return True
+        if self.held:  # the uWSGI master: what it queued is worker 1's to deliver
+            return False
         result = self._call(lambda worker: worker.shutdown(timeout), timeout + 5.0)
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():

@@ -1,0 +1,108 @@
+"""Web servers in real process trees: gunicorn (sync ``--preload``, ``-k gevent``) and uWSGI (default,
+``--master``, ``--master --lazy-apps``) serve an app that sends one event while it is imported and one
+per request; Pendo answers slowly; the server is stopped gracefully.
+
+Each run asserts: every request's event reached Pendo exactly once, so did each import-time event
+(once per process that imported the app), both workers served (a hung worker fails the run), Pendo
+had everything within ``PENDO_SHUTDOWN_TIMEOUT`` (plus a margin) of the stop signal, the spool is
+empty, and the tree exited in time. Under uWSGI without ``--lazy-apps`` a worker's exit waits on
+Segment's own ``join()``, which never returns there (its consumer thread lives in the process that
+forked): with ``--master`` uWSGI kills it after ``--worker-reload-mercy``, without it nothing does.
+What Segment's SDK delivered is checked for duplicates and reported; docs/reliability.md tabulates both.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from pendo_plugin.delivery.spool import Spool
+from pendo_plugin.sandbox import Sandbox
+from tests.apps import app_env
+from tests.shapes import REQUESTS, WSGI_APP, Stop, Tally, free_port, serve_and_stop, server_binary
+
+SHUTDOWN_TIMEOUT = 5.0
+LATENCY = 0.5  # Pendo answers each request after this: events are in flight when the stop comes
+EXIT_MARGIN = 3.0
+MERCY = 8  # uWSGI --master: seconds a worker may take to stop (Segment's join() never returns there)
+
+BOUND = SHUTDOWN_TIMEOUT + EXIT_MARGIN
+
+SERVERS = {
+    # name: (command after the binary, signal, to the whole group, processes that import the app,
+    #        bound on the tree's exit, None: a worker waits forever in Segment's join())
+    "gunicorn-sync-preload": (["--preload", "-w", "2"], signal.SIGTERM, False, 1, BOUND),
+    "gunicorn-gevent": (["-k", "gevent", "-w", "2"], signal.SIGTERM, False, 2, BOUND),
+    "uwsgi-default": ([], signal.SIGINT, True, 1, None),
+    "uwsgi-master": (["--master", f"--worker-reload-mercy={MERCY}"], signal.SIGINT, False, 1, BOUND + MERCY),
+    "uwsgi-lazy-apps": (["--master", "--lazy-apps"], signal.SIGINT, False, 2, BOUND),
+}
+
+
+def command_for(shape: str, tmp_path: Path, port: int) -> list[str]:
+    extra = SERVERS[shape][0]
+    if shape.startswith("gunicorn"):
+        binary = server_binary("gunicorn")
+        return [binary, *extra, "-b", f"127.0.0.1:{port}", "--chdir", str(tmp_path), "wsgi_app:application"]
+    binary = server_binary("uwsgi")
+    return [
+        binary,
+        "--http-socket",
+        f"127.0.0.1:{port}",
+        "--chdir",
+        str(tmp_path),
+        "--wsgi-file",
+        str(tmp_path / "wsgi_app.py"),
+        "--processes",
+        "2",
+        "--disable-logging",
+        *extra,
+    ]
+
+
+def run_shape(shape: str, sandbox: Sandbox, spool_dir: Path, tmp_path: Path, *, plugin: bool = True) -> Stop:
+    """Serve and stop ``shape``; ``plugin=False`` runs it with the plugin off (Segment's SDK alone)."""
+    if shape == "gunicorn-gevent":
+        pytest.importorskip("gevent")
+    (tmp_path / "wsgi_app.py").write_text(WSGI_APP)
+    port = free_port()
+    env = app_env(sandbox.url, spool_dir, sandbox.url, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    if not plugin:
+        env["PENDO_AUTOLOAD"] = "0"
+    sandbox.set_latency(LATENCY)
+    _, stop, to_group, imports, bound = SERVERS[shape]
+    expected = REQUESTS + imports
+    return serve_and_stop(
+        command_for(shape, tmp_path, port),
+        env,
+        port,
+        stop,
+        to_group=to_group,
+        log=tmp_path / "server.log",
+        delivered=lambda: len(sandbox.track_events()) >= expected,
+        exit_wait=bound or BOUND,
+    )
+
+
+@pytest.mark.parametrize("shape", list(SERVERS))
+def test_server_delivers_every_event_once_and_stops_in_time(
+    shape: str, sandbox: Sandbox, spool_dir: Path, tmp_path: Path
+) -> None:
+    stopped = run_shape(shape, sandbox, spool_dir, tmp_path)
+    tally = Tally.of(sandbox)
+    log = (tmp_path / "server.log").read_text()[-3000:]
+    seen = f"pendo={dict(tally.pendo)} segment={dict(tally.segment)} {stopped}\n{log}"
+
+    assert len(stopped.pids) == 2, "both workers served requests: " + seen
+    assert tally.counts("pendo", "Request") == Counter(range(REQUESTS)), seen
+    imports = tally.counts("pendo", "Imported")
+    assert sum(imports.values()) == SERVERS[shape][3] and set(imports.values()) == {1}, seen
+    assert stopped.delivered_after is not None and stopped.delivered_after < BOUND, seen
+    assert Spool(spool_dir, 1 << 40).status().items == 0, seen
+    assert max(tally.segment.values(), default=1) == 1, "Segment's own SDK sent no duplicate: " + seen
+    bound = SERVERS[shape][4]
+    if bound is not None:
+        assert stopped.exited_after is not None and stopped.exited_after < bound, seen
