@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pendo_plugin import config, counters
-from pendo_plugin.integrations import uwsgi
+from pendo_plugin.integrations import gevent, uwsgi
 from pendo_plugin.logs import log, log_once
 
 if TYPE_CHECKING:
@@ -65,6 +65,20 @@ os.register_at_fork(
 )
 
 
+def new_thread(target: Callable[[], None]) -> threading.Thread | gevent.NativeThread:
+    """The worker's thread: a real OS thread, also where gevent has patched ``threading``."""
+    if gevent.patched_threading():
+        return gevent.NativeThread(target, "pendo-plugin-worker")
+    return threading.Thread(target=target, name="pendo-plugin-worker", daemon=True)
+
+
+def is_current(thread: threading.Thread | gevent.NativeThread) -> bool:
+    """Whether the caller runs on ``thread``."""
+    if isinstance(thread, threading.Thread):
+        return thread is threading.current_thread()
+    return thread.is_current()
+
+
 class Runtime:
     """Owns the intake queue and the worker thread; everything else happens in the worker."""
 
@@ -73,7 +87,7 @@ class Runtime:
         self._intake: deque[Mapping[str, Any]] = deque()
         self._overflow: deque[Mapping[str, Any]] = deque()
         self._start_lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._thread: threading.Thread | gevent.NativeThread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._worker: Worker | None = None
         self._ready = threading.Event()
@@ -109,7 +123,7 @@ class Runtime:
         with self._start_lock:
             if self._thread is None:
                 self._ready.clear()
-                thread = threading.Thread(target=self._run, name="pendo-plugin-worker", daemon=True)
+                thread = new_thread(self._run)
                 try:
                     thread.start()
                 except RuntimeError as exc:  # e.g. "can't create new thread at interpreter shutdown"
@@ -129,7 +143,7 @@ class Runtime:
         loop, thread, worker = self._loop, self._thread, self._worker
         if loop is None or worker is None or thread is None or not thread.is_alive():
             return _NOT_RUN
-        if thread is threading.current_thread():
+        if is_current(thread):
             return _NOT_RUN
         try:
             future = asyncio.run_coroutine_threadsafe(coroutine_factory(worker), loop)
@@ -160,7 +174,7 @@ class Runtime:
             return False
         result = self._call(lambda worker: worker.shutdown(timeout), timeout + 5.0)
         thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
+        if thread is not None and not is_current(thread):
             thread.join(2.0)
         with self._start_lock:
             alive = thread is not None and thread.is_alive()
@@ -217,5 +231,5 @@ class Runtime:
 
     def _forget_thread(self) -> None:
         with self._start_lock:
-            if self._thread is threading.current_thread():
+            if self._thread is not None and is_current(self._thread):
                 self._thread = None
