@@ -13,15 +13,19 @@ What Segment's SDK delivered is checked for duplicates and reported; docs/reliab
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
+import subprocess
 from collections import Counter
 from pathlib import Path
 
 import pytest
+import requests
 
 from pendo_plugin.delivery.spool import Spool
 from pendo_plugin.sandbox import Sandbox
-from tests.apps import app_env
+from tests.apps import app_env, wait_until
 from tests.shapes import REQUESTS, WSGI_APP, Stop, Tally, free_port, serve_and_stop, server_binary
 
 SHUTDOWN_TIMEOUT = 5.0
@@ -106,3 +110,39 @@ def test_server_delivers_every_event_once_and_stops_in_time(
     bound = SERVERS[shape][4]
     if bound is not None:
         assert stopped.exited_after is not None and stopped.exited_after < bound, seen
+
+
+def test_uwsgi_respawned_worker_does_not_resend_what_the_master_queued(
+    sandbox: Sandbox, spool_dir: Path, tmp_path: Path
+) -> None:
+    """Worker 1 delivers the master's import-time event in its first life only: killed and respawned
+    by the master, it starts from the master's memory again, and must drop that copy."""
+    (tmp_path / "wsgi_app.py").write_text(WSGI_APP)
+    port = free_port()
+    env = app_env(sandbox.url, spool_dir, sandbox.url, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    log = tmp_path / "server.log"
+    with log.open("w") as output:
+        server = subprocess.Popen(
+            command_for("uwsgi-master", tmp_path, port),
+            env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        assert sandbox.wait_for(lambda box: len(box.track_events()) == 1, timeout=30), log.read_text()
+        # settled (its spool file deleted), so the kill below cannot make a replay resend it
+        assert wait_until(lambda: Spool(spool_dir, 1 << 40).status().items == 0, 10)
+        workers = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+        assert len(workers) == 2, log.read_text()
+        for pid in workers:
+            os.kill(int(pid), signal.SIGKILL)
+        assert wait_until(lambda: log.read_text().count("Respawned uWSGI worker") == 2, 30), log.read_text()
+        for n in range(4):
+            assert requests.get(f"http://127.0.0.1:{port}/?{n}", timeout=10).status_code == 200
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=BOUND + MERCY)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=10)
+    tally = Tally.of(sandbox)
+    assert sum(tally.counts("pendo", "Imported").values()) == 1, dict(tally.pendo)
+    assert tally.counts("pendo", "Request") == Counter(range(4)), dict(tally.pendo)
