@@ -115,10 +115,11 @@ def segment_message(client: Any, message: Mapping[str, Any]) -> None:
         else:
             counters.incr("rollout:off:kill_switch" if not settings.rollout.enabled else "skipped:no_secret")
         return
-    if getattr(client, "sync_mode", False):
-        runtime().deliver_now(message, settings.flush_timeout)
+    current = runtime()
+    if getattr(client, "sync_mode", False) and not current.held:  # held: queued for after the fork
+        current.deliver_now(message, settings.flush_timeout)
     else:
-        runtime().submit(message, settings.queue_size)
+        current.submit(message, settings.queue_size)
 
 
 @hookimpl
