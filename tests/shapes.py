@@ -5,6 +5,7 @@ Segment's stand-in."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -118,9 +119,11 @@ def serve_and_stop(
     log: Path,
     delivered: Callable[[], bool],
     exit_wait: float,
+    idle: Callable[[], bool] = lambda: True,
 ) -> Stop:
-    """Start ``command``, send REQUESTS requests (CONCURRENCY at a time), stop it with ``stop``, wait
-    for ``delivered`` and for the processes to exit (bounded); whatever is left is killed."""
+    """Start ``command``, send REQUESTS requests (CONCURRENCY at a time), wait until ``idle`` (every
+    worker done with its request), stop it with ``stop``, wait for ``delivered`` and for the processes
+    to exit (bounded); whatever is left is killed."""
     with log.open("w") as output:
         server = subprocess.Popen(
             command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
@@ -130,6 +133,7 @@ def serve_and_stop(
         assert wait_until(lambda: _answers(url), timeout=30, interval=0.1), log.read_text()
         with ThreadPoolExecutor(CONCURRENCY) as pool:
             pids = set(pool.map(lambda n: int(requests.get(f"{url}/?{n}", timeout=10).text), range(REQUESTS)))
+        assert wait_until(idle, timeout=10), "the workers did not finish their requests"
         stopped = time.monotonic()
         if to_group:
             os.killpg(server.pid, stop)
@@ -150,3 +154,20 @@ def _answers(url: str) -> bool:
         return requests.get(url, timeout=2).status_code == 200
     except requests.RequestException:
         return False
+
+
+def uwsgi_workers_idle(stats_port: int) -> bool:
+    """Whether every uWSGI worker reports ``idle`` on the stats server (uWSGI runs no exit hook in a
+    worker that is still busy with a request when told to stop)."""
+    try:
+        with socket.create_connection(("127.0.0.1", stats_port), timeout=2) as connection:
+            data = b""
+            while len(data) < 1 << 20:
+                chunk = connection.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        workers = json.loads(data)["workers"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return bool(workers) and all(isinstance(w, dict) and w.get("status") == "idle" for w in workers)

@@ -26,7 +26,16 @@ import requests
 from pendo_plugin.delivery.spool import Spool
 from pendo_plugin.sandbox import Sandbox
 from tests.apps import app_env, wait_until
-from tests.shapes import REQUESTS, WSGI_APP, Stop, Tally, free_port, serve_and_stop, server_binary
+from tests.shapes import (
+    REQUESTS,
+    WSGI_APP,
+    Stop,
+    Tally,
+    free_port,
+    serve_and_stop,
+    server_binary,
+    uwsgi_workers_idle,
+)
 
 SHUTDOWN_TIMEOUT = 5.0
 LATENCY = 0.5  # Pendo answers each request after this: events are in flight when the stop comes
@@ -46,7 +55,7 @@ SERVERS = {
 }
 
 
-def command_for(shape: str, tmp_path: Path, port: int) -> list[str]:
+def command_for(shape: str, tmp_path: Path, port: int, stats_port: int = 0) -> list[str]:
     extra = SERVERS[shape][0]
     if shape.startswith("gunicorn"):
         binary = server_binary("gunicorn")
@@ -63,6 +72,8 @@ def command_for(shape: str, tmp_path: Path, port: int) -> list[str]:
         "--processes",
         "2",
         "--disable-logging",
+        "--stats",
+        f"127.0.0.1:{stats_port}",
         *extra,
     ]
 
@@ -72,7 +83,7 @@ def run_shape(shape: str, sandbox: Sandbox, spool_dir: Path, tmp_path: Path, *, 
     if shape == "gunicorn-gevent":
         pytest.importorskip("gevent")
     (tmp_path / "wsgi_app.py").write_text(WSGI_APP)
-    port = free_port()
+    port, stats_port = free_port(), free_port()
     env = app_env(sandbox.url, spool_dir, sandbox.url, shutdown_timeout=SHUTDOWN_TIMEOUT)
     if not plugin:
         env["PENDO_AUTOLOAD"] = "0"
@@ -80,7 +91,7 @@ def run_shape(shape: str, sandbox: Sandbox, spool_dir: Path, tmp_path: Path, *, 
     _, stop, to_group, imports, bound = SERVERS[shape]
     expected = REQUESTS + imports
     return serve_and_stop(
-        command_for(shape, tmp_path, port),
+        command_for(shape, tmp_path, port, stats_port),
         env,
         port,
         stop,
@@ -88,6 +99,7 @@ def run_shape(shape: str, sandbox: Sandbox, spool_dir: Path, tmp_path: Path, *, 
         log=tmp_path / "server.log",
         delivered=lambda: len(sandbox.track_events()) >= expected,
         exit_wait=bound or BOUND,
+        idle=(lambda: uwsgi_workers_idle(stats_port)) if shape.startswith("uwsgi") else (lambda: True),
     )
 
 
@@ -118,12 +130,12 @@ def test_uwsgi_respawned_worker_does_not_resend_what_the_master_queued(
     """Worker 1 delivers the master's import-time event in its first life only: killed and respawned
     by the master, it starts from the master's memory again, and must drop that copy."""
     (tmp_path / "wsgi_app.py").write_text(WSGI_APP)
-    port = free_port()
+    port, stats_port = free_port(), free_port()
     env = app_env(sandbox.url, spool_dir, sandbox.url, shutdown_timeout=SHUTDOWN_TIMEOUT)
     log = tmp_path / "server.log"
     with log.open("w") as output:
         server = subprocess.Popen(
-            command_for("uwsgi-master", tmp_path, port),
+            command_for("uwsgi-master", tmp_path, port, stats_port),
             env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
@@ -137,6 +149,7 @@ def test_uwsgi_respawned_worker_does_not_resend_what_the_master_queued(
         assert wait_until(lambda: log.read_text().count("Respawned uWSGI worker") == 2, 30), log.read_text()
         for n in range(4):
             assert requests.get(f"http://127.0.0.1:{port}/?{n}", timeout=10).status_code == 200
+        assert wait_until(lambda: uwsgi_workers_idle(stats_port), 10), log.read_text()
         server.send_signal(signal.SIGINT)
         server.wait(timeout=BOUND + MERCY)
     finally:
