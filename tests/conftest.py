@@ -3,6 +3,8 @@ Segment client whose uploads go to the same stand-in's /v1/batch."""
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +17,35 @@ from pendo_plugin.sandbox import Sandbox
 
 TRACK_SECRET = "test-track-secret-0001"
 INTEGRATION_KEY = "test-integration-key-0001"
+CLOCK_DIR = Path(__file__).parent / "clock"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--clock-ahead-days",
+        type=float,
+        default=0.0,
+        help="run with the wall clock moved this many days ahead (this process and its Python children)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    days = config.getoption("--clock-ahead-days")
+    if not days:
+        return
+    import time_machine
+
+    time_machine.travel(dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=days), tick=True).start()
+    os.environ["TEST_CLOCK_AHEAD_DAYS"] = str(days)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(CLOCK_DIR), os.environ.get("PYTHONPATH")]))
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    days = config.getoption("--clock-ahead-days")
+    if not days:
+        return None
+    return f"wall clock moved ahead {days:g} days: now {dt.datetime.now(dt.timezone.utc).isoformat()}"
+
 
 
 @pytest.fixture

@@ -128,3 +128,28 @@ def test_configure_changes_take_effect_and_reset(monkeypatch: pytest.MonkeyPatch
 def test_configure_rejects_unknown_names() -> None:
     with pytest.raises(TypeError, match="rollout_pct"):
         config.configure(rollout_pct=5)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080#frag",
+        "http://127.0.0.1:8080/#frag",
+        "https://user:s3cr3t-pw@app.pendo.io",
+        "https://app.pendo.io?x=1",
+        "https://app.pendo.io/data",
+        "https://app.pendo.io//x",
+        "https://app.pendo.io:99999",
+    ],
+)
+def test_urls_are_scheme_host_and_port_only(caplog: pytest.LogCaptureFixture, url: str) -> None:
+    """Security (issue: URL parts): a fragment, userinfo, query or path would change where requests go."""
+    for variable in ("PENDO_DATA_URL", "PENDO_API_URL"):
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger="pendo_plugin"):
+            settings = load(environ={**SECRETS, variable: url})
+        assert not settings.active
+        [record] = caplog.records
+        assert variable in record.getMessage()
+        assert "s3cr3t-pw" not in record.getMessage()
+    assert load(environ={**SECRETS, "PENDO_DATA_URL": "https://app.pendo.io/"}).data_url == "https://app.pendo.io"

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from pendo_plugin.sanitize import (
+    MAX_METADATA_VALUE_CHARS,
     MAX_PROPERTIES_BYTES,
     clean_field_name,
     clean_metadata_values,
@@ -293,10 +294,10 @@ def test_small_props_skip_the_size_measurement_but_are_still_correct() -> None:
     assert properties_size(out) <= MAX_PROPERTIES_BYTES
 
 
-def test_clean_metadata_values_has_no_size_limit_and_long_names() -> None:
-    traits = {"bio": "b" * 5000, "address": {"city": "Paris"}, "subscription renewal date for enterprise": 1}
+def test_clean_metadata_values_has_no_512_byte_limit_and_long_names() -> None:
+    traits = {"bio": "b" * 1400, "address": {"city": "Paris"}, "subscription renewal date for enterprise": 1}
     out, fixes = clean_metadata_values(traits)
-    assert out == {"address_city": "Paris", "bio": "b" * 5000, "subscription_renewal_date_for_enterprise": 1}
+    assert out == {"address_city": "Paris", "bio": "b" * 1400, "subscription_renewal_date_for_enterprise": 1}
     assert "nested_flattened" in fixes
 
 
@@ -441,3 +442,27 @@ def test_no_fix_for_plain_numbers_in_number_fields() -> None:
     _, fixes, _ = coerce_metadata({"seats": 3, "score": 1}, SCHEMA)
     assert fixes == ()
     assert not math.isnan(0.0)  # keep math imported for the parametrised NaN case above
+
+
+def test_metadata_values_are_cut_at_the_documented_size() -> None:
+    """Security (issue 14, 6): a 10 MB trait is not sent as a 10 MB metadata value."""
+    values, fixes = clean_metadata_values(
+        {"bio": "b" * 10_000_000, "tags": ["t" * 2000], "plan": "pro",
+         "exact": "e" * MAX_METADATA_VALUE_CHARS}
+    )
+    assert values["bio"] == "b" * MAX_METADATA_VALUE_CHARS
+    assert len(values["tags"]) == MAX_METADATA_VALUE_CHARS
+    assert values["plan"] == "pro" and len(values["exact"]) == MAX_METADATA_VALUE_CHARS
+    assert "metadata_value_truncated" in fixes
+    assert "metadata_value_truncated" not in clean_metadata_values({"plan": "pro"})[1]
+
+
+def test_a_huge_trait_reaches_pendo_cut_and_counted(plugin: Any, segment_client: Any) -> None:
+    """End to end through the real Segment client and the sandbox: the cut is sent, and counted."""
+    from pendo_plugin import counters
+
+    segment_client.identify("u-huge", {"bio": "b" * 30_000, "plan": "pro"})  # Segment refuses > 32 KB
+    segment_client.flush()
+    assert plugin.wait_for(lambda box: "u-huge" in box.visitors(), timeout=10)
+    assert plugin.visitors()["u-huge"] == {"bio": "b" * MAX_METADATA_VALUE_CHARS, "plan": "pro"}
+    assert counters.snapshot()["fixed:metadata_value_truncated"] == 1

@@ -92,6 +92,7 @@ def _replay(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         use_checkpoint=not args.no_checkpoint,
         allow_old=args.allow_old,
+        max_line_mb=args.max_line_mb,
     )
     return replay.run(options)
 
@@ -152,6 +153,13 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _positive(text: str) -> float:
+    value = _non_negative(text)
+    if not 0 < value <= 1024:
+        raise argparse.ArgumentTypeError(f"{text!r} is not between 0 and 1024 (exclusive of 0)")
+    return value
+
+
 def _port(text: str) -> int:
     if not text.isdigit() or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number (0-65535)")
@@ -188,6 +196,8 @@ def _add_replay(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-checkpoint", action="store_true", help="do not read or write a checkpoint")
     parser.add_argument("--allow-old", action="store_true", help="send track events older than "
                         "PENDO_MAX_EVENT_AGE_DAYS too (backfills)")
+    parser.add_argument("--max-line-mb", type=_positive, default=4.0, metavar="MB", help="skip and report "
+                        "lines longer than this (default: 4)")
 
 
 def _add_spool(subparsers: argparse._SubParsersAction) -> None:

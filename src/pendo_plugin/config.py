@@ -240,14 +240,36 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _shown(raw: Any) -> str:
+    """A URL for an error message; one with ``@`` (maybe a password in it) is not shown."""
+    return "(a URL with userinfo, not shown)" if "@" in str(raw) else repr(raw)
+
+
 def _url(name: str, raw: Any) -> str:
+    """A scheme and host (and port) only: no userinfo, path, query or fragment, which would change where
+    requests go or put text from the variable into every request."""
     text = _text(raw).rstrip("/")
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 (raises ValueError for a bad port)
+    except ValueError:
+        raise ConfigError(f"{ENV_NAMES[name]}={_shown(raw)} is not an http(s) URL") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{ENV_NAMES[name]}={raw!r} is not an http(s) URL")
+        raise ConfigError(f"{ENV_NAMES[name]}={_shown(raw)} is not an http(s) URL")
+    extra = [what for what, present in (
+        ("a user or password", "@" in parts.netloc),
+        ("a path", bool(parts.path)),
+        ("a query", "?" in text),
+        ("a fragment", "#" in text),
+    ) if present]
+    if extra:
+        raise ConfigError(
+            f"{ENV_NAMES[name]}: the URL has {' and '.join(extra)}; give only scheme, host and port "
+            "(e.g. https://app.pendo.io)"
+        )
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise ConfigError(
-            f"{ENV_NAMES[name]}={raw!r}: http:// is allowed only for loopback hosts; use https://"
+            f"{ENV_NAMES[name]}={_shown(raw)}: http:// is allowed only for loopback hosts; use https://"
         )
     return text
 

@@ -19,6 +19,7 @@ import math
 import os
 import signal
 import sys
+import tempfile
 import time
 import zlib
 from collections import Counter
@@ -27,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TextIO
 
-from pendo_plugin import config, counters
+from pendo_plugin import bounded, config, counters
 from pendo_plugin.cli import CommandError, quiet_logs
 from pendo_plugin.config import CALLS, SECRET_FIELDS, Settings
-from pendo_plugin.delivery.rows import METADATA_KINDS, MergedRows
+from pendo_plugin.delivery.rows import METADATA_KINDS, FieldClock, MergedRows
 from pendo_plugin.delivery.senders import Outcome, Payload, Sender
 from pendo_plugin.route import Router
 from pendo_plugin.sanitize import parse_timestamp_ms
@@ -42,6 +43,7 @@ CHUNK_LINES = 1000
 SAVE_INTERVAL = 0.5
 TASKS_PER_SLOT = 8
 MAX_REPORTED_MALFORMED = 20
+DEFAULT_MAX_LINE_MB = 4.0
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 PREVIEW = "use --dry-run to preview"
 START_OVER = "delete it to start over"
@@ -107,6 +109,7 @@ class ReplayOptions:
     checkpoint: str | None = None
     use_checkpoint: bool = True
     allow_old: bool = False
+    max_line_mb: float = DEFAULT_MAX_LINE_MB
 
 
 @dataclass(frozen=True)
@@ -254,9 +257,10 @@ class Checkpoint:
         document = {"version": CHECKPOINT_VERSION, "filters": self.filters.to_json(),
                     "files": {key: acks.to_json() for key, acks in self.files.items()}}
         data = json.dumps(document, separators=(",", ":")).encode("utf-8")
-        temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        temp: str | None = None
         try:
-            fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            # mkstemp: a new name, O_EXCL|O_NOFOLLOW, mode 0600: a planted file or symlink is never written
+            fd, temp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
             try:
                 os.write(fd, data)
                 os.fsync(fd)
@@ -264,8 +268,9 @@ class Checkpoint:
                 os.close(fd)
             os.replace(temp, self.path)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                temp.unlink()
+            if temp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(temp)
             raise CommandError(f"cannot write the checkpoint {self.path}: {exc.strerror}") from None
 
 
@@ -279,13 +284,14 @@ class ReadError(Exception):
 class Source:
     """One export: a file (gzip detected by its magic bytes) or stdin, read as lines of bytes."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, max_line: int = int(DEFAULT_MAX_LINE_MB * 1024 * 1024)) -> None:
         self.name = name
         self.label = "stdin" if name == "-" else name
         self.key = "-" if name == "-" else os.path.abspath(name)
         self.total: int | None = None
+        self.max_line = max_line
         self._raw: IO[bytes] | None = None
-        self._lines: Iterator[bytes] = iter(())
+        self._lines: Iterator[bytes | bounded.Oversized] = iter(())
         self._consumed = 0
 
     def check(self) -> None:
@@ -309,15 +315,16 @@ class Source:
             self.total = os.fstat(raw.fileno()).st_size
         magic = raw.peek(2)[:2] if hasattr(raw, "peek") else b""
         stream = gzip.GzipFile(fileobj=raw, mode="rb") if magic == b"\x1f\x8b" else raw
-        self._lines = iter(stream)
+        self._lines = bounded.lines(getattr(stream, "read1", stream.read), self.max_line)
 
-    def read_chunk(self, size: int = CHUNK_LINES) -> list[bytes]:
-        """Up to ``size`` more lines (blocking: run it in a thread); [] at the end."""
-        chunk: list[bytes] = []
+    def read_chunk(self, size: int = CHUNK_LINES) -> list[bytes | bounded.Oversized]:
+        """Up to ``size`` more lines (blocking: run it in a thread); [] at the end. A line longer than
+        ``max_line`` comes as :class:`~pendo_plugin.bounded.Oversized`, skipped in bounded memory."""
+        chunk: list[bytes | bounded.Oversized] = []
         try:
             for line in self._lines:
                 chunk.append(line)
-                self._consumed += len(line)
+                self._consumed += (line.size if isinstance(line, bounded.Oversized) else len(line)) + 1
                 if len(chunk) >= size:
                     break
         except (OSError, EOFError, zlib.error) as exc:
@@ -340,11 +347,11 @@ class Source:
 def parse_line(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
     """``(message, None)`` or ``(None, what is wrong)`` for one export line."""
     try:
-        value = json.loads(raw)
+        value = bounded.loads(raw)
     except UnicodeDecodeError:
         return None, "not UTF-8"
-    except ValueError:
-        return None, "not JSON"
+    except ValueError as exc:
+        return None, str(exc) if "nested" in str(exc) else "not JSON"
     if not isinstance(value, dict):
         return None, "not a JSON object"
     if not isinstance(value.get("type"), str):
@@ -397,15 +404,19 @@ class Replayer:
         self._window = asyncio.Semaphore(settings.max_concurrency * TASKS_PER_SLOT)
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending: dict[str, PendingRows] = {kind: MergedRows(kind) for kind in METADATA_KINDS}
+        self._clock = FieldClock()  # an older value is never sent after a newer one
         self._pending_since: float | None = None
         self._last_batch: dict[str, asyncio.Task[None]] = {}
         self._dirty = False
 
     # ----- one line
 
-    async def process(self, source: Source, acks: Acks, number: int, raw: bytes) -> None:
+    async def process(self, source: Source, acks: Acks, number: int, raw: bytes | bounded.Oversized) -> None:
         """Route one line and dispatch what it becomes; lines with nothing to send are settled at once."""
         self.tally.lines += 1
+        if isinstance(raw, bounded.Oversized):
+            self._malformed(source, acks, number, f"{raw.size:,} bytes, longer than --max-line-mb")
+            return
         if not raw.strip():
             self._settled(acks, number, "blank_line")
             return
@@ -498,15 +509,18 @@ class Replayer:
         self._pending[kind] = MergedRows(kind)
         await self._window.acquire()
         previous = self._last_batch.get(kind)
-        self._last_batch[kind] = self._spawn(self._send_rows(rows, previous))
+        payloads = rows.payloads(self._clock)
+        self._last_batch[kind] = self._spawn(self._send_rows(rows, payloads, previous))
 
-    async def _send_rows(self, rows: PendingRows, previous: asyncio.Task[None] | None) -> None:
+    async def _send_rows(
+        self, rows: PendingRows, payloads: list[Payload], previous: asyncio.Task[None] | None
+    ) -> None:
         assert self.sender is not None
         outcome: Outcome = "failed"
         try:
             if previous is not None:
                 await asyncio.wait([previous])
-            outcome = await self.sender.send_metadata(rows.kind, rows.payloads(), self.settings)
+            outcome = await self.sender.send_metadata(rows.kind, payloads, self.settings)
         finally:
             self._window.release()
             for line in rows.origins():
@@ -588,7 +602,8 @@ def _checkpoint_path(options: ReplayOptions, source: Source) -> Path:
 
 def plan_jobs(options: ReplayOptions, filters: Filters) -> tuple[list[Job], list[Checkpoint]]:
     """The sources in order, each with its checkpoint record; CommandError for unusable input."""
-    sources = [Source(name) for name in options.files]
+    max_line = int(options.max_line_mb * 1024 * 1024)
+    sources = [Source(name, max_line) for name in options.files]
     if sum(source.name == "-" for source in sources) > 1:
         raise CommandError("stdin (-) can be given only once")
     for source in sources:

@@ -29,6 +29,8 @@ from typing import Any, TextIO
 
 from aiohttp import web
 
+from pendo_plugin.config import is_loopback
+
 __all__ = ["RecordedRequest", "Sandbox", "main_sandbox", "property_name_problem"]
 
 Schema = Mapping[str, Mapping[str, str]]
@@ -190,6 +192,31 @@ def _secret_ok(expected: str | None, given: str | None) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
 
 
+def allowed_hosts(bind_host: str, port: int) -> frozenset[str] | None:
+    """``Host`` header values the sandbox answers (lower case), or None to answer any (bound to all
+    interfaces, where its names are unknown). A loopback bind also answers ``localhost``."""
+    if bind_host in ("", "0.0.0.0", "::"):
+        return None
+    names = {bind_host.lower(), f"[{bind_host.lower()}]" if ":" in bind_host else bind_host.lower()}
+    if is_loopback(bind_host):
+        names.add("localhost")
+    return frozenset(f"{name}:{port}" for name in names) | (frozenset(names) if port == 80 else frozenset())
+
+
+def request_problem(headers: Mapping[str, str], allowed: frozenset[str] | None) -> tuple[int, str] | None:
+    """Why a request must not be answered: a ``Host`` other than the sandbox's own (DNS rebinding), or a
+    browser request from another site (``Origin`` or ``Sec-Fetch-Site``): a cross-site text/plain POST."""
+    host = headers.get("Host", "").strip().lower()
+    if allowed is not None and host not in allowed:
+        return 421, "this sandbox answers only requests addressed to its own host and port"
+    origin = headers.get("Origin")
+    if origin is not None and origin.strip().lower() != f"http://{host}":
+        return 403, "cross-site requests are refused"
+    if headers.get("Sec-Fetch-Site", "").lower() in ("cross-site", "same-site"):
+        return 403, "cross-site requests are refused"
+    return None
+
+
 def _text(status: int, text: str) -> web.Response:
     return web.Response(status=status, text=text)
 
@@ -244,6 +271,7 @@ class Sandbox:
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
         self._bound_port: int | None = None
+        self._allowed_hosts: frozenset[str] | None = frozenset()  # set once bound
         self._page = resources.files("pendo_plugin").joinpath("sandbox_page.html").read_bytes()
 
     def _clear(self) -> None:
@@ -356,6 +384,7 @@ class Sandbox:
             await runner.cleanup()
             raise
         self._bound_port = int(runner.addresses[0][1])
+        self._allowed_hosts = allowed_hosts(self._host, self._bound_port)
         return runner
 
     def _build_app(self) -> web.Application:
@@ -376,6 +405,9 @@ class Sandbox:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        refused = request_problem(request.headers, self._allowed_hosts)
+        if refused is not None:
+            return _text(*refused)
         path = request.path
         if path in _PAGE_PATHS or path.startswith("/_sandbox/"):
             return await handler(request)

@@ -20,6 +20,7 @@ from typing import Any
 
 __all__ = [
     "MAX_FIELD_NAME_LENGTH",
+    "MAX_METADATA_VALUE_CHARS",
     "MAX_PROPERTIES_BYTES",
     "MAX_PROPERTY_NAME_LENGTH",
     "clean_field_name",
@@ -40,6 +41,8 @@ MAX_PROPERTY_NAME_LENGTH = 32
 MAX_FIELD_NAME_LENGTH = 128
 """Our cap on metadata field names (Pendo documents none; keeps hostile keys bounded)."""
 MAX_PROPERTIES_BYTES = 512
+MAX_METADATA_VALUE_CHARS = 1500
+"""Longer metadata text values are cut to this (Pendo recommends keeping them under 1,500 characters)."""
 """Pendo flags a Track Event whose properties JSON is larger than this."""
 MAX_FLATTEN_DEPTH = 3
 """Nested objects are flattened up to ``a_b_c``; anything nested deeper becomes a JSON string."""
@@ -468,11 +471,17 @@ def clean_properties(props: Mapping[Any, Any]) -> tuple[dict[str, Any], tuple[st
 
 
 def clean_metadata_values(values: Mapping[Any, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
-    """Visitor/account metadata values: the same rules as ``clean_properties`` without the size limit.
+    """Visitor/account metadata values: the same rules as ``clean_properties`` without the 512-byte limit;
+    text values (lists and objects too, as JSON text) longer than ``MAX_METADATA_VALUE_CHARS`` are cut to it
+    (fix ``metadata_value_truncated``).
 
     Field names are cleaned with ``clean_field_name`` (up to 128 characters).
     """
     out, fixes, _ = _clean_mapping(values, clean_field_name, is_valid_field_name, MAX_FIELD_NAME_LENGTH)
+    for name, value in out.items():
+        if type(value) is str and len(value) > MAX_METADATA_VALUE_CHARS:
+            out[name] = value[:MAX_METADATA_VALUE_CHARS]
+            fixes.add("metadata_value_truncated")
     return out, tuple(sorted(fixes))
 
 

@@ -2,23 +2,26 @@
 
 A drain settles each file like the live worker does (:class:`~pendo_plugin.delivery.batch.Batch`):
 deleted when everything in it was acknowledged, failures re-written to a new file of the same age,
-kept whole if nothing could be sent.
+kept whole if nothing could be sent. Temp files that writers left behind when they died are recovered
+(complete) or dropped (torn, counted) first; files failing a check are quarantined, never sent. A file's
+payloads are sent in slices of :data:`SLICE`, so memory and open requests stay bounded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable
-from typing import TextIO
+from collections.abc import Coroutine
+from typing import Any, TextIO
 
 from pendo_plugin import counters
 from pendo_plugin.cli import CommandError
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.batch import Batch
-from pendo_plugin.delivery.rows import METADATA_KINDS, MergedRows
+from pendo_plugin.delivery.rows import METADATA_KINDS, FieldClock, MergedRows
 from pendo_plugin.delivery.senders import Outcome, Payload, Sender
 from pendo_plugin.delivery.spool import Claim, Spool
+from pendo_plugin.delivery.spool_files import QUARANTINE
 from pendo_plugin.replay import (
     EXIT_FAILED,
     EXIT_OK,
@@ -29,11 +32,16 @@ from pendo_plugin.replay import (
     with_prefix,
 )
 
+SLICE = 512
+
 
 def _spool(settings: Settings) -> Spool:
     if settings.spool_dir is None:
         raise CommandError("the spool is off (PENDO_SPOOL_DIR=off), so nothing waits in it")
-    return Spool(settings.spool_dir, int(settings.spool_max_mb * 1024 * 1024))
+    spool = Spool(settings.spool_dir, int(settings.spool_max_mb * 1024 * 1024))
+    if spool.refused is not None:
+        raise CommandError(f"the spool directory is not safe to use: {spool.refused}")
+    return spool
 
 
 def _size(count: int) -> str:
@@ -66,6 +74,10 @@ def spool_status(out: TextIO | None = None) -> int:
     print(f"payloads  {status.items:,}", file=out)
     print(f"size      {_size(status.bytes)}", file=out)
     print(f"oldest    {_age(status.oldest_age_seconds)}", file=out)
+    print(f"unfinished {status.unfinished:,} temp file(s) (recovered, or dropped if torn, at the next drain)",
+          file=out)
+    print(f"quarantined {status.quarantined:,} file(s) in {spool.directory / QUARANTINE} (never sent)",
+          file=out)
     return 0
 
 
@@ -79,24 +91,27 @@ async def _send_one_into(sender: Sender, batch: Batch, payload: Payload, setting
 
 
 async def _send_rows_into(
-    sender: Sender, batch: Batch, rows: MergedRows[Payload], settings: Settings
+    sender: Sender, batch: Batch, rows: MergedRows[Payload], settings: Settings, clock: FieldClock
 ) -> None:
     outcome: Outcome = "failed"
     try:
-        outcome = await sender.send_metadata(rows.kind, rows.payloads(), settings)
+        outcome = await sender.send_metadata(rows.kind, rows.payloads(clock), settings)
     finally:
         for payload in rows.origins():
             batch.finish(payload, outcome)
 
 
-async def drain_claim(sender: Sender, spool: Spool, claim: Claim, settings: Settings) -> None:
+async def drain_claim(
+    sender: Sender, spool: Spool, claim: Claim, settings: Settings, clock: FieldClock
+) -> None:
     """Send one claimed spool file and settle it like the runtime does (:class:`Batch`): deleted when
-    everything was acknowledged, failures re-written to a new file of the same age, kept if all failed."""
+    everything was acknowledged, failures re-written to a new file of the same age, kept if all failed.
+    ``clock``: the newest metadata values already sent by this drain (an older one is not sent after)."""
     batch = Batch(len(claim.items), claim, spool, lambda items: None, replay=True)
     if not claim.items:
         claim.done()
         return
-    sends: list[Awaitable[None]] = []
+    sends: list[Coroutine[Any, Any, None]] = []
     rows: dict[str, MergedRows[Payload]] = {kind: MergedRows(kind) for kind in METADATA_KINDS}
     for payload in claim.items:
         kind = payload.get("k")
@@ -109,8 +124,11 @@ async def drain_claim(sender: Sender, spool: Spool, claim: Claim, settings: Sett
             rows[payload["t"]].add(payload, payload)
         else:
             sends.append(_send_one_into(sender, batch, payload, settings))
-    sends += [_send_rows_into(sender, batch, kind_rows, settings) for kind_rows in rows.values() if kind_rows]
-    await asyncio.gather(*sends)
+    sends += [
+        _send_rows_into(sender, batch, kind_rows, settings, clock) for kind_rows in rows.values() if kind_rows
+    ]
+    for start in range(0, len(sends), SLICE):
+        await asyncio.gather(*sends[start : start + SLICE])
 
 
 async def _drain(spool: Spool, settings: Settings, files: int, err: TextIO) -> None:
@@ -119,8 +137,9 @@ async def _drain(spool: Spool, settings: Settings, files: int, err: TextIO) -> N
     sender = Sender.for_settings(settings, asyncio.Event())
     try:
         with tqdm(total=files, desc="spool", unit="file", file=err, disable=None) as bar:
+            clock = FieldClock()
             for claim in spool.claims():
-                await drain_claim(sender, spool, claim, settings)
+                await drain_claim(sender, spool, claim, settings, clock)
                 bar.update(1)
     finally:
         if settings.transport is None:
@@ -132,6 +151,7 @@ def spool_drain(out: TextIO | None = None, err: TextIO | None = None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
     settings = load_settings()
     spool = _spool(settings)
+    spool.recover()
     status = spool.status()
     if not status.files:
         print(f"The spool at {spool.directory} is empty; nothing to send.", file=out)

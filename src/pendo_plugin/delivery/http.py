@@ -7,10 +7,16 @@ The worker's loop runs blocking helpers (aiohttp's DNS lookups) on a :class:`Dae
 than asyncio's default pool: the default pool refuses new work once the interpreter has started
 exiting ("cannot schedule new futures after interpreter shutdown"), which is exactly when the
 worker delivers what is left (atexit).
+
+Redirects are never followed: every request carries a secret (a header, or the API key in the
+path), and a redirect would take it, and the payload, to whatever host the ``Location`` names.
+A 3xx answer raises :class:`RedirectRefused`, a network failure to the layers above: it is
+retried like one, and what still fails stays in the spool. Nothing is counted as sent.
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from collections.abc import Callable, Mapping
@@ -19,7 +25,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from pendo_plugin import counters
+from pendo_plugin.logs import log_once
+
 USER_AGENT = "segment-pendo-plugin"
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
+"""Answers are read up to this size; the rest is not read (an answer is untrusted input too)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +51,48 @@ class Response:
     status: int
     headers: Mapping[str, str]
     body: bytes
+
+
+class RedirectRefused(OSError):
+    """Pendo answered with a redirect, which is not followed; the message names only the target host."""
+
+    def __init__(self, status: int, location_host: str) -> None:
+        super().__init__(f"HTTP {status} redirect to {location_host} refused (redirects are never followed)")
+        self.status = status
+        self.location_host = location_host
+
+
+def location_host(location: str | None) -> str:
+    """The host (and port) a ``Location`` header names, never its path, query or userinfo."""
+    if not location:
+        return "(no Location)"
+    try:
+        parts = urlsplit(location.strip())
+        host = parts.hostname
+        port = parts.port
+    except ValueError:
+        return "(unparsable Location)"
+    if not host:
+        return "(the same host)"
+    host = host if host.isascii() and host.isprintable() else "(unprintable host)"
+    return f"{host}:{port}" if port else host
+
+
+def refuse_redirect(response: Response) -> None:
+    """Raise :class:`RedirectRefused` (logged once per status, counted) if ``response`` is a 3xx."""
+    if not 300 <= response.status < 400:
+        return
+    target = location_host(response.headers.get("Location"))
+    counters.incr(f"redirect_refused:http_{response.status}")
+    log_once(
+        f"redirect:{response.status}",  # not per host: the Location is the other side's to choose
+        logging.ERROR,
+        "pendo_plugin: Pendo answered HTTP %d with a redirect to %s; redirects are never followed (the "
+        "request carries a secret), so nothing was sent there: check PENDO_DATA_URL / PENDO_API_URL",
+        response.status,
+        target[:200],
+    )
+    raise RedirectRefused(response.status, target[:200])
 
 
 class Transport(Protocol):
@@ -87,9 +140,28 @@ class AiohttpTransport:
             headers=dict(request.headers),
             timeout=timeout,
             proxy=self._proxy_for(request.url),
+            allow_redirects=False,
         ) as response:
-            body = await response.read()
-            return Response(response.status, dict(response.headers), body)
+            body = await self._read_bounded(response)
+            answer = Response(response.status, dict(response.headers), body)
+        refuse_redirect(answer)
+        return answer
+
+    @staticmethod
+    async def _read_bounded(response: Any) -> bytes:
+        """The body, cut at ``MAX_RESPONSE_BYTES`` (counted; the connection is then closed, not reused)."""
+        length = response.content_length
+        if length is not None and length <= MAX_RESPONSE_BYTES:
+            return bytes(await response.read())  # aiohttp reads no more than the declared length
+        body = bytearray()
+        while len(body) <= MAX_RESPONSE_BYTES:
+            chunk = await response.content.read(64 * 1024)
+            if not chunk:
+                return bytes(body)
+            body += chunk
+        counters.incr("response_truncated")
+        response.close()
+        return bytes(body[:MAX_RESPONSE_BYTES])
 
     async def close(self) -> None:
         await self._session.close()

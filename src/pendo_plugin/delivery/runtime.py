@@ -155,9 +155,11 @@ class Runtime:
             return None
 
     def flush(self, timeout: float, *, replay_spool: bool = True) -> bool:
-        """Wait until everything queued so far was delivered, rejected, dropped, or (spool on) is on
-        disk waiting for a retry. ``replay_spool``: also replay what waits in the spool (an earlier
-        process's events) and wait for that; else do not wait for a replay under way. False on timeout."""
+        """Wait until everything queued so far was delivered, refused for good, dropped or given up on
+        for now (then it waits in the spool), waiting out the retries and Retry-After pauses that end
+        within ``timeout``. ``replay_spool``: also replay what waits in the spool (an earlier process's
+        events) and wait for that; else do not wait for a replay under way. False if the time ran out
+        first, or what is left can only be retried after it (it goes on in the background)."""
         return (
             self._call(
                 lambda worker: worker.drain(timeout, replay_spool=replay_spool, replays=replay_spool),

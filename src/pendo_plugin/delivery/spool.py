@@ -6,7 +6,8 @@ and carry no secrets: ``<time_ns>-<pid>-<random>-n<items>.jsonl``. A process cla
 an exclusive ``flock`` (released by the kernel if that process dies, even by ``kill -9``) and
 deletes it only after every payload in it was acknowledged with a 2xx (or rejected for good).
 When the directory outgrows its cap, the oldest files are removed and their payloads counted
-as ``dropped:spool_full``.
+as ``dropped:spool_full``. What is trusted and what is checked (the directory's owner and mode; every
+file's type, owner, size and content) is in :mod:`~pendo_plugin.delivery.spool_files`.
 
 A forked child inherits its parent's open lock descriptors (``flock`` locks belong to the open
 file, not the process). The child closes its copies right after ``fork()``, so a long-lived
@@ -29,7 +30,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pendo_plugin import counters
+from pendo_plugin import config, counters
+from pendo_plugin.delivery import spool_files
+from pendo_plugin.delivery.acks import AckLog, ack_path, read_acks
+from pendo_plugin.delivery.spool_files import OPEN_FLAGS, Unreadable
 from pendo_plugin.logs import log, log_once
 
 SUFFIX = ".jsonl"
@@ -49,6 +53,7 @@ def _forget_inherited_locks() -> None:
     """In a forked child: close the parent's lock descriptors; the parent's claims stay the parent's."""
     for claim in list(_claims):
         claim._fd = None
+        claim._acks.close()
     for fd in list(_held_fds):
         with contextlib.suppress(OSError):
             os.close(fd)
@@ -66,6 +71,8 @@ class SpoolStatus:
     items: int
     bytes: int
     oldest_age_seconds: float | None
+    unfinished: int = 0  # temp files of writers that may have died (recovered or dropped at a drain)
+    quarantined: int = 0  # files that failed a check, kept aside in ``quarantine/``
 
 
 def _items_in_name(path: Path) -> int:
@@ -76,11 +83,19 @@ def _items_in_name(path: Path) -> int:
 
 
 class Claim:
-    """An exclusively locked spool file; ``done`` deletes it, ``release`` leaves it for later."""
+    """An exclusively locked spool file; ``done`` deletes it, ``release`` leaves it for later.
+
+    ``items`` are the file's payloads that no earlier holder acknowledged (see :mod:`.acks`); ``ack``
+    records one as acknowledged, so a later process does not resend it if this one dies first."""
 
     def __init__(self, path: Path, fd: int, items: list[dict[str, Any]]) -> None:
+        acknowledged = read_acks(path, len(items))
+        if acknowledged:
+            counters.incr("already_acknowledged", len(acknowledged))
         self.path = path
-        self.items = items
+        self.items = [item for n, item in enumerate(items) if n not in acknowledged]
+        self._positions = {id(item): n for n, item in enumerate(items) if n not in acknowledged}
+        self._acks = AckLog(path)
         self._fd: int | None = fd
         _claims.add(self)
 
@@ -89,16 +104,24 @@ class Claim:
         """Whether this process still holds the file's lock."""
         return self._fd is not None
 
+    def ack(self, item: dict[str, Any]) -> None:
+        """Record that ``item`` (one of ``items``) was delivered or refused for good; only while held."""
+        position = self._positions.get(id(item))
+        if self._fd is not None and position is not None:
+            self._acks.append(position)
+
     def done(self) -> None:
         """Delete the file (everything in it was acknowledged) and drop the lock; only while held."""
         if self._fd is None:
             return
+        self._acks.remove()  # first: a crash in between resends the file rather than orphan its log
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         self.release()
 
     def release(self) -> None:
-        """Drop the lock and keep the file for a later attempt."""
+        """Drop the lock and keep the file (and its acknowledgements) for a later attempt."""
+        self._acks.close()
         fd, self._fd = self._fd, None
         if fd is not None:
             _close_fd(fd)
@@ -108,12 +131,40 @@ class Spool:
     """A directory of spool files, shared safely by any number of processes."""
 
     def __init__(self, directory: Path, max_bytes: int) -> None:
-        self.directory = directory
         self.max_bytes = max_bytes
         self._approx_bytes: int | None = None  # this process's running estimate; rescanned past the cap
+        self.refused: str | None = None  # why no directory could be trusted (then nothing is written or read)
+        self._verified = False  # checked again once it exists
+        self.directory = self._trusted(directory)
+
+    def _trusted(self, directory: Path) -> Path:
+        """``directory`` if it is this user's and private, else the default one (logged once)."""
+        problem = spool_files.directory_problem(directory)
+        if problem is None:
+            return directory
+        fallback = config.default_spool_dir()
+        fallback_problem = spool_files.directory_problem(fallback) if fallback != directory else problem
+        counters.incr("spool_dir_refused")
+        log_once(
+            f"spool-dir:{directory}",
+            logging.ERROR,
+            "pendo_plugin: PENDO_SPOOL_DIR=%s is not used: %s; %s",
+            directory,
+            problem,
+            f"using {fallback} instead" if fallback_problem is None else f"nor is {fallback}: spool off",
+        )
+        self.refused = None if fallback_problem is None else problem
+        return fallback
 
     def _ensure_directory(self) -> None:
+        if self.refused is not None:
+            raise PermissionError(f"the spool directory is not safe: {self.refused}")
         self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not self._verified:  # it may have been made by someone else since __init__ looked
+            self.refused = spool_files.directory_problem(self.directory)
+            if self.refused is not None:
+                raise PermissionError(f"the spool directory is not safe: {self.refused}")
+            self._verified = True
 
     def write(self, items: list[dict[str, Any]], *, name_prefix: str | None = None) -> Path | None:
         """Persist ``items`` as one new unlocked file; its path, or None (nothing to write, or an error)."""
@@ -132,7 +183,9 @@ class Spool:
         fd = -1
         try:
             self._ensure_directory()
-            data = "".join(json.dumps(item, separators=(",", ":"), allow_nan=False) + "\n" for item in items)
+            lines = [json.dumps(item, separators=(",", ":"), allow_nan=False) + "\n" for item in items]
+            spool_files.check_lines(lines)
+            data = "".join(lines)
             temp = self.directory / f".{name}.tmp"
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             _held_fds.add(fd)
@@ -172,6 +225,8 @@ class Spool:
 
     def files(self) -> list[Path]:
         """Spool files, oldest first."""
+        if self.refused is not None:
+            return []
         try:
             return sorted(
                 (
@@ -185,53 +240,60 @@ class Spool:
             return []
 
     def has_files(self) -> bool:
-        """Whether anything waits (cheap: stops at the first file)."""
+        """Whether anything waits, temp files of dead writers included (cheap: stops at the first file)."""
+        if self.refused is not None:
+            return False
         try:
             with os.scandir(self.directory) as entries:
-                return any(
-                    entry.name.endswith(SUFFIX) and not entry.name.startswith(".") for entry in entries
-                )
+                return any(entry.name.endswith((SUFFIX, SUFFIX + ".tmp")) for entry in entries)
         except OSError:
             return False
 
     def claim(self, path: Path) -> Claim | None:
-        """Lock and read one file, or None if another process holds it or it is gone."""
+        """Lock and read one file, or None if another process holds it or it is gone. A file that fails
+        a check (a symlink, not a regular file, too large, not payloads) is quarantined, never loaded."""
         try:
-            fd = os.open(path, os.O_RDONLY)
+            fd = os.open(path, OPEN_FLAGS)
         except FileNotFoundError:
+            return None
+        except OSError as exc:
+            self._quarantine(path, *spool_files.open_problem(exc))
             return None
         _held_fds.add(fd)
         try:
+            spool_files.check_open_file(fd)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if os.fstat(fd).st_ino != os.stat(path).st_ino:
+            if os.fstat(fd).st_ino != os.stat(path, follow_symlinks=False).st_ino:
                 raise FileNotFoundError(path)
-            with os.fdopen(os.dup(fd), "r", encoding="utf-8") as handle:
-                items = self._parse(path, handle)
+            items = spool_files.read_items(fd)
         except (BlockingIOError, FileNotFoundError):
+            _close_fd(fd)
+            return None
+        except Unreadable as problem:
+            self._quarantine(path, problem.reason, problem.kind)
             _close_fd(fd)
             return None
         except OSError as exc:
             _close_fd(fd)
-            log.error("pendo_plugin: cannot read spool file %s: %s", path.name, exc)
+            log_once(f"spool-read:{exc.errno}", logging.ERROR, "pendo_plugin: cannot read spool file %s: %s",
+                     path.name, exc.strerror)
             return None
         return Claim(path, fd, items)
 
-    @staticmethod
-    def _parse(path: Path, handle: Any) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        for number, line in enumerate(handle, 1):
-            try:
-                item = json.loads(line)
-            except ValueError:
-                counters.incr("dropped:spool_corrupt")
-                log.error("pendo_plugin: spool file %s line %d is not JSON; skipped", path.name, number)
-                continue
-            if isinstance(item, dict):
-                items.append(item)
-        return items
+    def _quarantine(self, path: Path, reason: str, kind: str) -> None:
+        """Quarantine a spool file that failed a check, and delete its acknowledgement log with it."""
+        spool_files.quarantine(self.directory, path, reason, kind)
+        with contextlib.suppress(OSError):
+            os.unlink(ack_path(path))
+
+    def recover(self) -> None:
+        """Rename complete temp files left by dead writers into place; drop torn ones (counted)."""
+        if self.refused is None:
+            spool_files.recover_temp(self.directory, time.time())
 
     def claims(self) -> Iterator[Claim]:
-        """Claim every file no other process holds, oldest first."""
+        """Claim every file no other process holds, oldest first; recovers temp files first."""
+        self.recover()
         for path in self.files():
             claim = self.claim(path)
             if claim is not None:
@@ -244,11 +306,14 @@ class Spool:
         oldest: float | None = None
         for path in files:
             with contextlib.suppress(FileNotFoundError):
-                stat = path.stat()
+                stat = path.lstat()
                 size += stat.st_size
                 oldest = stat.st_mtime if oldest is None else min(oldest, stat.st_mtime)
         age = None if oldest is None else max(0.0, time.time() - oldest)
-        return SpoolStatus(len(files), sum(_items_in_name(path) for path in files), size, age)
+        unfinished = len(spool_files.temp_files(self.directory)) if self.refused is None else 0
+        quarantined = spool_files.quarantined_files(self.directory) if self.refused is None else 0
+        return SpoolStatus(len(files), sum(_items_in_name(path) for path in files), size, age, unfinished,
+                           quarantined)
 
     def purge(self) -> int:
         """Delete every file no other process holds; returns how many payloads were removed."""
@@ -268,7 +333,7 @@ class Spool:
         sizes = {}
         for path in files:
             with contextlib.suppress(FileNotFoundError):
-                sizes[path] = path.stat().st_size
+                sizes[path] = path.lstat().st_size
         total = sum(sizes.values())
         target = self.max_bytes * 0.9 if total > self.max_bytes else self.max_bytes
         removed = 0
@@ -276,6 +341,7 @@ class Spool:
             if total <= target:
                 break
             if self._remove_unlocked(path):
+                AckLog(path).remove()
                 total -= sizes.get(path, 0)
                 removed += _items_in_name(path)
         if removed:
@@ -287,12 +353,12 @@ class Spool:
     def _remove_unlocked(path: Path) -> bool:
         """Delete ``path`` unless another process (or this one) holds it; True if deleted."""
         try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
+            fd = os.open(path, OPEN_FLAGS)
+        except OSError:
             return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            if os.fstat(fd).st_ino != os.stat(path).st_ino:
+            if os.fstat(fd).st_ino != os.stat(path, follow_symlinks=False).st_ino:
                 return False
             path.unlink()
             return True

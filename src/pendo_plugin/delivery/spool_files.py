@@ -1,0 +1,240 @@
+"""What the spool trusts and what it checks: its directory must be this user's and private; every
+file in it is untrusted input, opened without following symlinks, read only if it is a regular file
+of this user within size bounds, and parsed with bounded lines and nesting. A file that fails any
+check is moved to ``quarantine/`` inside the spool (counted, logged once per reason), never sent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+from pendo_plugin import bounded, counters
+from pendo_plugin.logs import log_once
+
+MAX_LINE_BYTES = 4 * 1024 * 1024
+"""A spool line (one payload) longer than this is refused: by the writer, and by the reader (quarantine)."""
+MAX_FILE_BYTES = 32 * 1024 * 1024
+"""A spool file larger than this is never loaded."""
+MAX_FILE_ITEMS = 10_000
+"""A spool file with more payloads than this is never loaded (the plugin writes at most a few thousand)."""
+QUARANTINE = "quarantine"
+OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK  # NONBLOCK: opening a FIFO must not hang
+
+
+class Unreadable(Exception):
+    """A spool file that fails a check; ``reason`` is short and names no content."""
+
+    def __init__(self, reason: str, kind: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind
+
+
+def directory_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be trusted as a spool directory, or None (a missing one is created private)."""
+    try:
+        info = os.stat(path)  # follows a symlink: the directory it names is what counts
+    except FileNotFoundError:
+        return "it is a symlink to nowhere" if os.path.islink(path) else None
+    except OSError as exc:
+        return f"it cannot be read ({exc.strerror})"
+    if not stat.S_ISDIR(info.st_mode):
+        return "it is not a directory"
+    if info.st_uid != os.geteuid():
+        return f"it is owned by uid {info.st_uid}, not by this user (uid {os.geteuid()})"
+    if info.st_mode & 0o022:
+        return f"it is writable by group or others (mode {stat.S_IMODE(info.st_mode):o})"
+    return None
+
+
+def check_open_file(fd: int) -> os.stat_result:
+    """The file's stat if it may be read; raises :class:`Unreadable` otherwise."""
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        raise Unreadable("not a regular file", "not_regular")
+    if info.st_uid != os.geteuid():
+        raise Unreadable(f"owned by uid {info.st_uid}, not by this user", "foreign_owner")
+    if info.st_size > MAX_FILE_BYTES:
+        raise Unreadable(f"{info.st_size:,} bytes, over the {MAX_FILE_BYTES:,}-byte bound", "too_large")
+    return info
+
+
+def _read_at_most(fd: int, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    total = 0
+    while total <= limit:
+        chunk = os.read(fd, min(1024 * 1024, limit + 1 - total))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
+
+
+def read_items(fd: int) -> list[dict[str, Any]]:
+    """Every payload of an open, checked spool file; raises :class:`Unreadable` at the first problem."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    data = _read_at_most(fd, MAX_FILE_BYTES)
+    if len(data) > MAX_FILE_BYTES:
+        raise Unreadable(f"over the {MAX_FILE_BYTES:,}-byte bound", "too_large")
+    if data and not data.endswith(b"\n"):
+        raise Unreadable("its last line is incomplete", "torn")
+    lines = data.split(b"\n")[:-1]
+    if len(lines) > MAX_FILE_ITEMS:
+        raise Unreadable(f"{len(lines):,} lines, over the {MAX_FILE_ITEMS:,}-line bound", "too_many_lines")
+    items: list[dict[str, Any]] = []
+    for number, line in enumerate(lines, 1):
+        if len(line) > MAX_LINE_BYTES:
+            raise Unreadable(f"line {number} is over the {MAX_LINE_BYTES:,}-byte bound", "line_too_long")
+        try:
+            item = bounded.loads(line)
+        except ValueError as exc:  # UnicodeDecodeError and too deep nesting included
+            kind = "too_deep" if "nested" in str(exc) else "not_json"
+            what = kind.replace("_", " ")
+            raise Unreadable(f"line {number} is not a spool payload ({what})", kind) from None
+        if not isinstance(item, dict):
+            raise Unreadable(f"line {number} is not a JSON object", "not_object")
+        items.append(item)
+    return items
+
+
+def check_lines(lines: list[str]) -> None:
+    """Raise ValueError if payload lines (ASCII JSON: ``ensure_ascii``) would break the reader's bounds."""
+    if len(lines) > MAX_FILE_ITEMS:
+        raise ValueError(f"{len(lines):,} payloads, over the {MAX_FILE_ITEMS:,}-line bound of a spool file")
+    if max(map(len, lines), default=0) > MAX_LINE_BYTES:
+        raise ValueError(f"a payload over the {MAX_LINE_BYTES:,}-byte bound of a spool line")
+    if sum(map(len, lines)) > MAX_FILE_BYTES:
+        raise ValueError(f"over the {MAX_FILE_BYTES:,}-byte bound of a spool file")
+
+
+def quarantine(directory: Path, path: Path, reason: str, kind: str) -> None:
+    """Move ``path`` (the entry itself, never a symlink's target) to ``quarantine/``; counted, logged once
+    per kind. If it cannot be moved it is deleted, so it is never read again."""
+    counters.incr(f"spool_quarantined:{kind}")
+    place = directory / QUARANTINE
+    try:
+        place.mkdir(mode=0o700, exist_ok=True)
+        os.rename(path, place / path.name)
+        where = f"moved to {place}"
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        where = "deleted (it could not be moved)"
+    log_once(
+        f"spool-quarantine:{kind}",
+        logging.ERROR,
+        "pendo_plugin: spool file %s was not loaded: %s; %s. Further files like it are only counted "
+        "(spool_quarantined:%s)",
+        path.name,
+        reason,
+        where,
+        kind,
+    )
+
+
+def open_problem(exc: OSError) -> tuple[str, str]:
+    """(reason, kind) for an ``os.open`` failure of a spool entry."""
+    if exc.errno == errno.ELOOP:
+        return "it is a symlink", "symlink"
+    return f"it cannot be opened ({exc.strerror})", "unopenable"
+
+
+def quarantined_files(directory: Path) -> int:
+    """How many entries wait in ``quarantine/``."""
+    try:
+        with os.scandir(directory / QUARANTINE) as entries:
+            return sum(1 for _ in entries)
+    except OSError:
+        return 0
+
+
+TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"
+TEMP_GRACE = 2.0
+"""A temp file younger than this (seconds) may be one a writer has created but not locked yet."""
+
+
+def temp_files(directory: Path) -> list[Path]:
+    """Temp files of the spool (``.<name>.jsonl.tmp``): written by a process that may have died before
+    renaming them into place."""
+    try:
+        with os.scandir(directory) as entries:
+            return sorted(
+                Path(entry.path)
+                for entry in entries
+                if entry.name.startswith(TEMP_PREFIX) and entry.name.endswith(".jsonl" + TEMP_SUFFIX)
+            )
+    except OSError:
+        return []
+
+
+def _expected_items(name: str) -> int:
+    try:
+        return int(name.rsplit("-n", 1)[1].split(".", 1)[0])
+    except (IndexError, ValueError):
+        return -1
+
+
+def recover_temp(directory: Path, now: float) -> None:
+    """Rename complete temp files of dead writers into place; drop torn ones (``dropped:spool_torn``).
+
+    A live writer holds its temp file's lock from creation to rename, so only unlocked ones (older than
+    :data:`TEMP_GRACE`) are touched. Complete means: every line a payload, as many as the name says.
+    """
+    for temp in temp_files(directory):
+        try:
+            fd = os.open(temp, OPEN_FLAGS)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            quarantine(directory, temp, *open_problem(exc))
+            continue
+        try:
+            _recover_one(directory, temp, fd, now)
+        finally:
+            os.close(fd)
+
+
+def _recover_one(directory: Path, temp: Path, fd: int, now: float) -> None:
+    expected = _expected_items(temp.name)
+    try:
+        info = check_open_file(fd)
+        if now - info.st_mtime < TEMP_GRACE:
+            return
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if os.fstat(fd).st_ino != os.stat(temp, follow_symlinks=False).st_ino:
+            return
+        items = read_items(fd)
+        if len(items) != expected:
+            raise Unreadable(f"{len(items)} of {expected} payloads", "torn")
+    except (BlockingIOError, FileNotFoundError):
+        return  # a live writer, or gone already
+    except Unreadable as problem:
+        if problem.kind != "torn":
+            quarantine(directory, temp, problem.reason, problem.kind)
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        counters.incr("dropped:spool_torn", max(expected, 0))
+        log_once(
+            "spool-torn",
+            logging.WARNING,
+            "pendo_plugin: dropped a half-written spool file (%s: %s) left by a process that ended while "
+            "writing it; counted as dropped:spool_torn",
+            temp.name,
+            problem.reason,
+        )
+        return
+    except OSError:
+        return
+    final = directory / temp.name[len(TEMP_PREFIX) : -len(TEMP_SUFFIX)]
+    with contextlib.suppress(OSError):
+        os.rename(temp, final)
+        counters.incr("spool_recovered", len(items))
