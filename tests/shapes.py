@@ -41,12 +41,22 @@ analytics.host = os.environ["SEGMENT_HOST"]
 analytics.track("boot", "Imported", {"pid": os.getpid()})
 
 
+class Body(list):  # the response: its close(), the server's last call for a request, marks it done
+    def __init__(self, query):
+        super().__init__([str(os.getpid()).encode()])
+        self.query = query
+
+    def close(self):
+        if self.query:
+            open(os.path.join(os.environ["DONE_DIR"], self.query), "w").close()
+
+
 def application(environ, start_response):
     if environ["QUERY_STRING"]:  # not a health check
         analytics.track("web", "Request", {"n": int(environ["QUERY_STRING"]), "pid": os.getpid()})
     time.sleep(0.1)  # concurrent requests keep every worker busy: a hung worker fails the test
     start_response("200 OK", [("Content-Type", "text/plain")])
-    return [str(os.getpid()).encode()]
+    return Body(environ["QUERY_STRING"])
 """
 
 
