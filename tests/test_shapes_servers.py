@@ -3,7 +3,7 @@
 per request; Pendo answers slowly; the server is stopped gracefully.
 
 Each run asserts: every request's event reached Pendo exactly once, so did each import-time event
-(once per process that imported the app), both workers served (a hung worker fails the run), Pendo
+(once per process that imported the app), both sync workers served (a hung worker fails the run), Pendo
 had everything within ``PENDO_SHUTDOWN_TIMEOUT`` (plus a margin) of the stop signal, the spool is
 empty, and the tree exited in time. Under uWSGI without ``--lazy-apps`` a worker's exit waits on
 Segment's own ``join()``, which never returns there (its consumer thread lives in the process that
@@ -120,7 +120,9 @@ def test_server_delivers_every_event_once_and_stops_in_time(
     log = (tmp_path / "server.log").read_text()[-3000:]
     seen = f"pendo={dict(tally.pendo)} segment={dict(tally.segment)} {stopped}\n{log}"
 
-    assert len(stopped.pids) == 2, "both workers served requests: " + seen
+    # a sync worker serves one request at a time, so 4 concurrent ones reach both (a hung one fails
+    # here); one gevent worker may accept all of them
+    assert len(stopped.pids) == 2 or (shape == "gunicorn-gevent" and len(stopped.pids) == 1), seen
     assert tally.counts("pendo", "Request") == Counter(range(REQUESTS)), seen
     imports = tally.counts("pendo", "Imported")
     assert sum(imports.values()) == SERVERS[shape][3] and set(imports.values()) == {1}, seen
