@@ -18,9 +18,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("config", ("pendo_plugin.config",)),
     ("segment", ("pendo_plugin.segment",)),
     ("delivery", ("pendo_plugin.delivery",)),
+    ("integrations", ("pendo_plugin.integrations",)),
     ("destination", ("pendo_plugin.destination", "pendo_plugin.api")),
     ("tools", ("pendo_plugin.cli", "pendo_plugin.sandbox", "pendo_plugin.testing",
-               "pendo_plugin.integrations", "pendo_plugin._autoload", "pendo_plugin")),
+               "pendo_plugin.integrations.metrics", "pendo_plugin._autoload", "pendo_plugin")),
 ]
 
 

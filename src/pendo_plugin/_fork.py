@@ -29,6 +29,12 @@ def register(
             handlers.append(handler)
 
 
+def child() -> None:
+    """Run the after-fork-in-child handlers now, in a process forked without Python's at-fork hooks
+    (uWSGI forks its workers from C)."""
+    _run(_after_in_child)
+
+
 def _run(handlers: list[Handler]) -> None:
     for handler in handlers:
         try:

@@ -1,1 +1,2 @@
-"""Optional adapters to other libraries: OpenFeature rollout, Prometheus/OpenTelemetry counters."""
+"""Adapters to other libraries and process managers: OpenFeature rollout, Prometheus/OpenTelemetry
+counters, and hooks for uWSGI, Celery and gevent, which fork, end or patch processes behind our back."""
