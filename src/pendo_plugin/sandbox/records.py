@@ -6,7 +6,7 @@ import threading
 from collections import deque
 from typing import Any
 
-from pendo_plugin.sandbox.rules import KINDS, STATE_EVENTS, STATE_ROWS, RecordedRequest
+from pendo_plugin.sandbox.rules import KINDS, MAX_VIOLATIONS, STATE_EVENTS, STATE_ROWS, RecordedRequest
 
 
 class Recordings:
@@ -15,6 +15,7 @@ class Recordings:
 
     _cond: threading.Condition
     _log: deque[RecordedRequest]
+    _version: int
 
     def _clear(self) -> None:
         self._events: list[dict[str, Any]] = []
@@ -103,3 +104,14 @@ class Recordings:
         """Every request answered (except the page's), secrets masked, oldest first."""
         with self._cond:
             return list(self._log)
+
+    def _notify(self) -> None:
+        with self._cond:
+            self._version += 1
+            self._cond.notify_all()
+
+    def _violate(self, messages: list[str]) -> None:
+        """Record breaches of Pendo's rules; call with the lock held."""
+        self._violation_count += len(messages)
+        room = MAX_VIOLATIONS - len(self._violations)
+        self._violations.extend(messages[: max(room, 0)])
