@@ -73,10 +73,54 @@ def new_loop() -> asyncio.AbstractEventLoop:
     return WorkerLoop()
 
 
+def report_drop(exc: Exception, items: list[Payload]) -> None:
+    """Hand payloads lost for good to the app's ``on_error`` callback, if it set one."""
+    callback = config.current().on_error
+    if callback is None:
+        return
+    try:
+        callback(exc, items)
+    except Exception as error:
+        log_once("on_error", logging.ERROR, "pendo_plugin: on_error callback raised %s", type(error).__name__)
+
+
+def undeliverable(items: list[Payload]) -> None:
+    """Count and report payloads that failed and cannot be kept (the spool is off or not writable)."""
+    for item in items:
+        counters.incr(f"dropped:undeliverable:{payload_kind(item)}")
+    log_once(
+        "undeliverable",
+        logging.WARNING,
+        "pendo_plugin: payloads could not be delivered and could not be kept (spool off or not "
+        "writable: PENDO_SPOOL_DIR); dropped and counted as dropped:undeliverable",
+    )
+    report_drop(RuntimeError("undeliverable, and the spool is off or not writable"), items)
+
+
+def leave_in_spool(payloads: list[Payload], spool: Spool | None) -> None:
+    """Leave ``payloads`` in the spool for a later attempt (or count them dropped, spool off)."""
+    if not payloads:
+        return
+    if spool is not None and spool.write(payloads) is not None:
+        counters.incr("spooled", len(payloads))
+    else:
+        undeliverable(payloads)
+
+
+def open_spool(settings: Settings) -> Spool | None:
+    """The spool the settings name, or None when it is off."""
+    if settings.spool_dir is None:
+        return None
+    return Spool(settings.spool_dir, int(settings.spool_max_mb * 1024 * 1024))
+
+
 def spool_unrouted(intake: Intake, messages: list[Mapping[str, Any]], settings: Settings) -> None:
-    """Route ``messages`` on the calling thread and leave them in the spool unsent (no worker)."""
-    worker = Worker(intake)
-    worker.spool_unsent(worker.route_all(messages, settings), settings)
+    """Route ``messages`` on the calling thread and leave them in the spool unsent (the worker is gone)."""
+    if intake.router is None:
+        intake.router = Router()
+    router = intake.router
+    leave_in_spool([payload for message in messages for payload in router.route(message, settings)],
+                   open_spool(settings))
 
 
 class Worker:
@@ -104,7 +148,7 @@ class Worker:
         self._follows: dict[asyncio.Task[Any], asyncio.Task[Any]] = {}  # a batch -> the one before it
         self._spool_draining = False
         self._spool_next_try = 0.0
-        self._spool_cache: tuple[tuple[Any, int], Spool] | None = None
+        self._spool_cache: tuple[tuple[Any, float], Spool | None] | None = None
         self._sender: Sender | None = None
         self._transport_source: Any = None
         self._fleet = Fleet(self._write_ahead)  # fleet mode (Redis) and the rate budget
@@ -131,42 +175,18 @@ class Worker:
             self._transport_source = settings.transport
             assert self._stopping is not None
             self._sender = Sender.for_settings(settings, self._stopping)
-            self._sender.on_drop = self._on_drop
+            self._sender.on_drop = report_drop
             self._sender.transport = self._fleet.wrap(self._sender.transport)  # fleet mode
         self._fleet.update(settings)  # fleet mode
         self._sender.limiter.maximum = settings.max_concurrency
         return settings
 
-    def _on_drop(self, exc: Exception, items: list[Payload]) -> None:
-        callback = config.current().on_error
-        if callback is None:
-            return
-        try:
-            callback(exc, items)
-        except Exception as error:
-            log_once(
-                "on_error", logging.ERROR, "pendo_plugin: on_error callback raised %s", type(error).__name__
-            )
-
-    def _undeliverable(self, items: list[Payload]) -> None:
-        for item in items:
-            counters.incr(f"dropped:undeliverable:{payload_kind(item)}")
-        log_once(
-            "undeliverable",
-            logging.WARNING,
-            "pendo_plugin: payloads could not be delivered and could not be kept (spool off or not "
-            "writable: PENDO_SPOOL_DIR); dropped and counted as dropped:undeliverable",
-        )
-        self._on_drop(RuntimeError("undeliverable, and the spool is off or not writable"), items)
-
     def _spool(self, settings: Settings) -> Spool | None:
         """The spool the settings name (one object per directory, so its size estimate carries over)."""
-        if settings.spool_dir is None:
-            return None
-        key = (settings.spool_dir, int(settings.spool_max_mb * 1024 * 1024))
+        key = (settings.spool_dir, settings.spool_max_mb)
         cached = self._spool_cache
         if cached is None or cached[0] != key:
-            cached = (key, Spool(key[0], key[1]))
+            cached = (key, open_spool(settings))
             self._spool_cache = cached
         return cached[1]
 
@@ -216,11 +236,11 @@ class Worker:
         if live:
             payloads = self.route_all(live, settings)
             if closing:
-                self.spool_unsent(payloads, settings)
+                leave_in_spool(payloads, self._spool(settings))
             elif not self._fleet.offer(payloads):  # fleet mode: the Redis stream takes them
                 self._write_ahead(payloads, settings)
         if overflow:
-            self.spool_unsent(self.route_all(overflow, settings), settings)
+            leave_in_spool(self.route_all(overflow, settings), self._spool(settings))
         dispatched = 0 if closing else self._dispatch_backlog(settings)
         fleet = not closing and self._fleet.pump(self._sender, settings, self._spool(settings))  # fleet mode
         return bool(live or overflow or dispatched or fleet)
@@ -239,18 +259,8 @@ class Worker:
         claim = spool.write_claimed(payloads) if spool is not None else None
         if claim is not None:
             counters.incr("written_ahead", len(payloads))
-        batch = Batch(len(payloads), claim, spool, self._undeliverable)
+        batch = Batch(len(payloads), claim, spool, undeliverable)
         self._backlog.extend((batch, payload) for payload in payloads)
-
-    def spool_unsent(self, payloads: list[Payload], settings: Settings) -> None:
-        """Leave ``payloads`` in the spool for a later attempt (or count them dropped, spool off)."""
-        if not payloads:
-            return
-        spool = self._spool(settings)
-        if spool is not None and spool.write(payloads) is not None:
-            counters.incr("spooled", len(payloads))
-        else:
-            self._undeliverable(payloads)
 
     def _dispatch_backlog(self, settings: Settings) -> int:
         if self._sender is not None and self._sender.failing and self._spool(settings) is not None:
@@ -392,7 +402,7 @@ class Worker:
             return True
         done = asyncio.Event()
         total = len(claim.items)
-        batch = Batch(total, claim, spool, self._undeliverable, on_settled=done.set, replay=True)
+        batch = Batch(total, claim, spool, undeliverable, on_settled=done.set, replay=True)
         for start in range(0, total, REPLAY_SLICE):  # bounded slices: memory, and room for live traffic
             while start - (total - batch.outstanding) > REPLAY_SLICE // 2 and not self._shutting_down():
                 await asyncio.sleep(DRAIN_POLL)
@@ -505,7 +515,7 @@ class Worker:
             return
         spool = self._spool(settings)
         claim = spool.write_claimed(payloads) if spool is not None else None
-        batch = Batch(len(payloads), claim, spool, self._undeliverable)
+        batch = Batch(len(payloads), claim, spool, undeliverable)
         assert self._sender is not None
         for payload in payloads:
             outcome: Outcome = "failed"
