@@ -52,6 +52,7 @@ app.conf.update(
         data_folder_in=str(DATA / "queue"),
         data_folder_out=str(DATA / "queue"),
         processed_folder=str(DATA / "done"),
+        control_folder=str(DATA / "control"),
     ),
     broker_connection_retry_on_startup=True,
 )
@@ -99,11 +100,12 @@ def test_celery_prefork_children_deliver_at_warm_shutdown(
 ) -> None:
     celery = pytest.importorskip("celery")
     data = tmp_path / "celery"
-    for folder in ("queue", "done", "ran"):
+    for folder in ("queue", "done", "ran", "control"):
         (data / folder).mkdir(parents=True)
     (tmp_path / "tasks.py").write_text(CELERY_APP)
     options = {name: str(data / sub) for name, sub in
-               (("data_folder_in", "queue"), ("data_folder_out", "queue"), ("processed_folder", "done"))}
+               (("data_folder_in", "queue"), ("data_folder_out", "queue"), ("processed_folder", "done"),
+                ("control_folder", "control"))}
     producer = celery.Celery("producer", broker="filesystem://")
     producer.conf.broker_transport_options = options
     for n in range(TASKS):
