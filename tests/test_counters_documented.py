@@ -36,6 +36,13 @@ def recorded_counters() -> list[str]:
                 and node.func.value.id == "counters"
             ):
                 found.update(names_in(node.args[0]))
+            elif (  # a tally of counters added at once: tally["seen"] += 1, then counters.add(tally)
+                isinstance(node, ast.AugAssign)
+                and isinstance(node.target, ast.Subscript)
+                and isinstance(node.target.value, ast.Name)
+                and node.target.value.id == "tally"
+            ):
+                found.update(names_in(node.target.slice))
     return sorted(found)
 
 
