@@ -9,6 +9,8 @@ scenario prints its results as JSON lines on stdout:
 - ``pace``: N ``track()`` calls as fast as the app can make them, then waits for ``done`` on stdin
   (the parent learns from the stand-in when everything arrived) and reports its CPU time;
 - ``memory``: N ``track()`` calls while Pendo is unreachable; resident memory and the spool;
+- ``cpu``: rounds of N ``track()`` calls then ``flush()``, plugin on and kill-switched alternately in
+  one process; process CPU (all threads) per delivered event;
 - ``ceiling``: no plugin at all, an aiohttp client driving the Pendo stand-in as hard as it can.
 """
 
@@ -213,6 +215,38 @@ def pace(args: argparse.Namespace) -> None:
     client.shutdown()
 
 
+# ----------------------------------------------------------------- CPU per delivered event
+
+
+def cpu(args: argparse.Namespace) -> None:
+    """Process CPU per delivered event: N calls then ``flush()``, plugin on and off alternately."""
+    import segment.analytics as analytics
+
+    import pendo_plugin
+
+    client = make_client(args.url, max_queue_size=max(10_000, args.n + 1000))
+    per_event: dict[str, list[float]] = {"on": [], "off": []}
+    sent_before = 0
+    for number in range(args.warmup + args.rounds):
+        for mode in ("on", "off") if number % 2 == 0 else ("off", "on"):
+            pendo_plugin.configure(enabled=mode == "on")
+            arguments = [(user(i), properties(i)) for i in range(args.n)]
+            gc.collect()
+            cpu0 = time.process_time()
+            for user_id, props in arguments:
+                analytics.track(user_id, EVENT, props, CONTEXT)
+            analytics.flush()
+            spent = time.process_time() - cpu0
+            sent = pendo_plugin.stats().get("sent:track", 0)
+            if mode == "on" and sent - sent_before != args.n:
+                raise SystemExit(f"plugin on: {sent - sent_before} of {args.n} events delivered to Pendo")
+            sent_before = sent
+            if number >= args.warmup:
+                per_event[mode].append(spent / args.n * 1e6)
+    send_line({"n": args.n, "cpu_us_per_event": per_event, "stats": pendo_plugin.stats()})
+    client.shutdown()
+
+
 # ----------------------------------------------------------------- memory under an outage
 
 
@@ -348,13 +382,18 @@ def main() -> int:
     memory_parser.add_argument("--url", required=True)
     memory_parser.add_argument("--n", type=int, default=1_000_000)
     memory_parser.add_argument("--spool-dir", required=True)
+    cpu_parser = commands.add_parser("cpu")
+    cpu_parser.add_argument("--url", required=True)
+    cpu_parser.add_argument("--n", type=int, default=3000)
+    cpu_parser.add_argument("--rounds", type=int, default=5)
+    cpu_parser.add_argument("--warmup", type=int, default=1)
     ceiling_parser = commands.add_parser("ceiling")
     ceiling_parser.add_argument("--url", required=True)
     ceiling_parser.add_argument("--n", type=int, default=5000)
     ceiling_parser.add_argument("--concurrency", type=int, default=64)
     ceiling_parser.add_argument("--secret", default="")
     args = parser.parse_args()
-    {"hot": hot, "pace": pace, "memory": memory, "ceiling": ceiling}[args.scenario](args)
+    {"hot": hot, "pace": pace, "cpu": cpu, "memory": memory, "ceiling": ceiling}[args.scenario](args)
     return 0
 
 
