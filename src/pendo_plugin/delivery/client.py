@@ -319,14 +319,11 @@ class HttpTransport:
             )
             return connection
         via = urlsplit(proxy)
+        via_host = via.hostname or ""
         via_tls = self._context() if via.scheme == "https" else None
         via_port = via.port or (443 if via.scheme == "https" else 80)
         await loop.create_connection(
-            lambda: connection,
-            via.hostname,
-            via_port,
-            ssl=via_tls,
-            server_hostname=via.hostname if via_tls else None,
+            lambda: connection, via_host, via_port, ssl=via_tls, server_hostname=via_host if via_tls else None
         )
         if tls is None:
             return connection  # plain http through the proxy: absolute URLs on this connection
