@@ -121,11 +121,13 @@ def standin(kind: str, latency: float, segment_latency: float) -> Iterator[tuple
 
 
 def clean_env() -> dict[str, str]:
-    """This environment without PENDO_* and plugin allow/deny lists, so results are reproducible."""
+    """This environment without PENDO_* and plugin allow/deny lists, so results are reproducible, and
+    without PYTHONDONTWRITEBYTECODE: an installed package has its bytecode compiled, so must the
+    measured one (else every fresh process compiles the plugin from source on its first call)."""
     return {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("PENDO_", "SEGMENT_ANALYTICS_PLUGINS"))
+        if not key.startswith(("PENDO_", "SEGMENT_ANALYTICS_PLUGINS", "PYTHONDONTWRITEBYTECODE"))
     }
 
 

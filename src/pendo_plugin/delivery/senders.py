@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
-from pendo_plugin import counters
+from pendo_plugin import counters, jsoncodec
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.client import HttpTransport
 from pendo_plugin.delivery.http import Request, Transport
@@ -43,8 +43,8 @@ AUTH_STATUSES = frozenset({401, 403})  # a wrong or revoked key: keep the payloa
 
 
 def encode(document: Any) -> bytes:
-    """Compact JSON; raises ValueError for NaN/infinity, which Pendo cannot take."""
-    return json.dumps(document, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode("utf-8")
+    """Compact JSON (see :mod:`pendo_plugin.jsoncodec`)."""
+    return jsoncodec.dumps(document)
 
 
 def policy_for(settings: Settings) -> RetryPolicy:
