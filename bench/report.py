@@ -317,4 +317,8 @@ def _details(results: dict[str, Any]) -> list[str]:
             f"off {', '.join(f'{v:.0f}' for v in rounds['off'])}; median of the per-round ratios "
             f"{cpu['round_ratio_median']:.2f}"
         )
+        threads = cpu.get("by_thread_us", {})
+        for mode in ("on", "off"):
+            parts = ", ".join(f"{name} {us:.0f}" for name, us in sorted(threads.get(mode, {}).items()))
+            lines.append(f"  CPU per delivered event by thread, plugin {mode} (us, mean): {parts}")
     return lines

@@ -218,6 +218,22 @@ def pace(args: argparse.Namespace) -> None:
 # ----------------------------------------------------------------- CPU per delivered event
 
 
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds so far of each live thread of this process, by role (from ``/proc/self/task``)."""
+    roles = {"MainThread": "app", "pendo-plugin-worker": "pendo worker"}
+    found: dict[str, float] = {}
+    ticks = os.sysconf("SC_CLK_TCK")
+    for thread in threading.enumerate():
+        role = roles.get(thread.name, "segment consumer" if "Thread-" in thread.name else "other")
+        try:
+            with open(f"/proc/self/task/{thread.native_id}/stat", encoding="ascii") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        found[role] = found.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return found
+
+
 def cpu(args: argparse.Namespace) -> None:
     """Process CPU per delivered event: N calls then ``flush()``, plugin on and off alternately."""
     import segment.analytics as analytics
@@ -226,24 +242,31 @@ def cpu(args: argparse.Namespace) -> None:
 
     client = make_client(args.url, max_queue_size=max(10_000, args.n + 1000))
     per_event: dict[str, list[float]] = {"on": [], "off": []}
+    by_thread: dict[str, dict[str, float]] = {"on": {}, "off": {}}
     sent_before = 0
     for number in range(args.warmup + args.rounds):
         for mode in ("on", "off") if number % 2 == 0 else ("off", "on"):
             pendo_plugin.configure(enabled=mode == "on")
             arguments = [(user(i), properties(i)) for i in range(args.n)]
             gc.collect()
+            threads0 = thread_cpu()
             cpu0 = time.process_time()
             for user_id, props in arguments:
                 analytics.track(user_id, EVENT, props, CONTEXT)
             analytics.flush()
             spent = time.process_time() - cpu0
+            threads = thread_cpu()
             sent = pendo_plugin.stats().get("sent:track", 0)
             if mode == "on" and sent - sent_before != args.n:
                 raise SystemExit(f"plugin on: {sent - sent_before} of {args.n} events delivered to Pendo")
             sent_before = sent
             if number >= args.warmup:
                 per_event[mode].append(spent / args.n * 1e6)
-    send_line({"n": args.n, "cpu_us_per_event": per_event, "stats": pendo_plugin.stats()})
+                for name, seconds in threads.items():
+                    share = (seconds - threads0.get(name, 0.0)) / args.n * 1e6 / args.rounds
+                    by_thread[mode][name] = by_thread[mode].get(name, 0.0) + share
+    result = {"n": args.n, "cpu_us_per_event": per_event, "by_thread_us": by_thread}
+    send_line({**result, "stats": pendo_plugin.stats()})
     client.shutdown()
 
 

@@ -22,7 +22,7 @@ import asyncio
 import base64
 import ssl
 import urllib.request
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import httptools
@@ -67,8 +67,7 @@ class _Connection(asyncio.Protocol):
     # ----- asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio classes
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
