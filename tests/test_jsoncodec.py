@@ -28,6 +28,11 @@ def test_compact_utf8_and_the_same_document(backend: str) -> None:
     assert "Zürich ✓".encode() in encoded
 
 
+def test_integers_beyond_64_bits_are_written(backend: str) -> None:
+    encoded = jsoncodec.dumps({"n": 2**70, "m": -(2**64)})
+    assert encoded == b'{"n":1180591620717411303424,"m":-18446744073709551616}'
+
+
 @pytest.mark.parametrize("value", [{1, 2}, object(), {("a",): 1}])
 def test_unsupported_values_raise_type_error(backend: str, value: Any) -> None:
     with pytest.raises(TypeError):

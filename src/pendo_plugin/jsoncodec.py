@@ -3,7 +3,7 @@
 
 Every document encoded here is a translated payload, already made JSON-safe by
 :mod:`pendo_plugin.sanitize` (no NaN or infinity, string keys, plain types). Unsupported values
-raise ``TypeError`` (orjson's ``JSONEncodeError`` is one) or ``ValueError`` either way.
+raise ``TypeError`` or ``ValueError`` either way.
 """
 
 from __future__ import annotations
@@ -20,7 +20,14 @@ BACKEND = "orjson" if orjson is not None else "json"
 
 
 def dumps(document: Any) -> bytes:
-    """``document`` as compact UTF-8 JSON; raises ValueError for NaN/infinity, TypeError for other types."""
+    """``document`` as compact UTF-8 JSON; raises ValueError for NaN/infinity, TypeError for other types.
+
+    What orjson refuses (integers beyond 64 bits, which Python's ``json`` writes) goes to the standard
+    library, so both accept exactly the same documents.
+    """
     if orjson is not None:
-        return orjson.dumps(document)
+        try:
+            return orjson.dumps(document)
+        except TypeError:
+            pass
     return json.dumps(document, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode("utf-8")
