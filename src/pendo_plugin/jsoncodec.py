@@ -17,6 +17,8 @@ except ImportError:  # the standard library: the same output, a few times the CP
     orjson = None  # type: ignore[assignment]
 
 BACKEND = "orjson" if orjson is not None else "json"
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+"""One encoder for every call: ``json.dumps`` with options builds a new one each time."""
 
 
 def dumps(document: Any) -> bytes:
@@ -30,4 +32,4 @@ def dumps(document: Any) -> bytes:
             return orjson.dumps(document)
         except TypeError:
             pass
-    return json.dumps(document, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode("utf-8")
+    return _ENCODER.encode(document).encode("utf-8")
