@@ -22,6 +22,7 @@ TARGET_TEXT = {
     "first_track_ms": "<=1 ms",
 }
 WIDTHS = (46, 13, 13, 11, 15)
+CLIENTS = {"aiohttp": "plain aiohttp client", "plugin": "the plugin's client.py"}
 
 
 def verdict(name: str, value: float | None) -> str:
@@ -307,7 +308,8 @@ def _details(results: dict[str, Any]) -> list[str]:
         cpu_us = row["client_cpu_s"] / row["requests"] * 1e6
         lines.append(
             f"  stand-in ceiling, {row['latency_s'] * 1000:.0f} ms, {row['concurrency']} connections: "
-            f"{row['per_second']:,.0f} requests/s (plain aiohttp client: {cpu_us:.0f} us CPU per request)"
+            f"{row['per_second']:,.0f} requests/s ({CLIENTS[row.get('client', 'aiohttp')]}: "
+            f"{cpu_us:.0f} us CPU per request)"
         )
     cpu = results.get("cpu")
     if cpu:

@@ -331,12 +331,14 @@ def bench_startup(opts: argparse.Namespace, work: Path) -> dict[str, Any]:
 def bench_ceiling(opts: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     for latency, concurrency in ((0.0, 64), (RTT, 64), (RTT, 256)):
-        with standin("sandbox", latency, latency) as (_, url):
-            argv = [str(WORKLOAD), "ceiling", "--url", url, "--n", str(opts.ceiling_n)]
-            argv += ["--concurrency", str(concurrency), "--secret", TRACK_SECRET]
-            row = run_to_end(argv, clean_env(), 300)
-            row["latency_s"] = latency
-            rows.append(row)
+        for client in ("aiohttp", "plugin"):
+            with standin("sandbox", latency, latency) as (_, url):
+                argv = [str(WORKLOAD), "ceiling", "--url", url, "--n", str(opts.ceiling_n)]
+                argv += ["--concurrency", str(concurrency), "--secret", TRACK_SECRET, "--client", client]
+                row = run_to_end(argv, clean_env(), 300)
+                row["latency_s"] = latency
+                row["client"] = client
+                rows.append(row)
     return rows
 
 

@@ -358,6 +358,10 @@ def ceiling(args: argparse.Namespace) -> None:
     ).encode()
     headers = {"Content-Type": "application/json", "x-pendo-integration-key": args.secret}
 
+    if args.client == "plugin":
+        send_line(asyncio.run(drive_plugin_client(args, body, headers)))
+        return
+
     async def drive() -> dict[str, float]:
         connector = aiohttp.TCPConnector(limit=args.concurrency)
         remaining = args.n
@@ -389,6 +393,42 @@ def ceiling(args: argparse.Namespace) -> None:
     send_line(asyncio.run(drive()))
 
 
+async def drive_plugin_client(
+    args: argparse.Namespace, body: bytes, headers: dict[str, str]
+) -> dict[str, Any]:
+    """The ceiling with the plugin's own HTTP client (``delivery/client.py``) instead of aiohttp."""
+    from pendo_plugin.delivery.client import HttpTransport
+    from pendo_plugin.delivery.http import Request
+
+    transport = HttpTransport(pool_size=args.concurrency)
+    request = Request("POST", f"{args.url}/data/track", body, headers, 10.0)
+    remaining = args.n
+    statuses: dict[int, int] = {}
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            answer = await transport.send(request)
+            statuses[answer.status] = statuses.get(answer.status, 0) + 1
+
+    started = time.monotonic()
+    cpu0 = time.process_time()
+    await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+    elapsed = time.monotonic() - started
+    cpu = time.process_time() - cpu0
+    await transport.close()
+    return {
+        "client": "plugin",
+        "requests": args.n,
+        "concurrency": args.concurrency,
+        "seconds": elapsed,
+        "per_second": args.n / elapsed,
+        "client_cpu_s": cpu,
+        "statuses": statuses,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="The app side of the pendo_plugin benchmarks.")
     commands = parser.add_subparsers(dest="scenario", required=True)
@@ -415,6 +455,7 @@ def main() -> int:
     ceiling_parser.add_argument("--n", type=int, default=5000)
     ceiling_parser.add_argument("--concurrency", type=int, default=64)
     ceiling_parser.add_argument("--secret", default="")
+    ceiling_parser.add_argument("--client", choices=("aiohttp", "plugin"), default="aiohttp")
     args = parser.parse_args()
     {"hot": hot, "pace": pace, "cpu": cpu, "memory": memory, "ceiling": ceiling}[args.scenario](args)
     return 0
