@@ -14,6 +14,7 @@ import pytest
 import pendo_plugin
 from pendo_plugin import config, counters, destination
 from pendo_plugin.sandbox import Sandbox
+from tests.fleet_redis import redis_server, redis_server_aof  # noqa: F401  (fixtures)
 
 TRACK_SECRET = "test-track-secret-0001"
 INTEGRATION_KEY = "test-integration-key-0001"
@@ -126,3 +127,21 @@ def blackhole_url() -> Iterator[str]:
         listener.bind(("127.0.0.1", 0))
         listener.listen(1024)
         yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+# ----- the supported SDKs, one venv each (built once per session) ---------------------------------
+
+
+@pytest.fixture(scope="session")
+def sdk_pythons(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One venv per supported SDK, shared by the whole session: the plugin's wheel plus that SDK
+    (built side by side: most of the time goes to pip waiting on its cache and the index)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.sdk_envs import SDKS, build_wheel, sdk_venv
+
+    base = tmp_path_factory.mktemp("sdk-venvs")
+    wheel = build_wheel(base / "wheel")
+    with ThreadPoolExecutor(len(SDKS)) as pool:
+        futures = {key: pool.submit(sdk_venv, base / key, sdk, wheel) for key, sdk in SDKS.items()}
+        return {key: future.result() for key, future in futures.items()}

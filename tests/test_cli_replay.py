@@ -292,3 +292,20 @@ def test_replay_uses_the_live_rollout(box: Sandbox, tmp_path: Path) -> None:
     assert mids(box) == {"in": 1}
     assert "off:deny_visitor 1" in done.stdout
     assert time.monotonic() - started < 30
+
+
+def test_an_older_identify_later_in_the_export_does_not_overwrite_a_newer_one(
+    box: Sandbox, tmp_path: Path
+) -> None:
+    """Exports are not always in time order: per field, the value of the newest message wins, merged
+    in one batch or (one row per batch here) sent in batches one after the other."""
+    newer = identify("m1", "u1", plan="pro")
+    older = identify("m2", "u1", plan="free", email="ada@example.com")
+    older["timestamp"] = iso(NOW - timedelta(hours=1))
+    export = write_export(tmp_path / "export.jsonl", [newer, older])
+    for batch_size in ("250", "1"):
+        box.reset()
+        env = env_for(box, tmp_path, PENDO_METADATA_BATCH_SIZE=batch_size)
+        done = cli(env, "replay", "--no-checkpoint", str(export))
+        assert done.returncode == 0, done.stderr
+        assert box.visitors() == {"u1": {"plan": "pro", "email": "ada@example.com"}}, batch_size

@@ -202,12 +202,14 @@ def test_recursion_error_quarantines_and_releases_so_drain_and_purge_go_on(
     deep = spool.directory / spool_name(1)
     deep.write_bytes(b"[" * 100_000 + b"\n")
     deep.chmod(0o600)
+    deep.with_name(deep.name + ".ack").write_text("0\n")
     spool.write([track("After")])
     env = pendo_env(pendo.url, TRACK_SECRET, INTEGRATION_KEY, PENDO_SPOOL_DIR=str(spool.directory))
     first = cli(env, "spool", "drain")
     assert first.returncode == 0, first.stdout + first.stderr
     assert events_at(pendo) == {"After"}
     assert not deep.exists() and (spool.directory / spool_files.QUARANTINE / deep.name).exists()
+    assert not deep.with_name(deep.name + ".ack").exists()  # its acknowledgement log goes with it
     again = cli(env, "spool", "drain")
     assert again.returncode == 0 and "empty" in again.stdout
     spool.write([track("Later")])
@@ -270,7 +272,8 @@ def make_temp(spool: Spool, events: list[str], *, torn: bool = False, age: float
 def test_temp_files_are_recovered_or_dropped_by_spool_drain(spool: Spool, pendo: Sandbox) -> None:
     complete = make_temp(spool, ["Kept1", "Kept2"])
     torn = make_temp(spool, ["Torn1", "Torn2", "Torn3"], torn=True)
-    young = make_temp(spool, ["Young"], age=0.0)
+    # dated a minute ahead, so it stays "young" however slowly the two CLI runs below start
+    young = make_temp(spool, ["Young"], age=-60.0)
     env = pendo_env(pendo.url, TRACK_SECRET, INTEGRATION_KEY, PENDO_SPOOL_DIR=str(spool.directory))
     status = cli(env, "spool", "status")
     assert "unfinished 3 temp file(s)" in status.stdout, status.stdout

@@ -11,9 +11,12 @@ def stats() -> dict[str, int]:
 
 
 def flush(timeout: float | None = None) -> bool:
-    """Wait until everything queued for Pendo is delivered or safely spooled; False on timeout.
+    """Wait until everything queued for Pendo is delivered, refused for good or given up on for now
+    (retries used up: it waits in the spool), retries and Retry-After pauses that fit ``timeout``
+    (default ``PENDO_FLUSH_TIMEOUT``) included; False if the time ran out first, or what is left can
+    only be retried after it.
 
-    Also starts delivering what an earlier process left in the spool.
+    Also replays what an earlier process left in the spool, and waits for that.
     """
     from pendo_plugin.destination import runtime
 

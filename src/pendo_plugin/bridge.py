@@ -1,9 +1,10 @@
-"""Patches ``segment.analytics.client.Client`` so its send path calls the ``segment_analytics`` hooks.
+"""Patches the ``Client`` of each Segment-compatible SDK (:mod:`pendo_plugin.sdks`) so its send path
+calls the ``segment_analytics`` hooks.
 
-``_enqueue`` hands each message the SDK accepted to ``segment_message`` (not when ``send=False``
-nor when the SDK's own queue refused it); ``flush`` calls ``segment_flush``; ``join`` (and so
-``shutdown`` and the SDK's atexit handler) calls ``segment_shutdown``. The SDK's own behaviour,
-return values and exceptions are unchanged.
+``_enqueue`` hands each message the SDK accepted to ``segment_message``, in the Segment shape the
+SDK's adapter gives it (not when ``send=False`` nor when the SDK's own queue refused it); ``flush``
+calls ``segment_flush``; ``join`` (and so ``shutdown`` and the SDK's atexit handler) calls
+``segment_shutdown``. The SDK's own behaviour, return values and exceptions are unchanged.
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
+import logging
 import threading
 from typing import Any
 
-from pendo_plugin import config, plugins
+from pendo_plugin import config, counters, plugins
+from pendo_plugin.logs import log_once
 from pendo_plugin.plugins import register_plugin, unregister_plugin
+from pendo_plugin.sdks import enqueue_answer, sdk_of
 
 __all__ = ["install", "patch_client_class", "register_plugin", "shutdown_all", "unregister_plugin"]
 
@@ -38,10 +42,29 @@ def _register_exit_hook() -> None:
             _atexit_registered = True
 
 
-def patch_client_class(cls: type) -> None:
-    """Wrap the SDK client's send path once; calling it again does nothing."""
+def _unexpected_answer(sdk: str) -> None:
+    counters.incr("skipped:sdk_answer")
+    log_once(
+        f"sdk_answer:{sdk}",
+        logging.ERROR,
+        "%s Client._enqueue answered something other than (accepted, message); not written to Pendo "
+        "(logged once; see stats())",
+        sdk,
+    )
+
+
+def patch_client_class(cls: type) -> bool:
+    """Wrap a supported SDK client's send path once; calling it again does nothing.
+
+    True when ``cls`` is patched (now or earlier); False, and left alone, when it is not the ``Client``
+    of a supported SDK's client module or lacks that SDK's methods.
+    """
     if getattr(cls, PATCHED, False):
-        return
+        return True
+    sdk = sdk_of(cls)
+    if sdk is None:
+        return False
+    to_segment = sdk.to_segment
     original_enqueue = cls._enqueue  # type: ignore[attr-defined]
     original_flush = cls.flush  # type: ignore[attr-defined]
     original_join = cls.join  # type: ignore[attr-defined]
@@ -49,8 +72,12 @@ def patch_client_class(cls: type) -> None:
     @functools.wraps(original_enqueue)
     def _enqueue(self: Any, msg: Any) -> Any:
         result = original_enqueue(self, msg)
-        if self.send and result[0]:
-            plugins.call_all("segment_message", client=self, message=result[1])
+        if self.send:
+            answer = enqueue_answer(result)
+            if answer is None:
+                _unexpected_answer(sdk.distribution)
+            elif answer[0]:
+                plugins.call_all("segment_message", client=self, message=to_segment(answer[1]))
         return result
 
     @functools.wraps(original_flush)
@@ -72,10 +99,12 @@ def patch_client_class(cls: type) -> None:
     setattr(cls, PATCHED, True)
     plugins.manager()
     _register_exit_hook()
+    return True
 
 
 def install() -> None:
-    """Activate the plugin system explicitly (the ``.pth`` bootstrap does the same on import)."""
-    from segment.analytics.client import Client
+    """Activate the plugin system explicitly (the ``.pth`` bootstrap does the same on import): patch
+    every supported SDK already imported, and each of the others when it is imported."""
+    from pendo_plugin import _autoload
 
-    patch_client_class(Client)
+    _autoload.watch()

@@ -1,4 +1,4 @@
-"""The ``pendo-plugin`` command: ``demo``, ``doctor``, ``replay``, ``spool`` and ``sandbox``.
+"""The ``pendo-plugin`` command: ``demo``, ``doctor``, ``replay``, ``spool``, ``sandbox`` and ``rollout``.
 
 Thin on purpose: each subcommand parses its flags and delegates to a module (imported only when that
 subcommand runs, so ``--help`` stays fast). Every error is one sentence on stderr and a non-zero exit:
@@ -107,6 +107,17 @@ def _spool(args: argparse.Namespace) -> int:
     return spool_commands.spool_purge(assume_yes=args.yes)
 
 
+def _rollout(args: argparse.Namespace) -> int:
+    from pendo_plugin import rollout_commands
+
+    if args.action == "show":
+        return rollout_commands.rollout_show()
+    if args.action == "clear":
+        return rollout_commands.rollout_clear()
+    flags = {name: getattr(args, name) for name in ("enabled", "shadow", "calls", *_ID_LISTS)}
+    return rollout_commands.rollout_set({**flags, "rollout_percent": args.percent})
+
+
 def _sandbox(args: argparse.Namespace) -> int:
     from pendo_plugin.sandbox import main_sandbox
 
@@ -206,6 +217,23 @@ def _add_spool(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--yes", action="store_true", help="purge without asking")
 
 
+_ID_LISTS = (
+    "allow_visitors", "deny_visitors", "allow_accounts", "deny_accounts", "allow_events", "deny_events"
+)
+
+
+def _add_rollout(subparsers: argparse._SubParsersAction) -> None:
+    parser = _add(subparsers, "rollout", _rollout, "Show or set the fleet's live rollout flags in "
+                  "PENDO_REDIS_URL (every process applies them within 5 s).")
+    parser.add_argument("action", choices=("show", "set", "clear"))
+    parser.add_argument("--enabled", metavar="true|false", help="the fleet's kill switch")
+    parser.add_argument("--percent", metavar="N", help="rollout percent, 0-100")
+    parser.add_argument("--shadow", metavar="true|false", help="translate and count, send nothing")
+    parser.add_argument("--calls", metavar="LIST", help="which of identify,group,track to write")
+    for name in _ID_LISTS:
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar="LIST", help="comma-separated")
+
+
 def _add_sandbox(subparsers: argparse._SubParsersAction) -> None:
     parser = _add(subparsers, "sandbox", _sandbox, "Run a local Pendo stand-in that records and checks "
                   "what it receives.")
@@ -229,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_replay(subparsers)
     _add_spool(subparsers)
     _add_sandbox(subparsers)
+    _add_rollout(subparsers)
     return parser
 
 

@@ -66,6 +66,10 @@ ENV_NAMES: dict[str, str] = {
     "max_event_age_days": "PENDO_MAX_EVENT_AGE_DAYS",
     "schema_check": "PENDO_SCHEMA_CHECK",
     "schema_ttl": "PENDO_SCHEMA_TTL",
+    "redis_url": "PENDO_REDIS_URL",
+    "rate_limit": "PENDO_RATE_LIMIT",
+    "redis_claim_after": "PENDO_REDIS_CLAIM_AFTER",
+    "redis_max_len": "PENDO_REDIS_MAX_LEN",
 }
 
 OBJECT_SETTINGS = frozenset({"on_error", "transport"})
@@ -104,6 +108,10 @@ class Settings:
     max_event_age_days: float | None = 7.0
     schema_check: bool = True
     schema_ttl: float = 600.0
+    redis_url: str | None = field(default=None, repr=False)  # may carry a password
+    rate_limit: float | None = None
+    redis_claim_after: float = 60.0
+    redis_max_len: int = 1_000_000
     on_error: Callable[[Exception, list[Any]], None] | None = field(default=None, repr=False)
     transport: Any = field(default=None, repr=False)
     problems: tuple[str, ...] = ()
@@ -136,6 +144,8 @@ class Settings:
         for name in ENV_NAMES:
             if name in SECRET_FIELDS:
                 shown[name] = mask(getattr(self, name))
+            elif name == "redis_url":
+                shown[name] = redacted_url(self.redis_url)
             elif name in (
                 "enabled",
                 "rollout_percent",
@@ -165,6 +175,38 @@ def mask(secret: str | None) -> str:
     if not secret:
         return "(unset)"
     return f"****{secret[-2:]} ({len(secret)} chars)" if len(secret) >= 8 else "****"
+
+
+def redacted_url(url: str | None) -> str | None:
+    """``url`` with any password replaced by ``****`` (for logs and ``doctor``)."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:" if parts.username else ":"
+    return parts._replace(netloc=f"{user}****@{netloc}").geturl()
+
+
+def _redis_url(raw: Any) -> str | None:
+    """``redis://``, ``rediss://`` or ``unix://``; the value is not repeated in errors (a password)."""
+    text = _text(raw)
+    if not text:
+        return None
+    parts = urlsplit(text)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError("PENDO_REDIS_URL is not a redis://, rediss:// or unix:// URL")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ConfigError("PENDO_REDIS_URL has no host")
+    return text
+
+
+def _rate_limit(raw: Any) -> float | None:
+    text = _text(raw).lower()
+    if text in ("", "off", "none", "0"):
+        return None
+    return _number("rate_limit", text, 0.1, 100_000)
 
 
 def _text(raw: Any) -> str:
@@ -344,6 +386,10 @@ def parse(raw: Mapping[str, Any]) -> Settings:
         max_event_age_days=age or None,
         schema_check=_bool("schema_check", raw.get("schema_check", True)),
         schema_ttl=_number("schema_ttl", raw.get("schema_ttl", 600), 1, 86400 * 7),
+        redis_url=_redis_url(raw["redis_url"]) if raw.get("redis_url") else None,
+        rate_limit=_rate_limit(raw["rate_limit"]) if raw.get("rate_limit") is not None else None,
+        redis_claim_after=_number("redis_claim_after", raw.get("redis_claim_after", 60), 0.1, 86400),
+        redis_max_len=_integer("redis_max_len", raw.get("redis_max_len", 1_000_000), 100, 1_000_000_000),
         on_error=raw.get("on_error"),
         transport=raw.get("transport"),
     )
@@ -395,6 +441,7 @@ def _new_lock_in_child() -> None:
 
 os.register_at_fork(after_in_child=_new_lock_in_child)
 _overrides: dict[str, Any] = {}
+_fleet_flags: dict[str, str] = {}  # fleet mode: rollout flags from Redis, over env and configure()
 _current: Settings | None = None
 
 
@@ -410,7 +457,7 @@ def current() -> Settings:
 def _reload() -> Settings:
     global _current
     forget()
-    _current = load(_overrides)
+    _current = load({**_overrides, **_fleet_flags})
     return _current
 
 
@@ -427,5 +474,17 @@ def configure(**settings: Any) -> Settings:
     with _lock:
         if reset:
             _overrides.clear()
+            _fleet_flags.clear()
         _overrides.update(settings)
         return _reload()
+
+
+def apply_fleet_flags(flags: Mapping[str, str]) -> bool:
+    """Fleet mode: apply the rollout flags read from Redis (checked by the caller); True if they changed."""
+    global _fleet_flags
+    with _lock:
+        if dict(flags) == _fleet_flags:
+            return False
+        _fleet_flags = dict(flags)
+        _reload()
+        return True

@@ -4,7 +4,9 @@ On the app thread it only appends the message to the delivery runtime's intake; 
 decision, translation and HTTP all happen in the worker. ``sync_mode`` clients get their
 message delivered before the call returns. After ``os.fork()`` the child starts with a fresh
 runtime and never resends what the parent had queued; it delivers its own messages when it
-exits normally (atexit), including multiprocessing children (a multiprocessing finalizer).
+exits normally (atexit), including multiprocessing children (a multiprocessing finalizer) and
+Celery pool children (its ``worker_process_shutdown`` signal). Under uWSGI, no thread starts before
+uWSGI forks the workers (see :mod:`pendo_plugin.integrations.uwsgi`).
 """
 
 from __future__ import annotations
@@ -17,25 +19,30 @@ from typing import Any
 
 from pendo_plugin import config, counters
 from pendo_plugin.hookspecs import hookimpl
+from pendo_plugin.integrations import celery, uwsgi
 
 _lock = threading.Lock()
 _runtime: Any = None
 _pid = os.getpid()
+_uwsgi_exit_registered = False
 
 
 def runtime() -> Any:
     """This process's delivery runtime (created on first use, re-created in a forked child)."""
-    global _runtime, _pid
+    global _runtime
     current = _runtime
     if current is not None and _pid == os.getpid():
         return current
+    if _pid != os.getpid():  # forked without the at-fork hooks (uWSGI forks from C): reset first
+        _after_fork_in_child()
     with _lock:
-        if _runtime is None or _pid != os.getpid():
+        if _runtime is None:
             from pendo_plugin.delivery.runtime import Runtime
 
             _runtime = Runtime()
-            _pid = os.getpid()
             _register_multiprocessing_exit()
+            _register_celery_exit()
+            _register_uwsgi_hooks(_runtime.held)
         return _runtime
 
 
@@ -46,6 +53,38 @@ def _register_multiprocessing_exit() -> None:
     multiprocessing_util = sys.modules.get("multiprocessing.util")
     if multiprocessing_util is not None:
         multiprocessing_util.Finalize(None, _shutdown_at_exit, exitpriority=10)
+
+
+def _register_celery_exit() -> None:
+    """Drain in Celery's pool children, which billiard ends with ``os._exit()``."""
+    if "celery" in sys.modules:
+        celery.drain_at_process_shutdown(_shutdown_at_exit)
+
+
+def _register_uwsgi_hooks(held: bool) -> None:
+    """Under uWSGI: drain at a worker's exit (once per process tree), and, in a process about to
+    fork, start delivering after the fork."""
+    global _uwsgi_exit_registered
+    if "uwsgi" not in sys.modules:
+        return
+    if not _uwsgi_exit_registered:  # inherited by forked workers, which keep the master's hook
+        uwsgi.at_exit(_shutdown_at_exit)
+        _uwsgi_exit_registered = True
+    if held:
+        uwsgi.after_fork(_after_uwsgi_fork)
+
+
+def _after_uwsgi_fork() -> None:
+    """uWSGI forked this worker (or, without ``--master``, turned the loading process into worker 1):
+    start delivering. What the master queued goes with worker 1's first life only."""
+    held = _runtime
+    if held is None:
+        return
+    if _pid == os.getpid():  # no fork happened: this process queued it and delivers it
+        held.release()
+        return
+    _after_fork_in_child()
+    runtime().release(held if uwsgi.inherits_master_queue() else None)
 
 
 def _after_fork_in_child() -> None:
@@ -76,10 +115,11 @@ def segment_message(client: Any, message: Mapping[str, Any]) -> None:
         else:
             counters.incr("rollout:off:kill_switch" if not settings.rollout.enabled else "skipped:no_secret")
         return
-    if getattr(client, "sync_mode", False):
-        runtime().deliver_now(message, settings.flush_timeout)
+    current = runtime()
+    if getattr(client, "sync_mode", False) and not current.held:  # held: queued for after the fork
+        current.deliver_now(message, settings.flush_timeout)
     else:
-        runtime().submit(message, settings.queue_size)
+        current.submit(message, settings.queue_size)
 
 
 @hookimpl

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from pendo_plugin import config
+from pendo_plugin import config, sdks
 from pendo_plugin.cli import CommandError, quiet_logs
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.http import Request, Response, Transport
@@ -387,8 +387,13 @@ def run(traits_path: str | None = None, send_test_event: bool = False, out: Text
     with quiet_logs():  # every problem the plugin would log becomes a FAIL line instead
         settings = config.load()
         _print_configuration(settings, out)
+        print("\nSDKs found and patched:", *(f"  {line}" for line in sdks.survey()), sep="\n", file=out)
         checks = config_checks(settings)
         if not settings.problems:
             checks += asyncio.run(network_checks(settings, traits, send_test_event))
+        if not settings.problems and settings.redis_url:  # fleet mode
+            from pendo_plugin.fleet_status import doctor_checks
+
+            checks += doctor_checks(settings)
     _print_checks(checks, out)
     return 0 if all(check.status != "FAIL" for check in checks) else 1

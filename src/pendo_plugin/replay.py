@@ -31,7 +31,7 @@ from typing import IO, Any, TextIO
 from pendo_plugin import bounded, config, counters
 from pendo_plugin.cli import CommandError, quiet_logs
 from pendo_plugin.config import CALLS, SECRET_FIELDS, Settings
-from pendo_plugin.delivery.rows import METADATA_KINDS, MergedRows
+from pendo_plugin.delivery.rows import METADATA_KINDS, FieldClock, MergedRows
 from pendo_plugin.delivery.senders import Outcome, Payload, Sender
 from pendo_plugin.route import Router
 from pendo_plugin.sanitize import parse_timestamp_ms
@@ -404,6 +404,7 @@ class Replayer:
         self._window = asyncio.Semaphore(settings.max_concurrency * TASKS_PER_SLOT)
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending: dict[str, PendingRows] = {kind: MergedRows(kind) for kind in METADATA_KINDS}
+        self._clock = FieldClock()  # an older value is never sent after a newer one
         self._pending_since: float | None = None
         self._last_batch: dict[str, asyncio.Task[None]] = {}
         self._dirty = False
@@ -508,15 +509,18 @@ class Replayer:
         self._pending[kind] = MergedRows(kind)
         await self._window.acquire()
         previous = self._last_batch.get(kind)
-        self._last_batch[kind] = self._spawn(self._send_rows(rows, previous))
+        payloads = rows.payloads(self._clock)
+        self._last_batch[kind] = self._spawn(self._send_rows(rows, payloads, previous))
 
-    async def _send_rows(self, rows: PendingRows, previous: asyncio.Task[None] | None) -> None:
+    async def _send_rows(
+        self, rows: PendingRows, payloads: list[Payload], previous: asyncio.Task[None] | None
+    ) -> None:
         assert self.sender is not None
         outcome: Outcome = "failed"
         try:
             if previous is not None:
                 await asyncio.wait([previous])
-            outcome = await self.sender.send_metadata(rows.kind, rows.payloads(), self.settings)
+            outcome = await self.sender.send_metadata(rows.kind, payloads, self.settings)
         finally:
             self._window.release()
             for line in rows.origins():

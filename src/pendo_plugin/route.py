@@ -16,6 +16,7 @@ from pendo_plugin import counters, plugins
 from pendo_plugin.config import Settings
 from pendo_plugin.logs import log_once
 from pendo_plugin.rollout import decide
+from pendo_plugin.sanitize import parse_timestamp_ms
 from pendo_plugin.translate import (
     MetadataRow,
     TrackEvent,
@@ -56,11 +57,12 @@ def provider_answer(message: Mapping[str, Any]) -> bool | None:
     return None if answer is None else bool(answer)
 
 
-def to_payload(item: TrackEvent | MetadataRow) -> Payload:
-    """The spool-shaped dict for one translated payload."""
+def to_payload(item: TrackEvent | MetadataRow, stamp_ms: int) -> Payload:
+    """The spool-shaped dict for one translated payload; a metadata row carries its message's
+    timestamp (``stamp_ms``, epoch ms) so the newest value of a field wins wherever rows are merged."""
     if isinstance(item, TrackEvent):
         return {"k": "track", "b": item.body}
-    return {"k": "meta", "t": item.kind, "id": item.entity_id, "v": item.values}
+    return {"k": "meta", "t": item.kind, "id": item.entity_id, "v": item.values, "ts": stamp_ms}
 
 
 class Router:
@@ -149,10 +151,11 @@ class Router:
         if settings.mode == "webhook":
             return self._deliverable(settings, [{"k": "webhook", "b": to_webhook_body(message)}], tally)
         age = settings.max_event_age_days if max_age_days is True else max_age_days
+        now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
         translation = translate(
             message,
             remembered_account=remembered,
-            now_ms=now_ms if now_ms is not None else int(time.time() * 1000),
+            now_ms=now_ms,
             max_age_days=age if isinstance(age, (int, float)) else None,
         )
         if translation.account_link is not None:
@@ -177,7 +180,10 @@ class Router:
                     age,
                 )
             return []
-        return self._deliverable(settings, [to_payload(item) for item in translation.payloads], tally)
+        stamp = parse_timestamp_ms(message.get("timestamp"))  # one from a clock ahead counts as now
+        stamp = now_ms if stamp is None else min(stamp, now_ms)
+        payloads = [to_payload(item, stamp) for item in translation.payloads]
+        return self._deliverable(settings, payloads, tally)
 
     @staticmethod
     def _deliverable(settings: Settings, payloads: list[Payload], tally: Counter[str]) -> list[Payload]:

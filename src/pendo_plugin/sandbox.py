@@ -238,7 +238,8 @@ class Sandbox:
     string/text, number/integer/float, boolean, date as epoch ms); None, or a kind left out, accepts any
     field, and its schema endpoint then answers 404 so clients send every field unchecked. When a secret
     is given, requests must carry it (``x-pendo-integration-key`` header; ``api_key`` in the webhook path).
-    ``log_limit`` bounds :meth:`request_log` (oldest entries dropped).
+    ``log_limit`` bounds :meth:`request_log` (oldest entries dropped). ``rate_limit``: answer 429 with
+    ``Retry-After: 1`` past that many requests to one Pendo path within any second (like Pendo's limit).
     """
 
     def __init__(
@@ -254,6 +255,7 @@ class Sandbox:
         schema: Schema | None = None,
         write_access: bool = True,
         log_limit: int = 100_000,
+        rate_limit: float | None = None,
     ) -> None:
         self._host, self._port = host, port
         self._track_secret, self._integration_key, self._api_key = track_secret, integration_key, api_key
@@ -263,6 +265,8 @@ class Sandbox:
         self._cond = threading.Condition(threading.Lock())
         self._version = 0
         self._faults: list[_Fault] = []
+        self._rate_limit = rate_limit
+        self._recent: dict[str, deque[float]] = {}  # accepted request times per path, for rate_limit
         self._log: deque[RecordedRequest] = deque(maxlen=log_limit)
         self._clear()
         self._thread: threading.Thread | None = None
@@ -417,6 +421,8 @@ class Sandbox:
         status = 500
         try:
             fault = self._take_fault(path) if self._faults else None
+            if fault is None and self._rate_limit and self._over_rate(_mask_path(path)):
+                fault = _Fault(path, 429, {"Retry-After": "1"}, 1)
             response = self._fault_response(fault) if fault else await handler(request)
             status = response.status
             return response
@@ -435,6 +441,21 @@ class Sandbox:
                         self._faults.remove(fault)
                     return fault
         return None
+
+    def _over_rate(self, path: str) -> bool:
+        """Whether ``path`` had ``rate_limit`` accepted requests in the last second (else count this one);
+        Segment's /v1/batch is not Pendo's and is never limited."""
+        if path == "/v1/batch":
+            return False
+        now = time.monotonic()
+        with self._cond:
+            recent = self._recent.setdefault(path, deque())
+            while recent and recent[0] <= now - 1.0:
+                recent.popleft()
+            if len(recent) >= (self._rate_limit or 0):
+                return True
+            recent.append(now)
+            return False
 
     @staticmethod
     def _fault_response(fault: _Fault) -> web.Response:
@@ -759,6 +780,10 @@ class Sandbox:
         if count:
             with self._cond:
                 self._faults.append(_Fault(path_prefix, status, dict(headers or {}), count))
+
+    def set_rate_limit(self, per_second: float | None) -> None:
+        """Answer 429 (``Retry-After: 1``) past ``per_second`` requests per path and second (None: off)."""
+        self._rate_limit = per_second
 
     def set_latency(self, seconds: float) -> None:
         """Delay every Pendo endpoint's answer by ``seconds`` from now on."""

@@ -18,7 +18,7 @@ from pendo_plugin import counters
 from pendo_plugin.cli import CommandError
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.batch import Batch
-from pendo_plugin.delivery.rows import METADATA_KINDS, MergedRows
+from pendo_plugin.delivery.rows import METADATA_KINDS, FieldClock, MergedRows
 from pendo_plugin.delivery.senders import Outcome, Payload, Sender
 from pendo_plugin.delivery.spool import Claim, Spool
 from pendo_plugin.delivery.spool_files import QUARANTINE
@@ -67,7 +67,8 @@ def _age(seconds: float | None) -> str:
 def spool_status(out: TextIO | None = None) -> int:
     """Print what waits in the spool: files, payloads, bytes, age of the oldest."""
     out = out or sys.stdout
-    spool = _spool(load_settings())
+    settings = load_settings()
+    spool = _spool(settings)
     status = spool.status()
     print(f"spool     {spool.directory}", file=out)
     print(f"files     {status.files:,}", file=out)
@@ -78,6 +79,10 @@ def spool_status(out: TextIO | None = None) -> int:
           file=out)
     print(f"quarantined {status.quarantined:,} file(s) in {spool.directory / QUARANTINE} (never sent)",
           file=out)
+    if settings.redis_url:  # fleet mode: what waits in the shared stream
+        from pendo_plugin.fleet_status import stream_status
+
+        print("\n".join(stream_status(settings.redis_url)), file=out)
     return 0
 
 
@@ -91,19 +96,22 @@ async def _send_one_into(sender: Sender, batch: Batch, payload: Payload, setting
 
 
 async def _send_rows_into(
-    sender: Sender, batch: Batch, rows: MergedRows[Payload], settings: Settings
+    sender: Sender, batch: Batch, rows: MergedRows[Payload], settings: Settings, clock: FieldClock
 ) -> None:
     outcome: Outcome = "failed"
     try:
-        outcome = await sender.send_metadata(rows.kind, rows.payloads(), settings)
+        outcome = await sender.send_metadata(rows.kind, rows.payloads(clock), settings)
     finally:
         for payload in rows.origins():
             batch.finish(payload, outcome)
 
 
-async def drain_claim(sender: Sender, spool: Spool, claim: Claim, settings: Settings) -> None:
+async def drain_claim(
+    sender: Sender, spool: Spool, claim: Claim, settings: Settings, clock: FieldClock
+) -> None:
     """Send one claimed spool file and settle it like the runtime does (:class:`Batch`): deleted when
-    everything was acknowledged, failures re-written to a new file of the same age, kept if all failed."""
+    everything was acknowledged, failures re-written to a new file of the same age, kept if all failed.
+    ``clock``: the newest metadata values already sent by this drain (an older one is not sent after)."""
     batch = Batch(len(claim.items), claim, spool, lambda items: None, replay=True)
     if not claim.items:
         claim.done()
@@ -121,7 +129,9 @@ async def drain_claim(sender: Sender, spool: Spool, claim: Claim, settings: Sett
             rows[payload["t"]].add(payload, payload)
         else:
             sends.append(_send_one_into(sender, batch, payload, settings))
-    sends += [_send_rows_into(sender, batch, kind_rows, settings) for kind_rows in rows.values() if kind_rows]
+    sends += [
+        _send_rows_into(sender, batch, kind_rows, settings, clock) for kind_rows in rows.values() if kind_rows
+    ]
     for start in range(0, len(sends), SLICE):
         await asyncio.gather(*sends[start : start + SLICE])
 
@@ -132,8 +142,9 @@ async def _drain(spool: Spool, settings: Settings, files: int, err: TextIO) -> N
     sender = Sender.for_settings(settings, asyncio.Event())
     try:
         with tqdm(total=files, desc="spool", unit="file", file=err, disable=None) as bar:
+            clock = FieldClock()
             for claim in spool.claims():
-                await drain_claim(sender, spool, claim, settings)
+                await drain_claim(sender, spool, claim, settings, clock)
                 bar.update(1)
     finally:
         if settings.transport is None:
@@ -180,7 +191,8 @@ def _confirm(question: str, stdin: TextIO) -> bool:
 def spool_purge(assume_yes: bool = False, out: TextIO | None = None, stdin: TextIO | None = None) -> int:
     """Delete what waits in the spool (asks first unless ``assume_yes``)."""
     out = out or sys.stdout
-    spool = _spool(load_settings())
+    settings = load_settings()
+    spool = _spool(settings)
     status = spool.status()
     if not status.files:
         print(f"The spool at {spool.directory} is empty; nothing to purge.", file=out)

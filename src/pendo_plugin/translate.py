@@ -62,7 +62,7 @@ class Translation:
 
     ``skipped`` is the reason when ``payloads`` is empty (else None); ``fixes`` are the sorted kinds of repair
     made; ``account_link`` is a ``(visitor_id, account_id)`` pair the caller should remember for later
-    track events of that visitor (from a group call, or identify ``traits.groupId``).
+    track events of that visitor (from a group call, or identify ``context.groupId``/``traits.groupId``).
     """
 
     payloads: tuple[TrackEvent | MetadataRow, ...]
@@ -201,7 +201,7 @@ def _translate_identify(message: Mapping[str, Any]) -> Translation:
     traits = _mapping(message.get("traits"))
     values, fixes = clean_metadata_values(traits) if traits else ({}, ())
     link = None
-    group_id = _id_text(traits.get("groupId"))
+    group_id = _id_text(_mapping(message.get("context")).get("groupId")) or _id_text(traits.get("groupId"))
     if group_id is not None and _id_problem(group_id) is None:
         link = (visitor_id, group_id)
     if not values:

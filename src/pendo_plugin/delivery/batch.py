@@ -1,12 +1,12 @@
 """A group of payloads written ahead to one spool file, settled when every payload has an outcome.
 
 With the spool on, the worker writes each slice of routed payloads to disk (fsynced, locked)
-before sending any of it. When all of them are settled the file is deleted; payloads that
+before sending any of it. Each payload delivered or refused for good is acknowledged in the file's
+log at once (:mod:`.acks`). When all of them are settled the file is deleted; payloads that
 failed are first written to a new file with the same age, so a later attempt sends only those
-(if that rewrite fails, the whole file is kept: duplicates rather than loss). If this process
-dies, the kernel drops the lock and the whole file is sent again later: delivery is
-at-least-once. With the spool off (or when writing ahead failed), failed payloads are counted
-as dropped.
+(if that rewrite fails, the file and its log are kept). If this process dies, the kernel drops
+the lock and a later process sends what was not acknowledged: delivery is at-least-once. With
+the spool off (or when writing ahead failed), failed payloads are counted as dropped.
 """
 
 from __future__ import annotations
@@ -42,9 +42,12 @@ class Batch:
         self._undeliverable = undeliverable
 
     def finish(self, payload: Payload, outcome: Outcome) -> None:
-        """Record one payload's outcome; the last one settles the batch."""
+        """Record one payload's outcome (acknowledged in its spool file at once unless it failed); the
+        last one settles the batch."""
         if outcome == "failed":
             self.failed.append(payload)
+        elif self.claim is not None:
+            self.claim.ack(payload)
         self.outstanding -= 1
         if self.outstanding == 0:
             self._settle()
@@ -65,7 +68,7 @@ class Batch:
         if failed:
             rewritten = self.spool.write(failed, name_prefix=claim.path.name.split("-", 1)[0])
             if rewritten is None:
-                claim.release()  # keep everything: the delivered part will be sent again
+                claim.release()  # keep the file: its log skips what was acknowledged
                 return
             if not self.replay:
                 counters.incr("spooled", len(failed))

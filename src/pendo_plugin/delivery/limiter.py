@@ -45,6 +45,11 @@ class AdaptiveLimiter:
         """Whether a ``Retry-After`` pause is holding new requests now."""
         return time.monotonic() < self._paused_until
 
+    @property
+    def paused_until(self) -> float:
+        """When the current (or last) ``Retry-After`` pause ends, in monotonic time."""
+        return self._paused_until
+
     def _has_slot(self) -> bool:
         return self.in_flight < max(int(self.limit), self.minimum) and not self.paused
 

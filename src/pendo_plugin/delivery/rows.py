@@ -1,13 +1,59 @@
-"""Metadata rows waiting to be sent: merged per visitor or account id, later values winning per
-field, each remembering what it was merged from so every origin can be settled with the outcome."""
+"""Metadata rows waiting to be sent: merged per visitor or account id, the newest value of each field
+winning by the message's own timestamp (ties: the later arrival), each row remembering what it was
+merged from so every origin can be settled with the outcome.
+
+A metadata payload carries its message's timestamp as ``"ts"`` (epoch milliseconds). Payloads
+without one (spool files written before it was stored) or with a value that is not a number count
+as older than any that has one.
+"""
 
 from __future__ import annotations
 
+import math
+from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any, Generic, TypeVar
 
+from pendo_plugin import counters
+
 Origin = TypeVar("Origin")
 METADATA_KINDS = ("visitor", "account")
+MAX_REMEMBERED_ROWS = 10_000
+UNSTAMPED = -math.inf
+
+
+def stamp_of(payload: dict[str, Any]) -> float:
+    """The payload's message timestamp (epoch ms), or :data:`UNSTAMPED`."""
+    stamp = payload.get("ts")
+    if isinstance(stamp, (int, float)) and not isinstance(stamp, bool) and math.isfinite(stamp):
+        return float(stamp)
+    return UNSTAMPED
+
+
+class FieldClock:
+    """The newest timestamp already queued for sending, per row and field (bounded, least recently
+    used forgotten first), so a later batch never sends a value older than one an earlier batch sent;
+    each value left out is counted as ``superseded:<kind>``."""
+
+    def __init__(self, capacity: int = MAX_REMEMBERED_ROWS) -> None:
+        self.capacity = capacity
+        self._rows: OrderedDict[tuple[str, str], dict[str, float]] = OrderedDict()
+
+    def newer(self, kind: str, row_id: str, values: dict[str, tuple[float, Any]]) -> dict[str, Any]:
+        """The values not older than what was queued before for that row and field; records them."""
+        key = (kind, row_id)
+        seen = self._rows.setdefault(key, {})
+        self._rows.move_to_end(key)
+        kept = {}
+        for field, (stamp, value) in values.items():
+            if stamp >= seen.get(field, UNSTAMPED):
+                seen[field] = stamp
+                kept[field] = value
+            else:
+                counters.incr(f"superseded:{kind}")
+        if len(self._rows) > self.capacity:
+            self._rows.popitem(last=False)
+        return kept
 
 
 class MergedRows(Generic[Origin]):
@@ -15,22 +61,35 @@ class MergedRows(Generic[Origin]):
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
-        self._rows: dict[str, tuple[dict[str, Any], list[Origin]]] = {}
+        self._rows: dict[str, tuple[dict[str, tuple[float, Any]], list[Origin]]] = {}
 
     def __len__(self) -> int:
         return len(self._rows)
 
     def add(self, payload: dict[str, Any], origin: Origin) -> None:
-        """Merge one ``{"k": "meta", ...}`` payload into the row of its id."""
+        """Merge one ``{"k": "meta", ...}`` payload into the row of its id: per field, the value with
+        the newest timestamp wins; on a tie, the one added last."""
         values, origins = self._rows.setdefault(str(payload["id"]), ({}, []))
-        values.update(payload.get("v") or {})
+        stamp = stamp_of(payload)
+        new = payload.get("v")
+        for field, value in (new.items() if isinstance(new, dict) else ()):
+            current = values.get(field)
+            if current is None or stamp >= current[0]:
+                values[field] = (stamp, value)
         origins.append(origin)
 
-    def payloads(self) -> list[dict[str, Any]]:
-        """One merged payload per id, in the order the ids were first seen."""
-        return [
-            {"k": "meta", "t": self.kind, "id": key, "v": values} for key, (values, _) in self._rows.items()
-        ]
+    def payloads(self, clock: FieldClock | None = None) -> list[dict[str, Any]]:
+        """One merged payload per id, in the order the ids were first seen; with ``clock``, fields
+        older than a value queued before are left out (and rows left with none)."""
+        merged = []
+        for key, (values, _) in self._rows.items():
+            if clock is None:
+                kept = {field: value for field, (_, value) in values.items()}
+            else:
+                kept = clock.newer(self.kind, key, values)
+            if kept or clock is None:
+                merged.append({"k": "meta", "t": self.kind, "id": key, "v": kept})
+        return merged
 
     def origins(self) -> Iterator[Origin]:
         """Everything merged in, in order."""

@@ -10,6 +10,9 @@ It imports them while holding ``_import_guard``, and ``os.fork()`` waits for tha
 most ``IMPORT_WAIT`` seconds). Otherwise a fork in the middle of the worker's imports would leave
 the child a half-initialised module in ``sys.modules``, imported by a thread the child does not
 have, and the child's own worker would fail on it.
+
+A runtime created where uWSGI is about to fork from C (its master, no ``--lazy-apps``) is *held*:
+it queues but starts no thread until :meth:`Runtime.release` (see :mod:`pendo_plugin.integrations.uwsgi`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from pendo_plugin import config, counters
+from pendo_plugin.integrations import gevent, uwsgi
 from pendo_plugin.logs import log, log_once
 
 if TYPE_CHECKING:
@@ -61,6 +65,20 @@ os.register_at_fork(
 )
 
 
+def new_thread(target: Callable[[], None]) -> threading.Thread | gevent.NativeThread:
+    """The worker's thread: a real OS thread, also where gevent has patched ``threading``."""
+    if gevent.patched_threading():
+        return gevent.NativeThread(target, "pendo-plugin-worker")
+    return threading.Thread(target=target, name="pendo-plugin-worker", daemon=True)
+
+
+def is_current(thread: threading.Thread | gevent.NativeThread) -> bool:
+    """Whether the caller runs on ``thread``."""
+    if isinstance(thread, threading.Thread):
+        return thread is threading.current_thread()
+    return thread.is_current()
+
+
 class Runtime:
     """Owns the intake queue and the worker thread; everything else happens in the worker."""
 
@@ -69,11 +87,12 @@ class Runtime:
         self._intake: deque[Mapping[str, Any]] = deque()
         self._overflow: deque[Mapping[str, Any]] = deque()
         self._start_lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._thread: threading.Thread | gevent.NativeThread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._worker: Worker | None = None
         self._ready = threading.Event()
         self._broken = False  # the worker cannot even start (e.g. a dependency fails to import)
+        self.held = uwsgi.before_fork()  # a process about to fork from C: queue, start no thread
 
     # ----- app thread -----------------------------------------------------------------------
 
@@ -85,15 +104,26 @@ class Runtime:
             self._overflow.append(message)
         else:
             counters.incr("dropped:queue_full")
-        if self._thread is None and not self._broken:
+        if self._thread is None and not self._broken and not self.held:
+            self.start(wait=False)
+
+    def release(self, inherited: Runtime | None = None) -> None:
+        """Lift the hold (the fork happened), take over ``inherited``'s queue, start if anything waits."""
+        if inherited is not None:
+            self._intake.extend(inherited._intake)
+            self._overflow.extend(inherited._overflow)
+        self.held = False
+        if self._intake or self._overflow:
             self.start(wait=False)
 
     def start(self, *, wait: bool = True) -> None:
         """Start the worker thread if it is not running (``wait``: until its loop is ready)."""
+        if self.held:
+            return
         with self._start_lock:
             if self._thread is None:
                 self._ready.clear()
-                thread = threading.Thread(target=self._run, name="pendo-plugin-worker", daemon=True)
+                thread = new_thread(self._run)
                 try:
                     thread.start()
                 except RuntimeError as exc:  # e.g. "can't create new thread at interpreter shutdown"
@@ -113,7 +143,7 @@ class Runtime:
         loop, thread, worker = self._loop, self._thread, self._worker
         if loop is None or worker is None or thread is None or not thread.is_alive():
             return _NOT_RUN
-        if thread is threading.current_thread():
+        if is_current(thread):
             return _NOT_RUN
         try:
             future = asyncio.run_coroutine_threadsafe(coroutine_factory(worker), loop)
@@ -125,9 +155,11 @@ class Runtime:
             return None
 
     def flush(self, timeout: float, *, replay_spool: bool = True) -> bool:
-        """Wait until everything queued so far was delivered, rejected, dropped, or (spool on) is on
-        disk waiting for a retry. ``replay_spool``: also replay what waits in the spool (an earlier
-        process's events) and wait for that; else do not wait for a replay under way. False on timeout."""
+        """Wait until everything queued so far was delivered, refused for good, dropped or given up on
+        for now (then it waits in the spool), waiting out the retries and Retry-After pauses that end
+        within ``timeout``. ``replay_spool``: also replay what waits in the spool (an earlier process's
+        events) and wait for that; else do not wait for a replay under way. False if the time ran out
+        first, or what is left can only be retried after it (it goes on in the background)."""
         return (
             self._call(
                 lambda worker: worker.drain(timeout, replay_spool=replay_spool, replays=replay_spool),
@@ -140,9 +172,11 @@ class Runtime:
         """Deliver what fits in ``timeout`` seconds, spool the rest, stop the worker."""
         if self._thread is None and not (self._intake or self._overflow):
             return True
+        if self.held:  # the uWSGI master: what it queued is worker 1's to deliver
+            return False
         result = self._call(lambda worker: worker.shutdown(timeout), timeout + 5.0)
         thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
+        if thread is not None and not is_current(thread):
             thread.join(2.0)
         with self._start_lock:
             alive = thread is not None and thread.is_alive()
@@ -197,5 +231,5 @@ class Runtime:
 
     def _forget_thread(self) -> None:
         with self._start_lock:
-            if self._thread is threading.current_thread():
+            if self._thread is not None and is_current(self._thread):
                 self._thread = None

@@ -67,19 +67,30 @@ class Sender:
         self.limiter = limiter
         self.stopping = stopping
         self.schemas = SchemaCache()
-        self.waiting: set[asyncio.Task[Any]] = set()  # tasks waiting out a retry backoff
+        self.waiting: dict[asyncio.Task[Any], float] = {}  # tasks waiting out a retry: when they wake
         self.acquiring: set[asyncio.Task[Any]] = set()  # tasks waiting for a slot (or a Retry-After pause)
         self.on_drop: Callable[[Exception, list[Payload]], None] = lambda exc, items: None
         self.consecutive_failures = 0  # retryable failures since the last answer Pendo gave
 
     @property
     def failing(self) -> bool:
-        """Whether Pendo looks down: many network errors, timeouts or 5xx in a row, no answer between."""
+        """Whether Pendo looks down: many network errors, timeouts or 5xx without a Retry-After in a
+        row, no answer between."""
         return self.consecutive_failures >= BREAKER_THRESHOLD
+
+    def blocked_until(self, task: asyncio.Task[Any]) -> float | None:
+        """When ``task`` can next make progress (monotonic time) if it is waiting out a retry backoff or
+        a Retry-After pause; None if it is sending or waiting only for a free slot."""
+        wake = self.waiting.get(task)
+        if wake is not None:
+            return wake
+        if task in self.acquiring and self.limiter.paused:
+            return self.limiter.paused_until
+        return None
 
     async def _sleep(self, seconds: float) -> None:
         """A retry wait that shutdown cuts short."""
-        with self._waiting():
+        with self._waiting(time.monotonic() + seconds):
             try:
                 await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
             except asyncio.TimeoutError:
@@ -87,16 +98,16 @@ class Sender:
         raise ShutdownInterrupted()
 
     @contextlib.contextmanager
-    def _waiting(self) -> Iterator[None]:
+    def _waiting(self, wake: float) -> Iterator[None]:
         task = asyncio.current_task()
         if task is None:
             yield
             return
-        self.waiting.add(task)
+        self.waiting[task] = wake
         try:
             yield
         finally:
-            self.waiting.discard(task)
+            self.waiting.pop(task, None)
 
     async def _acquire(self) -> None:
         """A slot from the limiter (tasks waiting for one are in ``acquiring``)."""
@@ -121,10 +132,10 @@ class Sender:
             self.consecutive_failures = 0
             return response.body
         except RetryableError as exc:
-            if exc.status != 429:  # rate limiting is an answer, not an outage
-                self.consecutive_failures += 1
             if exc.retry_after is not None:
-                self.limiter.pause(exc.retry_after)
+                self.limiter.pause(exc.retry_after)  # an answer saying when to come back: not an outage
+            elif exc.status != 429:  # rate limiting is an answer too
+                self.consecutive_failures += 1
             raise
         except PermanentError:
             congested = False
@@ -236,6 +247,8 @@ class Sender:
         Returns ``failed`` if any row must be kept for later, else ``sent`` (rows Pendo refused are
         counted as dropped).
         """
+        if not rows:
+            return "sent"
         schema = await self.schemas.fields(self.transport, settings, kind)
         prepared = [row for row in (self._prepare(kind, item, schema) for item in rows) if row is not None]
         if not prepared:

@@ -31,6 +31,7 @@ from typing import Any
 
 from pendo_plugin import config, counters, jsoncodec
 from pendo_plugin.delivery import spool_files
+from pendo_plugin.delivery.acks import AckLog, ack_path, read_acks
 from pendo_plugin.delivery.spool_files import OPEN_FLAGS, Unreadable
 from pendo_plugin.logs import log, log_once
 
@@ -51,6 +52,7 @@ def _forget_inherited_locks() -> None:
     """In a forked child: close the parent's lock descriptors; the parent's claims stay the parent's."""
     for claim in list(_claims):
         claim._fd = None
+        claim._acks.close()
     for fd in list(_held_fds):
         with contextlib.suppress(OSError):
             os.close(fd)
@@ -80,11 +82,19 @@ def _items_in_name(path: Path) -> int:
 
 
 class Claim:
-    """An exclusively locked spool file; ``done`` deletes it, ``release`` leaves it for later."""
+    """An exclusively locked spool file; ``done`` deletes it, ``release`` leaves it for later.
+
+    ``items`` are the file's payloads that no earlier holder acknowledged (see :mod:`.acks`); ``ack``
+    records one as acknowledged, so a later process does not resend it if this one dies first."""
 
     def __init__(self, path: Path, fd: int, items: list[dict[str, Any]]) -> None:
+        acknowledged = read_acks(path, len(items))
+        if acknowledged:
+            counters.incr("already_acknowledged", len(acknowledged))
         self.path = path
-        self.items = items
+        self.items = [item for n, item in enumerate(items) if n not in acknowledged]
+        self._positions = {id(item): n for n, item in enumerate(items) if n not in acknowledged}
+        self._acks = AckLog(path)
         self._fd: int | None = fd
         _claims.add(self)
 
@@ -93,16 +103,24 @@ class Claim:
         """Whether this process still holds the file's lock."""
         return self._fd is not None
 
+    def ack(self, item: dict[str, Any]) -> None:
+        """Record that ``item`` (one of ``items``) was delivered or refused for good; only while held."""
+        position = self._positions.get(id(item))
+        if self._fd is not None and position is not None:
+            self._acks.append(position)
+
     def done(self) -> None:
         """Delete the file (everything in it was acknowledged) and drop the lock; only while held."""
         if self._fd is None:
             return
+        self._acks.remove()  # first: a crash in between resends the file rather than orphan its log
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
         self.release()
 
     def release(self) -> None:
-        """Drop the lock and keep the file for a later attempt."""
+        """Drop the lock and keep the file (and its acknowledgements) for a later attempt."""
+        self._acks.close()
         fd, self._fd = self._fd, None
         if fd is not None:
             _close_fd(fd)
@@ -238,7 +256,7 @@ class Spool:
         except FileNotFoundError:
             return None
         except OSError as exc:
-            spool_files.quarantine(self.directory, path, *spool_files.open_problem(exc))
+            self._quarantine(path, *spool_files.open_problem(exc))
             return None
         _held_fds.add(fd)
         try:
@@ -251,7 +269,7 @@ class Spool:
             _close_fd(fd)
             return None
         except Unreadable as problem:
-            spool_files.quarantine(self.directory, path, problem.reason, problem.kind)
+            self._quarantine(path, problem.reason, problem.kind)
             _close_fd(fd)
             return None
         except OSError as exc:
@@ -260,6 +278,12 @@ class Spool:
                      path.name, exc.strerror)
             return None
         return Claim(path, fd, items)
+
+    def _quarantine(self, path: Path, reason: str, kind: str) -> None:
+        """Quarantine a spool file that failed a check, and delete its acknowledgement log with it."""
+        spool_files.quarantine(self.directory, path, reason, kind)
+        with contextlib.suppress(OSError):
+            os.unlink(ack_path(path))
 
     def recover(self) -> None:
         """Rename complete temp files left by dead writers into place; drop torn ones (counted)."""
@@ -316,6 +340,7 @@ class Spool:
             if total <= target:
                 break
             if self._remove_unlocked(path):
+                AckLog(path).remove()
                 total -= sizes.get(path, 0)
                 removed += _items_in_name(path)
         if removed:

@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 from pendo_plugin import config, counters
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.batch import Batch
+from pendo_plugin.delivery.fleet import Fleet
 from pendo_plugin.delivery.http import DaemonPool
-from pendo_plugin.delivery.rows import METADATA_KINDS, MergedRows
+from pendo_plugin.delivery.rows import METADATA_KINDS, FieldClock, MergedRows
 from pendo_plugin.delivery.senders import Outcome, Payload, Sender
 from pendo_plugin.delivery.spool import Claim, Spool
 from pendo_plugin.logs import log_once
@@ -53,7 +54,7 @@ def payload_kind(payload: Payload) -> str:
 
 
 class WorkerLoop(asyncio.SelectorEventLoop):
-    """The worker's event loop: ``run_in_executor(None, ...)`` (aiohttp's DNS and netrc lookups)
+    """The worker's event loop: ``run_in_executor(None, ...)`` (DNS lookups)
     runs on a :class:`DaemonPool`, which keeps working while the interpreter exits."""
 
     def __init__(self) -> None:
@@ -103,17 +104,22 @@ class Worker:
         self._stopping: asyncio.Event | None = None
         self._stopped: asyncio.Event | None = None
         self._closing = False
+        self._exiting = False  # shutdown has begun: start no new replay of the spool
         self._flushing = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._replays: set[asyncio.Task[Any]] = set()  # the subset replaying the spool
         self._backlog: deque[tuple[Batch, Payload]] = deque()
         self._metadata: dict[str, PendingRows] = {kind: MergedRows(kind) for kind in METADATA_KINDS}
         self._metadata_since: float | None = None
+        self._clock = FieldClock()  # an older metadata value is never sent after a newer one
+        self._last_metadata: dict[str, asyncio.Task[Any]] = {}  # per kind: batches go out in order
+        self._follows: dict[asyncio.Task[Any], asyncio.Task[Any]] = {}  # a batch -> the one before it
         self._spool_draining = False
         self._spool_next_try = 0.0
         self._spool_cache: tuple[tuple[Any, int], Spool] | None = None
         self._sender: Sender | None = None
         self._transport_source: Any = None
+        self._fleet = Fleet(self._write_ahead)  # fleet mode (Redis) and the rate budget
 
     @property
     def router(self) -> Router:
@@ -138,6 +144,8 @@ class Worker:
             assert self._stopping is not None
             self._sender = Sender.for_settings(settings, self._stopping)
             self._sender.on_drop = self._on_drop
+            self._sender.transport = self._fleet.wrap(self._sender.transport)  # fleet mode
+        self._fleet.update(settings)  # fleet mode
         self._sender.limiter.maximum = settings.max_concurrency
         return settings
 
@@ -221,12 +229,13 @@ class Worker:
             payloads = self.route_all(live, settings)
             if closing:
                 self.spool_unsent(payloads, settings)
-            else:
+            elif not self._fleet.offer(payloads):  # fleet mode: the Redis stream takes them
                 self._write_ahead(payloads, settings)
         if overflow:
             self.spool_unsent(self.route_all(overflow, settings), settings)
         dispatched = 0 if closing else self._dispatch_backlog(settings)
-        return bool(live or overflow or dispatched)
+        fleet = not closing and self._fleet.pump(self._sender, settings, self._spool(settings))  # fleet mode
+        return bool(live or overflow or dispatched or fleet)
 
     def route_all(self, messages: list[Mapping[str, Any]], settings: Settings) -> list[Payload]:
         return self.router.route_all(messages, settings)
@@ -270,7 +279,7 @@ class Worker:
         Pendo is back."""
         parked = len(self._backlog)
         if self._sender is not None:
-            for task in self._sender.waiting - self._replays:  # retrying what is on disk already
+            for task in set(self._sender.waiting) - self._replays:  # retrying what is on disk already
                 task.cancel()  # its payload settles as failed: it stays in the spool
         if parked:
             log_once(
@@ -300,16 +309,18 @@ class Worker:
         batch.finish(payload, "rejected")
         return False
 
-    def _spawn(self, coroutine: Any, *, replay: bool = False) -> None:
+    def _spawn(self, coroutine: Any, *, replay: bool = False) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         if replay:
             self._replays.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         self._replays.discard(task)
+        self._follows.pop(task, None)
         if self._backlog and self._wake is not None:
             self._wake.set()  # a slot is free: send more from the backlog now, not at the next poll
 
@@ -331,14 +342,28 @@ class Worker:
         for kind, rows in self._metadata.items():
             if rows:
                 self._metadata[kind] = MergedRows(kind)
-                self._spawn(self._send_metadata(rows, settings))
+                previous = self._last_metadata.get(kind)
+                task = self._spawn(self._send_metadata(rows, rows.payloads(self._clock), settings, previous))
+                self._last_metadata[kind] = task
+                if previous is not None and not previous.done():
+                    self._follows[task] = previous
         self._metadata_since = None
 
-    async def _send_metadata(self, rows: PendingRows, settings: Settings) -> None:
+    async def _send_metadata(
+        self,
+        rows: PendingRows,
+        payloads: list[Payload],
+        settings: Settings,
+        previous: asyncio.Task[Any] | None,
+    ) -> None:
+        """Send one merged batch once the batch of that kind before it is settled (so, for a row in
+        both, the newer values reach Pendo last)."""
         assert self._sender is not None
         outcome: Outcome = "failed"
         try:
-            outcome = await self._sender.send_metadata(rows.kind, rows.payloads(), settings)
+            if previous is not None and not previous.done():
+                await asyncio.wait([previous])
+            outcome = await self._sender.send_metadata(rows.kind, payloads, settings)
         finally:
             for batch, payload in rows.origins():
                 batch.finish(payload, outcome)
@@ -346,7 +371,7 @@ class Worker:
     # ----- the spool, drained oldest first -------------------------------------------------
 
     def _shutting_down(self) -> bool:
-        return self._closing or (self._stopping is not None and self._stopping.is_set())
+        return self._exiting or self._closing or (self._stopping is not None and self._stopping.is_set())
 
     def _drain_spool_if_due(self, settings: Settings, *, force: bool = False) -> None:
         if self._spool_draining or self._shutting_down():
@@ -394,40 +419,56 @@ class Worker:
 
     # ----- flush, shutdown, sync mode -------------------------------------------------------
 
-    def _idle(self, settings: Settings, *, replays: bool) -> bool:
-        """Nothing left in memory only: every message was routed, and every payload was settled or
-        (with the spool on) is safe on disk and waiting for a retry or a Retry-After pause.
-        ``replays``: also wait for a replay of the spool that is under way."""
+    def _left(self, deadline: float, *, replays: bool) -> str:
+        """What is left in memory: ``none``; ``stuck`` when every payload left waits for a retry or a
+        Retry-After pause that ends after ``deadline``; else ``busy``. ``replays``: count a replay of
+        the spool that is under way too."""
         if self._intake or self._overflow or self._metadata_since is not None:
-            return False
+            return "busy"
+        if not self._fleet.idle(self._sender):  # fleet mode
+            return "busy"
+        tasks = self._tasks if replays else self._tasks - self._replays
+        if any(self._moving(task, deadline) for task in tasks):
+            return "busy"
+        if self._backlog:  # it waits for a slot: one frees when a task (a replay's too) ends in time
+            return "busy" if any(self._moving(task, deadline) for task in self._tasks) else "stuck"
+        return "stuck" if tasks else "none"
+
+    def _moving(self, task: asyncio.Task[Any], deadline: float) -> bool:
+        """Whether ``task`` is sending, or waits for something that ends before ``deadline``."""
+        until = self._blocked_until(task)
+        return until is None or until < deadline
+
+    def _blocked_until(self, task: asyncio.Task[Any] | None) -> float | None:
+        """When ``task`` (or the metadata batch it waits for) can next make progress, if it waits out
+        a retry or a Retry-After pause; None if it is sending or waiting for a slot."""
         sender = self._sender
-        durable = sender is not None and self._spool(settings) is not None
-        busy = self._tasks if replays else self._tasks - self._replays
-        if durable and sender is not None:
-            busy = busy - sender.waiting
-            if sender.limiter.paused:
-                busy = busy - sender.acquiring
-        if busy:
-            return False
-        if self._backlog:
-            if not durable or sender is None:
-                return False
-            return sender.limiter.paused or self._room(settings) <= 0
-        return True
+        while task is not None and sender is not None:
+            until = sender.blocked_until(task)
+            if until is not None:
+                return until
+            task = self._follows.get(task)
+            if task is not None and task.done():
+                return None
+        return None
 
     async def drain(self, timeout: float, *, replay_spool: bool = False, replays: bool = True) -> bool:
-        """Send what is queued (``replay_spool``: replay the spool too) until idle or ``timeout``."""
+        """Deliver what is queued (``replay_spool``: replay the spool too), waiting out every retry and
+        Retry-After pause that ends within ``timeout``; True once nothing is left in progress, False
+        when the time ran out or the rest cannot be tried again in time."""
         deadline = time.monotonic() + timeout
         self._flushing += 1
         try:
             if replay_spool:
                 self._drain_spool_if_due(self._settings(), force=True)
+                self._fleet.kick()  # fleet mode: deliver what waits in the Redis stream too
             while True:
                 settings = self._settings()
                 self._pump(settings)
                 self._send_due_metadata(settings, force=True)
-                if self._idle(settings, replays=replays or replay_spool):
-                    return True
+                left = self._left(deadline, replays=replays or replay_spool)
+                if left != "busy":
+                    return left == "none"
                 if time.monotonic() >= deadline:
                     return False
                 await asyncio.sleep(DRAIN_POLL)
@@ -435,10 +476,10 @@ class Worker:
             self._flushing -= 1
 
     async def shutdown(self, timeout: float) -> bool:
+        """Deliver what fits in ``timeout`` (retries included), cancel the rest (it stays in the spool,
+        or is counted as dropped with the spool off) and stop."""
         assert self._stopping is not None and self._wake is not None and self._stopped is not None
-        if self._spool(self._settings()) is not None:
-            # with the spool on, one attempt each is enough: what fails stays on disk for later
-            self._stopping.set()
+        self._exiting = True
         drained = await self.drain(timeout)
         self._stopping.set()  # cut every retry wait short now
         self._closing = True
@@ -447,6 +488,7 @@ class Worker:
             task.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=CANCEL_GRACE)
+        await self._fleet.stop(CANCEL_GRACE)  # fleet mode
         while self._intake or self._overflow:
             self._pump(settings)  # with _closing set, what is left is written to the spool unsent
         while self._backlog:
@@ -460,6 +502,7 @@ class Worker:
         if self._sender is not None and self._transport_source is None:
             with contextlib.suppress(Exception):
                 await self._sender.transport.close()
+        await self._fleet.close()  # fleet mode
         self._sender = None
         self._stopped.set()
         self._wake.set()

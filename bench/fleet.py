@@ -1,0 +1,201 @@
+"""Fleet simulation: N app processes sharing one Pendo rate budget (and one queue) through Redis.
+
+    python bench/fleet.py                      # 6 processes x 250 (budget) / 2,000 (CPU) events
+    python bench/fleet.py --processes 8 --events 400 --cpu-events 4000 --json
+
+Four runs against the Pendo stand-in (``pendo_plugin.sandbox.Sandbox``), each with N real processes
+using a real ``segment.analytics`` client:
+
+1. ``budget, fleet mode``: Redis on, ``PENDO_RATE_LIMIT=80``, the stand-in answers 429 past 100
+   requests/s per endpoint (like Pendo). Delivered events/s against the budget, the 429 ratio, Redis
+   round trips per event.
+2. ``budget, alone``: the same without Redis (each process keeps 80/s on its own).
+3. ``no budget, fleet mode`` and 4. ``no budget, alone``: no limit anywhere, ``--cpu-events`` per
+   process (enough to amortise each interpreter's imports); track() latency and the CPU per event of
+   each process (all its threads, from its first event to the end of its last flush), on against off.
+
+Needs ``redis-server`` on PATH (Debian's package) and the plugin installed with the ``redis`` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from common import closed_port
+from pendo_plugin.sandbox import Sandbox
+
+TRACK_SECRET = "bench-track-secret"
+LIMIT = 100
+BUDGET = 80
+
+APP = """
+import json, os, statistics, time
+import pendo_plugin
+from segment.analytics import Client
+
+client = Client("bench", host=os.environ["SEGMENT_HOST"], upload_interval=0.05, max_queue_size=100000)
+latencies = []
+count = int(os.environ["BENCH_EVENTS"])
+cpu_before = time.process_time()
+for n in range(count):
+    began = time.perf_counter()
+    client.track(user_id=f"u{os.getpid()}", event="Fleet bench", properties={"n": n})
+    latencies.append(time.perf_counter() - began)
+client.flush()
+flushed = pendo_plugin.flush(300)
+cpu = time.process_time() - cpu_before
+latencies.sort()
+print(json.dumps({
+    "flushed": flushed,
+    "cpu": cpu,
+    "median_us": statistics.median(latencies) * 1e6,
+    "p99_us": latencies[int(len(latencies) * 0.99)] * 1e6,
+    "stats": pendo_plugin.stats(),
+}))
+"""
+
+
+class Redis:
+    """A throwaway ``redis-server`` on a free loopback port, without persistence."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = closed_port()
+        server = shutil.which("redis-server")
+        if server is None:
+            raise SystemExit("redis-server is not installed (Debian: apt-get install redis-server)")
+        self.process = subprocess.Popen(
+            [server, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(directory), "--save", ""],
+            stdout=subprocess.DEVNULL,
+        )
+        import redis
+
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def cpu_seconds(self) -> float:
+        """CPU the server has used so far (user + system, all its threads)."""
+        import redis
+
+        info = redis.Redis(port=self.port).info("cpu")
+        return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def run_fleet(
+    processes: int, events: int, redis: Redis | None, budget: float | None, limit: int | None, workdir: Path
+) -> dict[str, Any]:
+    """Start ``processes`` apps at once; delivered rate, 429 ratio and the apps' own figures."""
+    with Sandbox(track_secret=TRACK_SECRET, rate_limit=limit, log_limit=1_000_000) as box:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("PENDO_")}
+        base.update(
+            PENDO_TRACK_SECRET=TRACK_SECRET,
+            PENDO_DATA_URL=box.url,
+            PENDO_API_URL=box.url,
+            PENDO_FLUSH_TIMEOUT="300",
+            SEGMENT_HOST=box.url,
+            BENCH_EVENTS=str(events),
+        )
+        if redis is not None:
+            base["PENDO_REDIS_URL"] = redis.url
+        redis_cpu = redis.cpu_seconds() if redis is not None else 0.0
+        if budget:
+            base["PENDO_RATE_LIMIT"] = str(budget)
+        started = time.monotonic()
+        apps = [
+            subprocess.Popen(
+                [sys.executable, "-c", APP],
+                env={**base, "PENDO_SPOOL_DIR": str(workdir / f"spool-{n}")},
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for n in range(processes)
+        ]
+        results = [json.loads(app.communicate(timeout=600)[0].splitlines()[-1]) for app in apps]
+        wall = time.monotonic() - started
+        redis_cpu = redis.cpu_seconds() - redis_cpu if redis is not None else 0.0
+        track = [entry for entry in box.request_log() if entry.path == "/data/track"]
+        accepted = sorted(entry.at for entry in track if entry.status == 200)
+        delivered = len({(e["visitorId"], e["properties"]["n"]) for e in box.track_events()})
+    total = processes * events
+    stats = [result["stats"] for result in results]
+    return {
+        "processes": processes,
+        "events": total,
+        "delivered": delivered,
+        "all_flushed": all(result["flushed"] for result in results),
+        "seconds": round(wall, 2),
+        "delivered_per_s": round((len(accepted) - 1) / (accepted[-1] - accepted[0]), 1)
+        if len(accepted) > 1
+        else 0,
+        "requests": len(track),
+        "answered_429": sum(entry.status == 429 for entry in track),
+        "ratio_429": round(sum(entry.status == 429 for entry in track) / max(1, len(track)), 4),
+        "redis_round_trips_per_event": round(sum(s.get("redis:round_trips", 0) for s in stats) / total, 3),
+        "track_median_us": round(sorted(r["median_us"] for r in results)[processes // 2], 1),
+        "track_p99_us": round(max(r["p99_us"] for r in results), 1),
+        "cpu_ms_per_1000_events": round(sum(r["cpu"] for r in results) / total * 1e6, 1),
+        "redis_cpu_ms_per_1000_events": round(redis_cpu / total * 1e6, 1),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--processes", type=int, default=6, help="4 to 8 app processes (default 6)")
+    parser.add_argument("--events", type=int, default=250, help="track events per process (default 250)")
+    parser.add_argument("--cpu-events", type=int, default=2000, help="per process, no-budget runs (2000)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="pendo-fleet-bench-") as temp:
+        workdir = Path(temp)
+        redis = Redis(workdir)
+        try:
+            runs = {
+                "budget, fleet mode": run_fleet(
+                    args.processes, args.events, redis, BUDGET, LIMIT, workdir
+                ),
+                "budget, alone": run_fleet(args.processes, args.events, None, BUDGET, LIMIT, workdir / "b"),
+                "no budget, fleet mode": run_fleet(
+                    args.processes, args.cpu_events, redis, None, None, workdir / "c"
+                ),
+                "no budget, alone": run_fleet(
+                    args.processes, args.cpu_events, None, None, None, workdir / "d"
+                ),
+            }
+        finally:
+            redis.stop()
+    if args.json:
+        print(json.dumps(runs, indent=2))
+        return 0
+    names = list(next(iter(runs.values())))
+    print(f"{'':32}" + "".join(f"{name:>24}" for name in runs))
+    for key in names:
+        print(f"{key:32}" + "".join(f"{run[key]!s:>24}" for run in runs.values()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

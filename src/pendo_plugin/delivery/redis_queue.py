@@ -1,0 +1,356 @@
+"""The fleet's durable queue: a Redis Stream read through one consumer group by every process.
+
+The worker offers each routed slice here instead of writing it to the local spool. One I/O
+cycle at a time runs on the worker's loop and, in order: settles what was sent (``XACK`` +
+``XDEL``; a payload that failed is appended anew and acknowledged in one ``MULTI``, so any
+process retries it), appends the offered payloads (one pipeline, ``MAXLEN`` capped, trims counted
+as ``dropped:redis_full``), moves the local spool into the stream after an outage, takes over
+entries a silent process held longer than ``PENDO_REDIS_CLAIM_AFTER`` (``XAUTOCLAIM``, while
+refreshing the idle time of its own entries still being sent) and reads new entries
+(``XREADGROUP``) to send. An entry leaves the stream only after Pendo's 2xx or a final refusal.
+
+When Redis does not answer, what was offered goes back to the worker's local path (spool and
+direct sending), so nothing waits on Redis. Entries read back are untrusted: size, JSON and
+shape are checked, and a bad one is counted (``dropped:redis_corrupt``) and removed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pendo_plugin import counters
+from pendo_plugin.config import Settings
+from pendo_plugin.delivery.redis_entries import GROUP, SETTLE_SCRIPT, STREAM, consumer_name, decode, encode
+from pendo_plugin.delivery.redis_link import RedisLink, redis_errors
+from pendo_plugin.delivery.rows import MergedRows
+from pendo_plugin.delivery.senders import Outcome, Payload, Sender
+from pendo_plugin.delivery.spool import Spool
+from pendo_plugin.logs import log, log_once
+
+MAX_IN_FLIGHT = 1024  # entries this process holds while sending
+READ_COUNT = 200
+APPEND_BATCH = 1000
+MAX_BUFFER = 10_000  # offered payloads waiting for the next append; past it the local path takes them
+READ_IDLE = 0.2  # after the stream was found empty, look again this often
+PAUSE_AFTER_FAILURE = 5.0  # Pendo did not take a payload: read nothing new for this long
+MOVE_FILES_PER_CYCLE = 20
+MOVE_RETRY = 2.0
+SETTLE_BATCH = 100  # acknowledge in batches: this many outcomes, or the oldest waited SETTLE_DELAY
+SETTLE_DELAY = 0.05
+
+Fallback = Callable[[list[Payload], Settings], None]
+
+
+class RedisQueue:
+    """This process's side of the shared stream; touched only from the worker's loop."""
+
+    def __init__(self, link: RedisLink, fallback: Fallback) -> None:
+        self.link = link
+        self.consumer = consumer_name()
+        self._fallback = fallback
+        self._buffer: list[Payload] = []
+        self._held: dict[bytes, bytes] = {}  # entry id -> its encoded payload, while being sent
+        self._acks: list[bytes] = []
+        self._requeue: list[tuple[bytes, bytes]] = []
+        self._settle_since: float | None = None  # when the oldest outcome waiting to be settled came
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._cycle: asyncio.Task[Any] | None = None
+        self._group_ready = False
+        self._settle_script: tuple[Any, Any] | None = None
+        self._caught_up = False
+        self._next_read = 0.0
+        self._paused_until = 0.0
+        self._next_claim = 0.0
+        self._claim_cursor = "0-0"
+        self._next_move: float | None = 0.0  # when to move the local spool into the stream (None: no need)
+        self._outages_seen = 0
+
+    # ----- the worker's side -------------------------------------------------------------------
+
+    def offer(self, payloads: list[Payload]) -> bool:
+        """Take ``payloads`` for the stream; False if Redis is down or the buffer is full."""
+        if not self.link.available() or len(self._buffer) + len(payloads) > MAX_BUFFER:
+            counters.incr("redis:fallback", len(payloads))
+            return False
+        self._buffer.extend(payloads)
+        return True
+
+    def hand_back(self, settings: Settings) -> None:
+        """Give what waits to be appended to the worker's local path (counted as ``redis:fallback``)."""
+        if self._buffer:
+            leftover, self._buffer = self._buffer, []
+            counters.incr("redis:fallback", len(leftover))
+            self._fallback(leftover, settings)
+
+    def kick(self) -> None:
+        """``flush()``: read the stream now and look for entries to take over."""
+        self._caught_up = False
+        self._next_read = self._next_claim = self._paused_until = 0.0
+        self.link.retry_now()
+
+    def pump(self, sender: Sender, settings: Settings, spool: Spool | None) -> bool:
+        """Start the next I/O cycle if one is due; True if it started one with work to do."""
+        if self._cycle is not None:
+            return False
+        if self._buffer and not self.link.available():
+            self.hand_back(settings)  # Redis stopped answering meanwhile: never hold payloads in memory
+        if sender.failing:
+            self._hold_off(sender)
+        now = time.monotonic()
+        sending = settings.active and not settings.shadow  # kill switch or shadow: leave entries waiting
+        reading = sending and now >= self._paused_until and now >= self._next_read and self._room() > 0
+        claiming = now >= self._next_claim
+        work = bool(self._buffer) or self._settle_due(now)
+        if not (work or reading or claiming) or not self.link.available():
+            return False
+        self._cycle = asyncio.ensure_future(self._run_cycle(sender, settings, spool, reading, claiming))
+        self._cycle.add_done_callback(self._cycle_done)
+        return work or (reading and not self._caught_up)
+
+    def _settle_due(self, now: float) -> bool:
+        waiting = len(self._acks) + len(self._requeue)
+        if not waiting or self._settle_since is None:
+            return False
+        return waiting >= SETTLE_BATCH or now - self._settle_since >= SETTLE_DELAY
+
+    def idle(self, sender: Sender | None) -> bool:
+        """Nothing of this process's waits in memory: offered payloads are in the stream, outcomes
+        are settled, and the stream was read to its end (or Pendo or Redis is down: it waits there)."""
+        if self._buffer and self.link.available():
+            return False
+        if self._cycle is not None or self._acks or self._requeue:
+            return not self.link.available()
+        busy = self._tasks - sender.waiting.keys() if sender is not None else self._tasks
+        if busy:
+            return False
+        return self._caught_up or time.monotonic() < self._paused_until or not self.link.available()
+
+    async def stop(self, grace: float) -> None:
+        """Shutdown: stop sending (what was not delivered is requeued), then settle and append once
+        more; what cannot reach Redis goes to the local path."""
+        self._paused_until = float("inf")
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=grace)
+        if self._cycle is not None:
+            await asyncio.wait([self._cycle], timeout=grace)
+        if self.link.available():
+            with contextlib.suppress(*redis_errors()):
+                await asyncio.wait_for(self._settle_and_append(None), grace)
+        self.hand_back(_settings_now())
+
+    # ----- one I/O cycle --------------------------------------------------------------------------
+
+    def _cycle_done(self, task: asyncio.Task[Any]) -> None:
+        self._cycle = None
+        if not task.cancelled() and task.exception() is not None:
+            log_once("redis-cycle", logging.ERROR, "pendo_plugin: fleet queue error: %r", task.exception())
+
+    async def _run_cycle(
+        self, sender: Sender, settings: Settings, spool: Spool | None, reading: bool, claiming: bool
+    ) -> None:
+        client = self.link.client()
+        try:
+            if not self._group_ready:
+                await self._create_group(client)
+            await self._settle_and_append(settings)
+            if self._next_move is not None and time.monotonic() >= self._next_move and spool is not None:
+                await self._move_from_spool(client, spool)
+            if claiming:
+                await self._claim(client, sender, settings)
+            if reading:
+                await self._read(client, sender, settings)
+        except redis_errors() as exc:
+            if "NOGROUP" in str(exc):
+                self._group_ready = False
+            self.link.failed(exc)
+            self.hand_back(settings)
+            return
+        self.link.answered()
+        if self.link.outages != self._outages_seen:  # the local spool may hold what came meanwhile
+            self._outages_seen = self.link.outages
+            self._next_move = 0.0
+
+    async def _create_group(self, client: Any) -> None:
+        import redis
+
+        counters.incr("redis:round_trips")
+        try:
+            await client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+    async def _settle_and_append(self, settings: Settings | None) -> None:
+        client = self.link.client()
+        acks, requeue = list(self._acks), list(self._requeue)  # more may settle while this runs
+        if acks or requeue:
+            if self._settle_script is None or self._settle_script[0] is not client:
+                self._settle_script = (client, client.register_script(SETTLE_SCRIPT))
+            pairs = [part for entry_id, raw in requeue for part in (entry_id, raw)]
+            counters.incr("redis:round_trips")
+            await self._settle_script[1](keys=[STREAM], args=[GROUP, len(acks), *acks, *pairs])
+            del self._acks[: len(acks)], self._requeue[: len(requeue)]
+            self._settle_since = time.monotonic() if self._acks or self._requeue else None
+            counters.incr("redis:acked", len(acks))
+            if requeue:
+                counters.incr("redis:requeued", len(requeue))
+        while self._buffer:
+            batch = self._buffer[:APPEND_BATCH]
+            cap = (settings or _settings_now()).redis_max_len
+            pipe = client.pipeline(transaction=False)
+            pipe.xlen(STREAM)
+            for payload in batch:
+                pipe.xadd(STREAM, {"p": encode(payload)}, maxlen=cap, approximate=False)
+            counters.incr("redis:round_trips")
+            results = await pipe.execute()
+            del self._buffer[: len(batch)]
+            counters.incr("redis:appended", len(batch))
+            self._caught_up = False
+            self._count_trimmed(results[0], len(batch), cap)
+
+    @staticmethod
+    def _count_trimmed(length_before: Any, added: int, cap: int) -> None:
+        dropped = max(0, int(length_before) + added - cap) if isinstance(length_before, int) else 0
+        if dropped:
+            counters.incr("dropped:redis_full", dropped)
+            log.warning(
+                "pendo_plugin: the Redis stream is at its cap (PENDO_REDIS_MAX_LEN=%d); its oldest %d "
+                "entries were dropped and counted as dropped:redis_full",
+                cap,
+                dropped,
+            )
+
+    async def _move_from_spool(self, client: Any, spool: Spool) -> None:
+        """Put what the local spool holds (left while Redis was down) into the stream."""
+        self._next_move = None
+        moved = 0
+        for number, claim in enumerate(spool.claims()):
+            if number >= MOVE_FILES_PER_CYCLE:
+                claim.release()
+                break
+            try:
+                pipe = client.pipeline(transaction=False)
+                for payload in claim.items:
+                    pipe.xadd(STREAM, {"p": encode(payload)})
+                counters.incr("redis:round_trips")
+                await pipe.execute()
+            except BaseException:
+                claim.release()
+                raise
+            claim.done()
+            moved += len(claim.items)
+        if moved:
+            self._caught_up = False
+            counters.incr("redis:moved_from_spool", moved)
+        if spool.has_files():  # more than one cycle's share, or files a sender still holds
+            self._next_move = time.monotonic() + (0.0 if moved else MOVE_RETRY)
+
+    async def _claim(self, client: Any, sender: Sender, settings: Settings) -> None:
+        """Take over entries idle longer than PENDO_REDIS_CLAIM_AFTER; keep our own from looking idle."""
+        claim_after_ms = int(settings.redis_claim_after * 1000)
+        self._next_claim = time.monotonic() + min(max(settings.redis_claim_after / 2, 0.5), 30.0)
+        if self._held:
+            counters.incr("redis:round_trips")
+            await client.xclaim(STREAM, GROUP, self.consumer, 0, list(self._held), justid=True)
+        room = self._room()
+        if room <= 0:
+            return
+        counters.incr("redis:round_trips")
+        answer = await client.xautoclaim(
+            STREAM,
+            GROUP,
+            self.consumer,
+            claim_after_ms,
+            start_id=self._claim_cursor,
+            count=min(room, READ_COUNT),
+        )
+        cursor = answer[0] if isinstance(answer, list) and answer else b"0-0"
+        self._claim_cursor = cursor.decode("ascii", "replace") if isinstance(cursor, bytes) else "0-0"
+        entries = answer[1] if isinstance(answer, list) and len(answer) > 1 else []
+        if entries:
+            counters.incr("redis:claimed", len(entries))
+            self._dispatch(entries, sender, settings)
+
+    async def _read(self, client: Any, sender: Sender, settings: Settings) -> None:
+        counters.incr("redis:round_trips")
+        answer = await client.xreadgroup(
+            GROUP, self.consumer, {STREAM: ">"}, count=min(self._room(), READ_COUNT)
+        )
+        entries = answer[0][1] if answer else []
+        self._caught_up = not entries
+        self._next_read = time.monotonic() + (READ_IDLE if not entries else 0.0)
+        self._dispatch(entries, sender, settings)
+
+    # ----- sending what was read ------------------------------------------------------------------
+
+    def _room(self) -> int:
+        return MAX_IN_FLIGHT - len(self._held)
+
+    def _dispatch(self, entries: Any, sender: Sender, settings: Settings) -> None:
+        metadata: dict[str, MergedRows[bytes]] = {}
+        for entry in entries if isinstance(entries, list) else []:
+            entry_id, fields = entry if isinstance(entry, (list, tuple)) and len(entry) == 2 else (None, {})
+            if not isinstance(entry_id, bytes) or entry_id in self._held:
+                continue
+            payload = decode(fields)
+            if payload is None:
+                counters.incr("dropped:redis_corrupt")
+                log_once("redis-corrupt", logging.ERROR, "pendo_plugin: skipped a malformed entry in Redis")
+                self._acks.append(entry_id)
+                self._settle_since = self._settle_since or time.monotonic()
+                continue
+            raw = fields[b"p"]  # checked by decode(): bytes of a valid payload
+            if not (settings.active and not settings.shadow and settings.can_send(payload["k"])):
+                counters.incr("redis:left_for_others")  # this process may not send it (no secret, off)
+                self._requeue.append((entry_id, raw))
+                self._settle_since = self._settle_since or time.monotonic()
+                self._paused_until = max(self._paused_until, time.monotonic() + PAUSE_AFTER_FAILURE)
+                continue
+            self._held[entry_id] = raw
+            if payload["k"] == "meta":
+                metadata.setdefault(payload["t"], MergedRows(payload["t"])).add(payload, entry_id)
+            else:
+                self._spawn(sender.send_one(payload, settings), [entry_id])
+        for kind, rows in metadata.items():
+            self._spawn(sender.send_metadata(kind, rows.payloads(), settings), list(rows.origins()))
+
+    def _spawn(self, sending: Any, entry_ids: list[bytes]) -> None:
+        task = asyncio.ensure_future(self._send(sending, entry_ids))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, sending: Any, entry_ids: list[bytes]) -> None:
+        outcome: Outcome = "failed"
+        try:
+            outcome = await sending
+        finally:
+            if self._settle_since is None:
+                self._settle_since = time.monotonic()
+            for entry_id in entry_ids:
+                raw = self._held.pop(entry_id, None)
+                if outcome != "failed":
+                    self._acks.append(entry_id)
+                elif raw is not None:
+                    self._requeue.append((entry_id, raw))
+            if outcome == "failed":
+                self._paused_until = max(self._paused_until, time.monotonic() + PAUSE_AFTER_FAILURE)
+
+    def _hold_off(self, sender: Sender) -> None:
+        """Pendo looks down: stop reading for a while and give back what waits to be retried."""
+        self._paused_until = max(self._paused_until, time.monotonic() + PAUSE_AFTER_FAILURE)
+        for task in self._tasks & sender.waiting.keys():
+            task.cancel()
+
+
+def _settings_now() -> Settings:
+    from pendo_plugin import config
+
+    return config.current()

@@ -1,0 +1,1 @@
+"""Hooks into process managers (uWSGI, Celery) that fork or end processes behind Python's back."""

@@ -1,0 +1,79 @@
+"""``pendo-plugin rollout show|set|clear``: the fleet's live flags (:mod:`pendo_plugin.fleet_flags`).
+
+Every running process applies what ``set`` writes within 5 seconds, over its environment settings.
+``clear`` removes the fleet's flags, so each process goes back to its own environment.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+from pendo_plugin import config
+from pendo_plugin.cli import CommandError
+from pendo_plugin.fleet_flags import FLAG_FIELDS, FLAGS_KEY, check, validate
+
+EXIT_OK = 0
+
+
+def _client() -> Any:
+    raw = config.raw_from_env(os.environ).get("redis_url")
+    if not raw:
+        raise CommandError("fleet mode is off: set PENDO_REDIS_URL to the fleet's Redis")
+    try:
+        import redis
+    except ImportError:
+        raise CommandError("fleet mode needs: pip install 'segment-pendo-plugin[redis]'") from None
+    try:
+        url = config.parse({"redis_url": raw}).redis_url
+    except config.ConfigError as exc:
+        raise CommandError(str(exc)) from None
+    return redis.Redis.from_url(str(url), socket_timeout=5, socket_connect_timeout=5)
+
+
+def _call(what: str, action: Any) -> Any:
+    import redis
+
+    try:
+        return action()
+    except (redis.RedisError, OSError) as exc:
+        url = config.redacted_url(config.raw_from_env(os.environ).get("redis_url"))
+        raise CommandError(f"could not {what} at {url}: {type(exc).__name__}") from None
+
+
+def rollout_show(out: TextIO | None = None) -> int:
+    """Print the fleet's flags; a flag not set in Redis comes from each process's environment."""
+    out = out or sys.stdout
+    client = _client()
+    raw = _call("read the fleet flags", lambda: client.hgetall(FLAGS_KEY))
+    flags, problems = validate(raw if isinstance(raw, dict) else {})
+    for name in FLAG_FIELDS:
+        print(f"{name:16} {flags.get(name, '(not set: each process uses its environment)')}", file=out)
+    for problem in problems:
+        print(f"ignored by every process: {problem}", file=out)
+    return EXIT_OK
+
+
+def rollout_set(values: Mapping[str, str | None], out: TextIO | None = None) -> int:
+    """Check and write the given flags (None: leave as is); they apply fleet-wide within 5 s."""
+    chosen = {name: value for name, value in values.items() if value is not None}
+    if not chosen:
+        raise CommandError("nothing to set: give at least one of --enabled, --percent, --shadow, ...")
+    for name, value in chosen.items():
+        problem = check(name, value)
+        if problem is not None:
+            raise CommandError(problem)
+    client = _client()
+    _call("write the fleet flags", lambda: client.hset(FLAGS_KEY, mapping=chosen))
+    print("fleet flags set: " + ", ".join(f"{k}={v}" for k, v in chosen.items()), file=out or sys.stdout)
+    return EXIT_OK
+
+
+def rollout_clear(out: TextIO | None = None) -> int:
+    """Remove the fleet's flags: every process goes back to its own environment within 5 s."""
+    client = _client()
+    _call("remove the fleet flags", lambda: client.delete(FLAGS_KEY))
+    print("fleet flags cleared", file=out or sys.stdout)
+    return EXIT_OK

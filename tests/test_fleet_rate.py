@@ -1,0 +1,180 @@
+"""The shared rate budget per Pendo endpoint (PENDO_RATE_LIMIT) and the fleet-wide pause after a 429."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import pendo_plugin
+from pendo_plugin import counters
+from pendo_plugin.delivery.redis_link import RedisLink
+from pendo_plugin.delivery.redis_rate import RateGate, budget, endpoint_of, reserve
+from pendo_plugin.sandbox import RecordedRequest, Sandbox
+from tests.apps import app_env, app_script, finish_app, start_app
+from tests.conftest import INTEGRATION_KEY, TRACK_SECRET
+from tests.fleet_redis import RedisServer
+
+FLEET_LIMIT = 100  # what the stand-in enforces, like Pendo
+FLEET_BUDGET = 80  # what the processes share
+PROCESSES = 4
+EVENTS_EACH = 120
+
+
+def test_reservations_let_a_small_burst_through_then_space_requests() -> None:
+    interval, tolerance = budget(80)
+    now, tat, times = 100.0, 0.0, []
+    for _ in range(20):
+        at, tat = reserve(now, tat, 0.0, interval, tolerance)
+        times.append(at)
+    assert times[:8] == pytest.approx([now] * 8)  # a tenth of a second's budget at once
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times[7:])]
+    assert all(gap == pytest.approx(interval) for gap in gaps)
+
+
+def test_a_pause_holds_requests_with_or_without_a_budget() -> None:
+    assert reserve(10.0, 0.0, 12.5, 0.0, 0.0)[0] == 12.5
+    assert reserve(10.0, 0.0, 12.5, *budget(80))[0] == 12.5
+
+
+def test_endpoints_are_named_without_secrets() -> None:
+    assert endpoint_of("https://app.pendo.io/data/track") == "track"
+    assert endpoint_of("https://data.pendo.io/data/segmentio/secret-api-key") == "webhook"
+    assert endpoint_of("https://app.pendo.io/api/v1/metadata/visitor/custom/value?create=true") == (
+        "metadata:visitor"
+    )
+    assert endpoint_of("https://app.pendo.io/api/v1/metadata/schema/account") == "schema"
+
+
+def test_sandbox_answers_429_past_its_rate_limit() -> None:
+    import requests
+
+    with Sandbox(track_secret=TRACK_SECRET, rate_limit=5) as box:
+        statuses = [
+            requests.post(
+                f"{box.url}/data/track", json={}, timeout=5, headers={"x-pendo-integration-key": "k"}
+            )
+            for _ in range(8)
+        ]
+        assert [r.status_code == 429 for r in statuses] == [False] * 5 + [True] * 3
+        assert statuses[-1].headers["Retry-After"] == "1"
+
+
+def _gates_share(url: str) -> tuple[list[float], float]:
+    async def run() -> tuple[list[float], float]:
+        first, second = RedisLink(url), RedisLink(url)
+        gates = [(RateGate(), first), (RateGate(), second)]
+        delays = [await gate.delay("track", 10, link) for _ in range(5) for gate, link in gates]
+        await gates[0][0].pause("webhook", 2.0, first)
+        paused = await gates[1][0].delay("webhook", None, second)
+        await first.close()
+        await second.close()
+        return delays, paused
+
+    return asyncio.run(run())
+
+
+def test_two_processes_share_one_budget_and_one_pause_through_redis(redis_server: RedisServer) -> None:
+    delays, paused = _gates_share(redis_server.url)
+    # 10 requests from two gates at 10/s (burst 1): reserved 0.1 s apart, whichever gate asked
+    assert sorted(delays) == pytest.approx([n * 0.1 for n in range(10)], abs=0.03)
+    assert 1.8 < paused <= 2.0  # the 429 one gate saw holds the other one too
+
+
+def test_redis_unreachable_falls_back_to_the_local_budget(
+    closed_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = "redis://" + closed_url.removeprefix("http://")
+    counters.reset()
+
+    async def run() -> list[float]:
+        link, gate = RedisLink(url), RateGate()
+        send_times = []
+        for _ in range(3):
+            delay = await gate.delay("track", 10, link)
+            send_times.append(time.monotonic() + delay)
+        await link.close()
+        return send_times
+
+    with caplog.at_level(logging.WARNING, logger="pendo_plugin"):
+        send_times = asyncio.run(run())
+    gaps = [later - earlier for earlier, later in itertools.pairwise(send_times)]
+    assert gaps == pytest.approx([0.1, 0.1], abs=0.02)  # 10/s, kept by this process alone
+    assert len([r for r in caplog.records if "not answering" in r.getMessage()]) == 1
+    assert counters.snapshot()["redis:errors"] == 1  # retried only after a pause, not per request
+
+
+def test_without_redis_the_rate_limit_holds_one_process(plugin: Sandbox) -> None:
+    from segment.analytics import Client
+
+    pendo_plugin.configure(rate_limit=20)
+    client = Client("test-write-key", host=plugin.url, upload_interval=0.05)
+    for n in range(30):
+        client.track(user_id="u1", event="Rated", properties={"n": n})
+    client.flush()
+    assert pendo_plugin.flush(30)
+    times = [entry.at for entry in plugin.request_log() if entry.path == "/data/track"]
+    assert len(times) == 30
+    assert times[-1] - times[0] >= 28 / 20 * 0.95  # 2 at once, then 20 a second
+    client.join()
+
+
+@pytest.fixture
+def limited_box() -> Iterator[Sandbox]:
+    with Sandbox(track_secret=TRACK_SECRET, integration_key=INTEGRATION_KEY, rate_limit=FLEET_LIMIT) as box:
+        yield box
+
+
+def _busiest_second(times: list[float]) -> int:
+    best, start = 0, 0
+    for end, at in enumerate(times):
+        while times[start] <= at - 1.0:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+def test_fleet_of_processes_holds_the_shared_budget(
+    limited_box: Sandbox, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    script = app_script(
+        f"""
+        client = make_client()
+        send(client, {EVENTS_EACH}, user=f"u{{os.getpid()}}")
+        client.flush()
+        report(flushed=pendo_plugin.flush(60))
+        """
+    )
+    processes = []
+    started = time.monotonic()
+    for n in range(PROCESSES):
+        env = app_env(
+            limited_box.url,
+            tmp_path / f"spool{n}",
+            limited_box.url,
+            redis_url=redis_server.url,
+            rate_limit=FLEET_BUDGET,
+            flush_timeout=60,
+        )
+        processes.append(start_app(script, env))
+    runs = [finish_app(process, started, timeout=90) for process in processes]
+    for run in runs:
+        assert run.returncode == 0, run.describe()
+        assert run.reports()[-1]["flushed"], run.describe()
+
+    expected = PROCESSES * EVENTS_EACH
+    events = limited_box.track_events()
+    delivered = {(e["visitorId"], e["properties"]["n"]) for e in events}
+    assert len(delivered) == expected
+    track: list[RecordedRequest] = [e for e in limited_box.request_log() if e.path == "/data/track"]
+    refused = sum(1 for e in track if e.status == 429)
+    assert refused / len(track) < 0.02, f"{refused} of {len(track)} requests answered 429"
+    times = sorted(e.at for e in track if e.status == 200)
+    rate = (len(times) - 1) / (times[-1] - times[0])
+    assert FLEET_BUDGET * 0.8 <= rate <= FLEET_BUDGET * 1.1, f"fleet sent {rate:.1f}/s"
+    assert _busiest_second(times) <= FLEET_BUDGET * 1.1 + 8
