@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Mapping
 
 _lock = threading.Lock()
 _counts: Counter[str] = Counter()
@@ -13,6 +14,13 @@ def incr(name: str, amount: int = 1) -> None:
     """Add ``amount`` to the counter ``name`` (e.g. ``"sent:track"``, ``"dropped:queue_full"``)."""
     with _lock:
         _counts[name] += amount
+
+
+def add(amounts: Mapping[str, int]) -> None:
+    """Add several counts at once (a slice's worth), under one lock."""
+    if amounts:
+        with _lock:
+            _counts.update(amounts)
 
 
 def snapshot() -> dict[str, int]:
