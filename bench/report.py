@@ -10,14 +10,19 @@ TARGETS: dict[str, tuple[float, float]] = {
     "hot_p99_ratio": (1.05, 1.10),
     "pace_ratio": (1.0, 2.0),
     "memory_growth_mb": (50.0, 50.0),
+    "cpu_per_event_ratio": (2.0, 2.0),
+    "first_track_ms": (1.0, 1.0),
 }
 TARGET_TEXT = {
     "hot_median_ratio": "<=1.05 (1.10)",
     "hot_p99_ratio": "<=1.05 (1.10)",
     "pace_ratio": "<=1.0 (2.0)",
     "memory_growth_mb": "<=50 MB",
+    "cpu_per_event_ratio": "<=2.0",
+    "first_track_ms": "<=1 ms",
 }
 WIDTHS = (46, 13, 13, 11, 15)
+CLIENTS = {"aiohttp": "plain aiohttp client", "plugin": "the plugin's client.py"}
 
 
 def verdict(name: str, value: float | None) -> str:
@@ -53,6 +58,10 @@ def figures(results: dict[str, Any]) -> dict[str, Any]:
             "off": pace["cpu_per_1k_off_s"],
             "ratio": pace["cpu_ratio"],
         }
+        add("first_track_ms", pace["runs"]["on"][0]["first_call_us"] / 1000)
+    cpu = results.get("cpu")
+    if cpu:
+        add("cpu_per_event_ratio", cpu["ratio"], on_us=cpu["on_us"], off_us=cpu["off_us"])
     memory = results.get("memory")
     if memory:
         add("memory_growth_mb", memory["growth_mb"], spool_bytes=memory["on"]["spool_bytes"])
@@ -195,6 +204,19 @@ def _rows(results: dict[str, Any]) -> list[Row]:
                 note="(info; no target)",
             )
         )
+    cpu = results.get("cpu")
+    if cpu:
+        rows.append(
+            _row(
+                f"  CPU per delivered event, {cpu['n']:,} calls + flush",
+                fmt(cpu["on_us"], ".0f", " us"),
+                fmt(cpu["off_us"], ".0f", " us"),
+                fmt(cpu["ratio"], ".2f"),
+                "cpu_per_event_ratio",
+                cpu["ratio"],
+                note=" (same process, interleaved)",
+            )
+        )
     if memory:
         per_k = memory["n"] / 1000
         on_cpu, off_cpu = memory["on"]["cpu_s"] / per_k, memory["off"]["cpu_s"] / per_k
@@ -249,9 +271,11 @@ def _details(results: dict[str, Any]) -> list[str]:
         on_runs, off_runs = pace["runs"]["on"], pace["runs"]["off"]
         run = on_runs[0]
         peaks = run["peaks"]
+        first_ms = run["first_call_us"] / 1000
         lines.append(
-            f"  first track() in a fresh process: plugin on {run['first_call_us'] / 1000:.1f} ms, "
-            f"off {off_runs[0]['first_call_us'] / 1000:.1f} ms"
+            f"  first track() in a fresh process: plugin on {first_ms:.2f} ms "
+            f"({verdict('first_track_ms', first_ms)}, target <=1 ms), "
+            f"off {off_runs[0]['first_call_us'] / 1000:.2f} ms"
         )
         rate = f"{run['n'] / run['pendo_s']:,.0f} requests/s" if run["pendo_s"] else "n/a"
         lines.append(
@@ -284,6 +308,19 @@ def _details(results: dict[str, Any]) -> list[str]:
         cpu_us = row["client_cpu_s"] / row["requests"] * 1e6
         lines.append(
             f"  stand-in ceiling, {row['latency_s'] * 1000:.0f} ms, {row['concurrency']} connections: "
-            f"{row['per_second']:,.0f} requests/s (plain aiohttp client: {cpu_us:.0f} us CPU per request)"
+            f"{row['per_second']:,.0f} requests/s ({CLIENTS[row.get('client', 'aiohttp')]}: "
+            f"{cpu_us:.0f} us CPU per request)"
         )
+    cpu = results.get("cpu")
+    if cpu:
+        rounds = cpu["cpu_us_per_event"]
+        lines.append(
+            f"  CPU per delivered event by round (us), on {', '.join(f'{v:.0f}' for v in rounds['on'])}; "
+            f"off {', '.join(f'{v:.0f}' for v in rounds['off'])}; median of the per-round ratios "
+            f"{cpu['round_ratio_median']:.2f}"
+        )
+        threads = cpu.get("by_thread_us", {})
+        for mode in ("on", "off"):
+            parts = ", ".join(f"{name} {us:.0f}" for name, us in sorted(threads.get(mode, {}).items()))
+            lines.append(f"  CPU per delivered event by thread, plugin {mode} (us, mean): {parts}")
     return lines

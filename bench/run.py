@@ -10,7 +10,9 @@
    all N over the time until Segment does; target <= 1.0 (must be <= 2.0).
 3. memory: N events while Pendo is unreachable (a closed loopback port); resident memory growth of
    the app over the same run with the plugin off, and the spool's size; target <= 50 MB.
-4. CPU: process CPU seconds (all threads) per thousand events delivered, plugin on vs off.
+4. CPU: process CPU seconds (all threads) per thousand events delivered, plugin on vs off; and process
+   CPU per delivered event, rounds of N calls then ``flush()`` with the plugin on and kill-switched
+   alternately in one process; target on/off <= 2.
 5. start-up: the ``.pth`` bootstrap's import time in every interpreter, and what activation adds to
    ``import segment.analytics`` (against ``PENDO_AUTOLOAD=0``).
 
@@ -119,11 +121,13 @@ def standin(kind: str, latency: float, segment_latency: float) -> Iterator[tuple
 
 
 def clean_env() -> dict[str, str]:
-    """This environment without PENDO_* and plugin allow/deny lists, so results are reproducible."""
+    """This environment without PENDO_* and plugin allow/deny lists, so results are reproducible, and
+    without PYTHONDONTWRITEBYTECODE: an installed package has its bytecode compiled, so must the
+    measured one (else every fresh process compiles the plugin from source on its first call)."""
     return {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("PENDO_", "SEGMENT_ANALYTICS_PLUGINS"))
+        if not key.startswith(("PENDO_", "SEGMENT_ANALYTICS_PLUGINS", "PYTHONDONTWRITEBYTECODE"))
     }
 
 
@@ -243,6 +247,20 @@ def bench_pace(opts: argparse.Namespace, work: Path) -> dict[str, Any]:
     }
 
 
+def bench_cpu(opts: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Process CPU per delivered event, plugin on vs off, in the same process and run."""
+    with standin("sandbox", 0.0, 0.0) as (_, url):
+        argv = [str(WORKLOAD), "cpu", "--url", url, "--n", str(opts.cpu_n), "--rounds", str(opts.cpu_rounds)]
+        result = run_to_end(argv, app_env(url, work / "spool-cpu", True), 600)
+    per_event = result["cpu_us_per_event"]
+    on, off = per_event["on"], per_event["off"]
+    result["on_us"] = median(on)
+    result["off_us"] = median(off)
+    result["ratio"] = result["on_us"] / result["off_us"]
+    result["round_ratio_median"] = median([a / b for a, b in zip(on, off, strict=True)])
+    return result
+
+
 # ----------------------------------------------------------------- 3. memory under an outage
 
 
@@ -313,12 +331,14 @@ def bench_startup(opts: argparse.Namespace, work: Path) -> dict[str, Any]:
 def bench_ceiling(opts: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     for latency, concurrency in ((0.0, 64), (RTT, 64), (RTT, 256)):
-        with standin("sandbox", latency, latency) as (_, url):
-            argv = [str(WORKLOAD), "ceiling", "--url", url, "--n", str(opts.ceiling_n)]
-            argv += ["--concurrency", str(concurrency), "--secret", TRACK_SECRET]
-            row = run_to_end(argv, clean_env(), 300)
-            row["latency_s"] = latency
-            rows.append(row)
+        for client in ("aiohttp", "plugin"):
+            with standin("sandbox", latency, latency) as (_, url):
+                argv = [str(WORKLOAD), "ceiling", "--url", url, "--n", str(opts.ceiling_n)]
+                argv += ["--concurrency", str(concurrency), "--secret", TRACK_SECRET, "--client", client]
+                row = run_to_end(argv, clean_env(), 300)
+                row["latency_s"] = latency
+                row["client"] = client
+                rows.append(row)
     return rows
 
 
@@ -345,13 +365,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         action="append",
-        choices=("hot", "pace", "memory", "startup", "ceiling"),
+        choices=("hot", "pace", "cpu", "memory", "startup", "ceiling"),
         help="run only these parts (repeatable); CPU comes with pace",
     )
     parser.add_argument("--hot-rounds", type=int, help="interleaved rounds per mode (default 30, quick 10)")
     parser.add_argument("--hot-block", type=int, default=1000, help="track() calls per block")
     parser.add_argument("--pace-n", type=int, default=5000, help="events in the pace run")
     parser.add_argument("--pace-repeat", type=int, help="pace runs per mode, median taken (default 1)")
+    parser.add_argument("--cpu-n", type=int, default=3000, help="track() calls per CPU round, then flush()")
+    parser.add_argument(
+        "--cpu-rounds", type=int, help="CPU rounds per mode, median taken (default 5, quick 3)"
+    )
     parser.add_argument("--memory-n", type=int, help="events in the outage run (default 1,000,000)")
     parser.add_argument("--startup-runs", type=int, default=15, help="interpreter starts per start-up figure")
     parser.add_argument("--ceiling-n", type=int, default=5000, help="requests per stand-in ceiling run")
@@ -366,8 +390,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     opts = parser.parse_args(argv)
     opts.hot_rounds = opts.hot_rounds or (10 if opts.quick else 30)
     opts.pace_repeat = opts.pace_repeat or 1
+    opts.cpu_rounds = opts.cpu_rounds or (3 if opts.quick else 5)
     opts.memory_n = opts.memory_n or (100_000 if opts.quick else 1_000_000)
-    opts.only = set(opts.only or ("hot", "pace", "memory", "startup", "ceiling"))
+    opts.only = set(opts.only or ("hot", "pace", "cpu", "memory", "startup", "ceiling"))
     for setting in opts.set:
         name, _, value = setting.partition("=")
         if not name.startswith("PENDO_") or not _:
@@ -387,7 +412,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     progress = sys.stderr
     work = Path(tempfile.mkdtemp(prefix="pendo-bench-"))
-    steps = [("hot", bench_hot), ("pace", bench_pace), ("memory", bench_memory), ("startup", bench_startup)]
+    steps = [("hot", bench_hot), ("pace", bench_pace), ("cpu", bench_cpu), ("memory", bench_memory)]
+    steps.append(("startup", bench_startup))
     try:
         for name, step in steps:
             if name in opts.only:

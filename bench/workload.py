@@ -9,6 +9,8 @@ scenario prints its results as JSON lines on stdout:
 - ``pace``: N ``track()`` calls as fast as the app can make them, then waits for ``done`` on stdin
   (the parent learns from the stand-in when everything arrived) and reports its CPU time;
 - ``memory``: N ``track()`` calls while Pendo is unreachable; resident memory and the spool;
+- ``cpu``: rounds of N ``track()`` calls then ``flush()``, plugin on and kill-switched alternately in
+  one process; process CPU (all threads) per delivered event;
 - ``ceiling``: no plugin at all, an aiohttp client driving the Pendo stand-in as hard as it can.
 """
 
@@ -213,6 +215,61 @@ def pace(args: argparse.Namespace) -> None:
     client.shutdown()
 
 
+# ----------------------------------------------------------------- CPU per delivered event
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds so far of each live thread of this process, by role (from ``/proc/self/task``)."""
+    roles = {"MainThread": "app", "pendo-plugin-worker": "pendo worker"}
+    found: dict[str, float] = {}
+    ticks = os.sysconf("SC_CLK_TCK")
+    for thread in threading.enumerate():
+        role = roles.get(thread.name, "segment consumer" if "Thread-" in thread.name else "other")
+        try:
+            with open(f"/proc/self/task/{thread.native_id}/stat", encoding="ascii") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        found[role] = found.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+    return found
+
+
+def cpu(args: argparse.Namespace) -> None:
+    """Process CPU per delivered event: N calls then ``flush()``, plugin on and off alternately."""
+    import segment.analytics as analytics
+
+    import pendo_plugin
+
+    client = make_client(args.url, max_queue_size=max(10_000, args.n + 1000))
+    per_event: dict[str, list[float]] = {"on": [], "off": []}
+    by_thread: dict[str, dict[str, float]] = {"on": {}, "off": {}}
+    sent_before = 0
+    for number in range(args.warmup + args.rounds):
+        for mode in ("on", "off") if number % 2 == 0 else ("off", "on"):
+            pendo_plugin.configure(enabled=mode == "on")
+            arguments = [(user(i), properties(i)) for i in range(args.n)]
+            gc.collect()
+            threads0 = thread_cpu()
+            cpu0 = time.process_time()
+            for user_id, props in arguments:
+                analytics.track(user_id, EVENT, props, CONTEXT)
+            analytics.flush()
+            spent = time.process_time() - cpu0
+            threads = thread_cpu()
+            sent = pendo_plugin.stats().get("sent:track", 0)
+            if mode == "on" and sent - sent_before != args.n:
+                raise SystemExit(f"plugin on: {sent - sent_before} of {args.n} events delivered to Pendo")
+            sent_before = sent
+            if number >= args.warmup:
+                per_event[mode].append(spent / args.n * 1e6)
+                for name, seconds in threads.items():
+                    share = (seconds - threads0.get(name, 0.0)) / args.n * 1e6 / args.rounds
+                    by_thread[mode][name] = by_thread[mode].get(name, 0.0) + share
+    result = {"n": args.n, "cpu_us_per_event": per_event, "by_thread_us": by_thread}
+    send_line({**result, "stats": pendo_plugin.stats()})
+    client.shutdown()
+
+
 # ----------------------------------------------------------------- memory under an outage
 
 
@@ -301,6 +358,10 @@ def ceiling(args: argparse.Namespace) -> None:
     ).encode()
     headers = {"Content-Type": "application/json", "x-pendo-integration-key": args.secret}
 
+    if args.client == "plugin":
+        send_line(asyncio.run(drive_plugin_client(args, body, headers)))
+        return
+
     async def drive() -> dict[str, float]:
         connector = aiohttp.TCPConnector(limit=args.concurrency)
         remaining = args.n
@@ -332,6 +393,42 @@ def ceiling(args: argparse.Namespace) -> None:
     send_line(asyncio.run(drive()))
 
 
+async def drive_plugin_client(
+    args: argparse.Namespace, body: bytes, headers: dict[str, str]
+) -> dict[str, Any]:
+    """The ceiling with the plugin's own HTTP client (``delivery/client.py``) instead of aiohttp."""
+    from pendo_plugin.delivery.client import HttpTransport
+    from pendo_plugin.delivery.http import Request
+
+    transport = HttpTransport(pool_size=args.concurrency)
+    request = Request("POST", f"{args.url}/data/track", body, headers, 10.0)
+    remaining = args.n
+    statuses: dict[int, int] = {}
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            answer = await transport.send(request)
+            statuses[answer.status] = statuses.get(answer.status, 0) + 1
+
+    started = time.monotonic()
+    cpu0 = time.process_time()
+    await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+    elapsed = time.monotonic() - started
+    cpu = time.process_time() - cpu0
+    await transport.close()
+    return {
+        "client": "plugin",
+        "requests": args.n,
+        "concurrency": args.concurrency,
+        "seconds": elapsed,
+        "per_second": args.n / elapsed,
+        "client_cpu_s": cpu,
+        "statuses": statuses,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="The app side of the pendo_plugin benchmarks.")
     commands = parser.add_subparsers(dest="scenario", required=True)
@@ -348,13 +445,19 @@ def main() -> int:
     memory_parser.add_argument("--url", required=True)
     memory_parser.add_argument("--n", type=int, default=1_000_000)
     memory_parser.add_argument("--spool-dir", required=True)
+    cpu_parser = commands.add_parser("cpu")
+    cpu_parser.add_argument("--url", required=True)
+    cpu_parser.add_argument("--n", type=int, default=3000)
+    cpu_parser.add_argument("--rounds", type=int, default=5)
+    cpu_parser.add_argument("--warmup", type=int, default=1)
     ceiling_parser = commands.add_parser("ceiling")
     ceiling_parser.add_argument("--url", required=True)
     ceiling_parser.add_argument("--n", type=int, default=5000)
     ceiling_parser.add_argument("--concurrency", type=int, default=64)
     ceiling_parser.add_argument("--secret", default="")
+    ceiling_parser.add_argument("--client", choices=("aiohttp", "plugin"), default="aiohttp")
     args = parser.parse_args()
-    {"hot": hot, "pace": pace, "memory": memory, "ceiling": ceiling}[args.scenario](args)
+    {"hot": hot, "pace": pace, "cpu": cpu, "memory": memory, "ceiling": ceiling}[args.scenario](args)
     return 0
 
 

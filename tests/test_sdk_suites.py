@@ -140,6 +140,7 @@ def suite_runs(
                         process.wait(timeout=30)
 
 
+@pytest.mark.timeout(900)  # the first one waits for all six suite runs, which share two cores
 @pytest.mark.parametrize("sdk", sorted(SDKS))
 def test_sdk_suite_passes_with_the_plugin_as_without(suite_runs: dict[str, SuiteRuns], sdk: str) -> None:
     run = suite_runs[sdk]

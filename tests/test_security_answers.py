@@ -11,7 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 from pendo_plugin import counters
-from pendo_plugin.delivery.http import MAX_RESPONSE_BYTES, AiohttpTransport, Request, location_host
+from pendo_plugin.delivery.client import HttpTransport
+from pendo_plugin.delivery.http import MAX_RESPONSE_BYTES, Request, location_host
 
 BODY_BYTES = MAX_RESPONSE_BYTES * 3
 
@@ -50,7 +51,7 @@ def test_a_huge_answer_is_read_only_up_to_the_bound(huge_server: str) -> None:
     counters.reset()
 
     async def fetch() -> bytes:
-        transport = AiohttpTransport(pool_size=1)
+        transport = HttpTransport(pool_size=1)
         try:
             response = await transport.send(Request("GET", f"{huge_server}/api/v1/metadata/schema/visitor"))
             return response.body

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Mapping
 
 from pendo_plugin import _fork
 
@@ -15,6 +16,13 @@ def incr(name: str, amount: int = 1) -> None:
     """Add ``amount`` to the counter ``name`` (e.g. ``"sent:track"``, ``"dropped:queue_full"``)."""
     with _lock:
         _counts[name] += amount
+
+
+def add(amounts: Mapping[str, int]) -> None:
+    """Add several counts at once (a slice's worth), under one lock."""
+    if amounts:
+        with _lock:
+            _counts.update(amounts)
 
 
 def snapshot() -> dict[str, int]:

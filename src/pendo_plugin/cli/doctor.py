@@ -1,6 +1,6 @@
 """``pendo-plugin doctor``: the effective configuration, then one OK/FAIL line per check against Pendo.
 
-It talks to Pendo through the same :class:`~pendo_plugin.delivery.http.AiohttpTransport` the live path
+It talks to Pendo through the same :class:`~pendo_plugin.delivery.client.HttpTransport` the live path
 uses (in its own ``asyncio.run``), so proxies (``HTTPS_PROXY``, read from the environment), TLS and
 the User-Agent are exactly what the app's traffic will meet, and the field schemas are read by the very
 function the senders use (:func:`~pendo_plugin.delivery.schema.fetch_schema`).
@@ -286,9 +286,9 @@ def trait_checks(traits: Traits, schemas: dict[str, dict[str, str] | None]) -> l
 
 async def network_checks(settings: Settings, traits: Traits | None, test_event: bool) -> list[Check]:
     """Every check that talks to Pendo, in order; later ones are skipped when an earlier one fails."""
-    from pendo_plugin.delivery.http import AiohttpTransport
+    from pendo_plugin.delivery.client import HttpTransport
 
-    transport = Recorder(settings.transport or AiohttpTransport(pool_size=4))
+    transport = Recorder(settings.transport or HttpTransport(pool_size=4))
     try:
         checks = await _data_checks(transport, settings, test_event)
         if settings.mode != "webhook" or settings.integration_key:

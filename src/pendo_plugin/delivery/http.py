@@ -1,9 +1,9 @@
 """The HTTP transport: one method, ``send``, so everything above it can be tested with faults.
 
-The default transport is an aiohttp client session with a keep-alive connection pool, living
-on the worker's event loop.
+The default transport (:class:`~pendo_plugin.delivery.client.HttpTransport`) keeps a pool of
+keep-alive connections on the worker's event loop.
 
-The worker's loop runs blocking helpers (aiohttp's DNS lookups) on a :class:`DaemonPool` rather
+The worker's loop runs blocking helpers (DNS lookups) on a :class:`DaemonPool` rather
 than asyncio's default pool: the default pool refuses new work once the interpreter has started
 exiting ("cannot schedule new futures after interpreter shutdown"), which is exactly when the
 worker delivers what is left (atexit).
@@ -96,75 +96,11 @@ def refuse_redirect(response: Response) -> None:
 
 
 class Transport(Protocol):
-    """Sends one request; raises (OSError, TimeoutError, aiohttp errors) on network failure."""
+    """Sends one request; raises (OSError, TimeoutError, ValueError) on network failure or a bad URL."""
 
     async def send(self, request: Request) -> Response: ...
 
     async def close(self) -> None: ...
-
-
-class AiohttpTransport:
-    """Keep-alive pooled HTTP over aiohttp; create it on the loop that will use it."""
-
-    def __init__(self, pool_size: int = 100) -> None:
-        import urllib.request
-
-        import aiohttp
-
-        self._aiohttp = aiohttp
-        self._bypass = urllib.request.proxy_bypass
-        connector = aiohttp.TCPConnector(limit=pool_size, limit_per_host=pool_size, ttl_dns_cache=300)
-        # Proxy settings are read once here: aiohttp's trust_env would look them (and ~/.netrc) up
-        # in a thread for every request, which caps throughput at a few hundred requests a second.
-        self._proxies = urllib.request.getproxies()
-        self._proxy_by_origin: dict[tuple[str, str], str | None] = {}
-        self._session = aiohttp.ClientSession(
-            connector=connector, headers={"User-Agent": USER_AGENT}, auto_decompress=True, trust_env=False
-        )
-
-    def _proxy_for(self, url: str) -> str | None:
-        parts = urlsplit(url)
-        origin = (parts.scheme, parts.netloc)
-        if origin not in self._proxy_by_origin:
-            proxy = self._proxies.get(parts.scheme)
-            bypass = proxy is None or self._bypass(parts.hostname or "")
-            self._proxy_by_origin[origin] = None if bypass else proxy
-        return self._proxy_by_origin[origin]
-
-    async def send(self, request: Request) -> Response:
-        timeout = self._aiohttp.ClientTimeout(total=request.timeout)
-        async with self._session.request(
-            request.method,
-            request.url,
-            data=request.body or None,
-            headers=dict(request.headers),
-            timeout=timeout,
-            proxy=self._proxy_for(request.url),
-            allow_redirects=False,
-        ) as response:
-            body = await self._read_bounded(response)
-            answer = Response(response.status, dict(response.headers), body)
-        refuse_redirect(answer)
-        return answer
-
-    @staticmethod
-    async def _read_bounded(response: Any) -> bytes:
-        """The body, cut at ``MAX_RESPONSE_BYTES`` (counted; the connection is then closed, not reused)."""
-        length = response.content_length
-        if length is not None and length <= MAX_RESPONSE_BYTES:
-            return bytes(await response.read())  # aiohttp reads no more than the declared length
-        body = bytearray()
-        while len(body) <= MAX_RESPONSE_BYTES:
-            chunk = await response.content.read(64 * 1024)
-            if not chunk:
-                return bytes(body)
-            body += chunk
-        counters.incr("response_truncated")
-        response.close()
-        return bytes(body[:MAX_RESPONSE_BYTES])
-
-    async def close(self) -> None:
-        await self._session.close()
 
 
 class DaemonPool:

@@ -18,9 +18,10 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
-from pendo_plugin import counters
+from pendo_plugin import counters, jsoncodec
 from pendo_plugin.config import Settings
-from pendo_plugin.delivery.http import AiohttpTransport, Request, Transport
+from pendo_plugin.delivery.client import HttpTransport
+from pendo_plugin.delivery.http import Request, Transport
 from pendo_plugin.delivery.limiter import AdaptiveLimiter
 from pendo_plugin.delivery.retry import (
     PermanentError,
@@ -41,8 +42,8 @@ AUTH_STATUSES = frozenset({401, 403})  # a wrong or revoked key: keep the payloa
 
 
 def encode(document: Any) -> bytes:
-    """Compact JSON; raises ValueError for NaN/infinity, which Pendo cannot take."""
-    return json.dumps(document, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode("utf-8")
+    """Compact JSON (see :mod:`pendo_plugin.jsoncodec`)."""
+    return jsoncodec.dumps(document)
 
 
 def policy_for(settings: Settings) -> RetryPolicy:
@@ -55,9 +56,9 @@ class Sender:
 
     @classmethod
     def for_settings(cls, settings: Settings, stopping: asyncio.Event) -> Sender:
-        """The configured transport (or an aiohttp pool) with adaptive concurrency up to
+        """The configured transport (or a keep-alive pool) with adaptive concurrency up to
         ``max_concurrency``; create it on the loop that will use it."""
-        transport: Transport = settings.transport or AiohttpTransport(pool_size=settings.max_concurrency)
+        transport: Transport = settings.transport or HttpTransport(pool_size=settings.max_concurrency)
         return cls(transport, AdaptiveLimiter(settings.max_concurrency), stopping)
 
     def __init__(self, transport: Transport, limiter: AdaptiveLimiter, stopping: asyncio.Event) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import logging
 import os
 import secrets
@@ -30,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pendo_plugin import _fork, config, counters
+from pendo_plugin import _fork, config, counters, jsoncodec
 from pendo_plugin.delivery import spool_files
 from pendo_plugin.delivery.acks import AckLog, ack_path, read_acks
 from pendo_plugin.delivery.spool_files import OPEN_FLAGS, Unreadable
@@ -178,14 +177,14 @@ class Spool:
         fd = -1
         try:
             self._ensure_directory()
-            lines = [json.dumps(item, separators=(",", ":"), allow_nan=False) + "\n" for item in items]
+            lines = [jsoncodec.dumps(item) + b"\n" for item in items]
             spool_files.check_lines(lines)
-            data = "".join(lines)
+            data = b"".join(lines)
             temp = self.directory / f".{name}.tmp"
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             _held_fds.add(fd)
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.write(fd, data.encode("utf-8"))
+            os.write(fd, data)
             os.fsync(fd)
             final = self.directory / name
             os.rename(temp, final)

@@ -105,8 +105,8 @@ def read_items(fd: int) -> list[dict[str, Any]]:
     return items
 
 
-def check_lines(lines: list[str]) -> None:
-    """Raise ValueError if payload lines (ASCII JSON: ``ensure_ascii``) would break the reader's bounds."""
+def check_lines(lines: list[bytes]) -> None:
+    """Raise ValueError if payload lines (UTF-8 JSON) would break the reader's bounds."""
     if len(lines) > MAX_FILE_ITEMS:
         raise ValueError(f"{len(lines):,} payloads, over the {MAX_FILE_ITEMS:,}-line bound of a spool file")
     if max(map(len, lines), default=0) > MAX_LINE_BYTES:

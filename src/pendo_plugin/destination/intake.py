@@ -218,8 +218,6 @@ class Runtime:
     def _run(self) -> None:
         try:
             with _import_guard:
-                import aiohttp  # noqa: F401  (imported here, under the guard: see the module docstring)
-
                 from pendo_plugin.destination.worker import Worker, new_loop
 
                 loop = new_loop()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -82,10 +82,35 @@ class Router:
         max_age_days: float | bool | None = True,
     ) -> list[Payload]:
         """The payloads for one message (empty when skipped); never raises."""
+        tally: Counter[str] = Counter()
         try:
-            return self._route(message, settings, now_ms, max_age_days)
+            return self._route_one(message, settings, tally, now_ms, max_age_days)
+        finally:
+            counters.add(tally)
+
+    def route_all(self, messages: list[Mapping[str, Any]], settings: Settings) -> list[Payload]:
+        """The payloads for a slice of messages, counted once for the slice; never raises."""
+        tally: Counter[str] = Counter()
+        payloads: list[Payload] = []
+        try:
+            for message in messages:
+                payloads.extend(self._route_one(message, settings, tally, None, True))
+        finally:
+            counters.add(tally)
+        return payloads
+
+    def _route_one(
+        self,
+        message: Mapping[str, Any],
+        settings: Settings,
+        tally: Counter[str],
+        now_ms: int | None,
+        max_age_days: float | bool | None,
+    ) -> list[Payload]:
+        try:
+            return self._route(message, settings, tally, now_ms, max_age_days)
         except Exception as exc:
-            counters.incr("dropped:internal_error")
+            tally["dropped:internal_error"] += 1
             log_once(
                 f"route:{type(exc).__name__}",
                 logging.ERROR,
@@ -100,14 +125,15 @@ class Router:
         self,
         message: Mapping[str, Any],
         settings: Settings,
+        tally: Counter[str],
         now_ms: int | None,
         max_age_days: float | bool | None,
     ) -> list[Payload]:
         call = str(message.get("type"))
-        counters.incr("seen")
-        counters.incr(f"seen:{call}")
+        tally["seen"] += 1
+        tally[f"seen:{call}"] += 1
         if call not in ("identify", "group", "track"):
-            counters.incr(f"skipped:call:{call}")
+            tally[f"skipped:call:{call}"] += 1
             return []
         visitor = visitor_id_of(message)
         remembered = self.accounts.get(visitor)
@@ -121,11 +147,11 @@ class Router:
             account_id=account,
             provider_answer=provider_answer(message),
         )
-        counters.incr(f"rollout:{decision.reason}")
+        tally[f"rollout:{decision.reason}"] += 1
         if not decision.send:
             return []
         if settings.mode == "webhook":
-            return self._deliverable(settings, [{"k": "webhook", "b": to_webhook_body(message)}])
+            return self._deliverable(settings, [{"k": "webhook", "b": to_webhook_body(message)}], tally)
         age = settings.max_event_age_days if max_age_days is True else max_age_days
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
         translation = translate(
@@ -137,7 +163,7 @@ class Router:
         if translation.account_link is not None:
             self.accounts.remember(*translation.account_link)
         for fix in translation.fixes:
-            counters.incr(f"fixed:{fix}")
+            tally[f"fixed:{fix}"] += 1
             log_once(
                 f"fix:{fix}",
                 logging.INFO,
@@ -146,7 +172,7 @@ class Router:
                 fix,
             )
         if translation.skipped:
-            counters.incr(f"skipped:{translation.skipped}")
+            tally[f"skipped:{translation.skipped}"] += 1
             if translation.skipped == "too_old":
                 log_once(
                     "too_old",
@@ -159,18 +185,18 @@ class Router:
         stamp = parse_timestamp_ms(message.get("timestamp"))  # one from a clock ahead counts as now
         stamp = now_ms if stamp is None else min(stamp, now_ms)
         payloads = [to_payload(item, stamp) for item in translation.payloads]
-        return self._deliverable(settings, payloads)
+        return self._deliverable(settings, payloads, tally)
 
     @staticmethod
-    def _deliverable(settings: Settings, payloads: list[Payload]) -> list[Payload]:
+    def _deliverable(settings: Settings, payloads: list[Payload], tally: Counter[str]) -> list[Payload]:
         kept = []
         for payload in payloads:
             kind = payload_kind(payload)
             if not settings.can_send(payload["k"]):
-                counters.incr(f"skipped:no_secret:{kind}")
+                tally[f"skipped:no_secret:{kind}"] += 1
             elif settings.shadow:
-                counters.incr(f"shadow:{kind}")
+                tally[f"shadow:{kind}"] += 1
             else:
-                counters.incr(f"queued:{kind}")
+                tally[f"queued:{kind}"] += 1
                 kept.append(payload)
         return kept

@@ -49,7 +49,7 @@ PendingRows = MergedRows[tuple[Batch, Payload]]
 
 
 class WorkerLoop(asyncio.SelectorEventLoop):
-    """The worker's event loop: ``run_in_executor(None, ...)`` (aiohttp's DNS and netrc lookups)
+    """The worker's event loop: ``run_in_executor(None, ...)`` (DNS lookups)
     runs on a :class:`DaemonPool`, which keeps working while the interpreter exits."""
 
     def __init__(self) -> None:
@@ -69,8 +69,15 @@ class WorkerLoop(asyncio.SelectorEventLoop):
 
 
 def new_loop() -> asyncio.AbstractEventLoop:
-    """An event loop for the worker."""
-    return WorkerLoop()
+    """An event loop for the worker: uvloop's with the ``fast`` extra (its DNS lookups run on libuv's
+    threads, which keep working while the interpreter exits), else a :class:`WorkerLoop`. uvloop cannot
+    be imported once the interpreter has begun exiting (it loads the thread pool, which registers an exit
+    hook): a worker first started then (the exit drain) runs on a :class:`WorkerLoop`."""
+    try:
+        import uvloop
+    except (ImportError, RuntimeError):
+        return WorkerLoop()
+    return uvloop.new_event_loop()
 
 
 def report_drop(exc: Exception, items: list[Payload]) -> None:
@@ -246,10 +253,7 @@ class Worker:
         return bool(live or overflow or dispatched or fleet)
 
     def route_all(self, messages: list[Mapping[str, Any]], settings: Settings) -> list[Payload]:
-        payloads: list[Payload] = []
-        for message in messages:
-            payloads.extend(self.router.route(message, settings))
-        return payloads
+        return self.router.route_all(messages, settings)
 
     def _write_ahead(self, payloads: list[Payload], settings: Settings) -> None:
         """Persist ``payloads`` in one locked spool file (spool on) and queue them for sending."""

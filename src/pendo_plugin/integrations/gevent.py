@@ -1,5 +1,5 @@
 """gevent: under ``monkey.patch_all()`` a ``threading.Thread`` is a greenlet on the app's hub, so the
-worker's first-use imports (asyncio, aiohttp, the translation code) and its CPU work would stall
+worker's first-use imports (asyncio, the HTTP client, the translation code) and its CPU work would stall
 every request of that process. The worker runs on a real OS thread instead, started with the
 original ``_thread.start_new_thread`` (as gevent's own thread pool does); gevent's patched locks and
 events work across native threads, and the worker's loop waits in gevent's selector on a hub of its

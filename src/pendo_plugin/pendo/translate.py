@@ -77,6 +77,10 @@ class Translation:
 
 def _id_text(value: Any) -> str | None:
     """An id as text: strings as they are, numbers stringified (``12.0`` -> ``"12"``); blank/other -> None."""
+    if value is None:
+        return None
+    if type(value) is str:  # the common case first: this runs several times per message
+        return value if value and not value.isspace() else None
     if isinstance(value, str):
         text = value if type(value) is str else str.__str__(value)
     elif isinstance(value, bool) or value is None:
@@ -97,6 +101,8 @@ def _id_text(value: Any) -> str | None:
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:
+    if type(value) is dict:  # the common case, without the ABC check
+        return value
     return value if isinstance(value, Mapping) else _EMPTY
 
 
@@ -126,14 +132,17 @@ def account_id_of(message: Mapping[str, Any], remembered: str | None = None) -> 
     ``groupId``), else ``remembered``. Blank candidates are passed over; numbers are stringified.
     """
     properties = _mapping(message.get("properties"))
-    candidates = [_mapping(message.get("context")).get("groupId"), properties.get("groupId"),
-                  properties.get("accountId")]
-    if message.get("type") == "group":
-        candidates.append(message.get("groupId"))
+    candidates = (
+        _mapping(message.get("context")).get("groupId"),
+        properties.get("groupId"),
+        properties.get("accountId"),
+        message.get("groupId") if message.get("type") == "group" else None,
+    )
     for candidate in candidates:
-        account_id = _id_text(candidate)
-        if account_id is not None:
-            return account_id
+        if candidate is not None:
+            account_id = _id_text(candidate)
+            if account_id is not None:
+                return account_id
     return _id_text(remembered)
 
 

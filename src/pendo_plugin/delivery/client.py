@@ -1,0 +1,357 @@
+"""The default transport: HTTP/1.1 keep-alive connections as asyncio protocols, answers parsed by
+``httptools`` (llhttp, the parser Node.js uses).
+
+Pendo takes one track event per request, so this runs once per event: it is kept to one
+``write`` and one parse per request, with the request head encoded once per endpoint. It replaces
+an aiohttp session, whose general machinery (per-request objects, tracing hooks, cookie jar,
+multidict headers, a task per connection) cost about four times the CPU per request here (see
+docs/performance.md).
+
+What it keeps from a full client: a keep-alive pool per origin, TLS with the system's trust store
+and host name checks (``ssl.create_default_context``), ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``
+read once from the environment (``CONNECT`` tunnels for https, absolute URLs for http; userinfo in
+the proxy URL becomes ``Proxy-Authorization``), a total timeout per request, bounded answers, and
+no redirects (:func:`~pendo_plugin.delivery.http.refuse_redirect`). A request that fails on a
+reused connection before any answer arrived (the server closed it while idle) is sent once more on
+a new connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ssl
+import urllib.request
+from typing import Any, cast
+from urllib.parse import unquote, urlsplit
+
+import httptools
+from multidict import CIMultiDict
+
+from pendo_plugin import counters
+from pendo_plugin.delivery.http import MAX_RESPONSE_BYTES, USER_AGENT, Request, Response, refuse_redirect
+
+MAX_HEAD_BYTES = 64 * 1024
+MAX_HEADS_CACHED = 64
+Origin = tuple[str, str, int]  # scheme, host, port
+
+
+class _Answer:
+    """One answer being read: headers and a body bounded by ``MAX_RESPONSE_BYTES``."""
+
+    __slots__ = ("body", "head_bytes", "headers", "truncated")
+
+    def __init__(self) -> None:
+        self.headers: list[tuple[str, str]] = []
+        self.body = bytearray()
+        self.head_bytes = 0
+        self.truncated = False
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; carries one request at a time."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.reused = False
+        self.key: tuple[Origin, str | None] | None = None
+        self._status = 0
+        self._waiter: asyncio.Future[Response] | None = None
+        self._answer = _Answer()
+        self._parser: Any = None
+        self._tunnel: asyncio.Future[bytes] | None = None
+        self._raw = bytearray()
+
+    # ----- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio classes
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        error = ConnectionResetError(
+            f"connection closed by the server ({type(exc).__name__ if exc else 'EOF'})"
+        )
+        for waiter in (self._waiter, self._tunnel):
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(error)
+
+    def eof_received(self) -> bool:
+        if self._parser is not None and self._status:
+            self._finish(keep=False)  # an answer without a length ends at EOF
+        return False
+
+    def data_received(self, data: bytes) -> None:
+        if self._tunnel is not None:
+            self._raw += data
+            complete = b"\r\n\r\n" in self._raw or len(self._raw) > MAX_HEAD_BYTES
+            if complete and not self._tunnel.done():
+                self._tunnel.set_result(bytes(self._raw))
+            return
+        waiter = self._waiter
+        if waiter is None or waiter.done() or self._parser is None:
+            self.abort()  # bytes nobody asked for: the connection is out of step
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(ConnectionError(f"invalid HTTP answer: {type(exc).__name__}"))
+            return
+        if self._answer.truncated:
+            counters.incr("response_truncated")
+            self._finish(keep=False)
+
+    # ----- httptools callbacks
+
+    def on_status(self, status: bytes) -> None:
+        self._status = int(self._parser.get_status_code())
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        answer = self._answer
+        answer.head_bytes += len(name) + len(value) + 4
+        if answer.head_bytes > MAX_HEAD_BYTES:
+            raise httptools.HttpParserError("answer head too large")
+        answer.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_body(self, chunk: bytes) -> None:
+        answer = self._answer
+        if answer.truncated:
+            return
+        room = MAX_RESPONSE_BYTES - len(answer.body)
+        if len(chunk) > room:
+            chunk = chunk[:room]
+            answer.truncated = True
+        answer.body += chunk
+
+    def on_message_complete(self) -> None:
+        if not self._answer.truncated:
+            self._finish(keep=bool(self._parser.should_keep_alive()))
+
+    # ----- requests
+
+    def send(self, data: bytes) -> asyncio.Future[Response]:
+        """Write one request; the future gets its answer."""
+        assert self.transport is not None
+        self._answer = _Answer()
+        self._status = 0
+        self._parser = httptools.HttpResponseParser(self)
+        waiter: asyncio.Future[Response] = self.loop.create_future()
+        self._waiter = waiter
+        self.transport.write(data)
+        return waiter
+
+    @property
+    def open(self) -> bool:
+        """Whether the connection can carry a request."""
+        return not self.closed and self.transport is not None and not self.transport.is_closing()
+
+    @property
+    def answered_nothing(self) -> bool:
+        """No byte of an answer arrived for the current request (safe to send it again elsewhere)."""
+        return self._parser is not None and self._status == 0
+
+    def _finish(self, keep: bool) -> None:
+        waiter, answer = self._waiter, self._answer
+        self._parser = None
+        if not keep:
+            self.abort()
+        if waiter is not None and not waiter.done():
+            waiter.set_result(Response(self._status, CIMultiDict(answer.headers), bytes(answer.body)))
+
+    def _fail(self, error: Exception) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(error)
+        self.abort()
+
+    def expire(self) -> None:
+        """The request's time is up: fail it and drop the connection."""
+        self._fail(TimeoutError("no answer within the request timeout"))
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    # ----- proxy tunnels
+
+    async def tunnel(self, authority: str, proxy_auth: str | None) -> None:
+        """Ask the proxy (this connection) for a ``CONNECT`` tunnel to ``authority``."""
+        assert self.transport is not None
+        self._tunnel = self.loop.create_future()
+        auth = f"Proxy-Authorization: {proxy_auth}\r\n" if proxy_auth else ""
+        self.transport.write(
+            f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n{auth}\r\n".encode("latin-1")
+        )
+        head = await self._tunnel
+        self._tunnel = None
+        self._raw = bytearray()
+        line = head.split(b"\r\n", 1)[0].split()
+        if len(line) < 2 or not line[1].startswith(b"2"):
+            self.abort()
+            code = line[1][:3].decode("ascii", "replace") if len(line) >= 2 else "?"
+            raise ConnectionRefusedError(f"the proxy refused the tunnel (HTTP {code})")
+
+
+class HttpTransport:
+    """Keep-alive pooled HTTP/1.1 (see the module docstring); create it on the loop that will use it."""
+
+    def __init__(self, pool_size: int = 100) -> None:
+        self._pool_size = max(1, pool_size)
+        self._idle: dict[tuple[Origin, str | None], list[_Connection]] = {}
+        self._busy: set[_Connection] = set()
+        self._proxies = urllib.request.getproxies()
+        self._proxy_by_origin: dict[Origin, str | None] = {}
+        self._heads: dict[tuple[str, str, tuple[tuple[str, str], ...]], tuple[bytes, Origin, str | None]] = {}
+        self._ssl: ssl.SSLContext | None = None
+
+    def _proxy_for(self, origin: Origin) -> str | None:
+        if origin not in self._proxy_by_origin:
+            proxy = self._proxies.get(origin[0])
+            bypass = proxy is None or urllib.request.proxy_bypass(origin[1])
+            self._proxy_by_origin[origin] = None if bypass else proxy
+        return self._proxy_by_origin[origin]
+
+    def _head(self, request: Request) -> tuple[bytes, Origin, str | None]:
+        """The request line and headers up to ``Content-Length``, encoded once per endpoint."""
+        key = (request.method, request.url, tuple(request.headers.items()))
+        cached = self._heads.get(key)
+        if cached is not None:
+            return cached
+        parts = urlsplit(request.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("only http and https URLs with a host are supported")
+        origin: Origin = (
+            parts.scheme,
+            parts.hostname,
+            parts.port or (443 if parts.scheme == "https" else 80),
+        )
+        proxy = self._proxy_for(origin)
+        target = parts.path or "/"
+        if parts.query:
+            target += "?" + parts.query
+        if proxy is not None and parts.scheme == "http":
+            target = f"http://{parts.netloc}{target}"  # through a plain proxy: the absolute form
+        lines = [f"{request.method} {target} HTTP/1.1", f"Host: {parts.netloc}", f"User-Agent: {USER_AGENT}"]
+        lines += [f"{name}: {value}" for name, value in request.headers.items()]
+        if proxy is not None and parts.scheme == "http" and (auth := _proxy_auth(proxy)):
+            lines.append(f"Proxy-Authorization: {auth}")
+        if any(char in line for line in lines for char in "\0\r\n"):
+            raise ValueError("a line break or NUL in the URL or a header")
+        text = "\r\n".join(lines)
+        head = (text + "\r\nContent-Length: ").encode("utf-8")
+        if len(self._heads) >= MAX_HEADS_CACHED:
+            self._heads.clear()
+        self._heads[key] = (head, origin, proxy)
+        return head, origin, proxy
+
+    async def send(self, request: Request) -> Response:
+        head, origin, proxy = self._head(request)
+        deadline = asyncio.get_running_loop().time() + request.timeout
+        data = b"%s%d\r\n\r\n%s" % (head, len(request.body), request.body)
+        connection = await self._connection(origin, proxy, deadline)
+        try:
+            answer = await self._exchange(connection, data, deadline)
+        except (OSError, ConnectionError) as exc:
+            if not (connection.reused and connection.answered_nothing) or isinstance(exc, TimeoutError):
+                raise
+            connection = await self._connection(origin, proxy, deadline, fresh=True)
+            answer = await self._exchange(connection, data, deadline)
+        refuse_redirect(answer)
+        return answer
+
+    async def _exchange(self, connection: _Connection, data: bytes, deadline: float) -> Response:
+        loop = asyncio.get_running_loop()
+        self._busy.add(connection)
+        expiry = loop.call_at(deadline, connection.expire)
+        try:
+            answer = await connection.send(data)
+        except BaseException:
+            connection.abort()
+            raise
+        finally:
+            expiry.cancel()
+            self._busy.discard(connection)
+        if not connection.closed:
+            self._give_back(connection)
+        return answer
+
+    def _give_back(self, connection: _Connection) -> None:
+        assert connection.key is not None
+        idle = self._idle.setdefault(connection.key, [])
+        if len(idle) < self._pool_size:
+            connection.reused = True
+            idle.append(connection)
+        else:
+            connection.abort()
+
+    async def _connection(
+        self, origin: Origin, proxy: str | None, deadline: float, fresh: bool = False
+    ) -> _Connection:
+        """An idle connection to ``origin`` if one is open (unless ``fresh``), else a new one."""
+        idle = self._idle.get((origin, proxy))
+        while idle and not fresh:
+            connection = idle.pop()
+            if connection.open:
+                return connection
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining <= 0:
+            raise TimeoutError("no time left to connect")
+        connection = await asyncio.wait_for(self._connect(origin, proxy), remaining)
+        connection.key = (origin, proxy)
+        return connection
+
+    def _context(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            self._ssl = ssl.create_default_context()  # verifies the certificate and the host name
+        return self._ssl
+
+    async def _connect(self, origin: Origin, proxy: str | None) -> _Connection:
+        loop = asyncio.get_running_loop()
+        scheme, host, port = origin
+        tls = self._context() if scheme == "https" else None
+        connection = _Connection(loop)
+        if proxy is None:
+            await loop.create_connection(
+                lambda: connection, host, port, ssl=tls, server_hostname=host if tls else None
+            )
+            return connection
+        via = urlsplit(proxy)
+        via_host = via.hostname or ""
+        via_tls = self._context() if via.scheme == "https" else None
+        via_port = via.port or (443 if via.scheme == "https" else 80)
+        await loop.create_connection(
+            lambda: connection, via_host, via_port, ssl=via_tls, server_hostname=via_host if via_tls else None
+        )
+        if tls is None:
+            return connection  # plain http through the proxy: absolute URLs on this connection
+        try:
+            await connection.tunnel(f"{host}:{port}", _proxy_auth(proxy))
+            assert connection.transport is not None
+            secured = await loop.start_tls(connection.transport, connection, tls, server_hostname=host)
+        except BaseException:
+            connection.abort()
+            raise
+        if secured is None:
+            raise ConnectionError("TLS through the proxy could not start")
+        connection.transport = secured  # type: ignore[assignment]
+        return connection
+
+    async def close(self) -> None:
+        for connections in self._idle.values():
+            for connection in connections:
+                connection.abort()
+        for connection in list(self._busy):
+            connection.abort()
+        self._idle.clear()
+        self._busy.clear()
+
+
+def _proxy_auth(proxy: str) -> str | None:
+    """``Proxy-Authorization`` for a proxy URL with userinfo (``http://user:pw@proxy:3128``)."""
+    parts = urlsplit(proxy)
+    if parts.username is None:
+        return None
+    pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
+    return "Basic " + base64.b64encode(pair).decode("ascii")

@@ -1,0 +1,35 @@
+"""Compact JSON as UTF-8 bytes for request bodies and spool lines: ``orjson`` when it is installed
+(the ``fast`` extra), else the standard library.
+
+Every document encoded here is a translated payload, already made JSON-safe by
+:mod:`pendo_plugin.pendo.sanitize` (no NaN or infinity, string keys, plain types). Unsupported values
+raise ``TypeError`` or ``ValueError`` either way.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+try:
+    import orjson
+except ImportError:  # the standard library: the same output, a few times the CPU
+    orjson = None  # type: ignore[assignment]
+
+BACKEND = "orjson" if orjson is not None else "json"
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+"""One encoder for every call: ``json.dumps`` with options builds a new one each time."""
+
+
+def dumps(document: Any) -> bytes:
+    """``document`` as compact UTF-8 JSON; raises ValueError for NaN/infinity, TypeError for other types.
+
+    What orjson refuses (integers beyond 64 bits, which Python's ``json`` writes) goes to the standard
+    library, so both accept exactly the same documents.
+    """
+    if orjson is not None:
+        try:
+            return orjson.dumps(document)
+        except TypeError:
+            pass
+    return _ENCODER.encode(document).encode("utf-8")

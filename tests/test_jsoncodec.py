@@ -1,0 +1,45 @@
+"""The JSON encoder for bodies and spool lines gives the same documents with orjson and without it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from pendo_plugin import jsoncodec
+
+DOCUMENT = {"k": "track", "b": {"event": "Zürich ✓", "n": [1, 2.5, None, True], "nested": {"x": "\n\""}}}
+
+
+@pytest.fixture(params=["orjson", "json"])
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "json":
+        monkeypatch.setattr(jsoncodec, "orjson", None)
+    elif jsoncodec.orjson is None:
+        pytest.skip("orjson is not installed (the `fast` extra)")
+    return str(request.param)
+
+
+def test_compact_utf8_and_the_same_document(backend: str) -> None:
+    encoded = jsoncodec.dumps(DOCUMENT)
+    assert json.loads(encoded) == DOCUMENT
+    assert b", " not in encoded and b": " not in encoded
+    assert "Zürich ✓".encode() in encoded
+
+
+def test_integers_beyond_64_bits_are_written(backend: str) -> None:
+    encoded = jsoncodec.dumps({"n": 2**70, "m": -(2**64)})
+    assert encoded == b'{"n":1180591620717411303424,"m":-18446744073709551616}'
+
+
+@pytest.mark.parametrize("value", [{1, 2}, object(), {("a",): 1}])
+def test_unsupported_values_raise_type_error(backend: str, value: Any) -> None:
+    with pytest.raises(TypeError):
+        jsoncodec.dumps({"v": value})
+
+
+def test_the_standard_library_path_refuses_nan(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jsoncodec, "orjson", None)
+    with pytest.raises(ValueError):
+        jsoncodec.dumps({"v": float("nan")})
