@@ -139,6 +139,18 @@ class Settings:
             return bool(self.api_key)
         return bool(self.integration_key)
 
+    def hold_reason(self, payload_kind: str) -> str | None:
+        """Why a payload of this kind (``track``, ``webhook``, ``meta``) must not be sent from here now:
+        ``off`` (kill switch, or bad settings), ``no_secret`` (no secret or key for it), ``shadow``; None
+        when it may. The one check for live, replayed and drained payloads alike."""
+        if not self.rollout.enabled or self.problems:
+            return "off"
+        if not self.can_send(payload_kind):
+            return "no_secret"
+        if self.shadow:
+            return "shadow"
+        return None
+
     def describe(self) -> dict[str, Any]:
         """Every setting as printable values, secrets masked."""
         shown: dict[str, Any] = {}

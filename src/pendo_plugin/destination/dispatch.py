@@ -1,11 +1,11 @@
 """Which routed payloads this process may send, and one send-and-settle of a list of them.
 
-:func:`hold_reason` holds the shadow, kill-switch, secret and key checks for every payload that is
-about to be sent, whatever it comes from: the live queue, a spool file replayed by the worker (on
-``pendo_plugin.flush()`` or every 30 s) or by ``pendo-plugin spool drain``. A held payload is settled
-as ``failed``, so it stays in the spool for a later moment or a process that may send it; it never
-reaches Pendo. :func:`dispatch` sends a list of payloads (tracks one by one, metadata rows merged per
-kind) and settles each one through a callback.
+:func:`admit` applies the shadow, kill-switch, secret and key checks (``Settings.hold_reason``, which
+the router uses too) to every payload about to be sent, whatever it comes from: the live queue, a
+spool file replayed by the worker (on ``pendo_plugin.flush()`` or every 30 s) or by ``pendo-plugin
+spool drain``. A held payload is settled as ``failed``, so it stays in the spool for a later moment or
+a process that may send it; it never reaches Pendo. :func:`dispatch` sends a list of payloads (tracks
+one by one, metadata rows merged per kind) and settles each one through a callback.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from pendo_plugin.delivery.senders import Outcome, Sender
 from pendo_plugin.pendo.payload import Payload, payload_kind
 
 SLICE = 512  # sends started at once by one dispatch
-HOLD_REASONS = ("shadow", "off", "no_secret")
 
 Settle = Callable[[Payload, Outcome], None]
 
@@ -32,18 +31,6 @@ def known(payload: Payload) -> bool:
     return kind in ("track", "webhook") or (kind == "meta" and payload.get("t") in METADATA_KINDS)
 
 
-def hold_reason(payload: Payload, settings: Settings) -> str | None:
-    """Why this process must not send ``payload`` now (``shadow``, ``off``: the kill switch, ``no_secret``:
-    no secret or integration key for its kind), or None when it may."""
-    if settings.shadow:
-        return "shadow"
-    if not settings.rollout.enabled or settings.problems:
-        return "off"
-    if not settings.can_send(str(payload.get("k"))):
-        return "no_secret"
-    return None
-
-
 def admit(payload: Payload, settings: Settings, settle: Settle) -> bool:
     """True if ``payload`` may be sent; otherwise settle it at once: an unknown one is refused for good
     (``dropped:unknown_payload``), a held one fails, so it is kept (``held:<reason>:<kind>``)."""
@@ -51,7 +38,7 @@ def admit(payload: Payload, settings: Settings, settle: Settle) -> bool:
         counters.incr("dropped:unknown_payload")
         settle(payload, "rejected")
         return False
-    reason = hold_reason(payload, settings)
+    reason = settings.hold_reason(str(payload.get("k")))
     if reason is not None:
         counters.incr(f"held:{reason}:{payload_kind(payload)}")
         settle(payload, "failed")

@@ -192,11 +192,12 @@ class Router:
         kept = []
         for payload in payloads:
             kind = payload_kind(payload)
-            if not settings.can_send(payload["k"]):
-                tally[f"skipped:no_secret:{kind}"] += 1
-            elif settings.shadow:
-                tally[f"shadow:{kind}"] += 1
-            else:
+            reason = settings.hold_reason(payload["k"])
+            if reason is None:
                 tally[f"queued:{kind}"] += 1
                 kept.append(payload)
+            elif reason == "shadow":
+                tally[f"shadow:{kind}"] += 1
+            else:
+                tally[f"skipped:{reason}:{kind}"] += 1
         return kept
