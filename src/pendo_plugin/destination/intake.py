@@ -206,7 +206,7 @@ class Runtime:
 
     def _spool_leftovers(self) -> None:
         """Route the intake on the calling thread and write it to the spool unsent (worker not running)."""
-        from pendo_plugin.destination.worker import spool_unrouted
+        from pendo_plugin.destination.leftovers import spool_unrouted
 
         live, overflow = self.intake.live, self.intake.overflow
         messages = [live.popleft() for _ in range(len(live))]
@@ -218,7 +218,8 @@ class Runtime:
     def _run(self) -> None:
         try:
             with _import_guard:
-                from pendo_plugin.destination.worker import Worker, new_loop
+                from pendo_plugin.destination.loop import new_loop
+                from pendo_plugin.destination.worker import Worker
 
                 loop = new_loop()
                 worker = Worker(self.intake)

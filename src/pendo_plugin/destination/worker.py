@@ -18,22 +18,21 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from pendo_plugin import config, counters
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.batch import Batch
 from pendo_plugin.delivery.fleet import Fleet
-from pendo_plugin.delivery.http import DaemonPool
 from pendo_plugin.delivery.rows import METADATA_KINDS, FieldClock, MergedRows
 from pendo_plugin.delivery.senders import Outcome, Payload, Sender
 from pendo_plugin.delivery.spool import Claim, Spool
 from pendo_plugin.destination.dispatch import admit
+from pendo_plugin.destination.leftovers import leave_in_spool, open_spool, report_drop, undeliverable
 from pendo_plugin.destination.queues import Intake
 from pendo_plugin.destination.route import Router
 from pendo_plugin.logs import log_once
-from pendo_plugin.pendo.payload import payload_kind
 
 PUMP_BATCH = 512
 TASKS_PER_SLOT = 8
@@ -46,88 +45,6 @@ REPLAY_SLICE = 512  # payloads of one spool file dispatched at a time
 
 # Metadata rows waiting to be sent, each remembering every (batch, payload) merged into it.
 PendingRows = MergedRows[tuple[Batch, Payload]]
-
-
-class WorkerLoop(asyncio.SelectorEventLoop):
-    """The worker's event loop: ``run_in_executor(None, ...)`` (DNS lookups)
-    runs on a :class:`DaemonPool`, which keeps working while the interpreter exits."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._pool = DaemonPool()
-
-    def run_in_executor(  # type: ignore[override]
-        self, executor: Any, func: Callable[..., Any], *args: Any
-    ) -> asyncio.Future[Any]:
-        if executor is not None:
-            return super().run_in_executor(executor, func, *args)
-        return asyncio.wrap_future(self._pool.submit(func, *args), loop=self)
-
-    def close(self) -> None:
-        self._pool.close()
-        super().close()
-
-
-def new_loop() -> asyncio.AbstractEventLoop:
-    """An event loop for the worker: uvloop's with the ``fast`` extra (its DNS lookups run on libuv's
-    threads, which keep working while the interpreter exits), else a :class:`WorkerLoop`. uvloop cannot
-    be imported once the interpreter has begun exiting (it loads the thread pool, which registers an exit
-    hook): a worker first started then (the exit drain) runs on a :class:`WorkerLoop`."""
-    try:
-        import uvloop
-    except (ImportError, RuntimeError):
-        return WorkerLoop()
-    return uvloop.new_event_loop()
-
-
-def report_drop(exc: Exception, items: list[Payload]) -> None:
-    """Hand payloads lost for good to the app's ``on_error`` callback, if it set one."""
-    callback = config.current().on_error
-    if callback is None:
-        return
-    try:
-        callback(exc, items)
-    except Exception as error:
-        log_once("on_error", logging.ERROR, "pendo_plugin: on_error callback raised %s", type(error).__name__)
-
-
-def undeliverable(items: list[Payload]) -> None:
-    """Count and report payloads that failed and cannot be kept (the spool is off or not writable)."""
-    for item in items:
-        counters.incr(f"dropped:undeliverable:{payload_kind(item)}")
-    log_once(
-        "undeliverable",
-        logging.WARNING,
-        "pendo_plugin: payloads could not be delivered and could not be kept (spool off or not "
-        "writable: PENDO_SPOOL_DIR); dropped and counted as dropped:undeliverable",
-    )
-    report_drop(RuntimeError("undeliverable, and the spool is off or not writable"), items)
-
-
-def leave_in_spool(payloads: list[Payload], spool: Spool | None) -> None:
-    """Leave ``payloads`` in the spool for a later attempt (or count them dropped, spool off)."""
-    if not payloads:
-        return
-    if spool is not None and spool.write(payloads) is not None:
-        counters.incr("spooled", len(payloads))
-    else:
-        undeliverable(payloads)
-
-
-def open_spool(settings: Settings) -> Spool | None:
-    """The spool the settings name, or None when it is off."""
-    if settings.spool_dir is None:
-        return None
-    return Spool(settings.spool_dir, int(settings.spool_max_mb * 1024 * 1024))
-
-
-def spool_unrouted(intake: Intake, messages: list[Mapping[str, Any]], settings: Settings) -> None:
-    """Route ``messages`` on the calling thread and leave them in the spool unsent (the worker is gone)."""
-    if intake.router is None:
-        intake.router = Router()
-    router = intake.router
-    leave_in_spool([payload for message in messages for payload in router.route(message, settings)],
-                   open_spool(settings))
 
 
 class Worker:
