@@ -22,6 +22,7 @@ DAYS_AHEAD = 30
 DATE_SENSITIVE = [
     "test_dual_write.py",
     "test_translate.py",
+    "test_sanitize.py",
     "test_sandbox.py",
     "test_cli_replay.py",
 ]

@@ -152,7 +152,8 @@ def test_metadata_rows_for_one_visitor_are_merged(plugin: Sandbox, segment_clien
 
 def test_webhook_mode_posts_raw_segment_messages(plugin: Sandbox, segment_client: Any) -> None:
     pendo_plugin.configure(mode="webhook", api_key="public-app-key")
-    segment_client.identify("u10", {"plan": "pro", "since": dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)})
+    since = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=30)).replace(microsecond=0)
+    segment_client.identify("u10", {"plan": "pro", "since": since})
     segment_client.group("u10", "acct-10", {"name": "Hooks Inc"})
     segment_client.track("u10", "Hooked", {"n": 1})
     segment_client.page("u10", name="Home")
@@ -160,7 +161,7 @@ def test_webhook_mode_posts_raw_segment_messages(plugin: Sandbox, segment_client
 
     received = {message["type"]: message for message in plugin.webhook_messages()}  # sent concurrently
     assert sorted(received) == ["group", "identify", "track"]
-    assert received["identify"]["traits"]["since"].startswith("2026-01-01T00:00:00")
+    assert received["identify"]["traits"]["since"].startswith(since.strftime("%Y-%m-%dT%H:%M:%S"))
     assert received["track"]["properties"] == {"n": 1}
     assert {message["messageId"] for message in received.values()} <= {
         message["messageId"] for message in plugin.segment_messages()

@@ -126,7 +126,7 @@ class Weird:
         (float("-inf"), None, "value:infinity"),
         (uuid.UUID(int=1), "00000000-0000-0000-0000-000000000001", "value:uuid"),
         (
-            dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc),
+            dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc),  # a trait's value: no age rule applies
             "2024-01-02T03:04:05+00:00",
             "value:datetime",
         ),
@@ -302,16 +302,32 @@ def test_clean_metadata_values_has_no_512_byte_limit_and_long_names() -> None:
 # ------------------------------------------------------------------------------------- timestamps
 
 
+# Relative to now (yesterday, 05:03:54.123 UTC): a test date never ages out of Pendo's 7-day window.
+DAY = dt.datetime.now(dt.timezone.utc).date() - dt.timedelta(days=1)
+MOMENT = dt.datetime.combine(DAY, dt.time(5, 3, 54, 123000), tzinfo=dt.timezone.utc)
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+
+def epoch_ms(moment: dt.datetime) -> int:
+    """Milliseconds since the epoch, by date arithmetic (independent of the parser under test)."""
+    return (moment - EPOCH) // dt.timedelta(milliseconds=1)
+
+
+ISO_DAY = DAY.isoformat()
+MOMENT_MS = epoch_ms(MOMENT)
+DAY_MS = epoch_ms(dt.datetime.combine(DAY, dt.time(), tzinfo=dt.timezone.utc))
+
+
 @pytest.mark.parametrize(
     ("text", "ms"),
     [
-        ("2026-11-23T05:03:54.123+00:00", 1795410234123),
-        ("2026-11-23T05:03:54.123Z", 1795410234123),
-        ("2026-11-23T05:03:54.1Z", 1795410234100),
-        ("2026-11-23T05:03:54.123456789Z", 1795410234123),
-        ("2026-11-23T06:03:54.123+01:00", 1795410234123),
-        ("2026-11-23T05:03:54", 1795410234000),
-        ("2026-11-23", 1795392000000),
+        (f"{ISO_DAY}T05:03:54.123+00:00", MOMENT_MS),
+        (f"{ISO_DAY}T05:03:54.123Z", MOMENT_MS),
+        (f"{ISO_DAY}T05:03:54.1Z", MOMENT_MS - 23),
+        (f"{ISO_DAY}T05:03:54.123456789Z", MOMENT_MS),
+        (f"{ISO_DAY}T06:03:54.123+01:00", MOMENT_MS),
+        (f"{ISO_DAY}T05:03:54", MOMENT_MS - 123),
+        (ISO_DAY, DAY_MS),
     ],
 )
 def test_parse_timestamp_ms(text: str, ms: int) -> None:
@@ -319,17 +335,16 @@ def test_parse_timestamp_ms(text: str, ms: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["", "yesterday", "2026-13-01", "2026-11-23T25:00:00Z", None, 17, b"2026-11-23"]
+    "bad", ["", "yesterday", f"{DAY.year}-13-01", f"{ISO_DAY}T25:00:00Z", None, 17, ISO_DAY.encode()]
 )
 def test_parse_timestamp_ms_rejects(bad: Any) -> None:
     assert parse_timestamp_ms(bad) is None
 
 
 def test_parse_timestamp_ms_accepts_datetime_objects() -> None:
-    aware = dt.datetime(2026, 11, 23, 5, 3, 54, 123000, tzinfo=dt.timezone.utc)
-    assert parse_timestamp_ms(aware) == 1795410234123
-    assert parse_timestamp_ms(aware.replace(tzinfo=None)) == 1795410234123
-    assert parse_timestamp_ms(dt.date(2026, 11, 23)) == 1795392000000
+    assert parse_timestamp_ms(MOMENT) == MOMENT_MS
+    assert parse_timestamp_ms(MOMENT.replace(tzinfo=None)) == MOMENT_MS
+    assert parse_timestamp_ms(DAY) == DAY_MS
 
 
 # ------------------------------------------------------------------------------------------ schema
