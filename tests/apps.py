@@ -3,8 +3,10 @@ PENDO_* variables, run in a fresh interpreter so exit, fork and kill are real.""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -17,7 +19,9 @@ from typing import Any
 from pendo_plugin import config
 from tests.conftest import INTEGRATION_KEY, TRACK_SECRET
 
-APP_PREAMBLE = """
+STACKS_ON_SIGUSR1 = "import faulthandler, signal; faulthandler.register(signal.SIGUSR1, all_threads=True)\n"
+
+APP_PREAMBLE = STACKS_ON_SIGUSR1 + """
 import json, os, sys, time
 import pendo_plugin
 from segment.analytics import Client
@@ -92,8 +96,45 @@ def start_app(script: str, env: dict[str, str]) -> subprocess.Popen[str]:
     )
 
 
+def descendants(pid: int) -> list[int]:
+    """``pid``'s children, grandchildren and so on, read from ``/proc``."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
+
+
+def communicate(process: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
+    """``process.communicate(timeout)``; when it times out, every process of the tree first writes the
+    stacks of all its threads to its stderr (``faulthandler`` on SIGUSR1, see :data:`STACKS_ON_SIGUSR1`),
+    then the tree is killed and ``TimeoutExpired`` carries the output, so a hang explains itself."""
+    try:
+        return process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired as expired:
+        tree = [process.pid, *descendants(process.pid)]
+        for pid in tree:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGUSR1)
+        time.sleep(1)  # faulthandler writes from the signal handler; no event to wait for from here
+        for pid in tree:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        stdout, stderr = process.communicate(timeout=10)
+        sys.stderr.write(f"process tree {tree} timed out after {timeout}s; its stderr:\n{stderr}\n")
+        raise subprocess.TimeoutExpired(process.args, timeout, stdout, stderr) from expired
+
+
 def finish_app(process: subprocess.Popen[str], started: float, timeout: float = 60.0) -> AppRun:
-    stdout, stderr = process.communicate(timeout=timeout)
+    stdout, stderr = communicate(process, timeout)
     ended = time.monotonic()
     return AppRun(process.returncode, stdout, stderr, ended - started, ended)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from pendo_plugin.sandbox import Sandbox
-from tests.apps import pendo_env
+from tests.apps import STACKS_ON_SIGUSR1, communicate, pendo_env
 from tests.conftest import INTEGRATION_KEY, TRACK_SECRET
 from tests.sdk_envs import SDKS
 
@@ -53,15 +53,17 @@ def sdk(request: pytest.FixtureRequest) -> str:
 
 def run(python: Path, sdk: str, body: str, sandbox: Sandbox, tmp_path: Path, **env: str) -> dict:
     """Run ``body`` after the SDK's preamble in ``python``; the last JSON line it printed."""
-    script = PREAMBLE.format(sdk_import=IMPORTS[sdk]) + textwrap.dedent(body)
+    script = STACKS_ON_SIGUSR1 + PREAMBLE.format(sdk_import=IMPORTS[sdk]) + textwrap.dedent(body)
     environment = pendo_env(
         sandbox.url, TRACK_SECRET, INTEGRATION_KEY, APP_BACKEND=sandbox.url, PENDO_SPOOL_DIR="off", **env
     )
-    done = subprocess.run(
-        [str(python), "-c", script], env=environment, capture_output=True, text=True, timeout=60, cwd=tmp_path
+    process = subprocess.Popen(
+        [str(python), "-c", script], env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, cwd=tmp_path,
     )
-    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr}"
-    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    stdout, stderr = communicate(process, timeout=60)
+    assert process.returncode == 0, f"exit {process.returncode}\n{stdout}\n{stderr}"
+    lines = [line for line in stdout.splitlines() if line.startswith("{")]
     return json.loads(lines[-1]) if lines else {}
 
 
