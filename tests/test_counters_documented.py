@@ -150,3 +150,21 @@ def test_names_in_the_docs_are_in_the_vocabulary(name: str) -> None:
         placeholder = part == HTTP or part.startswith("<") or part.endswith("*")
         in_vocabulary = counters.is_reason(part) or part in counters.KINDS
         assert placeholder or in_vocabulary, f"{name!r} in docs/*.md: {part!r} is not in the vocabulary"
+
+
+def _fix_or_skip(node: ast.AST) -> str | None:
+    """The literal of ``fixes.add("...")`` or ``_skip("...")``, else None."""
+    if not (isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant)):
+        return None
+    call = ast.unparse(node.func)
+    return str(node.args[0].value) if call in ("fixes.add", "_skip") else None
+
+
+def test_every_fix_and_skip_of_translation_is_a_reason() -> None:
+    """The router records translation's fixes and skips as reasons: each literal must be in the vocabulary."""
+    found = set()
+    for path in sorted((ROOT / "src" / "pendo_plugin" / "pendo").glob("*.py")):
+        found.update(filter(None, map(_fix_or_skip, ast.walk(ast.parse(path.read_text(), str(path))))))
+    found.discard("call:unknown")  # the router counts calls it does not translate: ``skipped:call:<call>``
+    assert len(found) > 20
+    assert found <= set(counters.REASONS), found - set(counters.REASONS)

@@ -256,13 +256,14 @@ class Tally:
     __slots__ = ("counts",)
 
     def __init__(self) -> None:
-        self.counts: Counter[Key] = Counter()
+        self.counts: dict[Key, int] = {}
 
     def add(
         self, outcome: Outcome, reason: str | None = None, kind: str | None = None, amount: int = 1
     ) -> None:
         """Count one ``outcome[:reason][:kind]`` (checked when committed)."""
-        self.counts[(outcome, reason, kind)] += amount
+        key = (outcome, reason, kind)
+        self.counts[key] = self.counts.get(key, 0) + amount  # a plain dict: the router calls this per message
 
     def commit(self) -> None:
         """Record every count under one lock, then start again from zero."""
