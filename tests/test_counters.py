@@ -76,6 +76,7 @@ def test_a_tally_records_its_counts_at_once_through_the_same_vocabulary() -> Non
         tally.add("seen")
         tally.add("seen", kind=counters.call_kind("track"))
     tally.add("seen", kind=counters.call_kind("custom_type"))
+    tally.add("seen", kind=counters.call_kind("visitor"))  # a payload kind, not a Segment call
     tally.add("rollout", "in_percent")
     tally.add("fixed", "no such fix")
     assert counters.snapshot() == {}  # nothing recorded before the commit
@@ -85,7 +86,7 @@ def test_a_tally_records_its_counts_at_once_through_the_same_vocabulary() -> Non
         "bad_counter": 1,
         "rollout:in_percent": 1,
         "seen": 3,
-        "seen:other": 1,
+        "seen:other": 2,
         "seen:track": 3,
     }
 

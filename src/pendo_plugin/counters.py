@@ -196,9 +196,12 @@ _counts: Counter[str] = Counter()
 _names: dict[Key, str] = {}  # each valid key seen, with its name (bounded: the vocabulary is)
 
 
+_CALLS = frozenset({"identify", "group", "track", "page", "screen", "alias"})
+
+
 def call_kind(call: object) -> str:
-    """The kind for a Segment call type: itself when in :data:`KINDS`, else ``other``."""
-    return call if isinstance(call, str) and call in KINDS else "other"
+    """The kind for a Segment message type: the call (``identify``, ..., ``alias``), else ``other``."""
+    return call if isinstance(call, str) and call in _CALLS else "other"
 
 
 def is_reason(reason: str) -> bool:
