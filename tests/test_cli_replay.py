@@ -290,7 +290,7 @@ def test_replay_uses_the_live_rollout(box: Sandbox, tmp_path: Path) -> None:
     done = cli(env, "replay", str(export))
     assert done.returncode == 0
     assert mids(box) == {"in": 1}
-    assert "off:deny_visitor 1" in done.stdout
+    assert "off_deny_visitor 1" in done.stdout
     assert time.monotonic() - started < 30
 
 

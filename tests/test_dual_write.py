@@ -78,7 +78,7 @@ def test_segment_integrations_switch(
     assert bool(events_named(plugin, "Switched")) is reaches_pendo
     assert len(plugin.segment_messages()) == 1  # Segment always gets it
     if not reaches_pendo:
-        assert pendo_plugin.stats()["rollout:off:integrations"] == 1
+        assert pendo_plugin.stats()["rollout:off_integrations"] == 1
 
 
 def test_page_screen_alias_go_to_segment_only(plugin: Sandbox, segment_client: Any) -> None:

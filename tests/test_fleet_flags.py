@@ -138,5 +138,5 @@ def test_kill_switch_stops_every_process_within_the_bound(
     for run in runs:
         assert run.returncode == 0, run.describe()
         stats = run.reports()[-1]["stats"]
-        assert stats["rollout:off:kill_switch"] > 0, run.describe()  # it kept sending, Pendo got none
+        assert stats["rollout:off_kill_switch"] > 0, run.describe()  # it kept sending, Pendo got none
     assert max(_track_times(sandbox)) <= switched_at + BOUND

@@ -33,8 +33,8 @@ def test_prometheus_collector_exposes_the_counters() -> None:
     from prometheus_client import CollectorRegistry, generate_latest
 
     counters.reset()
-    counters.incr("sent:track", 3)
-    counters.incr("dropped:redis_full", 2)
+    counters.record("sent", kind="track", amount=3)
+    counters.record("dropped", "redis_full", amount=2)
     registry = CollectorRegistry()
     register_prometheus(registry)
     text = generate_latest(registry).decode()
@@ -48,7 +48,7 @@ def test_opentelemetry_observable_counter_reports_the_counters() -> None:
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
     counters.reset()
-    counters.incr("sent:track", 4)
+    counters.record("sent", kind="track", amount=4)
     reader = InMemoryMetricReader()
     register_otel(MeterProvider(metric_readers=[reader]))
     data = reader.get_metrics_data()

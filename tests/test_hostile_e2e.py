@@ -161,7 +161,7 @@ def test_unknown_field_and_bad_value_spare_every_other_row_and_field(
     assert len(plugin.metadata_requests("visitor")) == 1
     warnings = [record.getMessage() for record in caplog.records]
     assert any("favouriteColour" in line and "Data Mappings" in line for line in warnings)
-    assert pendo_plugin.stats()["dropped_field:visitor:unknown"] == 1
+    assert pendo_plugin.stats()["dropped_field:unknown:visitor"] == 1
 
 
 def test_a_400_batch_is_split_to_isolate_the_bad_row(plugin: Sandbox, segment_client: Any) -> None:

@@ -162,4 +162,4 @@ def test_no_answer_lets_the_built_in_rules_decide() -> None:
     decision = decide(
         TRACK, RolloutRules(percent=0), visitor_id="u1", account_id="acme", provider_answer=answer
     )
-    assert decision.reason == "off:percent"
+    assert decision.reason == "off_percent"

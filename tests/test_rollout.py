@@ -151,7 +151,7 @@ def test_integrations_allow(integrations: dict[str, Any] | None, allowed: bool) 
 
 
 def test_integrations_switch_in_decide() -> None:
-    assert run(msg(integrations={"Pendo": False}), RolloutRules()) == Decision(False, "off:integrations")
+    assert run(msg(integrations={"Pendo": False}), RolloutRules()) == Decision(False, "off_integrations")
     assert run(msg(integrations={"All": False, "Pendo": True}), RolloutRules()).send
 
 
@@ -160,83 +160,83 @@ def test_integrations_switch_in_decide() -> None:
 
 def test_default_rules_send_everything() -> None:
     for call in ("identify", "group", "track"):
-        assert run(msg(call), RolloutRules()) == Decision(True, "in:percent")
+        assert run(msg(call), RolloutRules()) == Decision(True, "in_percent")
 
 
 def test_kill_switch_beats_everything() -> None:
     rules = RolloutRules(enabled=False, allow_visitors=frozenset({"u1"}))
-    assert run(msg(), rules, provider_answer=True) == Decision(False, "off:kill_switch")
+    assert run(msg(), rules, provider_answer=True) == Decision(False, "off_kill_switch")
 
 
 def test_integrations_beat_allow_lists_and_provider() -> None:
     rules = RolloutRules(allow_visitors=frozenset({"u1"}))
     decision = run(msg(integrations={"Pendo": False}), rules, provider_answer=True)
-    assert decision.reason == "off:integrations"
+    assert decision.reason == "off_integrations"
 
 
 @pytest.mark.parametrize("call", ["page", "screen", "alias", None])
 def test_calls_outside_pendo_are_off(call: str | None) -> None:
-    assert run({"type": call, "userId": "u1"}, RolloutRules()).reason == "off:calls"
+    assert run({"type": call, "userId": "u1"}, RolloutRules()).reason == "off_calls"
 
 
 def test_calls_filter() -> None:
     rules = RolloutRules(calls=frozenset({"identify", "group"}), allow_visitors=frozenset({"u1"}))
-    assert run(msg("track"), rules).reason == "off:calls"
+    assert run(msg("track"), rules).reason == "off_calls"
     assert run(msg("identify"), rules).send
 
 
 def test_no_id() -> None:
-    assert run(msg(), RolloutRules(), visitor_id=None) == Decision(False, "off:no_id")
-    assert run(msg(), RolloutRules(), visitor_id="", account_id="").reason == "off:no_id"
+    assert run(msg(), RolloutRules(), visitor_id=None) == Decision(False, "off_no_id")
+    assert run(msg(), RolloutRules(), visitor_id="", account_id="").reason == "off_no_id"
     assert run(msg("group"), RolloutRules(), visitor_id=None, account_id="acme").send
 
 
 def test_deny_lists() -> None:
-    assert run(msg(), RolloutRules(deny_visitors=frozenset({"u1"}))).reason == "off:deny_visitor"
+    assert run(msg(), RolloutRules(deny_visitors=frozenset({"u1"}))).reason == "off_deny_visitor"
     rules = RolloutRules(deny_accounts=frozenset({"acme"}))
-    assert run(msg(), rules, account_id="acme").reason == "off:deny_account"
+    assert run(msg(), rules, account_id="acme").reason == "off_deny_account"
     assert run(msg(), rules, account_id="other").send
     assert (
-        run(msg(event="Secret"), RolloutRules(deny_events=frozenset({"Secret"}))).reason == "off:deny_event"
+        run(msg(event="Secret"), RolloutRules(deny_events=frozenset({"Secret"}))).reason == "off_deny_event"
     )
 
 
 def test_deny_wins_over_allow() -> None:
     both = RolloutRules(allow_visitors=frozenset({"u1"}), deny_visitors=frozenset({"u1"}))
-    assert run(msg(), both, provider_answer=True).reason == "off:deny_visitor"
+    assert run(msg(), both, provider_answer=True).reason == "off_deny_visitor"
     rules = RolloutRules(allow_visitors=frozenset({"u1"}), deny_accounts=frozenset({"acme"}))
-    assert run(msg(), rules, account_id="acme").reason == "off:deny_account"
+    assert run(msg(), rules, account_id="acme").reason == "off_deny_account"
     rules = RolloutRules(allow_accounts=frozenset({"acme"}), deny_visitors=frozenset({"u1"}))
-    assert run(msg(), rules, account_id="acme").reason == "off:deny_visitor"
+    assert run(msg(), rules, account_id="acme").reason == "off_deny_visitor"
     rules = RolloutRules(allow_events=frozenset({"E"}), deny_events=frozenset({"E"}))
-    assert run(msg(event="E"), rules).reason == "off:deny_event"
+    assert run(msg(event="E"), rules).reason == "off_deny_event"
 
 
 def test_allow_lists_beat_percent_and_provider() -> None:
     rules = RolloutRules(percent=0, allow_visitors=frozenset({"u1"}), allow_accounts=frozenset({"acme"}))
-    assert run(msg(), rules, provider_answer=False) == Decision(True, "in:allow_visitor")
-    assert run(msg(), rules, visitor_id="u2", account_id="acme") == Decision(True, "in:allow_account")
-    assert run(msg(), rules, visitor_id="u2", account_id="other") == Decision(False, "off:percent")
+    assert run(msg(), rules, provider_answer=False) == Decision(True, "in_allow_visitor")
+    assert run(msg(), rules, visitor_id="u2", account_id="acme") == Decision(True, "in_allow_account")
+    assert run(msg(), rules, visitor_id="u2", account_id="other") == Decision(False, "off_percent")
 
 
 def test_allow_events_restrict_track_only() -> None:
     rules = RolloutRules(allow_events=frozenset({"Signed Up"}))
-    assert run(msg(event="Signed Up"), rules) == Decision(True, "in:percent")
-    assert run(msg(event="Clicked"), rules) == Decision(False, "off:not_allowed_event")
-    assert run({"type": "track", "userId": "u1"}, rules).reason == "off:not_allowed_event"
+    assert run(msg(event="Signed Up"), rules) == Decision(True, "in_percent")
+    assert run(msg(event="Clicked"), rules) == Decision(False, "off_not_allowed_event")
+    assert run({"type": "track", "userId": "u1"}, rules).reason == "off_not_allowed_event"
     assert run(msg("identify"), rules).send
     assert run(msg("group", event="Clicked"), rules).send
 
 
 def test_allow_events_do_not_bypass_percent() -> None:
     rules = RolloutRules(percent=0, allow_events=frozenset({"Signed Up"}))
-    assert run(msg(event="Signed Up"), rules) == Decision(False, "off:percent")
+    assert run(msg(event="Signed Up"), rules) == Decision(False, "off_percent")
 
 
 def test_allow_events_restriction_applies_to_allowed_visitors() -> None:
     rules = RolloutRules(allow_events=frozenset({"Signed Up"}), allow_visitors=frozenset({"u1"}))
-    assert run(msg(event="Clicked"), rules).reason == "off:not_allowed_event"
-    assert run(msg(event="Signed Up"), rules).reason == "in:allow_visitor"
+    assert run(msg(event="Clicked"), rules).reason == "off_not_allowed_event"
+    assert run(msg(event="Signed Up"), rules).reason == "in_allow_visitor"
 
 
 def test_event_lists_ignore_non_track_messages() -> None:
@@ -246,16 +246,16 @@ def test_event_lists_ignore_non_track_messages() -> None:
 
 def test_provider_answer() -> None:
     rules = RolloutRules(percent=0)
-    assert run(msg(), rules, provider_answer=True) == Decision(True, "in:provider")
-    assert run(msg(), RolloutRules(), provider_answer=False) == Decision(False, "off:provider")
-    assert run(msg(), rules, provider_answer=None) == Decision(False, "off:percent")
+    assert run(msg(), rules, provider_answer=True) == Decision(True, "in_provider")
+    assert run(msg(), RolloutRules(), provider_answer=False) == Decision(False, "off_provider")
+    assert run(msg(), rules, provider_answer=None) == Decision(False, "off_percent")
 
 
 def test_percent_uses_visitor_bucket() -> None:
     rules = RolloutRules(percent=30)
     inside, outside = visitor_in(30), visitor_out(30)
-    assert run(msg(), rules, visitor_id=inside) == Decision(True, "in:percent")
-    assert run(msg(), rules, visitor_id=outside) == Decision(False, "off:percent")
+    assert run(msg(), rules, visitor_id=inside) == Decision(True, "in_percent")
+    assert run(msg(), rules, visitor_id=outside) == Decision(False, "off_percent")
 
 
 def test_custom_salt_is_used() -> None:
@@ -323,25 +323,25 @@ def test_rules_reject_bad_values(kwargs: dict[str, Any], error: type[Exception],
 
 
 EVERY_REASON = [
-    (msg(), RolloutRules(), {}, "in:percent"),
-    (msg(), RolloutRules(percent=0, allow_visitors=frozenset({"u1"})), {}, "in:allow_visitor"),
+    (msg(), RolloutRules(), {}, "in_percent"),
+    (msg(), RolloutRules(percent=0, allow_visitors=frozenset({"u1"})), {}, "in_allow_visitor"),
     (
         msg(),
         RolloutRules(percent=0, allow_accounts=frozenset({"a"})),
         {"account_id": "a"},
-        "in:allow_account",
+        "in_allow_account",
     ),
-    (msg(), RolloutRules(percent=0), {"provider_answer": True}, "in:provider"),
-    (msg(), RolloutRules(enabled=False), {}, "off:kill_switch"),
-    (msg(integrations={"All": False}), RolloutRules(), {}, "off:integrations"),
-    (msg("page"), RolloutRules(), {}, "off:calls"),
-    (msg(), RolloutRules(), {"visitor_id": None}, "off:no_id"),
-    (msg(), RolloutRules(deny_visitors=frozenset({"u1"})), {}, "off:deny_visitor"),
-    (msg(), RolloutRules(deny_accounts=frozenset({"a"})), {"account_id": "a"}, "off:deny_account"),
-    (msg(), RolloutRules(deny_events=frozenset({"Clicked"})), {}, "off:deny_event"),
-    (msg(), RolloutRules(allow_events=frozenset({"Other"})), {}, "off:not_allowed_event"),
-    (msg(), RolloutRules(percent=0), {}, "off:percent"),
-    (msg(), RolloutRules(), {"provider_answer": False}, "off:provider"),
+    (msg(), RolloutRules(percent=0), {"provider_answer": True}, "in_provider"),
+    (msg(), RolloutRules(enabled=False), {}, "off_kill_switch"),
+    (msg(integrations={"All": False}), RolloutRules(), {}, "off_integrations"),
+    (msg("page"), RolloutRules(), {}, "off_calls"),
+    (msg(), RolloutRules(), {"visitor_id": None}, "off_no_id"),
+    (msg(), RolloutRules(deny_visitors=frozenset({"u1"})), {}, "off_deny_visitor"),
+    (msg(), RolloutRules(deny_accounts=frozenset({"a"})), {"account_id": "a"}, "off_deny_account"),
+    (msg(), RolloutRules(deny_events=frozenset({"Clicked"})), {}, "off_deny_event"),
+    (msg(), RolloutRules(allow_events=frozenset({"Other"})), {}, "off_not_allowed_event"),
+    (msg(), RolloutRules(percent=0), {}, "off_percent"),
+    (msg(), RolloutRules(), {"provider_answer": False}, "off_provider"),
 ]
 
 
@@ -349,13 +349,13 @@ EVERY_REASON = [
 def test_each_reason(message: dict[str, Any], rules: RolloutRules, ids: dict[str, Any], reason: str) -> None:
     decision = run(message, rules, **ids)
     assert decision.reason == reason
-    assert decision.send is reason.startswith("in:")
+    assert decision.send is reason.startswith("in_")
 
 
 def test_reasons_lists_every_reason_decide_returns() -> None:
-    # "in:allow_event" is in the contract but never returned: allow_events only restricts.
+    # "in_allow_event" is in the contract but never returned: allow_events only restricts.
     assert {reason for *_, reason in EVERY_REASON} == REASONS
-    assert "in:allow_event" not in REASONS
+    assert "in_allow_event" not in REASONS
 
 
 def test_decide_is_cheap() -> None:

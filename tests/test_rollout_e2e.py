@@ -70,7 +70,7 @@ def test_kill_switch_sends_none(plugin: Sandbox, segment_client: Any) -> None:
 
     assert plugin.track_events() == []
     assert len(plugin.segment_messages()) == 1000
-    assert pendo_plugin.stats()["rollout:off:kill_switch"] == 1000
+    assert pendo_plugin.stats()["rollout:off_kill_switch"] == 1000
 
 
 def test_percentages_are_stable_across_processes_and_only_add(sandbox: Sandbox, tmp_path: Path) -> None:
@@ -163,9 +163,9 @@ def test_provider_answers_true_false_none_and_raising(
 
     assert visitors_in_pendo(plugin) == {"yes"}
     stats = pendo_plugin.stats()
-    assert stats["plugin_error:test-provider:pendo_rollout"] == 1
-    assert stats["rollout:off:provider"] == 1
-    assert stats["rollout:off:percent"] == 2  # "none" and "boom" fell back to the 0 % rule
+    assert stats["plugin_error:pendo_rollout"] == 1
+    assert stats["rollout:off_provider"] == 1
+    assert stats["rollout:off_percent"] == 2  # "none" and "boom" fell back to the 0 % rule
     assert len(plugin.segment_messages()) == 4
 
 
@@ -177,4 +177,4 @@ def test_provider_cannot_override_the_kill_switch(
     segment_client.flush()
 
     assert plugin.track_events() == []
-    assert pendo_plugin.stats()["rollout:off:kill_switch"] == 1
+    assert pendo_plugin.stats()["rollout:off_kill_switch"] == 1

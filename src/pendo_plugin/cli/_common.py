@@ -8,6 +8,8 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+from pendo_plugin import counters
+
 PROG = "pendo-plugin"
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -65,15 +67,16 @@ def with_prefix(delta: Mapping[str, int], prefix: str) -> Counter[str]:
 
 
 def rejected_counts(delta: Mapping[str, int]) -> Counter[str]:
-    """Payloads Pendo refused for good (``dropped:http_4xx:<kind>``) or did not update (metadata
-    ``failed:<kind>``), by kind; drops of ours (``dropped:undeliverable``, ...) are not Pendo's refusals."""
+    """Payloads Pendo refused, by kind: dropped on an HTTP status (``dropped:http_400:track``) or metadata
+    rows it did not update (``failed:visitor``); drops of ours (``dropped:undeliverable:*``, ...) are not."""
     refused: Counter[str] = Counter()
     for name, value in delta.items():
-        parts = name.split(":")
-        if (len(parts) == 3 and parts[0] == "dropped" and parts[1].startswith("http_")) or (
-            len(parts) == 2 and parts[0] == "failed"
-        ):
-            refused[parts[-1]] += value
+        outcome, reason, kind = counters.parse(name)
+        by_pendo = outcome == "failed" or (
+            outcome == "dropped" and reason is not None and counters.HTTP_STATUS.fullmatch(reason) is not None
+        )
+        if by_pendo and kind is not None:
+            refused[kind] += value
     return refused
 
 

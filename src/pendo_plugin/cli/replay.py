@@ -457,8 +457,8 @@ def run(options: ReplayOptions, out: TextIO | None = None, err: TextIO | None = 
 def summary_lines(replayer: Replayer, jobs: list[Job], delta: Mapping[str, int], dry_run: bool) -> list[str]:
     """The end-of-replay report."""
     tally = replayer.tally
-    rollout = with_prefix(delta, "rollout:off:")
-    refused_by_rollout = Counter({f"off:{name}": count for name, count in rollout.items()})
+    rollout = with_prefix(delta, "rollout:off_")
+    refused_by_rollout = Counter({f"off_{name}": count for name, count in rollout.items()})
     skipped = tally.skipped + with_prefix(delta, "skipped:") + refused_by_rollout
     lines = [f"lines read      {tally.lines:,}"]
     if dry_run:

@@ -67,7 +67,7 @@ class AckLog:
                 self._fd = os.open(self.path, _APPEND_FLAGS, 0o600)
             os.write(self._fd, b"%d\n" % position)
         except OSError as exc:
-            counters.incr("spool_ack_failed")
+            counters.record("spool_ack_failed")
             log_once(
                 f"spool-ack:{exc.errno}",
                 logging.WARNING,

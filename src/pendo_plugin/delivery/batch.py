@@ -62,7 +62,7 @@ class Batch:
             return
         if failed and len(failed) == len(claim.items):
             if not self.replay:
-                counters.incr("spooled", len(failed))
+                counters.record("spooled", amount=len(failed))
             claim.release()
             return
         if failed:
@@ -71,5 +71,5 @@ class Batch:
                 claim.release()  # keep the file: its log skips what was acknowledged
                 return
             if not self.replay:
-                counters.incr("spooled", len(failed))
+                counters.record("spooled", amount=len(failed))
         claim.done()

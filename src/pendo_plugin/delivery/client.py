@@ -100,7 +100,7 @@ class _Connection(asyncio.Protocol):
             self._fail(ConnectionError(f"invalid HTTP answer: {type(exc).__name__}"))
             return
         if self._answer.truncated:
-            counters.incr("response_truncated")
+            counters.record("response_truncated")
             self._finish(keep=False)
 
     # ----- httptools callbacks

@@ -86,13 +86,13 @@ class FlagPoller:
         self._next = time.monotonic() + POLL_INTERVAL
         try:
             raw = await link.client().hgetall(FLAGS_KEY)
-            counters.incr("redis:round_trips")
+            counters.record("redis", "round_trips")
         except redis_errors() as exc:
             link.failed(exc)
             return
         flags, problems = validate(raw if isinstance(raw, dict) else {})
         for problem in problems:
-            counters.incr("fleet_flags:invalid")
+            counters.record("fleet_flags", "invalid")
             log_once(
                 f"fleet-flag:{problem}",
                 logging.ERROR,
@@ -100,7 +100,7 @@ class FlagPoller:
                 problem,
             )
         if config.apply_fleet_flags(flags):
-            counters.incr("fleet_flags:applied")
+            counters.record("fleet_flags", "applied")
             log.warning(
                 "pendo_plugin: fleet flags from Redis applied: %s",
                 ", ".join(f"{name}={value[:40]}" for name, value in sorted(flags.items())) or "none",

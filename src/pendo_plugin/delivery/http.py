@@ -83,7 +83,7 @@ def refuse_redirect(response: Response) -> None:
     if not 300 <= response.status < 400:
         return
     target = location_host(response.headers.get("Location"))
-    counters.incr(f"redirect_refused:http_{response.status}")
+    counters.record("redirect_refused", f"http_{response.status}")
     log_once(
         f"redirect:{response.status}",  # not per host: the Location is the other side's to choose
         logging.ERROR,

@@ -66,7 +66,7 @@ class RedisLink:
 
     def failed(self, exc: BaseException) -> None:
         """Redis did not answer: fall back for ``RETRY_AFTER`` seconds; one log line per outage."""
-        counters.incr("redis:errors")
+        counters.record("redis", "errors")
         if not self.down:
             self.outages += 1
             log.warning(

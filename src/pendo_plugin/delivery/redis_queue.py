@@ -75,7 +75,7 @@ class RedisQueue:
     def offer(self, payloads: list[Payload]) -> bool:
         """Take ``payloads`` for the stream; False if Redis is down or the buffer is full."""
         if not self.link.available() or len(self._buffer) + len(payloads) > MAX_BUFFER:
-            counters.incr("redis:fallback", len(payloads))
+            counters.record("redis", "fallback", amount=len(payloads))
             return False
         self._buffer.extend(payloads)
         return True
@@ -84,7 +84,7 @@ class RedisQueue:
         """Give what waits to be appended to the worker's local path (counted as ``redis:fallback``)."""
         if self._buffer:
             leftover, self._buffer = self._buffer, []
-            counters.incr("redis:fallback", len(leftover))
+            counters.record("redis", "fallback", amount=len(leftover))
             self._fallback(leftover, settings)
 
     def kick(self) -> None:
@@ -180,7 +180,7 @@ class RedisQueue:
     async def _create_group(self, client: Any) -> None:
         import redis
 
-        counters.incr("redis:round_trips")
+        counters.record("redis", "round_trips")
         try:
             await client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
         except redis.ResponseError as exc:
@@ -195,13 +195,13 @@ class RedisQueue:
             if self._settle_script is None or self._settle_script[0] is not client:
                 self._settle_script = (client, client.register_script(SETTLE_SCRIPT))
             pairs = [part for entry_id, raw in requeue for part in (entry_id, raw)]
-            counters.incr("redis:round_trips")
+            counters.record("redis", "round_trips")
             await self._settle_script[1](keys=[STREAM], args=[GROUP, len(acks), *acks, *pairs])
             del self._acks[: len(acks)], self._requeue[: len(requeue)]
             self._settle_since = time.monotonic() if self._acks or self._requeue else None
-            counters.incr("redis:acked", len(acks))
+            counters.record("redis", "acked", amount=len(acks))
             if requeue:
-                counters.incr("redis:requeued", len(requeue))
+                counters.record("redis", "requeued", amount=len(requeue))
         while self._buffer:
             batch = self._buffer[:APPEND_BATCH]
             cap = (settings or _settings_now()).redis_max_len
@@ -209,10 +209,10 @@ class RedisQueue:
             pipe.xlen(STREAM)
             for payload in batch:
                 pipe.xadd(STREAM, {"p": encode(payload)}, maxlen=cap, approximate=False)
-            counters.incr("redis:round_trips")
+            counters.record("redis", "round_trips")
             results = await pipe.execute()
             del self._buffer[: len(batch)]
-            counters.incr("redis:appended", len(batch))
+            counters.record("redis", "appended", amount=len(batch))
             self._caught_up = False
             self._count_trimmed(results[0], len(batch), cap)
 
@@ -220,7 +220,7 @@ class RedisQueue:
     def _count_trimmed(length_before: Any, added: int, cap: int) -> None:
         dropped = max(0, int(length_before) + added - cap) if isinstance(length_before, int) else 0
         if dropped:
-            counters.incr("dropped:redis_full", dropped)
+            counters.record("dropped", "redis_full", amount=dropped)
             log.warning(
                 "pendo_plugin: the Redis stream is at its cap (PENDO_REDIS_MAX_LEN=%d); its oldest %d "
                 "entries were dropped and counted as dropped:redis_full",
@@ -240,7 +240,7 @@ class RedisQueue:
                 pipe = client.pipeline(transaction=False)
                 for payload in claim.items:
                     pipe.xadd(STREAM, {"p": encode(payload)})
-                counters.incr("redis:round_trips")
+                counters.record("redis", "round_trips")
                 await pipe.execute()
             except BaseException:
                 claim.release()
@@ -249,7 +249,7 @@ class RedisQueue:
             moved += len(claim.items)
         if moved:
             self._caught_up = False
-            counters.incr("redis:moved_from_spool", moved)
+            counters.record("redis", "moved_from_spool", amount=moved)
         if spool.has_files():  # more than one cycle's share, or files a sender still holds
             self._next_move = time.monotonic() + (0.0 if moved else MOVE_RETRY)
 
@@ -258,12 +258,12 @@ class RedisQueue:
         claim_after_ms = int(settings.redis_claim_after * 1000)
         self._next_claim = time.monotonic() + min(max(settings.redis_claim_after / 2, 0.5), 30.0)
         if self._held:
-            counters.incr("redis:round_trips")
+            counters.record("redis", "round_trips")
             await client.xclaim(STREAM, GROUP, self.consumer, 0, list(self._held), justid=True)
         room = self._room()
         if room <= 0:
             return
-        counters.incr("redis:round_trips")
+        counters.record("redis", "round_trips")
         answer = await client.xautoclaim(
             STREAM,
             GROUP,
@@ -276,11 +276,11 @@ class RedisQueue:
         self._claim_cursor = cursor.decode("ascii", "replace") if isinstance(cursor, bytes) else "0-0"
         entries = answer[1] if isinstance(answer, list) and len(answer) > 1 else []
         if entries:
-            counters.incr("redis:claimed", len(entries))
+            counters.record("redis", "claimed", amount=len(entries))
             self._dispatch(entries, sender, settings)
 
     async def _read(self, client: Any, sender: Sender, settings: Settings) -> None:
-        counters.incr("redis:round_trips")
+        counters.record("redis", "round_trips")
         answer = await client.xreadgroup(
             GROUP, self.consumer, {STREAM: ">"}, count=min(self._room(), READ_COUNT)
         )
@@ -302,14 +302,14 @@ class RedisQueue:
                 continue
             payload = decode(fields)
             if payload is None:
-                counters.incr("dropped:redis_corrupt")
+                counters.record("dropped", "redis_corrupt")
                 log_once("redis-corrupt", logging.ERROR, "pendo_plugin: skipped a malformed entry in Redis")
                 self._acks.append(entry_id)
                 self._settle_since = self._settle_since or time.monotonic()
                 continue
             raw = fields[b"p"]  # checked by decode(): bytes of a valid payload
             if not (settings.active and not settings.shadow and settings.can_send(payload["k"])):
-                counters.incr("redis:left_for_others")  # this process may not send it (no secret, off)
+                counters.record("redis", "left_for_others")  # this process may not send it (no secret, off)
                 self._requeue.append((entry_id, raw))
                 self._settle_since = self._settle_since or time.monotonic()
                 self._paused_until = max(self._paused_until, time.monotonic() + PAUSE_AFTER_FAILURE)

@@ -125,7 +125,7 @@ class RateGate:
                     args=[round(interval * 1e6), round(tolerance * 1e6)],
                 )
                 link.answered()
-                counters.incr("redis:round_trips")
+                counters.record("redis", "round_trips")
                 delay = min(max(float(answer) / 1e6, 0.0), MAX_DELAY)
                 if interval <= 0:
                     self._pause_checked[endpoint] = now
@@ -145,12 +145,12 @@ class RateGate:
         """Hold ``endpoint`` for ``seconds`` here and (through Redis) in every process."""
         seconds = min(max(seconds, 0.0), MAX_PAUSE)
         self._pause_end[endpoint] = max(self._pause_end.get(endpoint, 0.0), time.monotonic() + seconds)
-        counters.incr("rate:paused")
+        counters.record("rate", "paused")
         if link is not None and link.available():
             _, script = self._registered(link)
             try:
                 await script(keys=[f"{KEY_PREFIX}pause:{endpoint}"], args=[round(seconds * 1e6)])
-                counters.incr("redis:round_trips")
+                counters.record("redis", "round_trips")
                 link.answered()
             except redis_errors() as exc:
                 link.failed(exc)
@@ -170,7 +170,7 @@ class GatedTransport:
         if rate or link is not None:
             wait = await self.gate.delay(endpoint, rate, link)
             if wait > 0:
-                counters.incr("rate:waited")
+                counters.record("rate", "waited")
                 await asyncio.sleep(wait)
         response = await self.inner.send(request)
         if response.status in (429, 503):

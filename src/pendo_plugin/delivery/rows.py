@@ -50,7 +50,7 @@ class FieldClock:
                 seen[field] = stamp
                 kept[field] = value
             else:
-                counters.incr(f"superseded:{kind}")
+                counters.record("superseded", kind=kind)
         if len(self._rows) > self.capacity:
             self._rows.popitem(last=False)
         return kept

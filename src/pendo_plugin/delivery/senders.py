@@ -157,7 +157,7 @@ class Sender:
         await self._sleep(policy.delay(1, first_error))
         async for attempt in policy.retrying(self._sleep, attempts_done=1):
             with attempt:
-                counters.incr("retried")
+                counters.record("retried")
                 return await self._attempt(request, policy)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -170,7 +170,7 @@ class Sender:
             if exc.status in AUTH_STATUSES:
                 self._auth_failed(exc, what, len(items))
                 return "failed", b""
-            counters.incr(f"dropped:http_{exc.status}:{what}", len(items))
+            counters.record("dropped", f"http_{exc.status}", what, len(items))
             log_once(
                 f"permanent:{what}:{exc.status}",
                 logging.ERROR,
@@ -191,7 +191,7 @@ class Sender:
 
     @staticmethod
     def _auth_failed(exc: PermanentError, what: str, count: int) -> None:
-        counters.incr(f"auth_failed:http_{exc.status}:{what}", count)
+        counters.record("auth_failed", f"http_{exc.status}", what, count)
         log_once(
             f"auth:{what}:{exc.status}",
             logging.ERROR,
@@ -204,7 +204,7 @@ class Sender:
 
     @staticmethod
     def _exhausted(what: str, count: int, exc: RetryableError) -> None:
-        counters.incr(f"retries_exhausted:{what}", count)
+        counters.record("retries_exhausted", kind=what, amount=count)
         log_once(
             f"exhausted:{what}:{exc.reason}",
             logging.WARNING,
@@ -219,7 +219,7 @@ class Sender:
         try:
             body = encode(item["b"])
         except (ValueError, TypeError, KeyError) as exc:
-            counters.incr(f"dropped:unserialisable:{kind}")
+            counters.record("dropped", "unserialisable", str(kind))
             log_once(
                 f"unserialisable:{kind}",
                 logging.ERROR,
@@ -237,7 +237,7 @@ class Sender:
         request = Request("POST", url, body, headers, settings.request_timeout)
         outcome, _ = await self._send(request, settings, [item], str(kind), retry)
         if outcome == "sent":
-            counters.incr(f"sent:{kind}")
+            counters.record("sent", kind=str(kind))
         return outcome
 
     async def send_metadata(self, kind: str, rows: list[Payload], settings: Settings) -> Outcome:
@@ -261,9 +261,9 @@ class Sender:
     def _prepare(self, kind: str, item: Payload, schema: dict[str, str] | None) -> dict[str, Any] | None:
         values, fixes, unknown = coerce_metadata(item.get("v") or {}, schema)
         for fix in fixes:
-            counters.incr(f"fixed:{kind}:{fix}")
+            counters.record("fixed", fix, kind)
         for name in unknown:
-            counters.incr(f"dropped_field:{kind}:unknown")
+            counters.record("dropped_field", "unknown", kind)
             log_once(
                 f"unknown-field:{kind}:{name}",
                 logging.WARNING,
@@ -273,7 +273,7 @@ class Sender:
                 name,
             )
         if not values:
-            counters.incr(f"skipped:{kind}:no_known_fields")
+            counters.record("skipped", "no_known_fields", kind)
             return None
         return {f"{kind}Id": item["id"], "values": values}
 
@@ -296,7 +296,7 @@ class Sender:
                 first = await self._post_rows(kind, rows[:middle], settings)
                 second = await self._post_rows(kind, rows[middle:], settings)
                 return "failed" if "failed" in (first, second) else "sent"
-            counters.incr(f"dropped:http_{exc.status}:{kind}", len(rows))
+            counters.record("dropped", f"http_{exc.status}", kind, len(rows))
             log.error(
                 "pendo_plugin: Pendo refused %d %s row(s) (%s ids %s) with HTTP %d: %s",
                 len(rows),
@@ -326,9 +326,9 @@ class Sender:
             result = {}
         failed = int(result.get("failed") or 0)
         updated = result.get("updated")
-        counters.incr(f"sent:{kind}", int(updated) if isinstance(updated, int) else len(rows) - failed)
+        counters.record("sent", None, kind, int(updated) if isinstance(updated, int) else len(rows) - failed)
         if failed:
-            counters.incr(f"failed:{kind}", failed)
+            counters.record("failed", kind=kind, amount=failed)
             missing = result.get("missing") or []
             errors = result.get("errors") or []
             log_once(

@@ -90,7 +90,7 @@ class Claim:
     def __init__(self, path: Path, fd: int, items: list[dict[str, Any]]) -> None:
         acknowledged = read_acks(path, len(items))
         if acknowledged:
-            counters.incr("already_acknowledged", len(acknowledged))
+            counters.record("already_acknowledged", amount=len(acknowledged))
         self.path = path
         self.items = [item for n, item in enumerate(items) if n not in acknowledged]
         self._positions = {id(item): n for n, item in enumerate(items) if n not in acknowledged}
@@ -138,7 +138,7 @@ class Spool:
             return directory
         fallback = config.default_spool_dir()
         fallback_problem = spool_files.directory_problem(fallback) if fallback != directory else problem
-        counters.incr("spool_dir_refused")
+        counters.record("spool_dir_refused")
         log_once(
             f"spool-dir:{directory}",
             logging.ERROR,
@@ -194,7 +194,7 @@ class Spool:
                 _close_fd(fd)
                 with contextlib.suppress(OSError):
                     os.unlink(self.directory / f".{name}.tmp")
-            counters.incr("spool_write_failed", len(items))
+            counters.record("spool_write_failed", amount=len(items))
             log_once(
                 f"spool-write:{type(exc).__name__}",
                 logging.ERROR,
@@ -339,7 +339,7 @@ class Spool:
                 total -= sizes.get(path, 0)
                 removed += _items_in_name(path)
         if removed:
-            counters.incr("dropped:spool_full", removed)
+            counters.record("dropped", "spool_full", amount=removed)
             log.warning("pendo_plugin: spool over its cap; removed the oldest %d payload(s)", removed)
         self._approx_bytes = total
 

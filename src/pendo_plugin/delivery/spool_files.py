@@ -118,7 +118,7 @@ def check_lines(lines: list[bytes]) -> None:
 def quarantine(directory: Path, path: Path, reason: str, kind: str) -> None:
     """Move ``path`` (the entry itself, never a symlink's target) to ``quarantine/``; counted, logged once
     per kind. If it cannot be moved it is deleted, so it is never read again."""
-    counters.incr(f"spool_quarantined:{kind}")
+    counters.record("spool_quarantined", kind)
     place = directory / QUARANTINE
     try:
         place.mkdir(mode=0o700, exist_ok=True)
@@ -222,7 +222,7 @@ def _recover_one(directory: Path, temp: Path, fd: int, now: float) -> None:
             return
         with contextlib.suppress(OSError):
             os.unlink(temp)
-        counters.incr("dropped:spool_torn", max(expected, 0))
+        counters.record("dropped", "spool_torn", amount=max(expected, 0))
         log_once(
             "spool-torn",
             logging.WARNING,
@@ -237,4 +237,4 @@ def _recover_one(directory: Path, temp: Path, fd: int, now: float) -> None:
     final = directory / temp.name[len(TEMP_PREFIX) : -len(TEMP_SUFFIX)]
     with contextlib.suppress(OSError):
         os.rename(temp, final)
-        counters.incr("spool_recovered", len(items))
+        counters.record("spool_recovered", amount=len(items))

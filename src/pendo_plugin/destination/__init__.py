@@ -110,9 +110,11 @@ def segment_message(client: Any, message: Mapping[str, Any]) -> None:
     settings = config.current()
     if not settings.active:
         if settings.problems:
-            counters.incr("skipped:misconfigured")
+            counters.record("skipped", "misconfigured")
+        elif not settings.rollout.enabled:
+            counters.record("rollout", "off_kill_switch")
         else:
-            counters.incr("rollout:off:kill_switch" if not settings.rollout.enabled else "skipped:no_secret")
+            counters.record("skipped", "no_secret")
         return
     current = runtime()
     if getattr(client, "sync_mode", False) and not current.held:  # held: queued for after the fork

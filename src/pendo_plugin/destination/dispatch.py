@@ -35,12 +35,12 @@ def admit(payload: Payload, settings: Settings, settle: Settle) -> bool:
     """True if ``payload`` may be sent; otherwise settle it at once: an unknown one is refused for good
     (``dropped:unknown_payload``), a held one fails, so it is kept (``held:<reason>:<kind>``)."""
     if not known(payload):
-        counters.incr("dropped:unknown_payload")
+        counters.record("dropped", "unknown_payload")
         settle(payload, "rejected")
         return False
     reason = settings.hold_reason(str(payload.get("k")))
     if reason is not None:
-        counters.incr(f"held:{reason}:{payload_kind(payload)}")
+        counters.record("held", reason, payload_kind(payload))
         settle(payload, "failed")
         return False
     return True

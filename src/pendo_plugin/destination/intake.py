@@ -110,7 +110,7 @@ class Runtime:
         elif len(intake.overflow) < capacity:
             intake.overflow.append(message)
         else:
-            counters.incr("dropped:queue_full")
+            counters.record("dropped", "queue_full")
         if self._thread is None and not self._broken and not self.held:
             self.start(wait=False)
 

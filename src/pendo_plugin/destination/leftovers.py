@@ -31,7 +31,7 @@ def report_drop(exc: Exception, items: list[Payload]) -> None:
 def undeliverable(items: list[Payload]) -> None:
     """Count and report payloads that failed and cannot be kept (the spool is off or not writable)."""
     for item in items:
-        counters.incr(f"dropped:undeliverable:{payload_kind(item)}")
+        counters.record("dropped", "undeliverable", payload_kind(item))
     log_once(
         "undeliverable",
         logging.WARNING,
@@ -46,7 +46,7 @@ def leave_in_spool(payloads: list[Payload], spool: Spool | None) -> None:
     if not payloads:
         return
     if spool is not None and spool.write(payloads) is not None:
-        counters.incr("spooled", len(payloads))
+        counters.record("spooled", amount=len(payloads))
     else:
         undeliverable(payloads)
 

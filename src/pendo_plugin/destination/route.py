@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -82,35 +82,35 @@ class Router:
         max_age_days: float | bool | None = True,
     ) -> list[Payload]:
         """The payloads for one message (empty when skipped); never raises."""
-        tally: Counter[str] = Counter()
+        tally = counters.Tally()
         try:
             return self._route_one(message, settings, tally, now_ms, max_age_days)
         finally:
-            counters.add(tally)
+            tally.commit()
 
     def route_all(self, messages: list[Mapping[str, Any]], settings: Settings) -> list[Payload]:
         """The payloads for a slice of messages, counted once for the slice; never raises."""
-        tally: Counter[str] = Counter()
+        tally = counters.Tally()
         payloads: list[Payload] = []
         try:
             for message in messages:
                 payloads.extend(self._route_one(message, settings, tally, None, True))
         finally:
-            counters.add(tally)
+            tally.commit()
         return payloads
 
     def _route_one(
         self,
         message: Mapping[str, Any],
         settings: Settings,
-        tally: Counter[str],
+        tally: counters.Tally,
         now_ms: int | None,
         max_age_days: float | bool | None,
     ) -> list[Payload]:
         try:
             return self._route(message, settings, tally, now_ms, max_age_days)
         except Exception as exc:
-            tally["dropped:internal_error"] += 1
+            tally.add("dropped", "internal_error")
             log_once(
                 f"route:{type(exc).__name__}",
                 logging.ERROR,
@@ -125,15 +125,15 @@ class Router:
         self,
         message: Mapping[str, Any],
         settings: Settings,
-        tally: Counter[str],
+        tally: counters.Tally,
         now_ms: int | None,
         max_age_days: float | bool | None,
     ) -> list[Payload]:
         call = str(message.get("type"))
-        tally["seen"] += 1
-        tally[f"seen:{call}"] += 1
+        tally.add("seen")
+        tally.add("seen", kind=counters.call_kind(call))
         if call not in ("identify", "group", "track"):
-            tally[f"skipped:call:{call}"] += 1
+            tally.add("skipped", "call", counters.call_kind(call))
             return []
         visitor = visitor_id_of(message)
         remembered = self.accounts.get(visitor)
@@ -147,7 +147,7 @@ class Router:
             account_id=account,
             provider_answer=provider_answer(message),
         )
-        tally[f"rollout:{decision.reason}"] += 1
+        tally.add("rollout", decision.reason)
         if not decision.send:
             return []
         if settings.mode == "webhook":
@@ -163,7 +163,7 @@ class Router:
         if translation.account_link is not None:
             self.accounts.remember(*translation.account_link)
         for fix in translation.fixes:
-            tally[f"fixed:{fix}"] += 1
+            tally.add("fixed", fix)
             log_once(
                 f"fix:{fix}",
                 logging.INFO,
@@ -172,7 +172,7 @@ class Router:
                 fix,
             )
         if translation.skipped:
-            tally[f"skipped:{translation.skipped}"] += 1
+            tally.add("skipped", translation.skipped)
             if translation.skipped == "too_old":
                 log_once(
                     "too_old",
@@ -188,16 +188,16 @@ class Router:
         return self._deliverable(settings, payloads, tally)
 
     @staticmethod
-    def _deliverable(settings: Settings, payloads: list[Payload], tally: Counter[str]) -> list[Payload]:
+    def _deliverable(settings: Settings, payloads: list[Payload], tally: counters.Tally) -> list[Payload]:
         kept = []
         for payload in payloads:
             kind = payload_kind(payload)
             reason = settings.hold_reason(payload["k"])
             if reason is None:
-                tally[f"queued:{kind}"] += 1
+                tally.add("queued", kind=kind)
                 kept.append(payload)
             elif reason == "shadow":
-                tally[f"shadow:{kind}"] += 1
+                tally.add("shadow", kind=kind)
             else:
-                tally[f"skipped:{reason}:{kind}"] += 1
+                tally.add("skipped", reason, kind)
         return kept

@@ -156,7 +156,7 @@ class Worker:
         live = self._take(self._intake, max(space, 0))
         overflow = self._take(self._overflow, PUMP_BATCH)
         if overflow:
-            counters.incr("overflowed", len(overflow))
+            counters.record("overflowed", amount=len(overflow))
         if live:
             payloads = self.route_all(live, settings)
             if closing:
@@ -179,7 +179,7 @@ class Worker:
         spool = self._spool(settings)
         claim = spool.write_claimed(payloads) if spool is not None else None
         if claim is not None:
-            counters.incr("written_ahead", len(payloads))
+            counters.record("written_ahead", amount=len(payloads))
         batch = Batch(len(payloads), claim, spool, undeliverable)
         self._backlog.extend((batch, payload) for payload in payloads)
 
@@ -210,7 +210,7 @@ class Worker:
                 "pendo_plugin: Pendo is not answering; new events go to the spool and are retried every %d s",
                 SPOOL_RETRY_INTERVAL,
             )
-            counters.incr("parked", parked)
+            counters.record("parked", amount=parked)
         while self._backlog:
             batch, payload = self._backlog.popleft()
             batch.finish(payload, "failed")
@@ -335,7 +335,7 @@ class Worker:
                 self._dispatch(batch, payload, settings, retry=False)
             self._send_due_metadata(settings, force=True)
         await done.wait()
-        counters.incr("unspooled", len(claim.items) - len(batch.failed))
+        counters.record("unspooled", amount=len(claim.items) - len(batch.failed))
         return len(batch.failed) < len(claim.items)
 
     # ----- flush, shutdown, sync mode -------------------------------------------------------

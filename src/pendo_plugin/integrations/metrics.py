@@ -2,10 +2,10 @@
 and an OpenTelemetry observable counter (extras ``prometheus`` and ``otel``).
 
 Both read :func:`pendo_plugin.counters.snapshot` when scraped or collected, so they cost nothing
-between scrapes. A counter ``family:detail`` (``sent:track``, ``dropped:http_400:track``) becomes
-the Prometheus counter ``pendo_plugin_<family>_total{detail="..."}`` and the OpenTelemetry
-observation ``pendo_plugin.counters`` with attributes ``family`` and ``detail``. The counters are
-per process: scrape each process, or sum them in the monitoring system.
+between scrapes. A counter ``family:detail`` (its outcome, then the rest: ``sent:track``,
+``dropped:http_400:track``) becomes the Prometheus counter ``pendo_plugin_<family>_total{detail="..."}``
+and the OpenTelemetry observation ``pendo_plugin.counters`` with attributes ``family`` and ``detail``.
+The counters are per process: scrape each process, or sum them in the monitoring system.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from openfeature.client import OpenFeatureClient
 from openfeature.evaluation_context import EvaluationContext
 from openfeature.flag_evaluation import FlagEvaluationDetails, Reason
 
-from pendo_plugin.counters import incr
+from pendo_plugin import counters
 from pendo_plugin.pendo.translate import account_id_of, visitor_id_of
 from pendo_plugin.segment.hookspecs import hookimpl
 
@@ -66,13 +66,13 @@ class OpenFeatureRollout:
                 self.flag_key, bool(self.default), evaluation_context(message)
             )
         except Exception:  # a provider or hook bug must never reach the app
-            incr(PROVIDER_ERROR)
+            counters.record("rollout", "provider_error")
             return self.default
         return self._answer(details)
 
     def _answer(self, details: FlagEvaluationDetails[bool]) -> bool | None:
         if details.error_code is not None or details.reason == Reason.ERROR:
-            incr(PROVIDER_ERROR)
+            counters.record("rollout", "provider_error")
             return self.default
         if details.reason in _NO_ANSWER:
             return self.default

@@ -144,7 +144,7 @@ def coerce_metadata(
     ``schema`` maps field name -> Pendo type (``string``/``text``, ``number``/``integer``/``float``,
     ``boolean``/``bool``, ``time``/``date``/``datetime``); None means unknown: every field is kept as is.
     A field missing from the schema is left out and listed as unknown. A value of another type is coerced
-    (fix ``coerced:<type>``); one that cannot be is left out (fix ``bad_value:<field>``). ``None`` is sent as
+    (fix ``coerced_<type>``); one that cannot be is left out (fix ``bad_value``). ``None`` is sent as
     null (it clears the field). Dates become epoch milliseconds. Unrecognised type names pass values through.
     """
     if schema is None:
@@ -160,10 +160,10 @@ def coerce_metadata(
         alias = _TYPE_ALIASES.get(str(kind).strip().lower())
         coerced = _coerce_one(value, alias)
         if coerced is _MISSING:
-            fixes.add(f"bad_value:{name}")
+            fixes.add("bad_value")
             continue
         if alias is not None and (type(coerced) is not type(value) or coerced != value):
-            fixes.add(f"coerced:{alias}")
+            fixes.add(f"coerced_{alias}")
         out[name] = coerced
     return out, tuple(sorted(fixes)), tuple(sorted(unknown))
 

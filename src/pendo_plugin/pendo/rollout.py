@@ -4,15 +4,15 @@ No I/O, no logging, no mutable global state: :func:`decide` is a function of one
 :class:`RolloutRules` value and the ids the caller already resolved, so it is cheap to call once
 per message and trivial to test. The precedence is documented in ``docs/rollout.md``:
 
-1. kill switch (``enabled``)            -> ``off:kill_switch``
-2. Segment's ``integrations`` switch    -> ``off:integrations``
-3. ``calls`` (message ``type``)         -> ``off:calls``
-4. no visitor id and no account id      -> ``off:no_id``
+1. kill switch (``enabled``)            -> ``off_kill_switch``
+2. Segment's ``integrations`` switch    -> ``off_integrations``
+3. ``calls`` (message ``type``)         -> ``off_calls``
+4. no visitor id and no account id      -> ``off_no_id``
 5. deny lists (visitor, account, event) -> ``off:deny_*``; then ``allow_events`` restricts track
-   events to its names                  -> ``off:not_allowed_event``
-6. allow lists (visitor, account)       -> ``in:allow_visitor`` / ``in:allow_account``
-7. an external provider's answer        -> ``in:provider`` / ``off:provider`` (None falls through)
-8. the percent bucket of the rollout unit -> ``in:percent`` / ``off:percent``
+   events to its names                  -> ``off_not_allowed_event``
+6. allow lists (visitor, account)       -> ``in_allow_visitor`` / ``in_allow_account``
+7. an external provider's answer        -> ``in_provider`` / ``off_provider`` (None falls through)
+8. the percent bucket of the rollout unit -> ``in_percent`` / ``off_percent``
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ class RolloutRules:
     deny_accounts: frozenset[str] = frozenset()
     """Account ids that are never sent."""
     allow_events: frozenset[str] = frozenset()
-    """When non-empty, the only track event names sent; the others are ``off:not_allowed_event``."""
+    """When non-empty, the only track event names sent; the others are ``off_not_allowed_event``."""
     deny_events: frozenset[str] = frozenset()
     """Track event names that are never sent."""
 
@@ -121,22 +121,22 @@ class Decision:
     reason: str
 
 
-IN_PERCENT = Decision(True, "in:percent")
-IN_ALLOW_VISITOR = Decision(True, "in:allow_visitor")
-IN_ALLOW_ACCOUNT = Decision(True, "in:allow_account")
+IN_PERCENT = Decision(True, "in_percent")
+IN_ALLOW_VISITOR = Decision(True, "in_allow_visitor")
+IN_ALLOW_ACCOUNT = Decision(True, "in_allow_account")
 # In the contract but never returned: allow_events only restricts track events (docs/rollout.md).
-IN_ALLOW_EVENT = Decision(True, "in:allow_event")
-IN_PROVIDER = Decision(True, "in:provider")
-OFF_KILL_SWITCH = Decision(False, "off:kill_switch")
-OFF_INTEGRATIONS = Decision(False, "off:integrations")
-OFF_CALLS = Decision(False, "off:calls")
-OFF_DENY_VISITOR = Decision(False, "off:deny_visitor")
-OFF_DENY_ACCOUNT = Decision(False, "off:deny_account")
-OFF_DENY_EVENT = Decision(False, "off:deny_event")
-OFF_NOT_ALLOWED_EVENT = Decision(False, "off:not_allowed_event")
-OFF_PERCENT = Decision(False, "off:percent")
-OFF_PROVIDER = Decision(False, "off:provider")
-OFF_NO_ID = Decision(False, "off:no_id")
+IN_ALLOW_EVENT = Decision(True, "in_allow_event")
+IN_PROVIDER = Decision(True, "in_provider")
+OFF_KILL_SWITCH = Decision(False, "off_kill_switch")
+OFF_INTEGRATIONS = Decision(False, "off_integrations")
+OFF_CALLS = Decision(False, "off_calls")
+OFF_DENY_VISITOR = Decision(False, "off_deny_visitor")
+OFF_DENY_ACCOUNT = Decision(False, "off_deny_account")
+OFF_DENY_EVENT = Decision(False, "off_deny_event")
+OFF_NOT_ALLOWED_EVENT = Decision(False, "off_not_allowed_event")
+OFF_PERCENT = Decision(False, "off_percent")
+OFF_PROVIDER = Decision(False, "off_provider")
+OFF_NO_ID = Decision(False, "off_no_id")
 
 REASONS: frozenset[str] = frozenset(
     d.reason

@@ -140,7 +140,7 @@ def _clean_str(value: str, fixes: set[str]) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        fixes.add("value:surrogate")
+        fixes.add("value_surrogate")
         return _SURROGATE.sub("\ufffd", value)
     return value
 
@@ -148,32 +148,32 @@ def _clean_str(value: str, fixes: set[str]) -> str:
 def _clean_float(value: float, fixes: set[str]) -> float | None:
     if math.isfinite(value):
         return float(value)
-    fixes.add("value:nan" if math.isnan(value) else "value:infinity")
+    fixes.add("value_nan" if math.isnan(value) else "value_infinity")
     return None
 
 
 def _clean_decimal(value: Decimal, fixes: set[str]) -> float | None:
     if value.is_nan():
-        fixes.add("value:nan")
+        fixes.add("value_nan")
         return None
-    fixes.add("value:decimal")
+    fixes.add("value_decimal")
     if value == value.to_integral_value() and abs(value) < _EXACT_INT:
         return int(value)
     return _clean_float(float(value), fixes)
 
 
 def _clean_datetime(value: _dt.date | _dt.time, fixes: set[str]) -> str:
-    fixes.add("value:datetime")
+    fixes.add("value_datetime")
     return value.isoformat()
 
 
 def _clean_bytes(value: bytes | bytearray | memoryview, fixes: set[str]) -> str:
-    fixes.add("value:bytes")
+    fixes.add("value_bytes")
     return _clean_str(bytes(value).decode("utf-8", errors="replace"), fixes)
 
 
 def _clean_uuid(value: uuid.UUID, fixes: set[str]) -> str:
-    fixes.add("value:uuid")
+    fixes.add("value_uuid")
     return str(value)
 
 
@@ -191,7 +191,7 @@ def _safe(value: Any, fixes: set[str], path: list[int]) -> Any:
     if kind is float:
         return value if math.isfinite(value) else _clean_float(value, fixes)
     if len(path) >= MAX_JSON_DEPTH or id(value) in path:
-        fixes.add("value:too_deep")
+        fixes.add("value_too_deep")
         return None
     path.append(id(value))
     try:
@@ -213,7 +213,7 @@ def _safe_dict(value: Mapping[Any, Any], fixes: set[str], path: list[int]) -> di
         else:
             odd.append((key, item))
     for key, item in odd:  # non-string keys: str(key), never overwriting a real string key
-        fixes.add("value:key")
+        fixes.add("value_key")
         out.setdefault(_clean_str(_key_text(key), fixes), _safe(item, fixes, path))
     return out
 
@@ -221,7 +221,7 @@ def _safe_dict(value: Mapping[Any, Any], fixes: set[str], path: list[int]) -> di
 def _safe_other(value: Any, fixes: set[str], path: list[int]) -> Any:
     """Everything that is not already a JSON type."""
     if isinstance(value, enum.Enum):
-        fixes.add("value:other")
+        fixes.add("value_other")
         return _safe(value.value, fixes, path)
     if isinstance(value, int):
         return int(value)
@@ -235,11 +235,11 @@ def _safe_other(value: Any, fixes: set[str], path: list[int]) -> Any:
     if handler is not None:
         return handler(value, fixes)
     if isinstance(value, (set, frozenset)):
-        fixes.add("value:set")
+        fixes.add("value_set")
         return sorted((_safe(item, fixes, path) for item in value), key=_sort_key)
     if isinstance(value, (list, tuple)):
         return [_safe(item, fixes, path) for item in value]
-    fixes.add("value:other")
+    fixes.add("value_other")
     return _clean_str(_key_text(value), fixes)
 
 

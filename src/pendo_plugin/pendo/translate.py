@@ -242,7 +242,7 @@ def _timestamp(message: Mapping[str, Any], now_ms: int, fixes: set[str]) -> int:
     raw = message.get("timestamp")
     ms = parse_timestamp_ms(raw)
     if ms is None:
-        fixes.add("timestamp:missing" if raw is None else "timestamp:invalid")
+        fixes.add("timestamp_missing" if raw is None else "timestamp_invalid")
         return now_ms
     return ms
 

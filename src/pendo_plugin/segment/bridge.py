@@ -43,7 +43,7 @@ def _register_exit_hook() -> None:
 
 
 def _unexpected_answer(sdk: str) -> None:
-    counters.incr("skipped:sdk_answer")
+    counters.record("skipped", "sdk_answer")
     log_once(
         f"sdk_answer:{sdk}",
         logging.ERROR,

@@ -61,7 +61,7 @@ def _load_entry_points(manager: pluggy.PluginManager) -> None:
         try:
             manager.register(entry.load(), name=entry.name)
         except Exception as exc:
-            counters.incr(f"plugin_error:{entry.name}:load")
+            counters.record("plugin_error", "load")
             log.error(
                 "segment_analytics plugin %r failed to load: %s: %s", entry.name, type(exc).__name__, exc
             )
@@ -109,7 +109,7 @@ def _implementations(hook_name: str) -> tuple[Impl, ...]:
 
 
 def _report(plugin: str, hook_name: str, exc: BaseException) -> None:
-    counters.incr(f"plugin_error:{plugin}:{hook_name}")
+    counters.record("plugin_error", hook_name)
     log_once(
         f"plugin:{plugin}:{hook_name}:{type(exc).__name__}",
         logging.ERROR,
