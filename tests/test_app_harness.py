@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import subprocess
 import sys
 
@@ -30,8 +31,11 @@ def test_a_hung_process_tree_is_killed_and_dumps_every_process_stack() -> None:
     process = subprocess.Popen(
         [sys.executable, "-c", HANGING_TREE], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], 30)  # the child is about to block
+    assert ready and process.stdout.readline().startswith("child")
     with pytest.raises(subprocess.TimeoutExpired) as expired:
-        communicate(process, timeout=3)
+        communicate(process, timeout=1)
     stderr = str(expired.value.stderr)
     assert "in stuck_in_the_child" in stderr  # the forked child's stack
     assert "in <module>" in stderr and stderr.count("Current thread") + stderr.count("Thread 0x") >= 2

@@ -126,6 +126,7 @@ def test_forked_child_delivers_its_own_events_once(
         parent = client()
         for n in range(10):
             parent.track("P", "Forked", {"n": n})
+        parent.queue.join()  # the SDK's own uploader idle at the fork: it shares its HTTP session
         pid = os.fork()
         if pid == 0:
             child = client()
