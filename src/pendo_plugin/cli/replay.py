@@ -41,10 +41,10 @@ from pendo_plugin.cli.replay_input import (
     parse_line,
 )
 from pendo_plugin.config import SECRET_FIELDS, Settings
-from pendo_plugin.delivery.rows import METADATA_KINDS, FieldClock, MergedRows
+from pendo_plugin.delivery.rows import FieldClock, MergedRows, Row
 from pendo_plugin.delivery.senders import Outcome, Payload, Sender
 from pendo_plugin.destination.route import Router
-from pendo_plugin.pendo.payload import payload_kind
+from pendo_plugin.pendo.payload import METADATA_KINDS
 from pendo_plugin.pendo.translate import translate
 
 CHECKPOINT_SUFFIX = ".pendo-checkpoint"
@@ -177,7 +177,7 @@ class Replayer:
         age = None if self.filters.allow_old else True
         payloads = self.router.route(message, self.settings, max_age_days=age)
         if not payloads or self.sender is None:
-            self.tally.would_send.update(payload_kind(payload) for payload in payloads)
+            self.tally.would_send.update(payload.kind for payload in payloads)
             self._settled(acks, number, None)
             return
         line = Line(acks, number, len(payloads))
@@ -211,7 +211,7 @@ class Replayer:
     # ----- sending
 
     async def _dispatch(self, line: Line, payload: Payload) -> None:
-        if payload.get("k") == "meta":
+        if payload.kind in METADATA_KINDS:
             await self._queue_row(line, payload)
             return
         await self._window.acquire()
@@ -224,15 +224,15 @@ class Replayer:
             outcome = await self.sender.send_one(payload, self.settings)
         finally:
             self._window.release()
-            self._settle(line, outcome, payload_kind(payload))
+            self._settle(line, outcome, payload.kind)
 
     async def _queue_row(self, line: Line, payload: Payload) -> None:
-        rows = self._pending[payload["t"]]
+        rows = self._pending[payload.kind]
         rows.add(payload, line)
         if self._pending_since is None:
             self._pending_since = time.monotonic()
         if len(rows) >= self.settings.metadata_batch_size:
-            await self.send_rows(payload["t"])
+            await self.send_rows(payload.kind)
 
     async def send_due_rows(self, force: bool = False) -> None:
         """Send waiting metadata rows when a batch interval has passed (or now, with ``force``)."""
@@ -250,11 +250,11 @@ class Replayer:
         self._pending[kind] = MergedRows(kind)
         await self._window.acquire()
         previous = self._last_batch.get(kind)
-        payloads = rows.payloads(self._clock)
+        payloads = rows.rows(self._clock)
         self._last_batch[kind] = self._spawn(self._send_rows(rows, payloads, previous))
 
     async def _send_rows(
-        self, rows: PendingRows, payloads: list[Payload], previous: asyncio.Task[None] | None
+        self, rows: PendingRows, payloads: list[Row], previous: asyncio.Task[None] | None
     ) -> None:
         assert self.sender is not None
         outcome: Outcome = "failed"

@@ -16,31 +16,22 @@ from typing import Any
 
 from pendo_plugin import counters
 from pendo_plugin.config import Settings
-from pendo_plugin.delivery.rows import METADATA_KINDS, FieldClock, MergedRows
+from pendo_plugin.delivery.rows import FieldClock, MergedRows
 from pendo_plugin.delivery.senders import Outcome, Sender
-from pendo_plugin.pendo.payload import Payload, payload_kind
+from pendo_plugin.pendo.payload import METADATA_KINDS, Payload
 
 SLICE = 512  # sends started at once by one dispatch
 
 Settle = Callable[[Payload, Outcome], None]
 
 
-def known(payload: Payload) -> bool:
-    """Whether the payload is one this version can send (spool files may hold anything)."""
-    kind = payload.get("k")
-    return kind in ("track", "webhook") or (kind == "meta" and payload.get("t") in METADATA_KINDS)
-
-
 def admit(payload: Payload, settings: Settings, settle: Settle) -> bool:
-    """True if ``payload`` may be sent; otherwise settle it at once: an unknown one is refused for good
-    (``dropped:unknown_payload``), a held one fails, so it is kept (``held:<reason>:<kind>``)."""
-    if not known(payload):
-        counters.incr("dropped:unknown_payload")
-        settle(payload, "rejected")
-        return False
-    reason = settings.hold_reason(str(payload.get("k")))
+    """True if ``payload`` may be sent; otherwise settle it at once as failed, so it is kept
+    (``held:<reason>:<kind>``). (What a spool file holds that is no payload was dropped when it was
+    read: :func:`pendo_plugin.pendo.payload.decode`.)"""
+    reason = settings.hold_reason(payload.route)
     if reason is not None:
-        counters.incr(f"held:{reason}:{payload_kind(payload)}")
+        counters.incr(f"held:{reason}:{payload.kind}")
         settle(payload, "failed")
         return False
     return True
@@ -62,8 +53,8 @@ async def dispatch(
     for payload in payloads:
         if not admit(payload, settings, settle):
             continue
-        if payload["k"] == "meta":
-            rows[payload["t"]].add(payload, payload)
+        if payload.kind in rows:
+            rows[payload.kind].add(payload, payload)
         else:
             sends.append(_send_one(sender, payload, settings, settle, retry))
     sends += [_send_rows(sender, group, settings, settle, clock) for group in rows.values() if group]
@@ -86,7 +77,7 @@ async def _send_rows(
 ) -> None:
     outcome: Outcome = "failed"
     try:
-        outcome = await sender.send_metadata(rows.kind, rows.payloads(clock), settings)
+        outcome = await sender.send_metadata(rows.kind, rows.rows(clock), settings)
     finally:
         for payload in rows.origins():
             settle(payload, outcome)

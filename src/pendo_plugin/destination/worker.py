@@ -25,7 +25,7 @@ from pendo_plugin import config, counters
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.batch import Batch
 from pendo_plugin.delivery.fleet import Fleet
-from pendo_plugin.delivery.rows import METADATA_KINDS, FieldClock, MergedRows
+from pendo_plugin.delivery.rows import FieldClock, MergedRows, Row
 from pendo_plugin.delivery.senders import Outcome, Payload, Sender
 from pendo_plugin.delivery.spool import Claim, Spool
 from pendo_plugin.destination.dispatch import admit
@@ -33,6 +33,7 @@ from pendo_plugin.destination.leftovers import leave_in_spool, open_spool, repor
 from pendo_plugin.destination.queues import Intake
 from pendo_plugin.destination.route import Router
 from pendo_plugin.logs import log_once
+from pendo_plugin.pendo.payload import METADATA_KINDS
 
 PUMP_BATCH = 512
 TASKS_PER_SLOT = 8
@@ -221,9 +222,8 @@ class Worker:
         payload this process may not send (shadow, kill switch, no secret for it) is settled as failed."""
         if not admit(payload, settings, batch.finish):
             return False
-        kind = payload["k"]
-        if kind == "meta":
-            self._metadata[payload["t"]].add(payload, (batch, payload))
+        if payload.kind in self._metadata:
+            self._metadata[payload.kind].add(payload, (batch, payload))
             if self._metadata_since is None:
                 self._metadata_since = time.monotonic()
             return False
@@ -264,7 +264,7 @@ class Worker:
             if rows:
                 self._metadata[kind] = MergedRows(kind)
                 previous = self._last_metadata.get(kind)
-                task = self._spawn(self._send_metadata(rows, rows.payloads(self._clock), settings, previous))
+                task = self._spawn(self._send_metadata(rows, rows.rows(self._clock), settings, previous))
                 self._last_metadata[kind] = task
                 if previous is not None and not previous.done():
                     self._follows[task] = previous
@@ -273,7 +273,7 @@ class Worker:
     async def _send_metadata(
         self,
         rows: PendingRows,
-        payloads: list[Payload],
+        payloads: list[Row],
         settings: Settings,
         previous: asyncio.Task[Any] | None,
     ) -> None:
@@ -441,8 +441,9 @@ class Worker:
         for payload in payloads:
             outcome: Outcome = "failed"
             try:
-                if payload["k"] == "meta":
-                    outcome = await self._sender.send_metadata(payload["t"], [payload], settings)
+                if payload.kind in METADATA_KINDS:
+                    row = (payload.row_id, payload.body)
+                    outcome = await self._sender.send_metadata(payload.kind, [row], settings)
                 else:
                     outcome = await self._sender.send_one(payload, settings)
             finally:
