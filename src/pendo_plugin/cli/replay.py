@@ -118,13 +118,13 @@ class Replayer:
                  checkpoints: Sequence[Checkpoint], err: TextIO) -> None:
         self.settings = settings
         self.filters = filters
-        self.sends = None if sender is None else Dispatcher(sender)  # None: a dry run
+        self._window = settings.max_concurrency * TASKS_PER_SLOT  # sends in flight at most
+        self.sends = None if sender is None else Dispatcher(sender, pool=self._window)  # None: a dry run
         self.checkpoints = checkpoints
         self.err = err
         self.router = Router()
         self.tally = Tally()
         self.stop_requested = False
-        self._window = settings.max_concurrency * TASKS_PER_SLOT  # sends in flight at most
         self._dirty = False
 
     # ----- one line

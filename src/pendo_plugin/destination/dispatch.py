@@ -9,8 +9,13 @@ stays in the spool for a later moment or a process that may send it; it never re
 
 A :class:`Dispatcher` sends track events and webhook messages as they are submitted and merges metadata
 rows per kind, sending them when a batch is full, due (``batch_interval``) or forced; batches of one kind
-go out in order and never send an older field value after a newer one (:class:`FieldClock`). It tracks
-what is in flight, for ``flush()``'s deadline and for shutdown. The worker (live queue, spool replay,
+go out in order and never send an older field value after a newer one (:class:`FieldClock`). Events wait
+in a deque that a bounded pool of long-lived sending tasks empties (no task per event); a metadata batch
+is one task. The pool is as large as the sends the owner lets be in flight at once, not the limiter's
+current limit: a task waiting out a retry then queues for a slot behind the others, as one task per event
+did, instead of retrying ahead of them (with a pool the size of the limit, a run of 503s all fell on the
+first few events and used up their retries). It tracks what is in flight, for ``flush()``'s deadline and
+for shutdown. The worker (live queue, spool replay,
 sync mode), ``pendo-plugin replay`` and ``pendo-plugin spool drain`` all send through one.
 """
 
@@ -18,8 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, NamedTuple
 
 from pendo_plugin import counters
 from pendo_plugin.config import Settings
@@ -31,6 +37,15 @@ SLICE = 512  # sends a drain of one spool file keeps in flight at most
 
 Settle = Callable[[Payload, Outcome], None]
 Origins = MergedRows[tuple[Settle, Payload]]
+
+
+class Job(NamedTuple):
+    """One event waiting for a sending task."""
+
+    payload: Payload
+    settings: Settings
+    settle: Settle
+    retry: bool
 
 
 def admit(payload: Payload, settings: Settings, settle: Settle) -> bool:
@@ -49,16 +64,31 @@ class Dispatcher:
     """Sends submitted payloads over ``sender`` (which its owner may replace) and settles each one;
     touched only from the loop it runs on."""
 
-    def __init__(self, sender: Sender, clock: FieldClock | None = None) -> None:
+    def __init__(self, sender: Sender, clock: FieldClock | None = None, pool: int = SLICE) -> None:
         self.sender = sender
+        self.pool = pool  # sending tasks at most (the owner may change it)
         self.clock = clock or FieldClock()  # an older metadata value is never sent after a newer one
         self.tasks: set[asyncio.Task[Any]] = set()
-        self.replays: set[asyncio.Task[Any]] = set()  # the subset sending without retries (spool replay)
-        self.on_done: Callable[[], None] | None = None  # called as each task ends (a slot is free)
+        self.replays: set[asyncio.Task[Any]] = set()  # the subset busy with a spool replay (no retries)
+        self.on_done: Callable[[], None] | None = None  # called as each send ends (a slot is free)
+        self._jobs: deque[Job] = deque()  # events waiting for a sending task
+        self._replay_jobs = 0  # how many of them are part of a spool replay
+        self._runners: set[asyncio.Task[Any]] = set()  # the sending tasks
+        self._starting = 0  # sending tasks started that have not taken their first event yet
+        self._progress = asyncio.Event()
         self._rows: dict[str, Origins] = {kind: MergedRows(kind) for kind in METADATA_KINDS}
         self._rows_since: float | None = None  # when the oldest waiting row came
         self._last_rows: dict[str, asyncio.Task[Any]] = {}  # per kind: batches go out in order
         self._follows: dict[asyncio.Task[Any], asyncio.Task[Any]] = {}  # a batch -> the one before it
+
+    @property
+    def load(self) -> int:
+        """Events waiting for a sending task, plus the tasks in flight."""
+        return len(self._jobs) + len(self.tasks)
+
+    def queued(self, *, replays: bool = True) -> int:
+        """Events waiting for a sending task (``replays=False``: those of spool replays left out)."""
+        return len(self._jobs) if replays else len(self._jobs) - self._replay_jobs
 
     @property
     def rows_waiting(self) -> bool:
@@ -75,8 +105,43 @@ class Dispatcher:
             if self._rows_since is None:
                 self._rows_since = time.monotonic()
             return False
-        self.spawn(self._send_one(payload, settings, settle, retry), replay=not retry)
+        self._jobs.append(Job(payload, settings, settle, retry))
+        if not retry:
+            self._replay_jobs += 1
+        self._grow()
         return True
+
+    def _grow(self) -> None:
+        """Start sending tasks while more events wait than tasks about to take one, up to :attr:`pool`
+        (a task that is sending takes the next event when it is done)."""
+        while len(self._jobs) > self._starting and len(self._runners) < self.pool:
+            self._starting += 1
+            self._runners.add(self.spawn(self._run()))
+
+    async def _run(self) -> None:
+        """One sending task: takes the oldest waiting event, sends and settles it, until none wait or
+        the pool is larger than :attr:`pool`."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._starting -= 1
+        try:
+            while self._jobs and len(self._runners) <= self.pool:
+                job = self._jobs.popleft()
+                if not job.retry:
+                    self._replay_jobs -= 1
+                    self.replays.add(task)
+                outcome: Outcome = "failed"
+                try:
+                    outcome = await self.sender.send_one(job.payload, job.settings, job.retry)
+                finally:
+                    job.settle(job.payload, outcome)
+                    self.replays.discard(task)
+                    self._progress.set()
+                    if self.on_done is not None:
+                        self.on_done()
+                self._grow()
+        finally:
+            self._runners.discard(task)  # at once, so the pool never shrinks below its size
 
     def send_rows(self, settings: Settings, *, force: bool = False) -> None:
         """Send the waiting metadata rows as one batch per kind if a batch is full, the oldest row has
@@ -97,8 +162,13 @@ class Dispatcher:
                     self._follows[task] = previous
         self._rows_since = None
 
-    def abandon_rows(self) -> None:
-        """Settle every waiting metadata row as failed without sending it (shutdown: it stays spooled)."""
+    def abandon(self) -> None:
+        """Settle every waiting event and metadata row as failed without sending it (shutdown: it stays
+        spooled)."""
+        while self._jobs:
+            job = self._jobs.popleft()
+            job.settle(job.payload, "failed")
+        self._replay_jobs = 0
         for kind, rows in self._rows.items():
             for settle, payload in rows.origins():
                 settle(payload, "failed")
@@ -118,15 +188,14 @@ class Dispatcher:
         self.tasks.discard(task)
         self.replays.discard(task)
         self._follows.pop(task, None)
+        self._progress.set()
+        if task in self._runners:  # a sending task cancelled before it began
+            self._runners.discard(task)
+            self._starting -= 1
+        if self._jobs:
+            self._grow()  # a sending task was cancelled (its event settled as failed): the rest still go
         if self.on_done is not None:
             self.on_done()
-
-    async def _send_one(self, payload: Payload, settings: Settings, settle: Settle, retry: bool) -> None:
-        outcome: Outcome = "failed"
-        try:
-            outcome = await self.sender.send_one(payload, settings, retry)
-        finally:
-            settle(payload, outcome)
 
     async def _send_rows(
         self, rows: Origins, merged: list[Row], settings: Settings, previous: asyncio.Task[Any] | None
@@ -145,17 +214,22 @@ class Dispatcher:
     # ----- what is in flight ---------------------------------------------------------------------
 
     async def room(self, limit: int) -> None:
-        """Wait until fewer than ``limit`` tasks are in flight."""
-        while len(self.tasks) >= limit:
-            await asyncio.wait(set(self.tasks), return_when=asyncio.FIRST_COMPLETED)
+        """Wait until the :attr:`load` is below ``limit``."""
+        while self.load >= limit:
+            self._progress.clear()
+            await self._progress.wait()
 
     async def wait(self) -> None:
-        """Wait until every send started has settled."""
+        """Wait until every event submitted and every send started has settled."""
         while self.tasks:
             await asyncio.wait(set(self.tasks))
 
     def cancel(self) -> None:
-        """Cancel every send in flight (each settles as failed)."""
+        """Settle what waits as failed and cancel every send in flight (each settles as failed)."""
+        while self._jobs:
+            job = self._jobs.popleft()
+            job.settle(job.payload, "failed")
+        self._replay_jobs = 0
         for task in list(self.tasks):
             task.cancel()
 
@@ -181,7 +255,7 @@ async def dispatch(sender: Sender, payloads: list[Payload], settings: Settings, 
                    clock: FieldClock, *, retry: bool = True) -> None:
     """Send ``payloads`` (at most :data:`SLICE` at once; metadata rows merged per kind, never an older
     value after a newer one: ``clock``) and settle every one of them with its outcome."""
-    dispatcher = Dispatcher(sender, clock)
+    dispatcher = Dispatcher(sender, clock, SLICE)
     for payload in payloads:
         await dispatcher.room(SLICE)
         dispatcher.submit(payload, settings, settle, retry=retry)

@@ -98,6 +98,7 @@ class Worker:
                 self._dispatcher.on_done = self._task_done
                 self._tasks, self._replays = self._dispatcher.tasks, self._dispatcher.replays
             self._dispatcher.sender = self._sender
+        self._sends.pool = settings.max_concurrency * TASKS_PER_SLOT
         self._fleet.update(settings)  # fleet mode
         self._sender.limiter.maximum = settings.max_concurrency
         return settings
@@ -142,8 +143,8 @@ class Worker:
         return taken
 
     def _room(self, settings: Settings) -> int:
-        """How many more send tasks may run now."""
-        return settings.max_concurrency * TASKS_PER_SLOT - len(self._tasks)
+        """How many more events may be handed to the dispatcher now."""
+        return settings.max_concurrency * TASKS_PER_SLOT - self._sends.load
 
     def _pump(self, settings: Settings) -> bool:
         """Route a slice of the intake and write it ahead, then start sending from the backlog;
@@ -291,7 +292,8 @@ class Worker:
         tasks = sends.tasks if replays else sends.tasks - sends.replays
         if any(sends.moving(task, deadline) for task in tasks):
             return "busy"
-        if self._backlog:  # it waits for a slot: one frees when a task (a replay's too) ends in time
+        if self._backlog or sends.queued(replays=replays):  # it waits for a slot: one frees when a
+            # sending task (a replay's too) moves on in time
             return "busy" if any(sends.moving(task, deadline) for task in sends.tasks) else "stuck"
         return "stuck" if tasks else "none"
 
@@ -336,7 +338,7 @@ class Worker:
         while self._backlog:
             batch, payload = self._backlog.popleft()
             batch.finish(payload, "failed")
-        self._sends.abandon_rows()
+        self._sends.abandon()
         if self._sender is not None and self._transport_source is None:
             with contextlib.suppress(Exception):
                 await self._sender.transport.close()
