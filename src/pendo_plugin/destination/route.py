@@ -167,8 +167,10 @@ class Router:
         if not decision.send:
             return []
         if settings.mode == "webhook":
+            if not self._deliverable(settings, "webhook", "webhook", tally):
+                return []
             webhook = _encoded("webhook", payload.event, "webhook", to_webhook_body(message))
-            return self._deliverable(settings, [webhook] if webhook else [], tally)
+            return [webhook] if webhook is not None else []
         age = settings.max_event_age_days if max_age_days is True else max_age_days
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
         translation = translate(
@@ -201,20 +203,25 @@ class Router:
             return []
         stamp = parse_timestamp_ms(message.get("timestamp"))  # one from a clock ahead counts as now
         stamp = now_ms if stamp is None else min(stamp, now_ms)
-        payloads = [to_payload(item, stamp) for item in translation.payloads]
-        return self._deliverable(settings, [built for built in payloads if built is not None], tally)
+        payloads = []
+        for item in translation.payloads:
+            kind, route = ("track", "track") if isinstance(item, TrackEvent) else (item.kind, "meta")
+            if self._deliverable(settings, kind, route, tally):  # checked first: a held one is not encoded
+                built = to_payload(item, stamp)
+                if built is not None:
+                    payloads.append(built)
+        return payloads
 
     @staticmethod
-    def _deliverable(settings: Settings, payloads: list[Payload], tally: Counter[str]) -> list[Payload]:
-        kept = []
-        for item in payloads:
-            kind = item.kind
-            reason = settings.hold_reason(item.route)
-            if reason is None:
-                tally[f"queued:{kind}"] += 1
-                kept.append(item)
-            elif reason == "shadow":
-                tally[f"shadow:{kind}"] += 1
-            else:
-                tally[f"skipped:{reason}:{kind}"] += 1
-        return kept
+    def _deliverable(settings: Settings, kind: str, route: str, tally: Counter[str]) -> bool:
+        """Whether a payload of ``kind`` may be sent from here (``route``: what the settings call it);
+        counted either way."""
+        reason = settings.hold_reason(route)
+        if reason is None:
+            tally[f"queued:{kind}"] += 1
+            return True
+        if reason == "shadow":
+            tally[f"shadow:{kind}"] += 1
+        else:
+            tally[f"skipped:{reason}:{kind}"] += 1
+        return False

@@ -221,8 +221,9 @@ class Worker:
         return self._dispatcher
 
     def _dispatch(self, batch: Batch, payload: Payload, settings: Settings, retry: bool) -> bool:
-        """Send one payload (metadata rows are merged and sent in batches); True if a task started. A
-        payload this process may not send (shadow, kill switch, no secret for it) is settled as failed."""
+        """Send one payload (metadata rows are merged and sent in batches); True if an event was queued
+        for sending. A payload this process may not send (shadow, kill switch, no secret for it) is
+        settled as failed."""
         return self._sends.submit(payload, settings, batch.finish, retry=retry)
 
     def _task_done(self) -> None:
