@@ -220,7 +220,7 @@ class Replayer:
         self.stop_requested = True
         if self.sends is not None:
             self.sends.sender.stopping.set()  # retry waits end now; those lines stay unacknowledged
-        in_flight = len(self.sends.tasks) if self.sends is not None else 0
+        in_flight = self.sends.load if self.sends is not None else 0
         _write(self.err, f"stopping: waiting for {in_flight} request(s) in flight "
                          "(Ctrl-C again to stop at once)")
 
