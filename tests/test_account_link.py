@@ -43,9 +43,9 @@ def test_later_track_without_a_group_carries_the_linked_account() -> None:
         [stranger] = router.route({"type": "track", "userId": "u9", "event": "Saved"}, current, now_ms=NOW_MS)
     finally:
         pendo_plugin.config.configure(reset=True)
-    assert plain["b"]["accountId"] == "acct-3"
-    assert explicit["b"]["accountId"] == "other"
-    assert "accountId" not in stranger["b"]
+    assert plain.body["accountId"] == "acct-3"
+    assert explicit.body["accountId"] == "other"
+    assert "accountId" not in stranger.body
 
 
 def test_identify_context_group_id_reaches_pendo_on_later_track(plugin: Sandbox, segment_client: Any) -> None:

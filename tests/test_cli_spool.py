@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from pendo_plugin.delivery.spool import Spool
+from pendo_plugin.pendo import payload
 from pendo_plugin.sandbox import Sandbox
 from tests.apps import pendo_env
 
@@ -45,7 +46,7 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def track(event: str, user: str = "u1") -> dict[str, Any]:
+def track(event: str, user: str = "u1") -> payload.Payload:
     body = {
         "type": "track",
         "event": event,
@@ -55,16 +56,16 @@ def track(event: str, user: str = "u1") -> dict[str, Any]:
         "properties": {},
         "context": {},
     }
-    return {"k": "track", "b": body}
+    return payload.event("track", body)
 
 
-def visitor(user: str, **values: Any) -> dict[str, Any]:
-    return {"k": "meta", "t": "visitor", "id": user, "v": values}
+def visitor(user: str, **values: Any) -> payload.Payload:
+    return payload.metadata("visitor", user, values)
 
 
 def fill(spool: Spool) -> None:
     spool.write([track("A"), track("B"), visitor("u1", plan="free")])
-    spool.write([visitor("u1", plan="pro"), {"k": "meta", "t": "account", "id": "acme", "v": {"seats": 5}}])
+    spool.write([visitor("u1", plan="pro"), payload.metadata("account", "acme", {"seats": 5})])
 
 
 def test_status_counts_files_payloads_bytes_and_age(box: Sandbox, spool: Spool) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pendo_plugin.delivery.spool import Spool
+from pendo_plugin.pendo import payload
 from pendo_plugin.sandbox import Sandbox
 from tests.apps import app_env, app_script, run_app
 from tests.conftest import INTEGRATION_KEY, TRACK_SECRET
@@ -22,7 +23,7 @@ report(flushed=flushed)
 """
 
 
-def track(event: str) -> dict[str, Any]:
+def track(event: str) -> payload.Payload:
     body = {
         "type": "track",
         "event": event,
@@ -31,11 +32,11 @@ def track(event: str) -> dict[str, Any]:
         "properties": {},
         "context": {},
     }
-    return {"k": "track", "b": body}
+    return payload.event("track", body)
 
 
-def visitor(user: str, **values: Any) -> dict[str, Any]:
-    return {"k": "meta", "t": "visitor", "id": user, "v": values}
+def visitor(user: str, **values: Any) -> payload.Payload:
+    return payload.metadata("visitor", user, values)
 
 
 def left_in(spool_dir: Path) -> int:

@@ -123,7 +123,8 @@ def test_bad_entries_are_counted_dropped_and_removed(
 
 def test_decode_accepts_only_the_payload_shapes_the_plugin_writes() -> None:
     meta = {"k": "meta", "t": "visitor", "id": "u1", "v": {"plan": "pro"}}
-    assert decode({b"p": json.dumps(meta).encode()}) == meta
+    decoded = decode({b"p": json.dumps(meta).encode()})
+    assert decoded is not None and decoded.as_dict() == meta
     assert decode({b"p": json.dumps({**meta, "t": "group"}).encode()}) is None
     assert decode({b"p": json.dumps([1]).encode()}) is None
     assert decode(None) is None

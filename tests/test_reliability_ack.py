@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 from pendo_plugin import counters
 from pendo_plugin.delivery.acks import ack_path
 from pendo_plugin.delivery.spool import Spool
+from pendo_plugin.pendo import payload
 from pendo_plugin.sandbox import Sandbox
 from tests.apps import app_env, app_script, run_app, start_app
 
@@ -72,8 +72,8 @@ def test_kill_9_before_the_metadata_batch_leaves_resends_no_delivered_track_even
     assert list(spool_dir.iterdir()) == [], "files and their logs are gone"
 
 
-def track_payload(n: int) -> dict[str, Any]:
-    return {"k": "track", "b": {"type": "track", "event": "Ack", "visitorId": "v", "properties": {"n": n}}}
+def track_payload(n: int) -> payload.Payload:
+    return payload.event("track", {"type": "track", "event": "Ack", "visitorId": "v", "properties": {"n": n}})
 
 
 def test_a_claim_skips_what_an_earlier_holder_acknowledged_and_ignores_junk_in_the_log(
@@ -91,7 +91,7 @@ def test_a_claim_skips_what_an_earlier_holder_acknowledged_and_ignores_junk_in_t
         log.write(b"-1\n99\nx\n4")  # junk, out of range, and a torn last line ("4" of "4\n")
     again = spool.claim(first.path)
     assert again is not None
-    assert [item["b"]["properties"]["n"] for item in again.items] == [0, 2, 4]
+    assert [item.body["properties"]["n"] for item in again.items] == [0, 2, 4]
     assert counters.snapshot()["already_acknowledged"] == 2
     again.done()
     assert list((tmp_path / "spool").iterdir()) == [], "done() removes the file and its log"

@@ -16,6 +16,7 @@ from typing import Any
 import pendo_plugin
 from pendo_plugin import counters
 from pendo_plugin.delivery.spool import Spool
+from pendo_plugin.pendo import payload
 from pendo_plugin.sandbox import Sandbox
 from tests.apps import app_env, app_script, finish_app, start_app, wait_until
 from tests.conftest import INTEGRATION_KEY, TRACK_SECRET
@@ -43,7 +44,7 @@ def locked_by_someone(path: Path) -> bool:
     return False
 
 
-def track_payload(n: int) -> dict[str, Any]:
+def track_payload(n: int) -> payload.Payload:
     """A payload as the router writes it to the spool."""
     body = {
         "type": "track",
@@ -53,7 +54,7 @@ def track_payload(n: int) -> dict[str, Any]:
         "properties": {"n": n},
         "context": {},
     }
-    return {"k": "track", "b": body}
+    return payload.event("track", body)
 
 
 def test_payloads_are_written_ahead_fsynced_and_locked_before_any_is_sent(

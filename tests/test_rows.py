@@ -12,20 +12,28 @@ from pendo_plugin import counters
 from pendo_plugin.config import load
 from pendo_plugin.delivery.rows import FieldClock, MergedRows
 from pendo_plugin.destination.route import Router
+from pendo_plugin.pendo.payload import Payload, from_document
 
 
-def row(row_id: str, ts: Any = None, **values: Any) -> dict[str, Any]:
-    payload: dict[str, Any] = {"k": "meta", "t": "visitor", "id": row_id, "v": values}
+def row(row_id: str, ts: Any = None, **values: Any) -> Payload:
+    """A metadata payload as a spool line describes it (``ts`` may be anything a file holds)."""
+    document: dict[str, Any] = {"k": "meta", "t": "visitor", "id": row_id, "v": values}
     if ts is not None:
-        payload["ts"] = ts
+        document["ts"] = ts
+    payload = from_document(document)
+    assert payload is not None
     return payload
 
 
-def merged(*payloads: dict[str, Any], clock: FieldClock | None = None) -> list[dict[str, Any]]:
+def as_dicts(rows: list[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    return [{"k": "meta", "t": "visitor", "id": row_id, "v": values} for row_id, values in rows]
+
+
+def merged(*payloads: Payload, clock: FieldClock | None = None) -> list[dict[str, Any]]:
     rows: MergedRows[int] = MergedRows("visitor")
     for origin, payload in enumerate(payloads):
         rows.add(payload, origin)
-    return rows.payloads(clock)
+    return as_dicts(rows.rows(clock))
 
 
 def test_the_newest_value_of_each_field_wins_by_the_message_timestamp_not_by_arrival() -> None:
@@ -33,7 +41,7 @@ def test_the_newest_value_of_each_field_wins_by_the_message_timestamp_not_by_arr
     rows.add(row("u1", 2_000, plan="pro", seats=5), "fresh")
     rows.add(row("u1", 1_000, plan="free", region="eu"), "replayed")  # older, arrives later
     rows.add(row("u2", 1_500, plan="free"), "other")
-    assert rows.payloads() == [
+    assert as_dicts(rows.rows()) == [
         {"k": "meta", "t": "visitor", "id": "u1", "v": {"plan": "pro", "seats": 5, "region": "eu"}},
         {"k": "meta", "t": "visitor", "id": "u2", "v": {"plan": "free"}},
     ]
@@ -82,7 +90,7 @@ def test_a_metadata_payload_carries_its_message_timestamp_never_one_ahead_of_now
     def stamp(timestamp: Any) -> Any:
         message = {"type": "identify", "userId": "u1", "traits": {"plan": "pro"}, "timestamp": timestamp}
         (payload,) = router.route(message, settings, now_ms=now_ms)
-        return payload["ts"]
+        return payload.stamp
 
     an_hour_ago = datetime.fromtimestamp(now_ms / 1000 - 3600, timezone.utc)
     assert stamp(an_hour_ago.isoformat()) == now_ms - 3_600_000

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from pendo_plugin.delivery.spool import Spool
+from pendo_plugin.pendo import payload
 from pendo_plugin.sandbox import Sandbox
 from tests.apps import app_env, app_script, pendo_env, run_app
 from tests.conftest import INTEGRATION_KEY, TRACK_SECRET
@@ -123,7 +124,7 @@ def test_spool_drain_never_follows_a_redirect(pendo: Sandbox, elsewhere: Sandbox
     redirect_everything(pendo, elsewhere, 302)
     spool = Spool(tmp_path / "spool", 1 << 30)
     body = {"type": "track", "event": "Spooled", "visitorId": "u1", "timestamp": int(time.time() * 1000)}
-    spool.write([{"k": "track", "b": body}, {"k": "meta", "t": "visitor", "id": "u1", "v": {"plan": "x"}}])
+    spool.write([payload.event("track", body), payload.metadata("visitor", "u1", {"plan": "x"})])
     env = pendo_env(pendo.url, TRACK_SECRET, INTEGRATION_KEY, PENDO_SPOOL_DIR=str(spool.directory),
                     PENDO_MAX_RETRIES="1", PENDO_RETRY_BUDGET="2")
     result = cli(env, "spool", "drain")

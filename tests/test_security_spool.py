@@ -20,6 +20,7 @@ from pendo_plugin import counters
 from pendo_plugin.delivery import spool_files
 from pendo_plugin.delivery.spool import Spool
 from pendo_plugin.logs import forget
+from pendo_plugin.pendo import payload
 from pendo_plugin.sandbox import Sandbox
 from tests.apps import app_env, app_script, pendo_env, run_app
 from tests.conftest import INTEGRATION_KEY, TRACK_SECRET
@@ -41,10 +42,10 @@ def fresh_counters() -> Iterator[None]:
     counters.reset()
 
 
-def track(event: str, user: str = "u1") -> dict[str, Any]:
+def track(event: str, user: str = "u1", **properties: Any) -> payload.Payload:
     body = {"type": "track", "event": event, "visitorId": user, "accountId": "acme",
-            "timestamp": int(time.time() * 1000), "properties": {}, "context": {}}
-    return {"k": "track", "b": body}
+            "timestamp": int(time.time() * 1000), "properties": properties, "context": {}}
+    return payload.event("track", body)
 
 
 def spool_name(items: int, prefix: str = "00000000000000000001") -> str:
@@ -68,7 +69,7 @@ def foreign_dir(tmp_path: Path) -> Path:
     """A spool directory of another user, with a payload planted in it."""
     other = tmp_path / "other-user"
     other.mkdir(mode=0o700)
-    (other / spool_name(1)).write_text(json.dumps(track("Planted")) + "\n")
+    (other / spool_name(1)).write_text(json.dumps(track("Planted").as_dict()) + "\n")
     os.chown(other / spool_name(1), NOBODY, NOBODY)
     os.chown(other, NOBODY, NOBODY)
     return other
@@ -84,7 +85,7 @@ def test_an_unsafe_spool_dir_is_refused_for_the_default_one(
         unsafe = tmp_path / "shared"
         unsafe.mkdir()
         unsafe.chmod(0o777)
-        (unsafe / spool_name(1)).write_text(json.dumps(track("Planted")) + "\n")
+        (unsafe / spool_name(1)).write_text(json.dumps(track("Planted").as_dict()) + "\n")
     elif shape == "symlink_to_another_users_dir":
         unsafe = tmp_path / "link"
         unsafe.symlink_to(foreign_dir(tmp_path))
@@ -158,7 +159,7 @@ def plant_hostile_files(spool: Spool, victim: Path) -> dict[str, str]:
     planted[name(8)] = "not_json"
     (d / name(8)).write_bytes(b'{"k": "track", \n')
     planted[name(9)] = "foreign_owner"
-    (d / name(9)).write_text(json.dumps(track("Foreign")) + "\n")
+    (d / name(9)).write_text(json.dumps(track("Foreign").as_dict()) + "\n")
     if os.geteuid() == 0:
         os.chown(d / name(9), NOBODY, NOBODY)
     else:
@@ -173,7 +174,7 @@ def plant_hostile_files(spool: Spool, victim: Path) -> dict[str, str]:
 def test_hostile_spool_files_are_quarantined_not_loaded(spool: Spool, tmp_path: Path,
                                                         caplog: pytest.LogCaptureFixture) -> None:
     victim = tmp_path / "victim.jsonl"
-    victim.write_text(json.dumps(track("Victim")) + "\n")
+    victim.write_text(json.dumps(track("Victim").as_dict()) + "\n")
     planted = plant_hostile_files(spool, victim)
     good = spool.write([track("Good")])
     assert good is not None
@@ -182,7 +183,7 @@ def test_hostile_spool_files_are_quarantined_not_loaded(spool: Spool, tmp_path: 
         claims = list(spool.claims())
     assert time.monotonic() - started < 10, "reading the spool blocked"
     assert [claim.path for claim in claims] == [good]
-    assert [item["b"]["event"] for item in claims[0].items] == ["Good"]
+    assert [item.body["event"] for item in claims[0].items] == ["Good"]
     for claim in claims:
         claim.release()
     stats = counters.snapshot()
@@ -245,8 +246,7 @@ def test_worker_flush_is_not_blocked_by_a_fifo_or_dev_zero(pendo: Sandbox, tmp_p
 
 
 def test_the_writer_never_writes_what_the_reader_would_refuse(spool: Spool) -> None:
-    huge = track("Huge")
-    huge["b"]["properties"] = {"blob": "x" * (spool_files.MAX_LINE_BYTES + 1)}
+    huge = track("Huge", blob="x" * (spool_files.MAX_LINE_BYTES + 1))
     assert spool.write([huge]) is None
     assert counters.snapshot()["spool_write_failed"] == 1
     assert spool.files() == []

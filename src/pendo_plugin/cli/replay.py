@@ -1,11 +1,12 @@
-"""``pendo-plugin replay`` and ``pendo-plugin spool``: stored traffic sent to Pendo the way live traffic is.
+"""``pendo-plugin replay``: stored traffic sent to Pendo the way live traffic is.
 
 A replay reads Segment exports (JSON lines, gzip or plain, or stdin) and sends each message through the
 live path's own :class:`~pendo_plugin.destination.route.Router` (rollout, translation, Pendo's rules) and
-:class:`~pendo_plugin.delivery.senders.Sender` (retries, adaptive concurrency, metadata batches), in its
-own ``asyncio.run``. Progress is checkpointed per file: the lines whose payloads were all acknowledged
-(or refused for good, or had nothing to send) are recorded, so an interrupted replay resumes without
-resending them. ``spool drain`` sends what the plugin left in ``PENDO_SPOOL_DIR`` with the same Sender.
+send path, :class:`~pendo_plugin.destination.dispatch.Dispatcher` (the checks, retries, adaptive
+concurrency, metadata batches), in its own ``asyncio.run``. Progress is checkpointed per file: the lines
+whose payloads were all acknowledged (or refused for good, or had nothing to send) are recorded, so an
+interrupted replay resumes without resending them. What it reads is in :mod:`.replay_input`, its summary
+in :mod:`.replay_report`.
 """
 
 from __future__ import annotations
@@ -14,40 +15,37 @@ import asyncio
 import contextlib
 import signal
 import sys
-import time
-from collections import Counter
-from collections.abc import Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
 from typing import Any, TextIO
 
 from pendo_plugin import bounded, config, counters
 from pendo_plugin.cli._common import (
     CommandError,
     counter_delta,
-    format_counts,
     quiet_logs,
     rejected_counts,
-    with_prefix,
 )
 from pendo_plugin.cli.replay_input import (
     Acks,
     Checkpoint,
     Filters,
+    Job,
     ReadError,
     ReplayOptions,
     Source,
     parse_filters,
     parse_line,
+    plan_jobs,
 )
+from pendo_plugin.cli.replay_report import Tally, print_summary
 from pendo_plugin.config import SECRET_FIELDS, Settings
-from pendo_plugin.delivery.rows import METADATA_KINDS, FieldClock, MergedRows
 from pendo_plugin.delivery.senders import Outcome, Payload, Sender
+from pendo_plugin.destination.dispatch import Dispatcher
 from pendo_plugin.destination.route import Router
-from pendo_plugin.pendo.payload import payload_kind
 from pendo_plugin.pendo.translate import translate
 
-CHECKPOINT_SUFFIX = ".pendo-checkpoint"
 SAVE_INTERVAL = 0.5
 TASKS_PER_SLOT = 8
 MAX_REPORTED_MALFORMED = 20
@@ -113,22 +111,6 @@ class Line:
     failed: bool = False
 
 
-# metadata rows waiting for a batch: id -> (merged values, the lines they came from)
-PendingRows = MergedRows[Line]
-
-
-@dataclass
-class Tally:
-    """What the replay did, for the summary (the Sender's own counts come from :mod:`counters`)."""
-
-    lines: int = 0
-    skipped: Counter[str] = field(default_factory=Counter)
-    malformed: list[str] = field(default_factory=list)
-    would_send: Counter[str] = field(default_factory=Counter)
-    failed: Counter[str] = field(default_factory=Counter)
-    read_error: str | None = None
-
-
 class Replayer:
     """Routes export lines and sends their payloads, keeping the checkpoint up to date."""
 
@@ -136,18 +118,13 @@ class Replayer:
                  checkpoints: Sequence[Checkpoint], err: TextIO) -> None:
         self.settings = settings
         self.filters = filters
-        self.sender = sender  # None: a dry run
+        self._window = settings.max_concurrency * TASKS_PER_SLOT  # sends in flight at most
+        self.sends = None if sender is None else Dispatcher(sender, pool=self._window)  # None: a dry run
         self.checkpoints = checkpoints
         self.err = err
         self.router = Router()
         self.tally = Tally()
         self.stop_requested = False
-        self._window = asyncio.Semaphore(settings.max_concurrency * TASKS_PER_SLOT)
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._pending: dict[str, PendingRows] = {kind: MergedRows(kind) for kind in METADATA_KINDS}
-        self._clock = FieldClock()  # an older value is never sent after a newer one
-        self._pending_since: float | None = None
-        self._last_batch: dict[str, asyncio.Task[None]] = {}
         self._dirty = False
 
     # ----- one line
@@ -176,13 +153,16 @@ class Replayer:
             return
         age = None if self.filters.allow_old else True
         payloads = self.router.route(message, self.settings, max_age_days=age)
-        if not payloads or self.sender is None:
-            self.tally.would_send.update(payload_kind(payload) for payload in payloads)
+        if not payloads or self.sends is None:
+            self.tally.would_send.update(payload.kind for payload in payloads)
             self._settled(acks, number, None)
             return
         line = Line(acks, number, len(payloads))
+        settle = partial(self._settle, line)
         for payload in payloads:
-            await self._dispatch(line, payload)
+            await self.sends.room(self._window)
+            self.sends.submit(payload, self.settings, settle)
+        self.sends.send_rows(self.settings)
 
     def _settled(self, acks: Acks, number: int, skip_reason: str | None) -> None:
         if skip_reason is not None:
@@ -210,95 +190,38 @@ class Replayer:
 
     # ----- sending
 
-    async def _dispatch(self, line: Line, payload: Payload) -> None:
-        if payload.get("k") == "meta":
-            await self._queue_row(line, payload)
-            return
-        await self._window.acquire()
-        self._spawn(self._send_one(line, payload))
+    def send_due_rows(self, force: bool = False) -> None:
+        """Send waiting metadata rows when a batch is full or its interval has passed (or now: ``force``)."""
+        if self.sends is not None:
+            self.sends.send_rows(self.settings, force=force)
 
-    async def _send_one(self, line: Line, payload: Payload) -> None:
-        assert self.sender is not None
-        outcome: Outcome = "failed"
-        try:
-            outcome = await self.sender.send_one(payload, self.settings)
-        finally:
-            self._window.release()
-            self._settle(line, outcome, payload_kind(payload))
-
-    async def _queue_row(self, line: Line, payload: Payload) -> None:
-        rows = self._pending[payload["t"]]
-        rows.add(payload, line)
-        if self._pending_since is None:
-            self._pending_since = time.monotonic()
-        if len(rows) >= self.settings.metadata_batch_size:
-            await self.send_rows(payload["t"])
-
-    async def send_due_rows(self, force: bool = False) -> None:
-        """Send waiting metadata rows when a batch interval has passed (or now, with ``force``)."""
-        since = self._pending_since
-        if since is not None and (force or time.monotonic() - since >= self.settings.batch_interval):
-            for kind in self._pending:
-                await self.send_rows(kind)
-            self._pending_since = None
-
-    async def send_rows(self, kind: str) -> None:
-        """Send one kind's waiting rows as a batch, after that kind's previous batch (order matters)."""
-        rows = self._pending[kind]
-        if not rows:
-            return
-        self._pending[kind] = MergedRows(kind)
-        await self._window.acquire()
-        previous = self._last_batch.get(kind)
-        payloads = rows.payloads(self._clock)
-        self._last_batch[kind] = self._spawn(self._send_rows(rows, payloads, previous))
-
-    async def _send_rows(
-        self, rows: PendingRows, payloads: list[Payload], previous: asyncio.Task[None] | None
-    ) -> None:
-        assert self.sender is not None
-        outcome: Outcome = "failed"
-        try:
-            if previous is not None:
-                await asyncio.wait([previous])
-            outcome = await self.sender.send_metadata(rows.kind, payloads, self.settings)
-        finally:
-            self._window.release()
-            for line in rows.origins():
-                self._settle(line, outcome, rows.kind)
-
-    def _settle(self, line: Line, outcome: Outcome, kind: str) -> None:
+    def _settle(self, line: Line, payload: Payload, outcome: Outcome) -> None:
         if outcome == "failed":
-            self.tally.failed[kind] += 1
+            self.tally.failed[payload.kind] += 1
             line.failed = True
         line.remaining -= 1
         if line.remaining == 0 and not line.failed:
             line.acks.add(line.number)
             self._dirty = True
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
     async def wait_for_sends(self) -> None:
         """Wait until every send started has settled."""
-        while self._tasks:
-            await asyncio.wait(set(self._tasks))
+        if self.sends is not None:
+            await self.sends.wait()
 
     # ----- stopping and saving
 
     def request_stop(self) -> None:
         """First Ctrl-C: read no further, let requests in flight finish. Second: cancel them."""
         if self.stop_requested:
-            for task in list(self._tasks):
-                task.cancel()
+            if self.sends is not None:
+                self.sends.cancel()
             return
         self.stop_requested = True
-        if self.sender is not None:
-            self.sender.stopping.set()  # retry waits end now; those lines stay unacknowledged
-        _write(self.err, f"stopping: waiting for {len(self._tasks)} request(s) in flight "
+        if self.sends is not None:
+            self.sends.sender.stopping.set()  # retry waits end now; those lines stay unacknowledged
+        in_flight = self.sends.load if self.sends is not None else 0
+        _write(self.err, f"stopping: waiting for {in_flight} request(s) in flight "
                          "(Ctrl-C again to stop at once)")
 
     def save(self, force: bool = False) -> None:
@@ -324,43 +247,6 @@ def _write(out: TextIO, text: str) -> None:
 # ----------------------------------------------------------------------------------- running a replay
 
 
-@dataclass
-class Job:
-    """One source file and where its progress is recorded."""
-
-    source: Source
-    acks: Acks
-    checkpoint: Checkpoint | None = None
-
-
-def _checkpoint_path(options: ReplayOptions, source: Source) -> Path:
-    return Path(options.checkpoint) if options.checkpoint else Path(source.name + CHECKPOINT_SUFFIX)
-
-
-def plan_jobs(options: ReplayOptions, filters: Filters) -> tuple[list[Job], list[Checkpoint]]:
-    """The sources in order, each with its checkpoint record; CommandError for unusable input."""
-    max_line = int(options.max_line_mb * 1024 * 1024)
-    sources = [Source(name, max_line) for name in options.files]
-    if sum(source.name == "-" for source in sources) > 1:
-        raise CommandError("stdin (-) can be given only once")
-    for source in sources:
-        source.check()
-    stdin_unrecorded = any(source.name == "-" for source in sources) and not options.checkpoint
-    if options.use_checkpoint and stdin_unrecorded and not options.dry_run:
-        raise CommandError("replaying stdin needs --checkpoint PATH to be resumable (or --no-checkpoint)")
-    checkpoints: dict[Path, Checkpoint] = {}
-    jobs = []
-    for source in sources:
-        if not options.use_checkpoint or (source.name == "-" and stdin_unrecorded):
-            jobs.append(Job(source, Acks()))
-            continue
-        path = _checkpoint_path(options, source)
-        if path not in checkpoints:
-            checkpoints[path] = Checkpoint.open(path, filters)
-        jobs.append(Job(source, checkpoints[path].acks(source.key), checkpoints[path]))
-    return jobs, list(checkpoints.values())
-
-
 async def _replay_source(replayer: Replayer, job: Job) -> None:
     from tqdm import tqdm
 
@@ -381,7 +267,7 @@ async def _replay_source(replayer: Replayer, job: Job) -> None:
                     await replayer.process(source, job.acks, number, raw)
                     if replayer.stop_requested:
                         break
-                await replayer.send_due_rows()
+                replayer.send_due_rows()
                 _advance(bar, number, source)
         finally:
             source.close()
@@ -418,7 +304,7 @@ async def _replay(jobs: list[Job], checkpoints: list[Checkpoint], settings: Sett
                 replayer.tally.read_error = str(exc)
                 break
         if not replayer.stop_requested:
-            await replayer.send_due_rows(force=True)
+            replayer.send_due_rows(force=True)
         await replayer.wait_for_sends()
     finally:
         saver.cancel()
@@ -442,7 +328,7 @@ def run(options: ReplayOptions, out: TextIO | None = None, err: TextIO | None = 
     before = counters.snapshot()
     replayer = asyncio.run(_replay(jobs, checkpoints, settings, filters, options.dry_run, err))
     delta = counter_delta(before, counters.snapshot())
-    print_summary(replayer, jobs, delta, options.dry_run, out)
+    print_summary(replayer.tally, replayer.stop_requested, jobs, delta, options.dry_run, out)
     if replayer.stop_requested:
         return EXIT_INTERRUPTED
     if replayer.tally.read_error:
@@ -451,53 +337,3 @@ def run(options: ReplayOptions, out: TextIO | None = None, err: TextIO | None = 
     return EXIT_FAILED if sum(replayer.tally.failed.values()) or rejected_counts(delta) else EXIT_OK
 
 
-# ----------------------------------------------------------------------------------- the summary
-
-
-def summary_lines(replayer: Replayer, jobs: list[Job], delta: Mapping[str, int], dry_run: bool) -> list[str]:
-    """The end-of-replay report."""
-    tally = replayer.tally
-    rollout = with_prefix(delta, "rollout:off_")
-    refused_by_rollout = Counter({f"off_{name}": count for name, count in rollout.items()})
-    skipped = tally.skipped + with_prefix(delta, "skipped:") + refused_by_rollout
-    lines = [f"lines read      {tally.lines:,}"]
-    if dry_run:
-        lines.append(f"would send      {format_counts(tally.would_send)}")
-    else:
-        lines.append(f"sent            {format_counts(with_prefix(delta, 'sent:'))}")
-    lines.append(f"skipped         {format_counts(skipped)}")
-    fixed = with_prefix(delta, "fixed:")
-    if fixed:
-        lines.append(f"adjusted        {format_counts(fixed)} (to fit Pendo's rules)")
-    unknown = with_prefix(delta, "dropped_field:")
-    if unknown:
-        hint = "(not in Pendo; see pendo-plugin doctor --traits)"
-        lines.append(f"unknown fields  {format_counts(unknown)} {hint}")
-    malformed = ", ".join(text.split(": ", 1)[1] for text in tally.malformed[:5])
-    more = ", ..." if len(tally.malformed) > 5 else ""
-    lines.append(f"malformed       {len(tally.malformed):,}" + (f" ({malformed}{more})" if malformed else ""))
-    if not dry_run:
-        lines.append(f"rejected        {format_counts(rejected_counts(delta))}")
-        lines.append(f"failed          {format_counts(tally.failed)}")
-    lines += [_checkpoint_line(job) for job in jobs if job.checkpoint is not None and not dry_run]
-    return lines
-
-
-def _checkpoint_line(job: Job) -> str:
-    acks = job.acks
-    beyond = sum(end - start + 1 for start, end in acks.ranges)
-    extra = f" and {beyond:,} later line(s)" if beyond else ""
-    assert job.checkpoint is not None
-    return f"checkpoint      {job.checkpoint.path}: {job.source.label} done through line {acks.line:,}{extra}"
-
-
-def print_summary(replayer: Replayer, jobs: list[Job], delta: Mapping[str, int], dry_run: bool,
-                  out: TextIO) -> None:
-    """Print the report, headed by what happened."""
-    if replayer.stop_requested:
-        title = "Replay interrupted; run the same command again to resume"
-    else:
-        title = "Dry run (nothing sent)" if dry_run else "Replay finished"
-    print(title, file=out)
-    for line in summary_lines(replayer, jobs, delta, dry_run):
-        print(f"  {line}", file=out)

@@ -1,5 +1,6 @@
 """What ``pendo-plugin replay`` reads: its options and filters, the exports (files, gzip, stdin) line by
-line in bounded memory, and the per-file checkpoints that let an interrupted replay resume."""
+line in bounded memory, and the per-file checkpoints that let an interrupted replay resume (one
+:class:`Job` per source, planned by :func:`plan_jobs`)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from pendo_plugin.config import CALLS
 from pendo_plugin.pendo.coerce import parse_timestamp_ms
 
 CHECKPOINT_VERSION = 1
+CHECKPOINT_SUFFIX = ".pendo-checkpoint"
 CHUNK_LINES = 1000
 DEFAULT_MAX_LINE_MB = 4.0
 START_OVER = "delete it to start over"
@@ -291,3 +293,40 @@ def parse_line(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
     if not isinstance(value.get("type"), str):
         return None, 'not a Segment message (no "type")'
     return value, None
+
+
+@dataclass
+class Job:
+    """One source file and where its progress is recorded."""
+
+    source: Source
+    acks: Acks
+    checkpoint: Checkpoint | None = None
+
+
+def _checkpoint_path(options: ReplayOptions, source: Source) -> Path:
+    return Path(options.checkpoint) if options.checkpoint else Path(source.name + CHECKPOINT_SUFFIX)
+
+
+def plan_jobs(options: ReplayOptions, filters: Filters) -> tuple[list[Job], list[Checkpoint]]:
+    """The sources in order, each with its checkpoint record; CommandError for unusable input."""
+    max_line = int(options.max_line_mb * 1024 * 1024)
+    sources = [Source(name, max_line) for name in options.files]
+    if sum(source.name == "-" for source in sources) > 1:
+        raise CommandError("stdin (-) can be given only once")
+    for source in sources:
+        source.check()
+    stdin_unrecorded = any(source.name == "-" for source in sources) and not options.checkpoint
+    if options.use_checkpoint and stdin_unrecorded and not options.dry_run:
+        raise CommandError("replaying stdin needs --checkpoint PATH to be resumable (or --no-checkpoint)")
+    checkpoints: dict[Path, Checkpoint] = {}
+    jobs = []
+    for source in sources:
+        if not options.use_checkpoint or (source.name == "-" and stdin_unrecorded):
+            jobs.append(Job(source, Acks()))
+            continue
+        path = _checkpoint_path(options, source)
+        if path not in checkpoints:
+            checkpoints[path] = Checkpoint.open(path, filters)
+        jobs.append(Job(source, checkpoints[path].acks(source.key), checkpoints[path]))
+    return jobs, list(checkpoints.values())

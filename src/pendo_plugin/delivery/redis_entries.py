@@ -1,17 +1,19 @@
-"""The entries of the fleet's Redis Stream: names, encoding, the checks on what is read back, and
-the Lua script that settles outcomes (see :mod:`pendo_plugin.delivery.redis_queue`)."""
+"""The entries of the fleet's Redis Stream: names, the payload codec (the spool's:
+:mod:`pendo_plugin.pendo.payload`) with its checks on what is read back, and the Lua script
+that settles outcomes (see :mod:`pendo_plugin.delivery.redis_queue`)."""
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import socket
 from typing import Any
 
 from pendo_plugin.delivery.redis_link import KEY_PREFIX
-from pendo_plugin.delivery.rows import METADATA_KINDS
-from pendo_plugin.delivery.senders import Payload
+from pendo_plugin.pendo import payload
+from pendo_plugin.pendo.payload import Payload, encode
+
+__all__ = ["GROUP", "SETTLE_SCRIPT", "STREAM", "consumer_name", "decode", "encode"]
 
 STREAM = KEY_PREFIX + "queue"
 GROUP = "pendo_plugin"
@@ -41,25 +43,7 @@ def consumer_name() -> str:
     return f"{socket.gethostname()[:64]}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-def encode(payload: Payload) -> bytes:
-    """One payload as the bytes of a stream entry's ``p`` field (compact JSON)."""
-    return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode("utf-8")
-
-
 def decode(fields: Any) -> Payload | None:
     """The payload of one stream entry, or None if it is not one this plugin wrote."""
     raw = fields.get(b"p") if isinstance(fields, dict) else None
-    if not isinstance(raw, bytes) or len(raw) > MAX_ENTRY_BYTES:
-        return None
-    try:
-        payload = json.loads(raw)
-    except ValueError:
-        return None
-    if not isinstance(payload, dict):
-        return None
-    kind = payload.get("k")
-    if kind in ("track", "webhook"):
-        return payload if isinstance(payload.get("b"), dict) else None
-    if kind == "meta" and payload.get("t") in METADATA_KINDS and isinstance(payload.get("v"), dict):
-        return payload if isinstance(payload.get("id"), (str, int)) else None
-    return None
+    return payload.decode(raw, MAX_ENTRY_BYTES) if isinstance(raw, bytes) else None

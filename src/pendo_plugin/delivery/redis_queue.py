@@ -308,19 +308,19 @@ class RedisQueue:
                 self._settle_since = self._settle_since or time.monotonic()
                 continue
             raw = fields[b"p"]  # checked by decode(): bytes of a valid payload
-            if not (settings.active and not settings.shadow and settings.can_send(payload["k"])):
+            if not (settings.active and not settings.shadow and settings.can_send(payload.route)):
                 counters.record("redis", "left_for_others")  # this process may not send it (no secret, off)
                 self._requeue.append((entry_id, raw))
                 self._settle_since = self._settle_since or time.monotonic()
                 self._paused_until = max(self._paused_until, time.monotonic() + PAUSE_AFTER_FAILURE)
                 continue
             self._held[entry_id] = raw
-            if payload["k"] == "meta":
-                metadata.setdefault(payload["t"], MergedRows(payload["t"])).add(payload, entry_id)
+            if payload.route == "meta":
+                metadata.setdefault(payload.kind, MergedRows(payload.kind)).add(payload, entry_id)
             else:
                 self._spawn(sender.send_one(payload, settings), [entry_id])
         for kind, rows in metadata.items():
-            self._spawn(sender.send_metadata(kind, rows.payloads(), settings), list(rows.origins()))
+            self._spawn(sender.send_metadata(kind, rows.rows(), settings), list(rows.origins()))
 
     def _spawn(self, sending: Any, entry_ids: list[bytes]) -> None:
         task = asyncio.ensure_future(self._send(sending, entry_ids))

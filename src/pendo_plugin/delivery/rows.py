@@ -2,32 +2,24 @@
 winning by the message's own timestamp (ties: the later arrival), each row remembering what it was
 merged from so every origin can be settled with the outcome.
 
-A metadata payload carries its message's timestamp as ``"ts"`` (epoch milliseconds). Payloads
-without one (spool files written before it was stored) or with a value that is not a number count
-as older than any that has one.
+A metadata payload carries its message's timestamp as ``stamp`` (epoch milliseconds). Payloads
+without one (spool files written before it was stored, or with a value that is not a number) count
+as older than any that has one (:data:`~pendo_plugin.pendo.payload.UNSTAMPED`).
 """
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any, Generic, TypeVar
 
 from pendo_plugin import counters
+from pendo_plugin.pendo.payload import UNSTAMPED, Payload
 
 Origin = TypeVar("Origin")
-METADATA_KINDS = ("visitor", "account")
+Row = tuple[str, dict[str, Any]]
+"""One merged metadata row to send: its id and values."""
 MAX_REMEMBERED_ROWS = 10_000
-UNSTAMPED = -math.inf
-
-
-def stamp_of(payload: dict[str, Any]) -> float:
-    """The payload's message timestamp (epoch ms), or :data:`UNSTAMPED`."""
-    stamp = payload.get("ts")
-    if isinstance(stamp, (int, float)) and not isinstance(stamp, bool) and math.isfinite(stamp):
-        return float(stamp)
-    return UNSTAMPED
 
 
 class FieldClock:
@@ -66,29 +58,28 @@ class MergedRows(Generic[Origin]):
     def __len__(self) -> int:
         return len(self._rows)
 
-    def add(self, payload: dict[str, Any], origin: Origin) -> None:
-        """Merge one ``{"k": "meta", ...}`` payload into the row of its id: per field, the value with
-        the newest timestamp wins; on a tie, the one added last."""
-        values, origins = self._rows.setdefault(str(payload["id"]), ({}, []))
-        stamp = stamp_of(payload)
-        new = payload.get("v")
-        for field, value in (new.items() if isinstance(new, dict) else ()):
+    def add(self, payload: Payload, origin: Origin) -> None:
+        """Merge one metadata payload into the row of its id: per field, the value with the newest
+        timestamp wins; on a tie, the one added last."""
+        values, origins = self._rows.setdefault(payload.row_id, ({}, []))
+        stamp = payload.stamp
+        for field, value in payload.body.items():
             current = values.get(field)
             if current is None or stamp >= current[0]:
                 values[field] = (stamp, value)
         origins.append(origin)
 
-    def payloads(self, clock: FieldClock | None = None) -> list[dict[str, Any]]:
-        """One merged payload per id, in the order the ids were first seen; with ``clock``, fields
+    def rows(self, clock: FieldClock | None = None) -> list[Row]:
+        """One merged row per id, in the order the ids were first seen; with ``clock``, fields
         older than a value queued before are left out (and rows left with none)."""
-        merged = []
+        merged: list[Row] = []
         for key, (values, _) in self._rows.items():
             if clock is None:
                 kept = {field: value for field, (_, value) in values.items()}
             else:
                 kept = clock.newer(self.kind, key, values)
             if kept or clock is None:
-                merged.append({"k": "meta", "t": self.kind, "id": key, "v": kept})
+                merged.append((key, kept))
         return merged
 
     def origins(self) -> Iterator[Origin]:

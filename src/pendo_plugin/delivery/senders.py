@@ -1,11 +1,10 @@
 """Sending payloads to Pendo: one request per track event or webhook message, batches for metadata.
 
-Every payload is a plain dict, the same shape the spool stores:
-``{"k": "track", "b": body}``, ``{"k": "webhook", "b": message}`` or
-``{"k": "meta", "t": "visitor"|"account", "id": id, "v": values}``.
-Each send returns an :data:`Outcome`: ``sent``, ``rejected`` (Pendo refused it for good; counted
-and dropped) or ``failed`` (retries ran out, shutdown came, or Pendo refused the key with 401/403,
-which a corrected key fixes: the caller spools it).
+Track events and webhook messages are :class:`~pendo_plugin.pendo.payload.Payload` objects, their
+body already encoded; metadata goes as merged rows (:data:`~pendo_plugin.delivery.rows.Row`).
+Each send returns an :data:`Outcome`: ``sent``, ``rejected`` (Pendo refused it for good; counted and
+dropped) or ``failed`` (retries ran out, shutdown came, or Pendo refused the key with 401/403, which a
+corrected key fixes: the caller spools it).
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ from pendo_plugin.delivery.retry import (
     RetryPolicy,
     ShutdownInterrupted,
 )
+from pendo_plugin.delivery.rows import Row
 from pendo_plugin.delivery.schema import SchemaCache
 from pendo_plugin.logs import log, log_once
 from pendo_plugin.pendo.coerce import coerce_metadata
@@ -68,7 +68,7 @@ class Sender:
         self.schemas = SchemaCache()
         self.waiting: dict[asyncio.Task[Any], float] = {}  # tasks waiting out a retry: when they wake
         self.acquiring: set[asyncio.Task[Any]] = set()  # tasks waiting for a slot (or a Retry-After pause)
-        self.on_drop: Callable[[Exception, list[Payload]], None] = lambda exc, items: None
+        self.on_drop: Callable[[Exception, list[Any]], None] = lambda exc, items: None
         self.consecutive_failures = 0  # retryable failures since the last answer Pendo gave
 
     @property
@@ -215,32 +215,20 @@ class Sender:
 
     async def send_one(self, item: Payload, settings: Settings, retry: bool = True) -> Outcome:
         """Deliver one track event or webhook message (``retry=False``: one attempt)."""
-        kind = item.get("k")
-        try:
-            body = encode(item["b"])
-        except (ValueError, TypeError, KeyError) as exc:
-            counters.record("dropped", "unserialisable", str(kind))
-            log_once(
-                f"unserialisable:{kind}",
-                logging.ERROR,
-                "pendo_plugin: cannot encode a %s payload: %s",
-                kind,
-                exc,
-            )
-            return "rejected"
+        kind = item.kind
         if kind == "webhook":
             url = f"{settings.webhook_url}/data/segmentio/{settings.api_key}"
             headers = JSON_HEADERS
         else:
             url = f"{settings.data_url}/data/track"
             headers = {**JSON_HEADERS, "x-pendo-integration-key": settings.track_secret or ""}
-        request = Request("POST", url, body, headers, settings.request_timeout)
-        outcome, _ = await self._send(request, settings, [item], str(kind), retry)
+        request = Request("POST", url, item.data, headers, settings.request_timeout)
+        outcome, _ = await self._send(request, settings, [item], kind, retry)
         if outcome == "sent":
             counters.record("sent", kind=str(kind))
         return outcome
 
-    async def send_metadata(self, kind: str, rows: list[Payload], settings: Settings) -> Outcome:
+    async def send_metadata(self, kind: str, rows: list[Row], settings: Settings) -> Outcome:
         """Deliver rows of one kind (visitor/account) as batches; a 400 splits a batch to isolate bad rows.
 
         Returns ``failed`` if any row must be kept for later, else ``sent`` (rows Pendo refused are
@@ -258,8 +246,9 @@ class Sender:
         ]
         return "failed" if "failed" in outcomes else "sent"
 
-    def _prepare(self, kind: str, item: Payload, schema: dict[str, str] | None) -> dict[str, Any] | None:
-        values, fixes, unknown = coerce_metadata(item.get("v") or {}, schema)
+    def _prepare(self, kind: str, item: Row, schema: dict[str, str] | None) -> dict[str, Any] | None:
+        row_id, raw_values = item
+        values, fixes, unknown = coerce_metadata(raw_values, schema)
         for fix in fixes:
             counters.record("fixed", fix, kind)
         for name in unknown:
@@ -275,7 +264,7 @@ class Sender:
         if not values:
             counters.record("skipped", "no_known_fields", kind)
             return None
-        return {f"{kind}Id": item["id"], "values": values}
+        return {f"{kind}Id": row_id, "values": values}
 
     async def _post_rows(self, kind: str, rows: list[dict[str, Any]], settings: Settings) -> Outcome:
         request = Request(

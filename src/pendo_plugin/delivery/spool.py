@@ -1,6 +1,7 @@
 """The durable spool: payloads that could not be delivered wait on disk for a later process.
 
-Each spool file holds one batch of translated payloads as JSON lines. It is written to a temp
+Each spool file holds one batch of translated payloads as JSON lines
+(:func:`pendo_plugin.pendo.payload.encode`). It is written to a temp
 file, fsynced and renamed into place, owner-only (0600, directory 0700). Names sort oldest first
 and carry no secrets: ``<time_ns>-<pid>-<random>-n<items>.jsonl``. A process claims a file with
 an exclusive ``flock`` (released by the kernel if that process dies, even by ``kill -9``) and
@@ -24,16 +25,16 @@ import os
 import secrets
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from pendo_plugin import _fork, config, counters, jsoncodec
+from pendo_plugin import _fork, config, counters
 from pendo_plugin.delivery import spool_files
 from pendo_plugin.delivery.acks import AckLog, ack_path, read_acks
 from pendo_plugin.delivery.spool_files import OPEN_FLAGS, Unreadable
 from pendo_plugin.logs import log, log_once
+from pendo_plugin.pendo.payload import Payload, encode
 
 SUFFIX = ".jsonl"
 
@@ -85,20 +86,31 @@ class Claim:
     """An exclusively locked spool file; ``done`` deletes it, ``release`` leaves it for later.
 
     ``items`` are the file's payloads that no earlier holder acknowledged (see :mod:`.acks`); ``ack``
-    records one as acknowledged, so a later process does not resend it if this one dies first."""
+    records one as acknowledged, so a later process does not resend it if this one dies first. A line
+    that is no payload this version can send (None in ``items``) is dropped (``dropped:unknown_payload``)
+    and acknowledged at once."""
 
-    def __init__(self, path: Path, fd: int, items: list[dict[str, Any]]) -> None:
+    def __init__(self, path: Path, fd: int, items: Sequence[Payload | None]) -> None:
         acknowledged = read_acks(path, len(items))
         if acknowledged:
             counters.record("already_acknowledged", amount=len(acknowledged))
         self.path = path
-        self.items = [item for n, item in enumerate(items) if n not in acknowledged]
-        self._positions = {id(item): n for n, item in enumerate(items) if n not in acknowledged}
         self._acks = AckLog(path)
         self._fd: int | None = fd
+        unknown = [n for n, item in enumerate(items) if item is None and n not in acknowledged]
+        if unknown:
+            counters.record("dropped", "unknown_payload", amount=len(unknown))
+            log_once("unknown-payload", logging.WARNING, "pendo_plugin: spool file %s holds %d line(s) that "
+                     "are no payload this version can send; dropped, counted as dropped:unknown_payload",
+                     path.name, len(unknown))
+            for position in unknown:
+                self._acks.append(position)
+        kept = [(n, item) for n, item in enumerate(items) if item is not None and n not in acknowledged]
+        self.items = [item for _, item in kept]
+        self._positions = {id(item): n for n, item in kept}
         _claims.add(self)
 
-    def ack(self, item: dict[str, Any]) -> None:
+    def ack(self, item: Payload) -> None:
         """Record that ``item`` (one of ``items``) was delivered or refused for good; only while held."""
         position = self._positions.get(id(item))
         if self._fd is not None and position is not None:
@@ -160,7 +172,7 @@ class Spool:
                 raise PermissionError(f"the spool directory is not safe: {self.refused}")
             self._verified = True
 
-    def write(self, items: list[dict[str, Any]], *, name_prefix: str | None = None) -> Path | None:
+    def write(self, items: list[Payload], *, name_prefix: str | None = None) -> Path | None:
         """Persist ``items`` as one new unlocked file; its path, or None (nothing to write, or an error)."""
         claim = self.write_claimed(items, name_prefix=name_prefix)
         if claim is None:
@@ -168,7 +180,7 @@ class Spool:
         claim.release()
         return claim.path
 
-    def write_claimed(self, items: list[dict[str, Any]], *, name_prefix: str | None = None) -> Claim | None:
+    def write_claimed(self, items: list[Payload], *, name_prefix: str | None = None) -> Claim | None:
         """Persist ``items`` as one new file and keep it locked for this process to send from."""
         if not items:
             return None
@@ -177,7 +189,7 @@ class Spool:
         fd = -1
         try:
             self._ensure_directory()
-            lines = [jsoncodec.dumps(item) + b"\n" for item in items]
+            lines = [encode(item) + b"\n" for item in items]
             spool_files.check_lines(lines)
             data = b"".join(lines)
             temp = self.directory / f".{name}.tmp"

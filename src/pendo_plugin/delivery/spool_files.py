@@ -13,12 +13,13 @@ import logging
 import os
 import stat
 from pathlib import Path
-from typing import Any
 
 from pendo_plugin import bounded, counters
 from pendo_plugin.logs import log_once
+from pendo_plugin.pendo import payload
+from pendo_plugin.pendo.payload import Payload, from_document
 
-MAX_LINE_BYTES = 4 * 1024 * 1024
+MAX_LINE_BYTES = payload.MAX_LINE_BYTES
 """A spool line (one payload) longer than this is refused: by the writer, and by the reader (quarantine)."""
 MAX_FILE_BYTES = 32 * 1024 * 1024
 """A spool file larger than this is never loaded."""
@@ -78,8 +79,9 @@ def _read_at_most(fd: int, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def read_items(fd: int) -> list[dict[str, Any]]:
-    """Every payload of an open, checked spool file; raises :class:`Unreadable` at the first problem."""
+def read_items(fd: int) -> list[Payload | None]:
+    """Every payload of an open, checked spool file, None for a JSON object that is not one this version
+    can send; raises :class:`Unreadable` at the first line that is not a JSON object."""
     os.lseek(fd, 0, os.SEEK_SET)
     data = _read_at_most(fd, MAX_FILE_BYTES)
     if len(data) > MAX_FILE_BYTES:
@@ -89,7 +91,7 @@ def read_items(fd: int) -> list[dict[str, Any]]:
     lines = data.split(b"\n")[:-1]
     if len(lines) > MAX_FILE_ITEMS:
         raise Unreadable(f"{len(lines):,} lines, over the {MAX_FILE_ITEMS:,}-line bound", "too_many_lines")
-    items: list[dict[str, Any]] = []
+    items: list[Payload | None] = []
     for number, line in enumerate(lines, 1):
         if len(line) > MAX_LINE_BYTES:
             raise Unreadable(f"line {number} is over the {MAX_LINE_BYTES:,}-byte bound", "line_too_long")
@@ -101,7 +103,7 @@ def read_items(fd: int) -> list[dict[str, Any]]:
             raise Unreadable(f"line {number} is not a spool payload ({what})", kind) from None
         if not isinstance(item, dict):
             raise Unreadable(f"line {number} is not a JSON object", "not_object")
-        items.append(item)
+        items.append(from_document(item))
     return items
 
 

@@ -14,16 +14,17 @@ from pendo_plugin.delivery.spool import Spool
 from pendo_plugin.destination.queues import Intake
 from pendo_plugin.destination.route import Router
 from pendo_plugin.logs import log_once
-from pendo_plugin.pendo.payload import Payload, payload_kind
+from pendo_plugin.pendo.payload import Payload
 
 
-def report_drop(exc: Exception, items: list[Payload]) -> None:
-    """Hand payloads lost for good to the app's ``on_error`` callback, if it set one."""
+def report_drop(exc: Exception, items: list[Any]) -> None:
+    """Hand payloads lost for good to the app's ``on_error`` callback, if it set one: each as the dict of
+    its spool line (``{"k": "track", "b": body}``, ...), or a metadata row as Pendo got it."""
     callback = config.current().on_error
     if callback is None:
         return
     try:
-        callback(exc, items)
+        callback(exc, [item.as_dict() if isinstance(item, Payload) else item for item in items])
     except Exception as error:
         log_once("on_error", logging.ERROR, "pendo_plugin: on_error callback raised %s", type(error).__name__)
 
@@ -31,7 +32,7 @@ def report_drop(exc: Exception, items: list[Payload]) -> None:
 def undeliverable(items: list[Payload]) -> None:
     """Count and report payloads that failed and cannot be kept (the spool is off or not writable)."""
     for item in items:
-        counters.record("dropped", "undeliverable", payload_kind(item))
+        counters.record("dropped", "undeliverable", item.kind)
     log_once(
         "undeliverable",
         logging.WARNING,

@@ -9,14 +9,15 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pendo_plugin import counters
 from pendo_plugin.config import Settings
 from pendo_plugin.logs import log_once
+from pendo_plugin.pendo import payload
 from pendo_plugin.pendo.coerce import parse_timestamp_ms
-from pendo_plugin.pendo.payload import payload_kind
+from pendo_plugin.pendo.payload import Payload
 from pendo_plugin.pendo.rollout import decide
 from pendo_plugin.pendo.translate import (
     MetadataRow,
@@ -28,7 +29,6 @@ from pendo_plugin.pendo.translate import (
 )
 from pendo_plugin.segment import plugins
 
-Payload = dict[str, Any]
 MAX_REMEMBERED_ACCOUNTS = 100_000
 
 
@@ -59,12 +59,28 @@ def provider_answer(message: Mapping[str, Any]) -> bool | None:
     return None if answer is None else bool(answer)
 
 
-def to_payload(item: TrackEvent | MetadataRow, stamp_ms: int) -> Payload:
-    """The spool-shaped dict for one translated payload; a metadata row carries its message's
-    timestamp (``stamp_ms``, epoch ms) so the newest value of a field wins wherever rows are merged."""
+def to_payload(item: TrackEvent | MetadataRow, stamp_ms: int) -> Payload | None:
+    """The payload for one translated item (None, counted and logged, if it cannot be encoded as JSON);
+    a metadata row carries its message's timestamp (``stamp_ms``, epoch ms) so the newest value of a
+    field wins wherever rows are merged."""
     if isinstance(item, TrackEvent):
-        return {"k": "track", "b": item.body}
-    return {"k": "meta", "t": item.kind, "id": item.entity_id, "v": item.values, "ts": stamp_ms}
+        return _encoded("track", payload.event, "track", item.body)
+    return _encoded(item.kind, payload.metadata, item.kind, item.entity_id, item.values, stamp_ms)
+
+
+def _encoded(kind: str, build: Callable[..., Payload], *args: Any) -> Payload | None:
+    try:
+        return build(*args)
+    except (ValueError, TypeError) as exc:
+        counters.record("dropped", "unserialisable", kind)
+        log_once(
+            f"unserialisable:{kind}",
+            logging.ERROR,
+            "pendo_plugin: cannot encode a %s payload: %s",
+            kind,
+            exc,
+        )
+        return None
 
 
 class Router:
@@ -151,7 +167,10 @@ class Router:
         if not decision.send:
             return []
         if settings.mode == "webhook":
-            return self._deliverable(settings, [{"k": "webhook", "b": to_webhook_body(message)}], tally)
+            if not self._deliverable(settings, "webhook", "webhook", tally):
+                return []
+            webhook = _encoded("webhook", payload.event, "webhook", to_webhook_body(message))
+            return [webhook] if webhook is not None else []
         age = settings.max_event_age_days if max_age_days is True else max_age_days
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
         translation = translate(
@@ -184,20 +203,25 @@ class Router:
             return []
         stamp = parse_timestamp_ms(message.get("timestamp"))  # one from a clock ahead counts as now
         stamp = now_ms if stamp is None else min(stamp, now_ms)
-        payloads = [to_payload(item, stamp) for item in translation.payloads]
-        return self._deliverable(settings, payloads, tally)
+        payloads = []
+        for item in translation.payloads:
+            kind, route = ("track", "track") if isinstance(item, TrackEvent) else (item.kind, "meta")
+            if self._deliverable(settings, kind, route, tally):  # checked first: a held one is not encoded
+                built = to_payload(item, stamp)
+                if built is not None:
+                    payloads.append(built)
+        return payloads
 
     @staticmethod
-    def _deliverable(settings: Settings, payloads: list[Payload], tally: counters.Tally) -> list[Payload]:
-        kept = []
-        for payload in payloads:
-            kind = payload_kind(payload)
-            reason = settings.hold_reason(payload["k"])
-            if reason is None:
-                tally.add("queued", kind=kind)
-                kept.append(payload)
-            elif reason == "shadow":
-                tally.add("shadow", kind=kind)
-            else:
-                tally.add("skipped", reason, kind)
-        return kept
+    def _deliverable(settings: Settings, kind: str, route: str, tally: counters.Tally) -> bool:
+        """Whether a payload of ``kind`` may be sent from here (``route``: what the settings call it);
+        counted either way."""
+        reason = settings.hold_reason(route)
+        if reason is None:
+            tally.add("queued", kind=kind)
+            return True
+        if reason == "shadow":
+            tally.add("shadow", kind=kind)
+        else:
+            tally.add("skipped", reason, kind)
+        return False

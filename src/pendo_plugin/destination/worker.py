@@ -25,10 +25,9 @@ from pendo_plugin import config, counters
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.batch import Batch
 from pendo_plugin.delivery.fleet import Fleet
-from pendo_plugin.delivery.rows import METADATA_KINDS, FieldClock, MergedRows
-from pendo_plugin.delivery.senders import Outcome, Payload, Sender
+from pendo_plugin.delivery.senders import Payload, Sender
 from pendo_plugin.delivery.spool import Claim, Spool
-from pendo_plugin.destination.dispatch import admit
+from pendo_plugin.destination.dispatch import Dispatcher
 from pendo_plugin.destination.leftovers import leave_in_spool, open_spool, report_drop, undeliverable
 from pendo_plugin.destination.queues import Intake
 from pendo_plugin.destination.route import Router
@@ -42,9 +41,6 @@ IDLE_POLL_MAX = 0.2
 DRAIN_POLL = 0.005
 CANCEL_GRACE = 1.0
 REPLAY_SLICE = 512  # payloads of one spool file dispatched at a time
-
-# Metadata rows waiting to be sent, each remembering every (batch, payload) merged into it.
-PendingRows = MergedRows[tuple[Batch, Payload]]
 
 
 class Worker:
@@ -62,14 +58,10 @@ class Worker:
         self._closing = False
         self._exiting = False  # shutdown has begun: start no new replay of the spool
         self._flushing = 0
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._replays: set[asyncio.Task[Any]] = set()  # the subset replaying the spool
         self._backlog: deque[tuple[Batch, Payload]] = deque()
-        self._metadata: dict[str, PendingRows] = {kind: MergedRows(kind) for kind in METADATA_KINDS}
-        self._metadata_since: float | None = None
-        self._clock = FieldClock()  # an older metadata value is never sent after a newer one
-        self._last_metadata: dict[str, asyncio.Task[Any]] = {}  # per kind: batches go out in order
-        self._follows: dict[asyncio.Task[Any], asyncio.Task[Any]] = {}  # a batch -> the one before it
+        self._dispatcher: Dispatcher | None = None  # sends and settles: the one send path
+        self._tasks: set[asyncio.Task[Any]] = set()  # the dispatcher's, once it exists
+        self._replays: set[asyncio.Task[Any]] = set()  # the subset replaying the spool
         self._spool_draining = False
         self._spool_next_try = 0.0
         self._spool_cache: tuple[tuple[Any, float], Spool | None] | None = None
@@ -101,6 +93,12 @@ class Worker:
             self._sender = Sender.for_settings(settings, self._stopping)
             self._sender.on_drop = report_drop
             self._sender.transport = self._fleet.wrap(self._sender.transport)  # fleet mode
+            if self._dispatcher is None:
+                self._dispatcher = Dispatcher(self._sender)
+                self._dispatcher.on_done = self._task_done
+                self._tasks, self._replays = self._dispatcher.tasks, self._dispatcher.replays
+            self._dispatcher.sender = self._sender
+        self._sends.pool = settings.max_concurrency * TASKS_PER_SLOT
         self._fleet.update(settings)  # fleet mode
         self._sender.limiter.maximum = settings.max_concurrency
         return settings
@@ -125,7 +123,7 @@ class Worker:
         while not self._closing:
             settings = self._settings()
             busy = self._pump(settings)
-            self._send_due_metadata(settings)
+            self._sends.send_rows(settings, force=bool(self._flushing))
             self._drain_spool_if_due(settings)
             if busy:
                 poll = IDLE_POLL_MIN
@@ -145,8 +143,8 @@ class Worker:
         return taken
 
     def _room(self, settings: Settings) -> int:
-        """How many more send tasks may run now."""
-        return settings.max_concurrency * TASKS_PER_SLOT - len(self._tasks)
+        """How many more events may be handed to the dispatcher now."""
+        return settings.max_concurrency * TASKS_PER_SLOT - self._sends.load
 
     def _pump(self, settings: Settings) -> bool:
         """Route a slice of the intake and write it ahead, then start sending from the backlog;
@@ -216,78 +214,21 @@ class Worker:
             batch.finish(payload, "failed")
         return parked
 
+    @property
+    def _sends(self) -> Dispatcher:
+        """The dispatcher (it exists once :meth:`_settings` ran on the loop)."""
+        assert self._dispatcher is not None
+        return self._dispatcher
+
     def _dispatch(self, batch: Batch, payload: Payload, settings: Settings, retry: bool) -> bool:
-        """Send one payload (metadata rows are merged and sent in batches); True if a task started. A
-        payload this process may not send (shadow, kill switch, no secret for it) is settled as failed."""
-        if not admit(payload, settings, batch.finish):
-            return False
-        kind = payload["k"]
-        if kind == "meta":
-            self._metadata[payload["t"]].add(payload, (batch, payload))
-            if self._metadata_since is None:
-                self._metadata_since = time.monotonic()
-            return False
-        self._spawn(self._send_one(batch, payload, settings, retry), replay=not retry)
-        return True
+        """Send one payload (metadata rows are merged and sent in batches); True if an event was queued
+        for sending. A payload this process may not send (shadow, kill switch, no secret for it) is
+        settled as failed."""
+        return self._sends.submit(payload, settings, batch.finish, retry=retry)
 
-    def _spawn(self, coroutine: Any, *, replay: bool = False) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coroutine)
-        self._tasks.add(task)
-        if replay:
-            self._replays.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        self._replays.discard(task)
-        self._follows.pop(task, None)
+    def _task_done(self) -> None:
         if self._backlog and self._wake is not None:
             self._wake.set()  # a slot is free: send more from the backlog now, not at the next poll
-
-    async def _send_one(self, batch: Batch, payload: Payload, settings: Settings, retry: bool) -> None:
-        assert self._sender is not None
-        outcome: Outcome = "failed"
-        try:
-            outcome = await self._sender.send_one(payload, settings, retry)
-        finally:
-            batch.finish(payload, outcome)
-
-    def _send_due_metadata(self, settings: Settings, force: bool = False) -> None:
-        if self._metadata_since is None:
-            return
-        waiting = sum(len(rows) for rows in self._metadata.values())
-        due = force or self._flushing or waiting >= settings.metadata_batch_size
-        if not due and time.monotonic() - self._metadata_since < settings.batch_interval:
-            return
-        for kind, rows in self._metadata.items():
-            if rows:
-                self._metadata[kind] = MergedRows(kind)
-                previous = self._last_metadata.get(kind)
-                task = self._spawn(self._send_metadata(rows, rows.payloads(self._clock), settings, previous))
-                self._last_metadata[kind] = task
-                if previous is not None and not previous.done():
-                    self._follows[task] = previous
-        self._metadata_since = None
-
-    async def _send_metadata(
-        self,
-        rows: PendingRows,
-        payloads: list[Payload],
-        settings: Settings,
-        previous: asyncio.Task[Any] | None,
-    ) -> None:
-        """Send one merged batch once the batch of that kind before it is settled (so, for a row in
-        both, the newer values reach Pendo last)."""
-        assert self._sender is not None
-        outcome: Outcome = "failed"
-        try:
-            if previous is not None and not previous.done():
-                await asyncio.wait([previous])
-            outcome = await self._sender.send_metadata(rows.kind, payloads, settings)
-        finally:
-            for batch, payload in rows.origins():
-                batch.finish(payload, outcome)
 
     # ----- the spool, drained oldest first -------------------------------------------------
 
@@ -304,7 +245,7 @@ class Worker:
         if spool is None or not spool.has_files():
             return
         self._spool_draining = True
-        self._spawn(self._drain_spool(spool, settings), replay=True)
+        self._sends.spawn(self._drain_spool(spool, settings), replay=True)
 
     async def _drain_spool(self, spool: Spool, settings: Settings) -> None:
         try:
@@ -333,7 +274,7 @@ class Worker:
                 break
             for payload in claim.items[start : start + REPLAY_SLICE]:
                 self._dispatch(batch, payload, settings, retry=False)
-            self._send_due_metadata(settings, force=True)
+            self._sends.send_rows(settings, force=True)
         await done.wait()
         counters.record("unspooled", amount=len(claim.items) - len(batch.failed))
         return len(batch.failed) < len(claim.items)
@@ -344,34 +285,18 @@ class Worker:
         """What is left in memory: ``none``; ``stuck`` when every payload left waits for a retry or a
         Retry-After pause that ends after ``deadline``; else ``busy``. ``replays``: count a replay of
         the spool that is under way too."""
-        if self._intake or self._overflow or self._metadata_since is not None:
+        sends = self._sends
+        if self._intake or self._overflow or sends.rows_waiting:
             return "busy"
         if not self._fleet.idle(self._sender):  # fleet mode
             return "busy"
-        tasks = self._tasks if replays else self._tasks - self._replays
-        if any(self._moving(task, deadline) for task in tasks):
+        tasks = sends.tasks if replays else sends.tasks - sends.replays
+        if any(sends.moving(task, deadline) for task in tasks):
             return "busy"
-        if self._backlog:  # it waits for a slot: one frees when a task (a replay's too) ends in time
-            return "busy" if any(self._moving(task, deadline) for task in self._tasks) else "stuck"
+        if self._backlog or sends.queued(replays=replays):  # it waits for a slot: one frees when a
+            # sending task (a replay's too) moves on in time
+            return "busy" if any(sends.moving(task, deadline) for task in sends.tasks) else "stuck"
         return "stuck" if tasks else "none"
-
-    def _moving(self, task: asyncio.Task[Any], deadline: float) -> bool:
-        """Whether ``task`` is sending, or waits for something that ends before ``deadline``."""
-        until = self._blocked_until(task)
-        return until is None or until < deadline
-
-    def _blocked_until(self, task: asyncio.Task[Any] | None) -> float | None:
-        """When ``task`` (or the metadata batch it waits for) can next make progress, if it waits out
-        a retry or a Retry-After pause; None if it is sending or waiting for a slot."""
-        sender = self._sender
-        while task is not None and sender is not None:
-            until = sender.blocked_until(task)
-            if until is not None:
-                return until
-            task = self._follows.get(task)
-            if task is not None and task.done():
-                return None
-        return None
 
     async def drain(self, timeout: float, *, replay_spool: bool = False, replays: bool = True) -> bool:
         """Deliver what is queued (``replay_spool``: replay the spool too), waiting out every retry and
@@ -386,7 +311,7 @@ class Worker:
             while True:
                 settings = self._settings()
                 self._pump(settings)
-                self._send_due_metadata(settings, force=True)
+                self._sends.send_rows(settings, force=True)
                 left = self._left(deadline, replays=replays or replay_spool)
                 if left != "busy":
                     return left == "none"
@@ -405,8 +330,7 @@ class Worker:
         self._stopping.set()  # cut every retry wait short now
         self._closing = True
         settings = self._settings()
-        for task in list(self._tasks):
-            task.cancel()
+        self._sends.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=CANCEL_GRACE)
         await self._fleet.stop(CANCEL_GRACE)  # fleet mode
@@ -415,11 +339,7 @@ class Worker:
         while self._backlog:
             batch, payload = self._backlog.popleft()
             batch.finish(payload, "failed")
-        for kind, rows in self._metadata.items():
-            for batch, payload in rows.origins():
-                batch.finish(payload, "failed")
-            self._metadata[kind] = MergedRows(kind)
-        self._metadata_since = None
+        self._sends.abandon()
         if self._sender is not None and self._transport_source is None:
             with contextlib.suppress(Exception):
                 await self._sender.transport.close()
@@ -436,14 +356,9 @@ class Worker:
             return
         spool = self._spool(settings)
         claim = spool.write_claimed(payloads) if spool is not None else None
-        batch = Batch(len(payloads), claim, spool, undeliverable)
-        assert self._sender is not None
+        done = asyncio.Event()
+        batch = Batch(len(payloads), claim, spool, undeliverable, on_settled=done.set)
         for payload in payloads:
-            outcome: Outcome = "failed"
-            try:
-                if payload["k"] == "meta":
-                    outcome = await self._sender.send_metadata(payload["t"], [payload], settings)
-                else:
-                    outcome = await self._sender.send_one(payload, settings)
-            finally:
-                batch.finish(payload, outcome)
+            self._dispatch(batch, payload, settings, retry=True)
+        self._sends.send_rows(settings, force=True)
+        await done.wait()
