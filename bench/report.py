@@ -59,6 +59,9 @@ def figures(results: dict[str, Any]) -> dict[str, Any]:
             "ratio": pace["cpu_ratio"],
         }
         add("first_track_ms", pace["runs"]["on"][0]["first_call_us"] / 1000)
+    first = results.get("first")
+    if first:  # fresh processes of their own, medians: preferred to the pace run's single process
+        add("first_track_ms", first["on_first_call_us"] / 1000, off_ms=first["off_first_call_us"] / 1000)
     cpu = results.get("cpu")
     if cpu:
         add("cpu_per_event_ratio", cpu["ratio"], on_us=cpu["on_us"], off_us=cpu["off_us"])
@@ -249,6 +252,18 @@ def _rows(results: dict[str, Any]) -> list[Row]:
                 note=f"(info) of {startup['python_pass_ms']:.0f} ms interpreter start",
             )
         )
+    first = results.get("first")
+    if first:
+        rows.append(
+            _row(
+                f"5b first track(), median of {first['runs']} fresh processes",
+                fmt(first["on_first_call_us"] / 1000, ".2f", " ms"),
+                fmt(first["off_first_call_us"] / 1000, ".2f", " ms"),
+                fmt(_ratio(first["on_first_call_us"], first["off_first_call_us"]), ".2f"),
+                "first_track_ms",
+                first["on_first_call_us"] / 1000,
+            )
+        )
     return rows
 
 
@@ -265,6 +280,13 @@ def _details(results: dict[str, Any]) -> list[str]:
             f"  hot path: p90 on/off {on['p90_us']:.1f}/{off['p90_us']:.1f} us, p99.9 {on['p999_us']:.0f}/"
             f"{off['p999_us']:.0f} us, mean {on['mean_us']:.1f}/{off['mean_us']:.1f} us; median of the "
             f"per-round ratios {hot['round_ratio_median']:.3f}"
+        )
+    first = results.get("first")
+    if first:
+        lines.append(
+            f"  first track(), medians: app thread CPU on {first['on_first_call_cpu_us'] / 1000:.2f} ms, "
+            f"off {first['off_first_call_cpu_us'] / 1000:.2f} ms; second call on "
+            f"{first['on_second_call_us']:.0f} us, off {first['off_second_call_us']:.0f} us"
         )
     pace = results.get("pace")
     if pace:

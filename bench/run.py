@@ -247,6 +247,27 @@ def bench_pace(opts: argparse.Namespace, work: Path) -> dict[str, Any]:
     }
 
 
+def bench_first(opts: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """The first ``track()`` in fresh processes, plugin on and off alternately; medians."""
+    runs: dict[str, list[dict[str, Any]]] = {"on": [], "off": []}
+    with standin("sandbox", 0.0, 0.0) as (_, url):
+        for number in range(opts.first_runs):
+            for enabled in (True, False) if number % 2 == 0 else (False, True):
+                env = app_env(url, work / "spool-first", enabled)
+                app = Child([str(WORKLOAD), "first", "--url", url], env)
+                try:
+                    app.read()  # ready: the client exists
+                    app.write("go")
+                    runs["on" if enabled else "off"].append(app.read())
+                finally:
+                    app.close(30)
+    summary: dict[str, Any] = {"runs": opts.first_runs, "by_run": runs}
+    for mode, found in runs.items():
+        for key in ("first_call_us", "first_call_cpu_us", "second_call_us"):
+            summary[f"{mode}_{key}"] = median([run[key] for run in found])
+    return summary
+
+
 def bench_cpu(opts: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Process CPU per delivered event, plugin on vs off, in the same process and run."""
     with standin("sandbox", 0.0, 0.0) as (_, url):
@@ -365,13 +386,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         action="append",
-        choices=("hot", "pace", "cpu", "memory", "startup", "ceiling"),
+        choices=("hot", "pace", "first", "cpu", "memory", "startup", "ceiling"),
         help="run only these parts (repeatable); CPU comes with pace",
     )
     parser.add_argument("--hot-rounds", type=int, help="interleaved rounds per mode (default 30, quick 10)")
     parser.add_argument("--hot-block", type=int, default=1000, help="track() calls per block")
     parser.add_argument("--pace-n", type=int, default=5000, help="events in the pace run")
     parser.add_argument("--pace-repeat", type=int, help="pace runs per mode, median taken (default 1)")
+    parser.add_argument(
+        "--first-runs", type=int, default=7, help="fresh processes per mode for the first track()"
+    )
     parser.add_argument("--cpu-n", type=int, default=3000, help="track() calls per CPU round, then flush()")
     parser.add_argument(
         "--cpu-rounds", type=int, help="CPU rounds per mode, median taken (default 5, quick 3)"
@@ -392,7 +416,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     opts.pace_repeat = opts.pace_repeat or 1
     opts.cpu_rounds = opts.cpu_rounds or (3 if opts.quick else 5)
     opts.memory_n = opts.memory_n or (100_000 if opts.quick else 1_000_000)
-    opts.only = set(opts.only or ("hot", "pace", "cpu", "memory", "startup", "ceiling"))
+    opts.only = set(opts.only or ("hot", "pace", "first", "cpu", "memory", "startup", "ceiling"))
     for setting in opts.set:
         name, _, value = setting.partition("=")
         if not name.startswith("PENDO_") or not _:
@@ -412,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     progress = sys.stderr
     work = Path(tempfile.mkdtemp(prefix="pendo-bench-"))
-    steps = [("hot", bench_hot), ("pace", bench_pace), ("cpu", bench_cpu), ("memory", bench_memory)]
+    steps = [("hot", bench_hot), ("pace", bench_pace), ("first", bench_first), ("cpu", bench_cpu)]
+    steps.append(("memory", bench_memory))
     steps.append(("startup", bench_startup))
     try:
         for name, step in steps:

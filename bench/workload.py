@@ -215,11 +215,34 @@ def pace(args: argparse.Namespace) -> None:
     client.shutdown()
 
 
+# ----------------------------------------------------------------- the first track()
+
+
+def first(args: argparse.Namespace) -> None:
+    """The first ``track()`` of a fresh process, after its client was created: wall time and the app
+    thread's CPU (``time.thread_time_ns``), then the second call for comparison."""
+    import segment.analytics as analytics
+
+    client = make_client(args.url)
+    send_line({"ready": True})
+    if wait_line() != "go":
+        return
+    clock, thread_clock = time.perf_counter_ns, time.thread_time_ns
+    calls = []
+    for i in range(2):
+        started, cpu0 = clock(), thread_clock()
+        analytics.track(user(i), EVENT, properties(i), CONTEXT)
+        calls.append(((clock() - started) / 1000, (thread_clock() - cpu0) / 1000))
+    send_line({"first_call_us": calls[0][0], "first_call_cpu_us": calls[0][1], "second_call_us": calls[1][0]})
+    client.shutdown()
+
+
 # ----------------------------------------------------------------- CPU per delivered event
 
 
 def thread_cpu() -> dict[str, float]:
-    """CPU seconds so far of each live thread of this process, by role (from ``/proc/self/task``)."""
+    """CPU seconds so far of each live thread of this process, by role (from ``/proc/self/task``), and
+    the Pendo worker's kernel (system) share."""
     roles = {"MainThread": "app", "pendo-plugin-worker": "pendo worker"}
     found: dict[str, float] = {}
     ticks = os.sysconf("SC_CLK_TCK")
@@ -231,6 +254,8 @@ def thread_cpu() -> dict[str, float]:
         except OSError:
             continue
         found[role] = found.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+        if role == "pendo worker":  # its share spent in the kernel (syscalls: socket I/O, fsync, epoll)
+            found["pendo worker, kernel"] = found.get("pendo worker, kernel", 0.0) + int(fields[12]) / ticks
     return found
 
 
@@ -445,6 +470,8 @@ def main() -> int:
     memory_parser.add_argument("--url", required=True)
     memory_parser.add_argument("--n", type=int, default=1_000_000)
     memory_parser.add_argument("--spool-dir", required=True)
+    first_parser = commands.add_parser("first")
+    first_parser.add_argument("--url", required=True)
     cpu_parser = commands.add_parser("cpu")
     cpu_parser.add_argument("--url", required=True)
     cpu_parser.add_argument("--n", type=int, default=3000)
@@ -457,7 +484,8 @@ def main() -> int:
     ceiling_parser.add_argument("--secret", default="")
     ceiling_parser.add_argument("--client", choices=("aiohttp", "plugin"), default="aiohttp")
     args = parser.parse_args()
-    {"hot": hot, "pace": pace, "cpu": cpu, "memory": memory, "ceiling": ceiling}[args.scenario](args)
+    scenarios = {"hot": hot, "pace": pace, "first": first, "cpu": cpu, "memory": memory, "ceiling": ceiling}
+    scenarios[args.scenario](args)
     return 0
 
 

@@ -20,7 +20,13 @@ def hook_names() -> list[str]:
 
 
 def test_every_hook_is_specified() -> None:
-    assert sorted(hook_names()) == ["pendo_rollout", "segment_flush", "segment_message", "segment_shutdown"]
+    assert sorted(hook_names()) == [
+        "pendo_rollout",
+        "segment_flush",
+        "segment_message",
+        "segment_shutdown",
+        "segment_startup",
+    ]
 
 
 @pytest.mark.parametrize("name", hook_names())

@@ -16,7 +16,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("pendo_plugin.logs", "pendo_plugin.counters", "pendo_plugin.bounded", "pendo_plugin._fork",
               "pendo_plugin.jsoncodec")),
     ("pendo", ("pendo_plugin.pendo",)),
-    ("config", ("pendo_plugin.config",)),
+    ("config", ("pendo_plugin.config", "pendo_plugin.config_values")),
     ("segment", ("pendo_plugin.segment",)),
     ("delivery", ("pendo_plugin.delivery",)),
     ("integrations", ("pendo_plugin.integrations",)),

@@ -169,6 +169,34 @@ def test_send_false_and_sync_mode(
     assert [message["event"] for message in sandbox.segment_messages()] == ["Sent Now"] * 3
 
 
+@pytest.mark.parametrize("enabled", ["true", "false"])
+def test_a_client_that_sends_starts_the_worker_before_its_first_message(
+    sdk_pythons: dict[str, Path], sdk: str, sandbox: Sandbox, tmp_path: Path, enabled: str
+) -> None:
+    report = run(
+        sdk_pythons[sdk],
+        sdk,
+        """
+        import threading
+
+        def workers():
+            return sum(thread.name == "pendo-plugin-worker" for thread in threading.enumerate())
+
+        client(send=False)
+        quiet = workers()
+        client()
+        report(quiet=quiet, sending=workers())
+        """,
+        sandbox,
+        tmp_path,
+        PENDO_ENABLED=enabled,
+    )
+
+    assert report["quiet"] == 0
+    assert report["sending"] == (1 if enabled == "true" else 0)  # the plugin off starts nothing
+    assert sandbox.track_events() == []
+
+
 def test_integrations_switch(
     sdk_pythons: dict[str, Path], sdk: str, sandbox: Sandbox, tmp_path: Path
 ) -> None:

@@ -46,7 +46,7 @@ class _Echo(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(answer)))
         self.send_header("X-Seen", str(len(body)))
         self.end_headers()
-        self.wfile.write(answer)
+        self.wfile.write(answer + self.server.trailing)  # type: ignore[attr-defined]
         if self.server.close_after_answer:  # type: ignore[attr-defined]
             self.close_connection = True
 
@@ -62,6 +62,7 @@ class _Server(http.server.ThreadingHTTPServer):
         self.connections = 0
         self.seen: list[tuple[str, dict[str, str], bytes]] = []
         self.close_after_answer = False
+        self.trailing = b""  # bytes sent after each answer, which nobody asked for
         if tls is not None:
             self.socket = tls.wrap_socket(self.socket, server_side=True)
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
@@ -211,6 +212,13 @@ def test_a_connection_the_server_closed_while_idle_is_replaced(plain: _Server) -
     answers = _post(f"http://127.0.0.1:{plain.port}/data/track", count=5)
     assert [answer.status for answer in answers] == [200] * 5
     assert len(plain.seen) == 5 and plain.connections == 5
+
+
+def test_bytes_after_an_answer_drop_the_connection(plain: _Server) -> None:
+    plain.trailing = b"HTTP/1.1 500 Stale\r\nContent-Length: 0\r\n\r\n"
+    answers = _post(f"http://127.0.0.1:{plain.port}/data/track", count=3)
+    assert [answer.status for answer in answers] == [200] * 3  # never the stray answer
+    assert plain.connections == 3  # a connection out of step is not reused
 
 
 def test_tls_is_verified_against_the_trust_store(

@@ -2,7 +2,10 @@
 ``httptools`` (llhttp, the parser Node.js uses).
 
 Pendo takes one track event per request, so this runs once per event: it is kept to one
-``write`` and one parse per request, with the request head encoded once per endpoint. It replaces
+``write`` and one parse per request, with the request head encoded once per endpoint, one parser
+per connection, and answers read into one buffer per transport (``asyncio.BufferedProtocol``:
+``recv_into``, where a plain protocol gets a new 256 KiB ``bytes`` per read, which costs an
+``mmap``, an ``mremap`` and a ``munmap`` per answer). It replaces
 an aiohttp session, whose general machinery (per-request objects, tracing hooks, cookie jar,
 multidict headers, a task per connection) cost about four times the CPU per request here (see
 docs/performance.md).
@@ -10,7 +13,8 @@ docs/performance.md).
 What it keeps from a full client: a keep-alive pool per origin, TLS with the system's trust store
 and host name checks (``ssl.create_default_context``), ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``
 read once from the environment (``CONNECT`` tunnels for https, absolute URLs for http; userinfo in
-the proxy URL becomes ``Proxy-Authorization``), a total timeout per request, bounded answers, and
+the proxy URL becomes ``Proxy-Authorization``), a total timeout per request (checked every
+``DEADLINE_TICK`` by one timer per transport), bounded answers, and
 no redirects (:func:`~pendo_plugin.delivery.http.refuse_redirect`). A request that fails on a
 reused connection before any answer arrived (the server closed it while idle) is sent once more on
 a new connection.
@@ -32,6 +36,8 @@ from pendo_plugin import counters
 from pendo_plugin.delivery.http import MAX_RESPONSE_BYTES, USER_AGENT, Request, Response, refuse_redirect
 
 MAX_HEAD_BYTES = 64 * 1024
+READ_BUFFER_BYTES = 64 * 1024
+DEADLINE_TICK = 0.05  # how often requests in flight are checked against their deadline (seconds)
 MAX_HEADS_CACHED = 64
 Origin = tuple[str, str, int]  # scheme, host, port
 
@@ -48,19 +54,23 @@ class _Answer:
         self.truncated = False
 
 
-class _Connection(asyncio.Protocol):
-    """One keep-alive connection; carries one request at a time."""
+class _Connection(asyncio.BufferedProtocol):
+    """One keep-alive connection; carries one request at a time. ``buffer`` is where the socket is
+    read into: shared by the connections of one transport (each read is consumed before the next)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, buffer: memoryview) -> None:
         self.loop = loop
+        self._buffer = buffer
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.reused = False
         self.key: tuple[Origin, str | None] | None = None
+        self.deadline = 0.0  # loop time by which the current request must have its answer
         self._status = 0
         self._waiter: asyncio.Future[Response] | None = None
         self._answer = _Answer()
-        self._parser: Any = None
+        self._parser: Any = None  # created for the first request, kept for the connection's life
+        self._active = False  # a request is waiting for its answer
         self._tunnel: asyncio.Future[bytes] | None = None
         self._raw = bytearray()
 
@@ -79,11 +89,18 @@ class _Connection(asyncio.Protocol):
                 waiter.set_exception(error)
 
     def eof_received(self) -> bool:
-        if self._parser is not None and self._status:
+        if self._active and self._status:
             self._finish(keep=False)  # an answer without a length ends at EOF
         return False
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self._buffer[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
+        """Bytes from the server (a view into the shared buffer: used up before returning)."""
         if self._tunnel is not None:
             self._raw += data
             complete = b"\r\n\r\n" in self._raw or len(self._raw) > MAX_HEAD_BYTES
@@ -91,7 +108,7 @@ class _Connection(asyncio.Protocol):
                 self._tunnel.set_result(bytes(self._raw))
             return
         waiter = self._waiter
-        if waiter is None or waiter.done() or self._parser is None:
+        if waiter is None or waiter.done() or not self._active:
             self.abort()  # bytes nobody asked for: the connection is out of step
             return
         try:
@@ -104,6 +121,10 @@ class _Connection(asyncio.Protocol):
             self._finish(keep=False)
 
     # ----- httptools callbacks
+
+    def on_message_begin(self) -> None:
+        if not self._active:  # more bytes after the answer: out of step, never reuse this connection
+            raise httptools.HttpParserError("an answer nobody asked for")
 
     def on_status(self, status: bytes) -> None:
         self._status = int(self._parser.get_status_code())
@@ -136,7 +157,9 @@ class _Connection(asyncio.Protocol):
         assert self.transport is not None
         self._answer = _Answer()
         self._status = 0
-        self._parser = httptools.HttpResponseParser(self)
+        if self._parser is None:
+            self._parser = httptools.HttpResponseParser(self)
+        self._active = True
         waiter: asyncio.Future[Response] = self.loop.create_future()
         self._waiter = waiter
         self.transport.write(data)
@@ -150,11 +173,11 @@ class _Connection(asyncio.Protocol):
     @property
     def answered_nothing(self) -> bool:
         """No byte of an answer arrived for the current request (safe to send it again elsewhere)."""
-        return self._parser is not None and self._status == 0
+        return self._active and self._status == 0
 
     def _finish(self, keep: bool) -> None:
         waiter, answer = self._waiter, self._answer
-        self._parser = None
+        self._active = False
         if not keep:
             self.abort()
         if waiter is not None and not waiter.done():
@@ -205,6 +228,8 @@ class HttpTransport:
         self._proxy_by_origin: dict[Origin, str | None] = {}
         self._heads: dict[tuple[str, str, tuple[tuple[str, str], ...]], tuple[bytes, Origin, str | None]] = {}
         self._ssl: ssl.SSLContext | None = None
+        self._buffer = memoryview(bytearray(READ_BUFFER_BYTES))
+        self._watch: asyncio.TimerHandle | None = None
 
     def _proxy_for(self, origin: Origin) -> str | None:
         if origin not in self._proxy_by_origin:
@@ -262,20 +287,32 @@ class HttpTransport:
         return answer
 
     async def _exchange(self, connection: _Connection, data: bytes, deadline: float) -> Response:
-        loop = asyncio.get_running_loop()
+        connection.deadline = deadline
         self._busy.add(connection)
-        expiry = loop.call_at(deadline, connection.expire)
+        if self._watch is None:
+            self._watch = connection.loop.call_later(DEADLINE_TICK, self._expire_overdue)
         try:
             answer = await connection.send(data)
         except BaseException:
             connection.abort()
             raise
         finally:
-            expiry.cancel()
             self._busy.discard(connection)
         if not connection.closed:
             self._give_back(connection)
         return answer
+
+    def _expire_overdue(self) -> None:
+        """Fail the requests whose time is up: one timer per transport while requests are in flight,
+        instead of a timer armed and cancelled per request (within ``DEADLINE_TICK`` of the deadline)."""
+        self._watch = None
+        if not self._busy:
+            return
+        loop = next(iter(self._busy)).loop
+        now = loop.time()
+        for connection in [connection for connection in self._busy if connection.deadline <= now]:
+            connection.expire()
+        self._watch = loop.call_later(DEADLINE_TICK, self._expire_overdue)
 
     def _give_back(self, connection: _Connection) -> None:
         assert connection.key is not None
@@ -311,7 +348,7 @@ class HttpTransport:
         loop = asyncio.get_running_loop()
         scheme, host, port = origin
         tls = self._context() if scheme == "https" else None
-        connection = _Connection(loop)
+        connection = _Connection(loop, self._buffer)
         if proxy is None:
             await loop.create_connection(
                 lambda: connection, host, port, ssl=tls, server_hostname=host if tls else None
@@ -339,6 +376,9 @@ class HttpTransport:
         return connection
 
     async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         for connections in self._idle.values():
             for connection in connections:
                 connection.abort()

@@ -33,9 +33,10 @@ MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 """Answers are read up to this size; the rest is not read (an answer is untrusted input too)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Request:
-    """One HTTP request; ``headers`` may carry secrets and are never logged."""
+    """One HTTP request; ``headers`` may carry secrets and are never logged. Read-only by convention:
+    one is made per event, and a frozen dataclass costs four times as much to create."""
 
     method: str
     url: str
@@ -44,9 +45,9 @@ class Request:
     timeout: float = 10.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Response:
-    """The parts of an HTTP response the senders look at."""
+    """The parts of an HTTP response the senders look at (read-only by convention, like ``Request``)."""
 
     status: int
     headers: Mapping[str, str]

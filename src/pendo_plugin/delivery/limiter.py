@@ -51,7 +51,8 @@ class AdaptiveLimiter:
         return self._paused_until
 
     def _has_slot(self) -> bool:
-        return self.in_flight < max(int(self.limit), self.minimum) and not self.paused
+        # ``maximum`` may be lowered at run time (``configure(max_concurrency=...)``): it bounds at once
+        return self.in_flight < max(min(int(self.limit), self.maximum), self.minimum) and not self.paused
 
     async def acquire(self) -> None:
         """Wait for a free slot and for any Retry-After pause to pass."""

@@ -1,7 +1,8 @@
 """The Pendo destination: a ``segment_analytics`` plugin registered through its own entry point.
 
-On the app thread it only appends the message to the delivery runtime's intake; the rollout
-decision, translation and HTTP all happen in the worker. ``sync_mode`` clients get their
+A Segment client that sends starts the worker when it is created; on the app thread a message is
+only appended to the delivery runtime's intake. The rollout decision, translation and HTTP all
+happen in the worker. ``sync_mode`` clients get their
 message delivered before the call returns. After ``os.fork()`` the child starts with a fresh
 runtime and never resends what the parent had queued; it delivers its own messages when it
 exits normally (atexit), including multiprocessing children (a multiprocessing finalizer) and
@@ -102,6 +103,15 @@ def _shutdown_at_exit() -> None:
 
 
 _fork.register(after_in_child=_after_fork_in_child)
+
+
+@hookimpl
+def segment_startup(client: Any) -> None:
+    """Load the settings and start the worker now, so the app's first message pays for neither: the
+    worker's thread start and imports happen while the app creates its client, not in its first call.
+    Nothing starts when the plugin is off, nor in a process about to fork from C (uWSGI's master)."""
+    if config.current().active:
+        runtime().prepare()
 
 
 @hookimpl

@@ -114,6 +114,11 @@ class Runtime:
         if self._thread is None and not self._broken and not self.held:
             self.start(wait=False)
 
+    def prepare(self) -> None:
+        """Start the worker ahead of the first message, without waiting for it (not when held or broken)."""
+        if self._thread is None and not self._broken and not self.held:
+            self.start(wait=False)
+
     def release(self, inherited: Runtime | None = None) -> None:
         """Lift the hold (the fork happened), take over ``inherited``'s queue, start if anything waits."""
         if inherited is not None:

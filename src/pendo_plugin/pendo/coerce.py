@@ -12,7 +12,7 @@ from typing import Any
 
 __all__ = ["coerce_metadata", "parse_timestamp_ms"]
 
-from pendo_plugin.pendo.sanitize import _COMPACT, _EPOCH, _ONE_MS, json_safe
+from pendo_plugin.pendo.sanitize import _COMPACT, _EPOCH, json_safe
 
 # ------------------------------------------------------------------------------------ timestamps
 
@@ -46,9 +46,11 @@ def _parse_iso(text: str) -> _dt.datetime | None:
 
 
 def _datetime_ms(value: _dt.datetime) -> int:
-    if value.tzinfo is None or value.utcoffset() is None:
+    zone = value.tzinfo
+    if zone is None or (type(zone) is not _dt.timezone and value.utcoffset() is None):
         value = value.replace(tzinfo=_dt.timezone.utc)
-    return (value - _EPOCH) // _ONE_MS
+    delta = value - _EPOCH  # exact integer arithmetic: about half the time of ``delta // _ONE_MS``
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
 def parse_timestamp_ms(value: Any) -> int | None:

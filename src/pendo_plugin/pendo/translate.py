@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from pendo_plugin.pendo.coerce import parse_timestamp_ms
 from pendo_plugin.pendo.sanitize import clean_metadata_values, clean_properties, json_safe
@@ -38,17 +37,18 @@ _CONTEXT_KEYS = (("ip", "ip"), ("userAgent", "userAgent"))
 _PAGE_KEYS = (("url", "url"), ("title", "title"))
 
 
-@dataclass(frozen=True, slots=True)
-class TrackEvent:
-    """One ``POST /data/track`` body, ready to ``json.dumps`` (no ``default=`` hook needed)."""
+class TrackEvent(NamedTuple):
+    """One ``POST /data/track`` body, ready to ``json.dumps`` (no ``default=`` hook needed).
+
+    This and the other values here are named tuples: immutable like a frozen dataclass, and about four
+    times cheaper to create, which matters once per event."""
 
     message_id: str
     visitor_id: str
     body: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class MetadataRow:
+class MetadataRow(NamedTuple):
     """Values for one visitor or account; field names clean, values JSON-safe, not yet schema-coerced."""
 
     kind: Literal["visitor", "account"]
@@ -57,8 +57,7 @@ class MetadataRow:
     message_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class Translation:
+class Translation(NamedTuple):
     """What one Segment message becomes.
 
     ``skipped`` is the reason when ``payloads`` is empty (else None); ``fixes`` are the sorted kinds of repair
@@ -234,6 +233,8 @@ def _event_name(message: Mapping[str, Any]) -> str | None:
         event = _id_text(event)
     if not isinstance(event, str):
         return None
+    if event.isascii():  # no lone surrogate to repair
+        return event.strip() or None
     name, _ = json_safe(event.strip())  # repairs lone surrogates
     return name or None
 

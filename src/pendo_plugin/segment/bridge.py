@@ -1,10 +1,11 @@
 """Patches the ``Client`` of each Segment-compatible SDK (:mod:`pendo_plugin.segment.sdks`) so its send path
 calls the ``segment_analytics`` hooks.
 
-``_enqueue`` hands each message the SDK accepted to ``segment_message``, in the Segment shape the
-SDK's adapter gives it (not when ``send=False`` nor when the SDK's own queue refused it); ``flush``
-calls ``segment_flush``; ``join`` (and so ``shutdown`` and the SDK's atexit handler) calls
-``segment_shutdown``. The SDK's own behaviour, return values and exceptions are unchanged.
+``__init__`` calls ``segment_startup`` for a client that sends (``send=True``); ``_enqueue`` hands
+each message the SDK accepted to ``segment_message``, in the Segment shape the SDK's adapter gives it
+(not when ``send=False`` nor when the SDK's own queue refused it); ``flush`` calls ``segment_flush``;
+``join`` (and so ``shutdown`` and the SDK's atexit handler) calls ``segment_shutdown``. The SDK's own
+behaviour, return values and exceptions are unchanged.
 """
 
 from __future__ import annotations
@@ -65,9 +66,16 @@ def patch_client_class(cls: type) -> bool:
     if sdk is None:
         return False
     to_segment = sdk.to_segment
+    original_init = cls.__init__  # type: ignore[misc]
     original_enqueue = cls._enqueue  # type: ignore[attr-defined]
     original_flush = cls.flush  # type: ignore[attr-defined]
     original_join = cls.join  # type: ignore[attr-defined]
+
+    @functools.wraps(original_init)
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        if getattr(self, "send", False):
+            plugins.call_all("segment_startup", client=self)
 
     @functools.wraps(original_enqueue)
     def _enqueue(self: Any, msg: Any) -> Any:
@@ -93,6 +101,7 @@ def patch_client_class(cls: type) -> bool:
         finally:
             shutdown_all(self)
 
+    cls.__init__ = __init__  # type: ignore[misc]
     cls._enqueue = _enqueue  # type: ignore[attr-defined]
     cls.flush = flush  # type: ignore[attr-defined]
     cls.join = join  # type: ignore[attr-defined]

@@ -18,6 +18,12 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
+def segment_startup(client: Any) -> None:
+    """A Segment client that sends was created: get ready (load settings, start a worker) so that the
+    first message is cheap; must not block."""
+
+
+@hookspec
 def segment_message(client: Any, message: Mapping[str, Any]) -> None:
     """A message the Segment client accepted, after its normalisation; read-only, must not block."""
 
