@@ -153,6 +153,7 @@ REASONS: dict[str, str] = {
     "segment_message": "the segment_message hook",
     "segment_flush": "the segment_flush hook",
     "segment_shutdown": "the segment_shutdown hook",
+    "segment_startup": "the segment_startup hook",
     "pendo_rollout": "the pendo_rollout hook",
     # redis
     "appended": "payloads appended to the stream",
