@@ -24,10 +24,10 @@ from typing import Any
 from pendo_plugin import config, counters
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.batch import Batch
+from pendo_plugin.delivery.dispatch import Dispatcher
 from pendo_plugin.delivery.fleet import Fleet
 from pendo_plugin.delivery.senders import Payload, Sender
 from pendo_plugin.delivery.spool import Claim, Spool
-from pendo_plugin.destination.dispatch import Dispatcher
 from pendo_plugin.destination.leftovers import leave_in_spool, open_spool, report_drop, undeliverable
 from pendo_plugin.destination.queues import Intake
 from pendo_plugin.destination.route import Router
