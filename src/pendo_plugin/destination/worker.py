@@ -288,7 +288,7 @@ class Worker:
         sends = self._sends
         if self._intake or self._overflow or sends.rows_waiting:
             return "busy"
-        if not self._fleet.idle(self._sender):  # fleet mode
+        if not self._fleet.idle():  # fleet mode
             return "busy"
         tasks = sends.tasks if replays else sends.tasks - sends.replays
         if any(sends.moving(task, deadline) for task in tasks):
