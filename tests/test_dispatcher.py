@@ -1,4 +1,4 @@
-"""The one send path, ``destination.dispatch.Dispatcher``, over real HTTP to the sandbox: every payload
+"""The one send path, ``delivery.dispatch.Dispatcher``, over real HTTP to the sandbox: every payload
 settled exactly once, events sent by a bounded pool of tasks, metadata merged and sent in order, held
 payloads never sent, and what waits settled as failed when it is cancelled."""
 
@@ -13,9 +13,9 @@ import pytest
 
 from pendo_plugin import config, counters
 from pendo_plugin.config import Settings
+from pendo_plugin.delivery.dispatch import Dispatcher
 from pendo_plugin.delivery.rows import FieldClock
 from pendo_plugin.delivery.senders import Outcome, Sender
-from pendo_plugin.destination.dispatch import Dispatcher
 from pendo_plugin.pendo import payload
 from pendo_plugin.pendo.payload import Payload
 from pendo_plugin.sandbox import Sandbox

@@ -31,7 +31,7 @@ OUTCOMES: dict[str, str] = {
     "rollout": "the rollout decision for one message",
     "queued": "a payload handed to delivery",
     "shadow": "a payload shadow mode would have sent",
-    "held": "a spooled payload this process may not send now, left in the spool",
+    "held": "a payload this process may not send now, left in the spool (fleet mode: the stream)",
     "sent": "a payload Pendo acknowledged (metadata: rows Pendo reported updated)",
     "failed": "a metadata row Pendo answered as not updated (missing/errors in its response)",
     "skipped": "a message or row that produces nothing for Pendo",
@@ -164,7 +164,6 @@ REASONS: dict[str, str] = {
     "moved_from_spool": "payloads moved from the local spool to the stream",
     "errors": "a Redis command failed",
     "round_trips": "a round trip to Redis",
-    "left_for_others": "an entry this process may not send (no secret, off), left for another",
     # rate
     "waited": "a send waited for the shared budget",
     "paused": "a 429 paused the whole fleet",

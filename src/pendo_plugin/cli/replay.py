@@ -2,7 +2,7 @@
 
 A replay reads Segment exports (JSON lines, gzip or plain, or stdin) and sends each message through the
 live path's own :class:`~pendo_plugin.destination.route.Router` (rollout, translation, Pendo's rules) and
-send path, :class:`~pendo_plugin.destination.dispatch.Dispatcher` (the checks, retries, adaptive
+send path, :class:`~pendo_plugin.delivery.dispatch.Dispatcher` (the checks, retries, adaptive
 concurrency, metadata batches), in its own ``asyncio.run``. Progress is checkpointed per file: the lines
 whose payloads were all acknowledged (or refused for good, or had nothing to send) are recorded, so an
 interrupted replay resumes without resending them. What it reads is in :mod:`.replay_input`, its summary
@@ -41,8 +41,8 @@ from pendo_plugin.cli.replay_input import (
 )
 from pendo_plugin.cli.replay_report import Tally, print_summary
 from pendo_plugin.config import SECRET_FIELDS, Settings
+from pendo_plugin.delivery.dispatch import Dispatcher
 from pendo_plugin.delivery.senders import Outcome, Payload, Sender
-from pendo_plugin.destination.dispatch import Dispatcher
 from pendo_plugin.destination.route import Router
 from pendo_plugin.pendo.translate import translate
 

@@ -4,7 +4,7 @@ A drain settles each file like the live worker does (:class:`~pendo_plugin.deliv
 deleted when everything in it was acknowledged, failures re-written to a new file of the same age,
 kept whole if nothing could be sent. Temp files that writers left behind when they died are recovered
 (complete) or dropped (torn, counted) first; files failing a check are quarantined, never sent. A file's
-payloads are sent in slices (:data:`~pendo_plugin.destination.dispatch.SLICE`), so memory and open
+payloads are sent in slices (:data:`~pendo_plugin.delivery.dispatch.SLICE`), so memory and open
 requests stay bounded.
 """
 
@@ -19,11 +19,11 @@ from pendo_plugin.cli._common import CommandError, counter_delta, format_counts,
 from pendo_plugin.cli.replay import EXIT_FAILED, EXIT_OK, load_settings
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.batch import Batch
+from pendo_plugin.delivery.dispatch import dispatch
 from pendo_plugin.delivery.rows import FieldClock
 from pendo_plugin.delivery.senders import Sender
 from pendo_plugin.delivery.spool import Claim, Spool
 from pendo_plugin.delivery.spool_files import QUARANTINE
-from pendo_plugin.destination.dispatch import dispatch
 
 
 def _spool(settings: Settings) -> Spool:

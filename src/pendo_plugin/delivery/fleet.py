@@ -84,9 +84,9 @@ class Fleet:
             self._flag_task = asyncio.ensure_future(self.flags.poll(self.link))
         return self.queue is not None and sender is not None and self.queue.pump(sender, settings, spool)
 
-    def idle(self, sender: Sender | None) -> bool:
+    def idle(self) -> bool:
         """Whether nothing of this process's waits in fleet-mode memory."""
-        return self.queue is None or self.queue.idle(sender)
+        return self.queue is None or self.queue.idle()
 
     def kick(self) -> None:
         """``flush()``: read the shared queue, and take over abandoned entries, now."""

@@ -7,7 +7,10 @@ process retries it), appends the offered payloads (one pipeline, ``MAXLEN`` capp
 as ``dropped:redis_full``), moves the local spool into the stream after an outage, takes over
 entries a silent process held longer than ``PENDO_REDIS_CLAIM_AFTER`` (``XAUTOCLAIM``, while
 refreshing the idle time of its own entries still being sent) and reads new entries
-(``XREADGROUP``) to send. An entry leaves the stream only after Pendo's 2xx or a final refusal.
+(``XREADGROUP``) to send. What is read is sent through a :class:`~pendo_plugin.delivery.dispatch.Dispatcher`,
+the one send path (its checks, metadata merged per kind newest-wins), each entry settled by its outcome:
+an entry leaves the stream only after Pendo's 2xx or a final refusal; one that failed, or that this
+process may not send (``held:<reason>:<kind>``: it is left for a process that may), is appended anew.
 
 When Redis does not answer, what was offered goes back to the worker's local path (spool and
 direct sending), so nothing waits on Redis. Entries read back are untrusted: size, JSON and
@@ -21,23 +24,24 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from pendo_plugin import counters
 from pendo_plugin.config import Settings
+from pendo_plugin.delivery.dispatch import Dispatcher
 from pendo_plugin.delivery.redis_entries import GROUP, SETTLE_SCRIPT, STREAM, consumer_name, decode, encode
 from pendo_plugin.delivery.redis_link import RedisLink, redis_errors
-from pendo_plugin.delivery.rows import MergedRows
 from pendo_plugin.delivery.senders import Outcome, Payload, Sender
 from pendo_plugin.delivery.spool import Spool
 from pendo_plugin.logs import log, log_once
 
-MAX_IN_FLIGHT = 1024  # entries this process holds while sending
+MAX_IN_FLIGHT = 1024  # entries this process holds while sending (and its dispatcher's pool)
 READ_COUNT = 200
 APPEND_BATCH = 1000
 MAX_BUFFER = 10_000  # offered payloads waiting for the next append; past it the local path takes them
 READ_IDLE = 0.2  # after the stream was found empty, look again this often
-PAUSE_AFTER_FAILURE = 5.0  # Pendo did not take a payload: read nothing new for this long
+PAUSE_AFTER_FAILURE = 5.0  # an entry not delivered (or not sendable here): read nothing new for this long
 MOVE_FILES_PER_CYCLE = 20
 MOVE_RETRY = 2.0
 SETTLE_BATCH = 100  # acknowledge in batches: this many outcomes, or the oldest waited SETTLE_DELAY
@@ -58,7 +62,7 @@ class RedisQueue:
         self._acks: list[bytes] = []
         self._requeue: list[tuple[bytes, bytes]] = []
         self._settle_since: float | None = None  # when the oldest outcome waiting to be settled came
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._sends: Dispatcher | None = None  # sends what was read (made on the loop, with the first sender)
         self._cycle: asyncio.Task[Any] | None = None
         self._group_ready = False
         self._settle_script: tuple[Any, Any] | None = None
@@ -95,12 +99,15 @@ class RedisQueue:
 
     def pump(self, sender: Sender, settings: Settings, spool: Spool | None) -> bool:
         """Start the next I/O cycle if one is due; True if it started one with work to do."""
+        if self._sends is None:
+            self._sends = Dispatcher(sender, pool=MAX_IN_FLIGHT)
+        self._sends.sender = sender
         if self._cycle is not None:
             return False
         if self._buffer and not self.link.available():
             self.hand_back(settings)  # Redis stopped answering meanwhile: never hold payloads in memory
         if sender.failing:
-            self._hold_off(sender)
+            self._hold_off(self._sends)
         now = time.monotonic()
         sending = settings.active and not settings.shadow  # kill switch or shadow: leave entries waiting
         reading = sending and now >= self._paused_until and now >= self._next_read and self._room() > 0
@@ -108,7 +115,7 @@ class RedisQueue:
         work = bool(self._buffer) or self._settle_due(now)
         if not (work or reading or claiming) or not self.link.available():
             return False
-        self._cycle = asyncio.ensure_future(self._run_cycle(sender, settings, spool, reading, claiming))
+        self._cycle = asyncio.ensure_future(self._run_cycle(self._sends, settings, spool, reading, claiming))
         self._cycle.add_done_callback(self._cycle_done)
         return work or (reading and not self._caught_up)
 
@@ -118,15 +125,17 @@ class RedisQueue:
             return False
         return waiting >= SETTLE_BATCH or now - self._settle_since >= SETTLE_DELAY
 
-    def idle(self, sender: Sender | None) -> bool:
+    def idle(self) -> bool:
         """Nothing of this process's waits in memory: offered payloads are in the stream, outcomes
-        are settled, and the stream was read to its end (or Pendo or Redis is down: it waits there)."""
+        are settled, nothing read is being sent (a send waiting out a retry or a Retry-After pause
+        waits in the stream), and the stream was read to its end (or Pendo or Redis is down: it waits
+        there)."""
         if self._buffer and self.link.available():
             return False
         if self._cycle is not None or self._acks or self._requeue:
             return not self.link.available()
-        busy = self._tasks - sender.waiting.keys() if sender is not None else self._tasks
-        if busy:
+        sends = self._sends
+        if sends is not None and any(sends.blocked_until(task) is None for task in sends.tasks):
             return False
         return self._caught_up or time.monotonic() < self._paused_until or not self.link.available()
 
@@ -134,10 +143,10 @@ class RedisQueue:
         """Shutdown: stop sending (what was not delivered is requeued), then settle and append once
         more; what cannot reach Redis goes to the local path."""
         self._paused_until = float("inf")
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=grace)
+        if self._sends is not None:
+            self._sends.cancel()  # every entry being sent settles as failed: requeued
+            if self._sends.tasks:
+                await asyncio.wait(list(self._sends.tasks), timeout=grace)
         if self._cycle is not None:
             await asyncio.wait([self._cycle], timeout=grace)
         if self.link.available():
@@ -153,7 +162,7 @@ class RedisQueue:
             log_once("redis-cycle", logging.ERROR, "pendo_plugin: fleet queue error: %r", task.exception())
 
     async def _run_cycle(
-        self, sender: Sender, settings: Settings, spool: Spool | None, reading: bool, claiming: bool
+        self, sends: Dispatcher, settings: Settings, spool: Spool | None, reading: bool, claiming: bool
     ) -> None:
         client = self.link.client()
         try:
@@ -163,9 +172,9 @@ class RedisQueue:
             if self._next_move is not None and time.monotonic() >= self._next_move and spool is not None:
                 await self._move_from_spool(client, spool)
             if claiming:
-                await self._claim(client, sender, settings)
+                await self._claim(client, sends, settings)
             if reading:
-                await self._read(client, sender, settings)
+                await self._read(client, sends, settings)
         except redis_errors() as exc:
             if "NOGROUP" in str(exc):
                 self._group_ready = False
@@ -253,7 +262,7 @@ class RedisQueue:
         if spool.has_files():  # more than one cycle's share, or files a sender still holds
             self._next_move = time.monotonic() + (0.0 if moved else MOVE_RETRY)
 
-    async def _claim(self, client: Any, sender: Sender, settings: Settings) -> None:
+    async def _claim(self, client: Any, sends: Dispatcher, settings: Settings) -> None:
         """Take over entries idle longer than PENDO_REDIS_CLAIM_AFTER; keep our own from looking idle."""
         claim_after_ms = int(settings.redis_claim_after * 1000)
         self._next_claim = time.monotonic() + min(max(settings.redis_claim_after / 2, 0.5), 30.0)
@@ -277,9 +286,9 @@ class RedisQueue:
         entries = answer[1] if isinstance(answer, list) and len(answer) > 1 else []
         if entries:
             counters.record("redis", "claimed", amount=len(entries))
-            self._dispatch(entries, sender, settings)
+            self._dispatch(entries, sends, settings)
 
-    async def _read(self, client: Any, sender: Sender, settings: Settings) -> None:
+    async def _read(self, client: Any, sends: Dispatcher, settings: Settings) -> None:
         counters.record("redis", "round_trips")
         answer = await client.xreadgroup(
             GROUP, self.consumer, {STREAM: ">"}, count=min(self._room(), READ_COUNT)
@@ -287,15 +296,16 @@ class RedisQueue:
         entries = answer[0][1] if answer else []
         self._caught_up = not entries
         self._next_read = time.monotonic() + (READ_IDLE if not entries else 0.0)
-        self._dispatch(entries, sender, settings)
+        self._dispatch(entries, sends, settings)
 
     # ----- sending what was read ------------------------------------------------------------------
 
     def _room(self) -> int:
         return MAX_IN_FLIGHT - len(self._held)
 
-    def _dispatch(self, entries: Any, sender: Sender, settings: Settings) -> None:
-        metadata: dict[str, MergedRows[bytes]] = {}
+    def _dispatch(self, entries: Any, sends: Dispatcher, settings: Settings) -> None:
+        """Submit each entry read (or taken over) to ``sends``, settled by :meth:`_settle`; metadata rows
+        are merged per kind and sent at once."""
         for entry in entries if isinstance(entries, list) else []:
             entry_id, fields = entry if isinstance(entry, (list, tuple)) and len(entry) == 2 else (None, {})
             if not isinstance(entry_id, bytes) or entry_id in self._held:
@@ -307,46 +317,28 @@ class RedisQueue:
                 self._acks.append(entry_id)
                 self._settle_since = self._settle_since or time.monotonic()
                 continue
-            raw = fields[b"p"]  # checked by decode(): bytes of a valid payload
-            if not (settings.active and not settings.shadow and settings.can_send(payload.route)):
-                counters.record("redis", "left_for_others")  # this process may not send it (no secret, off)
-                self._requeue.append((entry_id, raw))
-                self._settle_since = self._settle_since or time.monotonic()
-                self._paused_until = max(self._paused_until, time.monotonic() + PAUSE_AFTER_FAILURE)
-                continue
-            self._held[entry_id] = raw
-            if payload.route == "meta":
-                metadata.setdefault(payload.kind, MergedRows(payload.kind)).add(payload, entry_id)
-            else:
-                self._spawn(sender.send_one(payload, settings), [entry_id])
-        for kind, rows in metadata.items():
-            self._spawn(sender.send_metadata(kind, rows.rows(), settings), list(rows.origins()))
+            self._held[entry_id] = fields[b"p"]  # checked by decode(): bytes of a valid payload
+            sends.submit(payload, settings, partial(self._settle, entry_id))
+        sends.send_rows(settings, force=True)
 
-    def _spawn(self, sending: Any, entry_ids: list[bytes]) -> None:
-        task = asyncio.ensure_future(self._send(sending, entry_ids))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _settle(self, entry_id: bytes, payload: Payload, outcome: Outcome) -> None:
+        """One entry's outcome: sent or refused for good, acknowledged; failed (or held: this process may
+        not send it), appended anew for any process to retry, and nothing new read for a while (so a
+        process without the secret for it does not spin)."""
+        if self._settle_since is None:
+            self._settle_since = time.monotonic()
+        raw = self._held.pop(entry_id, None)
+        if outcome != "failed":
+            self._acks.append(entry_id)
+            return
+        if raw is not None:
+            self._requeue.append((entry_id, raw))
+        self._paused_until = max(self._paused_until, time.monotonic() + PAUSE_AFTER_FAILURE)
 
-    async def _send(self, sending: Any, entry_ids: list[bytes]) -> None:
-        outcome: Outcome = "failed"
-        try:
-            outcome = await sending
-        finally:
-            if self._settle_since is None:
-                self._settle_since = time.monotonic()
-            for entry_id in entry_ids:
-                raw = self._held.pop(entry_id, None)
-                if outcome != "failed":
-                    self._acks.append(entry_id)
-                elif raw is not None:
-                    self._requeue.append((entry_id, raw))
-            if outcome == "failed":
-                self._paused_until = max(self._paused_until, time.monotonic() + PAUSE_AFTER_FAILURE)
-
-    def _hold_off(self, sender: Sender) -> None:
+    def _hold_off(self, sends: Dispatcher) -> None:
         """Pendo looks down: stop reading for a while and give back what waits to be retried."""
         self._paused_until = max(self._paused_until, time.monotonic() + PAUSE_AFTER_FAILURE)
-        for task in self._tasks & sender.waiting.keys():
+        for task in sends.tasks & sends.sender.waiting.keys():
             task.cancel()
 
 

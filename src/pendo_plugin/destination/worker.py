@@ -24,10 +24,10 @@ from typing import Any
 from pendo_plugin import config, counters
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.batch import Batch
+from pendo_plugin.delivery.dispatch import Dispatcher
 from pendo_plugin.delivery.fleet import Fleet
 from pendo_plugin.delivery.senders import Payload, Sender
 from pendo_plugin.delivery.spool import Claim, Spool
-from pendo_plugin.destination.dispatch import Dispatcher
 from pendo_plugin.destination.leftovers import leave_in_spool, open_spool, report_drop, undeliverable
 from pendo_plugin.destination.queues import Intake
 from pendo_plugin.destination.route import Router
@@ -288,7 +288,7 @@ class Worker:
         sends = self._sends
         if self._intake or self._overflow or sends.rows_waiting:
             return "busy"
-        if not self._fleet.idle(self._sender):  # fleet mode
+        if not self._fleet.idle():  # fleet mode
             return "busy"
         tasks = sends.tasks if replays else sends.tasks - sends.replays
         if any(sends.moving(task, deadline) for task in tasks):

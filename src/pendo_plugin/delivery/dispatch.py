@@ -4,8 +4,9 @@ through a callback with its outcome.
 :func:`admit` applies the shadow, kill-switch, secret and key checks (``Settings.hold_reason``, which
 the router uses too) to every payload about to be sent, whatever it comes from: the live queue, a
 spool file replayed by the worker (on ``pendo_plugin.flush()`` or every 30 s) or by ``pendo-plugin
-spool drain``, an export line of ``pendo-plugin replay``. A held payload is settled as ``failed``, so it
-stays in the spool for a later moment or a process that may send it; it never reaches Pendo.
+spool drain``, an export line of ``pendo-plugin replay``, an entry of fleet mode's Redis stream. A held
+payload is settled as ``failed``, so it stays in the spool (or the stream) for a later moment or a process
+that may send it; it never reaches Pendo.
 
 A :class:`Dispatcher` sends track events and webhook messages as they are submitted and merges metadata
 rows per kind, sending them when a batch is full, due (``batch_interval``) or forced; batches of one kind
@@ -16,7 +17,8 @@ current limit: a task waiting out a retry then queues for a slot behind the othe
 did, instead of retrying ahead of them (with a pool the size of the limit, a run of 503s all fell on the
 first few events and used up their retries). It tracks what is in flight, for ``flush()``'s deadline and
 for shutdown. The worker (live queue, spool replay,
-sync mode), ``pendo-plugin replay`` and ``pendo-plugin spool drain`` all send through one.
+sync mode), fleet mode's Redis reader (:mod:`pendo_plugin.delivery.redis_queue`), ``pendo-plugin replay``
+and ``pendo-plugin spool drain`` all send through one.
 """
 
 from __future__ import annotations
@@ -50,8 +52,9 @@ class Job(NamedTuple):
 
 def admit(payload: Payload, settings: Settings, settle: Settle) -> bool:
     """True if ``payload`` may be sent; otherwise settle it at once as failed, so it is kept
-    (``held:<reason>:<kind>``). (What a spool file holds that is no payload was dropped when it was
-    read: :func:`pendo_plugin.pendo.payload.decode`.)"""
+    (``held:<reason>:<kind>``; in fleet mode it goes back to the stream). (What a spool file or the
+    stream holds that is no payload was dropped when it was read:
+    :func:`pendo_plugin.pendo.payload.decode`.)"""
     reason = settings.hold_reason(payload.route)
     if reason is not None:
         counters.record("held", reason, payload.kind)
