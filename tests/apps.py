@@ -124,11 +124,12 @@ def communicate(process: subprocess.Popen[str], timeout: float) -> tuple[str, st
         for pid in tree:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGUSR1)
-        time.sleep(1)  # faulthandler writes from the signal handler; no event to wait for from here
+        with contextlib.suppress(subprocess.TimeoutExpired):  # collect the dumps for a while
+            process.communicate(timeout=3)
         for pid in tree:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
-        stdout, stderr = process.communicate(timeout=10)
+        stdout, stderr = process.communicate(timeout=10)  # everything read so far, and the rest
         sys.stderr.write(f"process tree {tree} timed out after {timeout}s; its stderr:\n{stderr}\n")
         raise subprocess.TimeoutExpired(process.args, timeout, stdout, stderr) from expired
 

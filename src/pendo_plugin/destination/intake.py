@@ -203,12 +203,6 @@ class Runtime:
         """Route and send one message before returning (the SDK's ``sync_mode``)."""
         self._call(lambda worker: worker.deliver_now(message), timeout)
 
-    def pending(self) -> int:
-        """Messages and payloads waiting in memory (approximate)."""
-        worker = self._worker
-        backlog = worker.backlog_size() if worker is not None else 0
-        return len(self.intake.live) + len(self.intake.overflow) + backlog
-
     def _spool_leftovers(self) -> None:
         """Route the intake on the calling thread and write it to the spool unsent (worker not running)."""
         from pendo_plugin.destination.leftovers import spool_unrouted

@@ -76,9 +76,6 @@ class Worker:
             router = self.intake.router = Router()
         return router
 
-    def backlog_size(self) -> int:
-        return len(self._backlog)
-
     @staticmethod
     def close_loop(loop: asyncio.AbstractEventLoop) -> None:
         with contextlib.suppress(Exception):
