@@ -54,10 +54,16 @@ class AdaptiveLimiter:
         # ``maximum`` may be lowered at run time (``configure(max_concurrency=...)``): it bounds at once
         return self.in_flight < max(min(int(self.limit), self.maximum), self.minimum) and not self.paused
 
-    async def acquire(self) -> None:
-        """Wait for a free slot and for any Retry-After pause to pass."""
+    def try_acquire(self) -> bool:
+        """Take a free slot now if one is free and nobody waits for one (no waiter, no task switch)."""
         if not self._waiters and self._has_slot():
             self.in_flight += 1
+            return True
+        return False
+
+    async def acquire(self) -> None:
+        """Wait for a free slot and for any Retry-After pause to pass."""
+        if self.try_acquire():
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
