@@ -22,3 +22,22 @@ def test_a_lowered_maximum_bounds_the_requests_in_flight_at_once() -> None:
     in_flight, waiting = asyncio.run(run())
     assert waiting, "a second request got a slot although the maximum is 1"
     assert in_flight == 1
+
+
+def test_try_acquire_takes_a_free_slot_only_while_nobody_waits_and_no_pause_holds() -> None:
+    async def run() -> None:
+        limiter = AdaptiveLimiter(2, initial=2)
+        assert limiter.try_acquire() and limiter.try_acquire()
+        assert not limiter.try_acquire(), "both slots are taken"
+        waiter = asyncio.ensure_future(limiter.acquire())
+        await asyncio.sleep(0)  # the waiter queues
+        limiter.in_flight -= 1  # a slot frees without a release (no hand-over)
+        assert not limiter.try_acquire(), "a waiter is first in line"
+        limiter.release(0.01, congested=False)  # hands a slot to the waiter
+        await asyncio.wait_for(waiter, 1.0)
+        assert limiter.in_flight == 1, "the freed slot plus the released one, one handed over"
+        limiter.release(0.01, congested=False)
+        limiter.pause(60)
+        assert limiter.in_flight == 0 and not limiter.try_acquire(), "a Retry-After pause holds"
+
+    asyncio.run(run())

@@ -9,6 +9,7 @@ raise ``TypeError`` or ``ValueError`` either way.
 from __future__ import annotations
 
 import json
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
 try:
@@ -19,6 +20,14 @@ except ImportError:  # the standard library: the same output, a few times the CP
 BACKEND = "orjson" if orjson is not None else "json"
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
 """One encoder for every call: ``json.dumps`` with options builds a new one each time."""
+_C_ENCODE: Any = (
+    c_make_encoder(None, _ENCODER.default, encode_basestring, None, ":", ",", False, False, False)
+    if c_make_encoder is not None
+    else None
+)
+"""The C encoder ``_ENCODER.encode`` builds for every call (about 2 of its 9 us per track body), built
+once; without the circular-reference check, which a translated payload (a fresh copy, depth-bounded)
+never needs."""
 
 
 def dumps(document: Any) -> bytes:
@@ -32,4 +41,9 @@ def dumps(document: Any) -> bytes:
             return orjson.dumps(document)
         except TypeError:
             pass
-    return _ENCODER.encode(document).encode("utf-8")
+    if _C_ENCODE is None:
+        return _ENCODER.encode(document).encode("utf-8")
+    try:
+        return "".join(_C_ENCODE(document, 0)).encode("utf-8")
+    except RecursionError as exc:
+        raise ValueError("a document nested too deep (or circular)") from exc

@@ -275,15 +275,18 @@ class HttpTransport:
         head, origin, proxy = self._head(request)
         deadline = asyncio.get_running_loop().time() + request.timeout
         data = b"%s%d\r\n\r\n%s" % (head, len(request.body), request.body)
-        connection = await self._connection(origin, proxy, deadline)
+        connection = self._reuse((origin, proxy))  # without a coroutine: the common case
+        if connection is None:
+            connection = await self._connection(origin, proxy, deadline)
         try:
             answer = await self._exchange(connection, data, deadline)
         except (OSError, ConnectionError) as exc:
             if not (connection.reused and connection.answered_nothing) or isinstance(exc, TimeoutError):
                 raise
-            connection = await self._connection(origin, proxy, deadline, fresh=True)
+            connection = await self._connection(origin, proxy, deadline)
             answer = await self._exchange(connection, data, deadline)
-        refuse_redirect(answer)
+        if 300 <= answer.status < 400:
+            refuse_redirect(answer)
         return answer
 
     async def _exchange(self, connection: _Connection, data: bytes, deadline: float) -> Response:
@@ -323,15 +326,17 @@ class HttpTransport:
         else:
             connection.abort()
 
-    async def _connection(
-        self, origin: Origin, proxy: str | None, deadline: float, fresh: bool = False
-    ) -> _Connection:
-        """An idle connection to ``origin`` if one is open (unless ``fresh``), else a new one."""
-        idle = self._idle.get((origin, proxy))
-        while idle and not fresh:
+    def _reuse(self, key: tuple[Origin, str | None]) -> _Connection | None:
+        """An idle connection for ``key`` (origin, proxy) that is still open, if any."""
+        idle = self._idle.get(key)
+        while idle:
             connection = idle.pop()
             if connection.open:
                 return connection
+        return None
+
+    async def _connection(self, origin: Origin, proxy: str | None, deadline: float) -> _Connection:
+        """A new connection to ``origin``, made within ``deadline``."""
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining <= 0:
             raise TimeoutError("no time left to connect")

@@ -50,14 +50,23 @@ class AdaptiveLimiter:
         """When the current (or last) ``Retry-After`` pause ends, in monotonic time."""
         return self._paused_until
 
-    def _has_slot(self) -> bool:
+    def _cap(self) -> int:
         # ``maximum`` may be lowered at run time (``configure(max_concurrency=...)``): it bounds at once
-        return self.in_flight < max(min(int(self.limit), self.maximum), self.minimum) and not self.paused
+        return max(min(int(self.limit), self.maximum), self.minimum)
+
+    def _has_slot(self) -> bool:
+        return self.in_flight < self._cap() and not self.paused
+
+    def try_acquire(self) -> bool:
+        """Take a free slot now if one is free and nobody waits for one (no waiter, no task switch)."""
+        if not self._waiters and self._has_slot():
+            self.in_flight += 1
+            return True
+        return False
 
     async def acquire(self) -> None:
         """Wait for a free slot and for any Retry-After pause to pass."""
-        if not self._waiters and self._has_slot():
-            self.in_flight += 1
+        if self.try_acquire():
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
@@ -105,7 +114,8 @@ class AdaptiveLimiter:
             if self._timer is None:
                 self._timer = asyncio.get_running_loop().call_later(remaining, self._on_timer)
             return
-        while self._waiters and self._has_slot():
+        cap = self._cap()  # not paused (checked above), and nothing below changes the limit
+        while self._waiters and self.in_flight < cap:
             waiter = self._waiters.popleft()
             if waiter.done():
                 continue

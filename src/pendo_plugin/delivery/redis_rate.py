@@ -165,15 +165,15 @@ class GatedTransport:
         self._settings_link = settings_link  # () -> (rate, link): read per request, so configure() applies
 
     async def send(self, request: Request) -> Response:
-        endpoint = endpoint_of(request.url)
         rate, link = self._settings_link()
         if rate or link is not None:
-            wait = await self.gate.delay(endpoint, rate, link)
+            wait = await self.gate.delay(endpoint_of(request.url), rate, link)
             if wait > 0:
                 counters.record("rate", "waited")
                 await asyncio.sleep(wait)
         response = await self.inner.send(request)
         if response.status in (429, 503):
+            endpoint = endpoint_of(request.url)  # named only when needed: it parses the URL
             seconds = parse_retry_after(response.headers.get("Retry-After"), maximum=MAX_PAUSE)
             if seconds is None and response.status == 429:
                 seconds = PAUSE_WITHOUT_RETRY_AFTER

@@ -51,6 +51,20 @@ def policy_for(settings: Settings) -> RetryPolicy:
     return RetryPolicy(max_retries=settings.max_retries, budget=settings.retry_budget)
 
 
+class _Endpoints:
+    """What every request of one :class:`Settings` shares, built once per settings object rather than
+    per event: the retry policy, and the URL and headers of the track and webhook endpoints."""
+
+    __slots__ = ("policy", "settings", "track", "webhook")
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.policy = policy_for(settings)
+        track_headers = {**JSON_HEADERS, "x-pendo-integration-key": settings.track_secret or ""}
+        self.track = (f"{settings.data_url}/data/track", track_headers)
+        self.webhook = (f"{settings.webhook_url}/data/segmentio/{settings.api_key}", JSON_HEADERS)
+
+
 class Sender:
     """Sends payloads over one transport, adapting concurrency and retrying per the settings."""
 
@@ -70,6 +84,7 @@ class Sender:
         self.acquiring: set[asyncio.Task[Any]] = set()  # tasks waiting for a slot (or a Retry-After pause)
         self.on_drop: Callable[[Exception, list[Any]], None] = lambda exc, items: None
         self.consecutive_failures = 0  # retryable failures since the last answer Pendo gave
+        self._endpoints: _Endpoints | None = None  # for the settings of the last event sent
 
     @property
     def failing(self) -> bool:
@@ -121,12 +136,18 @@ class Sender:
             self.acquiring.discard(task)
 
     async def _attempt(self, request: Request, policy: RetryPolicy) -> bytes:
-        await self._acquire()
+        if not self.limiter.try_acquire():  # a free slot is taken without a waiter (the common case)
+            await self._acquire()
         started = time.monotonic()
         congested = True
         try:
             response = await self.transport.send(request)
-            congested = response.status == 429 or response.status >= 500 or response.status == 408
+            status = response.status
+            if 200 <= status < 300:
+                congested = False
+                self.consecutive_failures = 0
+                return response.body
+            congested = status == 429 or status >= 500 or status == 408
             policy.check(response)
             self.consecutive_failures = 0
             return response.body
@@ -146,14 +167,20 @@ class Sender:
         finally:
             self.limiter.release(time.monotonic() - started, congested)
 
-    async def _with_retries(self, request: Request, settings: Settings, retry: bool = True) -> bytes:
-        policy = policy_for(settings)
-        try:
-            return await self._attempt(request, policy)  # the common case, without a retry controller
-        except RetryableError as error:
-            if not retry or settings.max_retries == 0:
-                raise
-            first_error = error
+    async def _with_retries(
+        self, request: Request, settings: Settings, retry: bool = True, failed: RetryableError | None = None
+    ) -> bytes:
+        """The answer's body, after retries if need be (``failed``: how the first attempt, already made,
+        failed)."""
+        policy = self._for(settings).policy
+        if failed is None:
+            try:
+                return await self._attempt(request, policy)  # the common case, without a retry controller
+            except RetryableError as error:
+                failed = error
+        if not retry or settings.max_retries == 0:
+            raise failed
+        first_error = failed
         await self._sleep(policy.delay(1, first_error))
         async for attempt in policy.retrying(self._sleep, attempts_done=1):
             with attempt:
@@ -162,32 +189,40 @@ class Sender:
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _send(
-        self, request: Request, settings: Settings, items: list[Payload], what: str, retry: bool
-    ) -> tuple[Outcome, bytes]:
+        self, request: Request, settings: Settings, item: Payload, retry: bool, failed: RetryableError
+    ) -> Outcome:
+        """The outcome of sending ``item`` once its first attempt ``failed``."""
+        what = item.kind
         try:
-            return "sent", await self._with_retries(request, settings, retry)
+            await self._with_retries(request, settings, retry, failed)
+            return "sent"
         except PermanentError as exc:
-            if exc.status in AUTH_STATUSES:
-                self._auth_failed(exc, what, len(items))
-                return "failed", b""
-            counters.record("dropped", f"http_{exc.status}", what, len(items))
-            log_once(
-                f"permanent:{what}:{exc.status}",
-                logging.ERROR,
-                "pendo_plugin: Pendo refused %s with HTTP %d (%s); dropped and counted as dropped:http_%d:%s",
-                what,
-                exc.status,
-                exc.detail,
-                exc.status,
-                what,
-            )
-            self.on_drop(exc, items)
-            return "rejected", b""
+            return self._refused(exc, item)
         except ShutdownInterrupted:
-            return "failed", b""
+            return "failed"
         except RetryableError as exc:
-            self._exhausted(what, len(items), exc)
-            return "failed", b""
+            self._exhausted(what, 1, exc)
+            return "failed"
+
+    def _refused(self, exc: PermanentError, item: Payload) -> Outcome:
+        """Pendo refused ``item`` for good (dropped and counted), or refused the key (kept: failed)."""
+        what, items = item.kind, [item]
+        if exc.status in AUTH_STATUSES:
+            self._auth_failed(exc, what, len(items))
+            return "failed"
+        counters.record("dropped", f"http_{exc.status}", what, len(items))
+        log_once(
+            f"permanent:{what}:{exc.status}",
+            logging.ERROR,
+            "pendo_plugin: Pendo refused %s with HTTP %d (%s); dropped and counted as dropped:http_%d:%s",
+            what,
+            exc.status,
+            exc.detail,
+            exc.status,
+            what,
+        )
+        self.on_drop(exc, items)
+        return "rejected"
 
     @staticmethod
     def _auth_failed(exc: PermanentError, what: str, count: int) -> None:
@@ -216,17 +251,25 @@ class Sender:
     async def send_one(self, item: Payload, settings: Settings, retry: bool = True) -> Outcome:
         """Deliver one track event or webhook message (``retry=False``: one attempt)."""
         kind = item.kind
-        if kind == "webhook":
-            url = f"{settings.webhook_url}/data/segmentio/{settings.api_key}"
-            headers = JSON_HEADERS
-        else:
-            url = f"{settings.data_url}/data/track"
-            headers = {**JSON_HEADERS, "x-pendo-integration-key": settings.track_secret or ""}
+        endpoints = self._for(settings)
+        url, headers = endpoints.webhook if kind == "webhook" else endpoints.track
         request = Request("POST", url, item.data, headers, settings.request_timeout)
-        outcome, _ = await self._send(request, settings, [item], kind, retry)
-        if outcome == "sent":
-            counters.record("sent", kind=str(kind))
-        return outcome
+        try:
+            await self._attempt(request, endpoints.policy)  # the common case: one attempt, answered 2xx
+        except PermanentError as exc:
+            return self._refused(exc, item)
+        except RetryableError as exc:
+            outcome = await self._send(request, settings, item, retry, exc)
+            if outcome != "sent":
+                return outcome
+        counters.record("sent", kind=str(kind))
+        return "sent"
+
+    def _for(self, settings: Settings) -> _Endpoints:
+        endpoints = self._endpoints
+        if endpoints is None or endpoints.settings is not settings:
+            endpoints = self._endpoints = _Endpoints(settings)
+        return endpoints
 
     async def send_metadata(self, kind: str, rows: list[Row], settings: Settings) -> Outcome:
         """Deliver rows of one kind (visitor/account) as batches; a 400 splits a batch to isolate bad rows.

@@ -201,13 +201,15 @@ class Router:
                     age,
                 )
             return []
-        stamp = parse_timestamp_ms(message.get("timestamp"))  # one from a clock ahead counts as now
-        stamp = now_ms if stamp is None else min(stamp, now_ms)
+        stamp: int | None = None  # only metadata rows carry it: parsed for the first one
         payloads = []
         for item in translation.payloads:
             kind, route = ("track", "track") if isinstance(item, TrackEvent) else (item.kind, "meta")
             if self._deliverable(settings, kind, route, tally):  # checked first: a held one is not encoded
-                built = to_payload(item, stamp)
+                if stamp is None and route == "meta":
+                    stamp = parse_timestamp_ms(message.get("timestamp"))  # from a clock ahead: now
+                    stamp = now_ms if stamp is None else min(stamp, now_ms)
+                built = to_payload(item, now_ms if stamp is None else stamp)
                 if built is not None:
                     payloads.append(built)
         return payloads
