@@ -52,6 +52,12 @@ SERVERS = {
     "uwsgi-default": ([], signal.SIGINT, True, 1, None),
     "uwsgi-master": (["--master", f"--worker-reload-mercy={MERCY}"], signal.SIGINT, False, 1, BOUND + MERCY),
     "uwsgi-lazy-apps": (["--master", "--lazy-apps"], signal.SIGINT, False, 2, BOUND),
+    # uWSGI runs Python's at-fork hooks in the workers: the master's queue still goes to worker 1 once
+    "uwsgi-master-fork-hooks": (
+        ["--master", "--py-call-uwsgi-fork-hooks", f"--worker-reload-mercy={MERCY}"], signal.SIGINT, False, 1,
+        BOUND + MERCY,
+    ),
+    "uwsgi-default-fork-hooks": (["--py-call-uwsgi-fork-hooks"], signal.SIGINT, True, 1, None),
 }
 
 

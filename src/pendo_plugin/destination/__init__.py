@@ -26,6 +26,7 @@ _lock = threading.Lock()
 _runtime: Any = None
 _pid = os.getpid()
 _uwsgi_exit_registered = False
+_held_at_fork: Any = None  # the uWSGI master's held runtime, in a worker until uWSGI's post-fork hook
 
 
 def runtime() -> Any:
@@ -78,19 +79,24 @@ def _register_uwsgi_hooks(held: bool) -> None:
 def _after_uwsgi_fork() -> None:
     """uWSGI forked this worker (or, without ``--master``, turned the loading process into worker 1):
     start delivering. What the master queued goes with worker 1's first life only."""
-    held = _runtime
-    if held is None:
+    global _held_at_fork
+    current = _runtime
+    if current is not None and _pid == os.getpid():  # no fork happened: this process queued it
+        if current.held:
+            current.release()
         return
-    if _pid == os.getpid():  # no fork happened: this process queued it and delivers it
-        held.release()
-        return
-    _fork.child()
-    runtime().release(held if uwsgi.inherits_master_queue() else None)
+    if _pid != os.getpid():  # uWSGI forked from C without Python's at-fork hooks: run them now
+        _fork.child()
+    held, _held_at_fork = _held_at_fork, None  # --py-call-uwsgi-fork-hooks: they ran before this hook
+    if held is not None:
+        runtime().release(held if uwsgi.inherits_master_queue() else None)
 
 
 def _after_fork_in_child() -> None:
-    """Forget the parent's queue and worker: the child starts afresh and never resends them."""
-    global _runtime, _pid, _lock
+    """Forget the parent's queue and worker: the child starts afresh and never resends them. A queue
+    held for after a uWSGI fork is kept aside for :func:`_after_uwsgi_fork`, which gives it to worker 1."""
+    global _runtime, _pid, _lock, _held_at_fork
+    _held_at_fork = _runtime if _runtime is not None and _runtime.held else None
     _lock = threading.Lock()
     _runtime = None
     _pid = os.getpid()
