@@ -49,15 +49,14 @@ SERVERS = {
     #        bound on the tree's exit, None: a worker waits forever in Segment's join())
     "gunicorn-sync-preload": (["--preload", "-w", "2"], signal.SIGTERM, False, 1, BOUND),
     "gunicorn-gevent": (["-k", "gevent", "-w", "2"], signal.SIGTERM, False, 2, BOUND),
-    "uwsgi-default": ([], signal.SIGINT, True, 1, None),
-    "uwsgi-master": (["--master", f"--worker-reload-mercy={MERCY}"], signal.SIGINT, False, 1, BOUND + MERCY),
-    "uwsgi-lazy-apps": (["--master", "--lazy-apps"], signal.SIGINT, False, 2, BOUND),
-    # uWSGI runs Python's at-fork hooks in the workers: the master's queue still goes to worker 1 once
-    "uwsgi-master-fork-hooks": (
+    # uWSGI without --lazy-apps forks while the app's own Segment consumer thread runs (the app sends at
+    # import): --py-call-uwsgi-fork-hooks keeps the workers' interpreter sound (docs/reliability.md)
+    "uwsgi-default": (["--py-call-uwsgi-fork-hooks"], signal.SIGINT, True, 1, None),
+    "uwsgi-master": (
         ["--master", "--py-call-uwsgi-fork-hooks", f"--worker-reload-mercy={MERCY}"], signal.SIGINT, False, 1,
         BOUND + MERCY,
     ),
-    "uwsgi-default-fork-hooks": (["--py-call-uwsgi-fork-hooks"], signal.SIGINT, True, 1, None),
+    "uwsgi-lazy-apps": (["--master", "--lazy-apps"], signal.SIGINT, False, 2, BOUND),
 }
 
 
@@ -117,17 +116,7 @@ def finished(done: Path) -> bool:
     return len(list(done.iterdir())) >= REQUESTS
 
 
-# uwsgi-default: the app's own Segment consumer thread is alive in the process uWSGI forks, which can
-# leave worker 2's GIL unusable (a uWSGI hazard, docs/reliability.md): rerun once if a request times out
-SHAPES = [
-    pytest.param(shape, marks=pytest.mark.flaky(reruns=1, only_rerun=["ReadTimeout"]))
-    if shape == "uwsgi-default"
-    else shape
-    for shape in SERVERS
-]
-
-
-@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("shape", list(SERVERS))
 def test_server_delivers_every_event_once_and_stops_in_time(
     shape: str, sandbox: Sandbox, spool_dir: Path, tmp_path: Path
 ) -> None:
