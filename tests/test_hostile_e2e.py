@@ -38,8 +38,8 @@ WEIRD_KEYS = [
 WEIRD_VALUES: list[Any] = [
     decimal.Decimal("1.10"),
     uuid.UUID(int=7),
-    dt.datetime(2026, 1, 2, 3, 4, 5),
-    dt.date(2026, 1, 2),
+    dt.datetime.now() - dt.timedelta(days=40),  # date-time trait values, relative to now
+    dt.date.today() - dt.timedelta(days=40),
     b"\x00\xffbytes",
     {1, 2, 3},
     math.nan,
@@ -144,10 +144,12 @@ def test_unknown_field_and_bad_value_spare_every_other_row_and_field(
 ) -> None:
     plugin.set_schema(SCHEMA)
     pendo_plugin.configure(batch_interval=30)  # one batch, sent at flush
+    created = dt.datetime.combine(dt.date.today() - dt.timedelta(days=40), dt.time(), tzinfo=dt.timezone.utc)
+    created_ms = int((created - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)).total_seconds()) * 1000
     segment_client.identify("v1", {"plan": "pro", "logins": 5, "favouriteColour": "teal"})
     segment_client.identify("v2", {"plan": "free", "logins": "five", "beta": "true"})
     segment_client.identify(
-        "v3", {"plan": "team", "createdAt": dt.datetime(2026, 1, 2, tzinfo=dt.timezone.utc)}
+        "v3", {"plan": "team", "createdAt": created}
     )
     with caplog.at_level(logging.WARNING, logger="pendo_plugin"):
         segment_client.flush()
@@ -157,7 +159,7 @@ def test_unknown_field_and_bad_value_spare_every_other_row_and_field(
     assert visitors["v2"]["plan"] == "free"
     assert visitors["v2"].get("beta") is True
     assert "logins" not in visitors["v2"]
-    assert visitors["v3"] == {"plan": "team", "createdAt": 1767312000000}
+    assert visitors["v3"] == {"plan": "team", "createdAt": created_ms}
     assert len(plugin.metadata_requests("visitor")) == 1
     warnings = [record.getMessage() for record in caplog.records]
     assert any("favouriteColour" in line and "Data Mappings" in line for line in warnings)

@@ -26,6 +26,9 @@ from pendo_plugin.pendo.sanitize import (
     properties_size,
 )
 
+# a date-time trait value (a year and a bit ago, relative to now)
+TRAIT_MOMENT = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) - dt.timedelta(days=400)
+
 # ------------------------------------------------------------------------------------------ names
 
 
@@ -126,11 +129,11 @@ class Weird:
         (float("-inf"), None, "value_infinity"),
         (uuid.UUID(int=1), "00000000-0000-0000-0000-000000000001", "value_uuid"),
         (
-            dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc),  # a trait's value: no age rule applies
-            "2024-01-02T03:04:05+00:00",
+            TRAIT_MOMENT,  # a trait's value: no age rule applies
+            TRAIT_MOMENT.strftime("%Y-%m-%dT%H:%M:%S+00:00"),
             "value_datetime",
         ),
-        (dt.date(2024, 1, 2), "2024-01-02", "value_datetime"),
+        (TRAIT_MOMENT.date(), TRAIT_MOMENT.strftime("%Y-%m-%d"), "value_datetime"),
         (dt.time(3, 4), "03:04:00", "value_datetime"),
         (b"hi\xff", "hi\ufffd", "value_bytes"),
         (bytearray(b"ok"), "ok", "value_bytes"),
@@ -386,11 +389,11 @@ def test_coerce_metadata_leaves_out_unknown_fields() -> None:
         ("active", "yes", True),
         ("active", "FALSE", False),
         ("active", 0, False),
-        ("renews", "2024-01-02T00:00:00Z", 1704153600000),
-        ("renews", "2024-01-02", 1704153600000),
-        ("renews", 1704153600, 1704153600000),
-        ("renews", "1704153600000", 1704153600000),
-        ("renews", dt.datetime(2024, 1, 2, tzinfo=dt.timezone.utc), 1704153600000),
+        ("renews", f"{ISO_DAY}T00:00:00Z", DAY_MS),
+        ("renews", ISO_DAY, DAY_MS),
+        ("renews", DAY_MS // 1000, DAY_MS),
+        ("renews", str(DAY_MS), DAY_MS),
+        ("renews", dt.datetime.combine(DAY, dt.time(), tzinfo=dt.timezone.utc), DAY_MS),
     ],
 )
 def test_coerce_metadata_coerces(field: str, value: Any, expected: Any) -> None:

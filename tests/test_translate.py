@@ -21,9 +21,13 @@ from pendo_plugin.pendo.translate import (
     visitor_id_of,
 )
 
-NOW_MS = 1795410234123 + 60_000  # one minute after TIMESTAMP
-TIMESTAMP = "2026-11-23T05:03:54.123+00:00"
-TIMESTAMP_MS = 1795410234123
+# the message's time: an hour ago, to the millisecond (relative to now, so it never ages out);
+# the tests pass an injected clock a minute after it
+WHEN = dt.datetime.now(dt.timezone.utc).replace(microsecond=123000) - dt.timedelta(hours=1)
+TIMESTAMP = WHEN.isoformat(timespec="milliseconds")
+TIMESTAMP_MS = int(WHEN.timestamp()) * 1000 + 123
+NOW_MS = TIMESTAMP_MS + 60_000
+CREATED = (WHEN - dt.timedelta(days=400)).replace(tzinfo=None, hour=0, minute=0, second=0, microsecond=0)
 
 
 def track(**overrides: Any) -> dict[str, Any]:
@@ -184,7 +188,7 @@ def test_track_timestamp_falls_back_to_now() -> None:
 
 
 def test_track_accepts_datetime_timestamp() -> None:
-    stamp = dt.datetime(2026, 11, 23, 5, 3, 54, 123000, tzinfo=dt.timezone.utc)
+    stamp = WHEN
     assert only_track(translate(track(timestamp=stamp), now_ms=NOW_MS)).body["timestamp"] == TIMESTAMP_MS
 
 
@@ -287,7 +291,7 @@ def test_identify_makes_a_visitor_row_with_all_traits() -> None:
         "traits": {
             "email": "ann@example.com",
             "name": "Ann",
-            "createdAt": dt.datetime(2024, 1, 2),
+            "createdAt": CREATED,
             "first name": "Ann",
             "address": {"city": "Paris", "country": "FR"},
         },
@@ -301,7 +305,7 @@ def test_identify_makes_a_visitor_row_with_all_traits() -> None:
         values={
             "address_city": "Paris",
             "address_country": "FR",
-            "createdAt": "2024-01-02T00:00:00",
+            "createdAt": CREATED.strftime("%Y-%m-%dT%H:%M:%S"),
             "email": "ann@example.com",
             "first_name": "Ann",
             "name": "Ann",
@@ -423,17 +427,18 @@ def test_payloads_are_immutable_values() -> None:
 
 
 def test_to_webhook_body_is_a_json_safe_copy() -> None:
-    when = dt.datetime(2026, 11, 23, 5, 3, 54, tzinfo=dt.timezone.utc)
+    when = WHEN.replace(microsecond=0)
+    iso = when.strftime("%Y-%m-%dT%H:%M:%S+00:00")
     properties = {"price": Decimal("9.5"), "when": when, "bad": float("inf"), "tags": {"b", "a"}}
     message = track(properties=properties, timestamp=when)
     body = to_webhook_body(message)
     assert body["properties"] == {
         "price": 9.5,
-        "when": "2026-11-23T05:03:54+00:00",
+        "when": iso,
         "bad": None,
         "tags": ["a", "b"],
     }
-    assert body["timestamp"] == "2026-11-23T05:03:54+00:00"
+    assert body["timestamp"] == iso
     assert body["event"] == "Signed Up"
     assert body["userId"] == "u1"
     json.dumps(body, allow_nan=False)
