@@ -5,13 +5,12 @@ payloads never sent, and what waits settled as failed when it is cancelled."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from collections.abc import Iterator
 
 import pytest
 
-from pendo_plugin import config, counters
+from pendo_plugin import counters
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.dispatch import Dispatcher
 from pendo_plugin.delivery.rows import FieldClock
@@ -19,7 +18,7 @@ from pendo_plugin.delivery.senders import Outcome, Sender
 from pendo_plugin.pendo import payload
 from pendo_plugin.pendo.payload import Payload
 from pendo_plugin.sandbox import Sandbox
-from tests.conftest import INTEGRATION_KEY, TRACK_SECRET
+from tests.sending import sandbox_settings, track_payload
 
 
 @pytest.fixture(autouse=True)
@@ -27,18 +26,6 @@ def fresh_counters() -> Iterator[None]:
     counters.reset()
     yield
     counters.reset()
-
-
-def settings_for(box: Sandbox, **extra: object) -> Settings:
-    values = {"track_secret": TRACK_SECRET, "integration_key": INTEGRATION_KEY, "data_url": box.url,
-              "api_url": box.url, "spool_dir": "off", "max_retries": 3, "retry_budget": 10, **extra}
-    return config.load(values, environ={})
-
-
-def track(n: int) -> Payload:
-    body = {"type": "track", "event": "Pooled", "visitorId": f"u{n}", "timestamp": int(time.time() * 1000),
-            "properties": {"n": n}, "context": {}}
-    return payload.event("track", body)
 
 
 async def run(settings: Settings, job: object) -> None:
@@ -50,7 +37,7 @@ async def run(settings: Settings, job: object) -> None:
 
 
 def test_every_event_is_sent_by_a_bounded_pool_and_settled_once(sandbox: Sandbox) -> None:
-    settings = settings_for(sandbox, max_concurrency=4)
+    settings = sandbox_settings(sandbox, max_concurrency=4)
     outcomes: Counter[int] = Counter()
     most_tasks = 0
 
@@ -62,7 +49,7 @@ def test_every_event_is_sent_by_a_bounded_pool_and_settled_once(sandbox: Sandbox
         nonlocal most_tasks
         sends = Dispatcher(sender, pool=8)
         for n in range(300):
-            sends.submit(track(n), settings, settle)
+            sends.submit(track_payload(n), settings, settle)
             most_tasks = max(most_tasks, len(sends.tasks))
         assert sends.queued() == 300 and len(sends.tasks) == 8, "queued for a pool, not one task each"
         await asyncio.wait_for(sends.wait(), 30)
@@ -75,7 +62,7 @@ def test_every_event_is_sent_by_a_bounded_pool_and_settled_once(sandbox: Sandbox
 
 
 def test_metadata_is_merged_newest_wins_and_batches_of_a_kind_go_in_order(sandbox: Sandbox) -> None:
-    settings = settings_for(sandbox, metadata_batch_size=2, batch_interval=60)
+    settings = sandbox_settings(sandbox, metadata_batch_size=2, batch_interval=60)
     settled: list[tuple[str, Outcome]] = []
 
     async def job(sender: Sender) -> None:
@@ -100,12 +87,13 @@ def test_metadata_is_merged_newest_wins_and_batches_of_a_kind_go_in_order(sandbo
 
 
 def test_a_held_payload_is_settled_as_failed_and_never_sent(sandbox: Sandbox) -> None:
-    settings = settings_for(sandbox, shadow=True)
+    settings = sandbox_settings(sandbox, shadow=True)
     settled: list[Outcome] = []
 
     async def job(sender: Sender) -> None:
         sends = Dispatcher(sender)
-        assert sends.submit(track(1), settings, lambda item, outcome: settled.append(outcome)) is False
+        settle = lambda item, outcome: settled.append(outcome)  # noqa: E731
+        assert sends.submit(track_payload(1), settings, settle) is False
         sends.send_rows(settings, force=True)
         await sends.wait()
 
@@ -117,13 +105,13 @@ def test_a_held_payload_is_settled_as_failed_and_never_sent(sandbox: Sandbox) ->
 
 def test_cancel_settles_what_waits_and_what_is_in_flight_as_failed(sandbox: Sandbox) -> None:
     sandbox.set_latency(5)
-    settings = settings_for(sandbox)
+    settings = sandbox_settings(sandbox)
     outcomes: list[Outcome] = []
 
     async def job(sender: Sender) -> None:
         sends = Dispatcher(sender, pool=2)
         for n in range(10):
-            sends.submit(track(n), settings, lambda item, outcome: outcomes.append(outcome))
+            sends.submit(track_payload(n), settings, lambda item, outcome: outcomes.append(outcome))
         await asyncio.sleep(0)  # the two sending tasks start
         sends.cancel()
         await asyncio.wait_for(sends.wait(), 5)

@@ -5,18 +5,16 @@ settings object (URL, headers, retry policy) follows a new settings object at on
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Iterator
 
 import pytest
 
-from pendo_plugin import config, counters
+from pendo_plugin import counters
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.senders import Outcome, Sender
-from pendo_plugin.pendo import payload
 from pendo_plugin.pendo.payload import Payload
 from pendo_plugin.sandbox import Sandbox
-from tests.conftest import INTEGRATION_KEY, TRACK_SECRET
+from tests.sending import sandbox_settings, track_payload
 
 
 @pytest.fixture(autouse=True)
@@ -27,15 +25,7 @@ def fresh_counters() -> Iterator[None]:
 
 
 def settings_for(box: Sandbox, **extra: object) -> Settings:
-    values = {"track_secret": TRACK_SECRET, "integration_key": INTEGRATION_KEY, "data_url": box.url,
-              "api_url": box.url, "spool_dir": "off", "max_retries": 2, "retry_budget": 10, **extra}
-    return config.load(values, environ={})
-
-
-def track(n: int) -> Payload:
-    body = {"type": "track", "event": "Fast", "visitorId": f"u{n}", "timestamp": int(time.time() * 1000),
-            "properties": {"n": n}, "context": {}}
-    return payload.event("track", body)
+    return sandbox_settings(box, **{"max_retries": 2, **extra})
 
 
 def send_all(sends: list[tuple[Payload, Settings]], retry: bool = True) -> list[Outcome]:
@@ -56,7 +46,7 @@ def sent_numbers(box: Sandbox) -> list[int]:
 def test_a_new_settings_object_changes_the_key_sent_at_once(sandbox: Sandbox) -> None:
     good = settings_for(sandbox)
     wrong = settings_for(sandbox, track_secret="not-the-secret")
-    outcomes = send_all([(track(0), good), (track(1), wrong), (track(2), good)])
+    outcomes = send_all([(track_payload(0), good), (track_payload(1), wrong), (track_payload(2), good)])
     assert outcomes == ["sent", "failed", "sent"], "the key of each event's own settings"
     assert sent_numbers(sandbox) == [0, 2]
     stats = counters.snapshot()
@@ -66,7 +56,7 @@ def test_a_new_settings_object_changes_the_key_sent_at_once(sandbox: Sandbox) ->
 
 def test_a_failed_first_attempt_is_retried_and_counted_once(sandbox: Sandbox) -> None:
     sandbox.fail_next(1, 503)
-    outcomes = send_all([(track(0), settings_for(sandbox, max_retries=1))])
+    outcomes = send_all([(track_payload(0), settings_for(sandbox, max_retries=1))])
     assert outcomes == ["sent"]
     assert sent_numbers(sandbox) == [0]
     stats = counters.snapshot()
@@ -76,7 +66,7 @@ def test_a_failed_first_attempt_is_retried_and_counted_once(sandbox: Sandbox) ->
 
 def test_one_attempt_only_when_retries_are_off(sandbox: Sandbox) -> None:
     sandbox.fail_next(1, 503)
-    outcomes = send_all([(track(0), settings_for(sandbox))], retry=False)
+    outcomes = send_all([(track_payload(0), settings_for(sandbox))], retry=False)
     assert outcomes == ["failed"]
     assert sent_numbers(sandbox) == []
     stats = counters.snapshot()
@@ -86,7 +76,9 @@ def test_one_attempt_only_when_retries_are_off(sandbox: Sandbox) -> None:
 
 def test_a_refused_event_is_dropped_and_counted_without_a_retry(sandbox: Sandbox) -> None:
     sandbox.fail_next(1, 400)
-    outcomes = send_all([(track(0), settings_for(sandbox)), (track(1), settings_for(sandbox))])
+    outcomes = send_all(
+        [(track_payload(0), settings_for(sandbox)), (track_payload(1), settings_for(sandbox))]
+    )
     assert outcomes == ["rejected", "sent"]
     assert sent_numbers(sandbox) == [1]
     stats = counters.snapshot()
