@@ -143,12 +143,9 @@ class Sender:
         try:
             response = await self.transport.send(request)
             status = response.status
-            if 200 <= status < 300:
-                congested = False
-                self.consecutive_failures = 0
-                return response.body
             congested = status == 429 or status >= 500 or status == 408
-            policy.check(response)
+            if not 200 <= status < 300:  # a 2xx needs no classification (the common case)
+                policy.check(response)
             self.consecutive_failures = 0
             return response.body
         except RetryableError as exc:
@@ -206,11 +203,11 @@ class Sender:
 
     def _refused(self, exc: PermanentError, item: Payload) -> Outcome:
         """Pendo refused ``item`` for good (dropped and counted), or refused the key (kept: failed)."""
-        what, items = item.kind, [item]
+        what = item.kind
         if exc.status in AUTH_STATUSES:
-            self._auth_failed(exc, what, len(items))
+            self._auth_failed(exc, what, 1)
             return "failed"
-        counters.record("dropped", f"http_{exc.status}", what, len(items))
+        counters.record("dropped", f"http_{exc.status}", what)
         log_once(
             f"permanent:{what}:{exc.status}",
             logging.ERROR,
@@ -221,7 +218,7 @@ class Sender:
             exc.status,
             what,
         )
-        self.on_drop(exc, items)
+        self.on_drop(exc, [item])
         return "rejected"
 
     @staticmethod

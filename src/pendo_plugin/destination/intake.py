@@ -111,11 +111,11 @@ class Runtime:
             intake.overflow.append(message)
         else:
             counters.record("dropped", "queue_full")
-        if self._thread is None and not self._broken and not self.held:
-            self.start(wait=False)
+        if self._thread is None:
+            self.prepare()
 
     def prepare(self) -> None:
-        """Start the worker ahead of the first message, without waiting for it (not when held or broken)."""
+        """Start the worker if it is not running, without waiting for it (not when held or broken)."""
         if self._thread is None and not self._broken and not self.held:
             self.start(wait=False)
 
