@@ -121,11 +121,11 @@ def communicate(process: subprocess.Popen[str], timeout: float) -> tuple[str, st
         return process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired as expired:
         tree = [process.pid, *descendants(process.pid)]
-        for pid in tree:
+        for pid in tree:  # one process at a time, so their dumps do not interleave on the shared pipe
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGUSR1)
-        with contextlib.suppress(subprocess.TimeoutExpired):  # collect the dumps for a while
-            process.communicate(timeout=3)
+            with contextlib.suppress(subprocess.TimeoutExpired):  # collect its dump for a while
+                process.communicate(timeout=1)
         for pid in tree:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)

@@ -37,6 +37,6 @@ def test_a_hung_process_tree_is_killed_and_dumps_every_process_stack() -> None:
     with pytest.raises(subprocess.TimeoutExpired) as expired:
         communicate(process, timeout=1)
     stderr = str(expired.value.stderr)
-    assert "in stuck_in_the_child" in stderr  # the forked child's stack
+    assert "stuck_in_the_child" in stderr  # the forked child's stack
     assert "in <module>" in stderr and stderr.count("Current thread") + stderr.count("Thread 0x") >= 2
     assert process.returncode is not None and descendants(process.pid) == []
