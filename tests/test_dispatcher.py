@@ -1,6 +1,7 @@
 """The one send path, ``delivery.dispatch.Dispatcher``, over real HTTP to the sandbox: every payload
-settled exactly once, events sent by a bounded pool of tasks, metadata merged and sent in order, held
-payloads never sent, and what waits settled as failed when it is cancelled."""
+settled exactly once, events sent within the limiter's slots as callbacks (a task only to retry),
+metadata merged and sent in order, held payloads never sent, and what waits settled as failed when it
+is cancelled."""
 
 from __future__ import annotations
 
@@ -36,29 +37,59 @@ async def run(settings: Settings, job: object) -> None:
         await sender.transport.close()
 
 
-def test_every_event_is_sent_by_a_bounded_pool_and_settled_once(sandbox: Sandbox) -> None:
+def test_every_event_is_sent_within_the_limit_without_a_task_and_settled_once(sandbox: Sandbox) -> None:
     settings = sandbox_settings(sandbox, max_concurrency=4)
     outcomes: Counter[int] = Counter()
-    most_tasks = 0
-
-    def settle(item: Payload, outcome: Outcome) -> None:
-        assert outcome == "sent"
-        outcomes[item.body["properties"]["n"]] += 1
+    most_in_flight = 0
+    tasks_seen = 0
 
     async def job(sender: Sender) -> None:
-        nonlocal most_tasks
-        sends = Dispatcher(sender, pool=8)
+        nonlocal most_in_flight, tasks_seen
+        sends = Dispatcher(sender)
+
+        def settle(item: Payload, outcome: Outcome) -> None:
+            nonlocal most_in_flight, tasks_seen
+            assert outcome == "sent"
+            outcomes[item.body["properties"]["n"]] += 1
+            most_in_flight = max(most_in_flight, sender.limiter.in_flight)  # the next one has its slot
+            tasks_seen = max(tasks_seen, len(sends.tasks))
+
         for n in range(300):
             sends.submit(track_payload(n), settings, settle)
-            most_tasks = max(most_tasks, len(sends.tasks))
-        assert sends.queued() == 300 and len(sends.tasks) == 8, "queued for a pool, not one task each"
+        assert sends.queued() == 296 and sends.load == 300, "4 slots: 4 in flight, the rest in line"
+        assert not sends.tasks, "events wait in the limiter's line, not as tasks"
         await asyncio.wait_for(sends.wait(), 30)
-        assert sends.load == 0
+        assert sends.load == 0 and not sends.pending()
 
     asyncio.run(run(settings, job))
     assert outcomes == Counter(range(300)), "each settled exactly once"
-    assert most_tasks <= 8
+    assert most_in_flight == 4, "never more in flight than the limiter's 4 slots, and all of them used"
+    assert tasks_seen == 0, "a 2xx first attempt runs as callbacks: no task"
     assert sorted(event["properties"]["n"] for event in sandbox.track_events()) == list(range(300))
+
+
+def test_a_failed_first_attempt_is_retried_in_a_task_behind_the_events_in_line(sandbox: Sandbox) -> None:
+    """Two slots, ten events, the first two answered 503 with ``Retry-After: 0`` (no wait): their retries
+    queue behind the eight events already in line (as with one task per event), and all ten arrive."""
+    sandbox.fail_next(2, 503, headers={"Retry-After": "0"})
+    settings = sandbox_settings(sandbox, max_concurrency=2, max_retries=2)
+    order: list[int] = []
+
+    def note(item: Payload, outcome: Outcome) -> None:
+        assert outcome == "sent"
+        order.append(item.body["properties"]["n"])
+
+    async def job(sender: Sender) -> None:
+        sender.limiter.limit = 2
+        sends = Dispatcher(sender)
+        for n in range(10):
+            sends.submit(track_payload(n), settings, note)
+        await asyncio.wait_for(sends.wait(), 30)
+
+    asyncio.run(run(settings, job))
+    assert sorted(order) == list(range(10))
+    assert order[-2:] in ([0, 1], [1, 0]), f"the two retried events settle last: {order}"
+    assert counters.snapshot()["retried"] == 2
 
 
 def test_metadata_is_merged_newest_wins_and_batches_of_a_kind_go_in_order(sandbox: Sandbox) -> None:
@@ -109,10 +140,10 @@ def test_cancel_settles_what_waits_and_what_is_in_flight_as_failed(sandbox: Sand
     outcomes: list[Outcome] = []
 
     async def job(sender: Sender) -> None:
-        sends = Dispatcher(sender, pool=2)
+        sends = Dispatcher(sender)
         for n in range(10):
             sends.submit(track_payload(n), settings, lambda item, outcome: outcomes.append(outcome))
-        await asyncio.sleep(0)  # the two sending tasks start
+        assert sends.load == 10 and sends.queued() < 10, "some are in flight, the rest wait in line"
         sends.cancel()
         await asyncio.wait_for(sends.wait(), 5)
 

@@ -1,4 +1,4 @@
-"""``Sender.send_one`` over real HTTP to the sandbox: the fast path (one attempt, 2xx) and the paths
+"""``Sender.launch`` over real HTTP to the sandbox: the fast path (one attempt, 2xx) and the paths
 after a failed first attempt give the same outcomes and counters as before, and what is built once per
 settings object (URL, headers, retry policy) follows a new settings object at once."""
 
@@ -11,6 +11,7 @@ import pytest
 
 from pendo_plugin import counters
 from pendo_plugin.config import Settings
+from pendo_plugin.delivery.dispatch import Dispatcher
 from pendo_plugin.delivery.senders import Outcome, Sender
 from pendo_plugin.pendo.payload import Payload
 from pendo_plugin.sandbox import Sandbox
@@ -29,10 +30,17 @@ def settings_for(box: Sandbox, **extra: object) -> Settings:
 
 
 def send_all(sends: list[tuple[Payload, Settings]], retry: bool = True) -> list[Outcome]:
+    """Each payload sent and settled before the next (through a Dispatcher, the one send path)."""
+
     async def run() -> list[Outcome]:
         sender = Sender.for_settings(sends[0][1], asyncio.Event())
+        dispatcher = Dispatcher(sender)
+        outcomes: list[Outcome] = []
         try:
-            return [await sender.send_one(item, settings, retry) for item, settings in sends]
+            for item, settings in sends:
+                dispatcher.submit(item, settings, lambda item, outcome: outcomes.append(outcome), retry=retry)
+                await dispatcher.wait()
+            return outcomes
         finally:
             await sender.transport.close()
 

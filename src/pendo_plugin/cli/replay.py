@@ -47,7 +47,7 @@ from pendo_plugin.destination.route import Router
 from pendo_plugin.pendo.translate import translate
 
 SAVE_INTERVAL = 0.5
-TASKS_PER_SLOT = 8
+EVENTS_PER_SLOT = 8
 MAX_REPORTED_MALFORMED = 20
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 PREVIEW = "use --dry-run to preview"
@@ -118,8 +118,8 @@ class Replayer:
                  checkpoints: Sequence[Checkpoint], err: TextIO) -> None:
         self.settings = settings
         self.filters = filters
-        self._window = settings.max_concurrency * TASKS_PER_SLOT  # sends in flight at most
-        self.sends = None if sender is None else Dispatcher(sender, pool=self._window)  # None: a dry run
+        self._window = settings.max_concurrency * EVENTS_PER_SLOT  # sends in flight at most
+        self.sends = None if sender is None else Dispatcher(sender)  # None: a dry run
         self.checkpoints = checkpoints
         self.err = err
         self.router = Router()

@@ -33,7 +33,14 @@ import httptools
 from multidict import CIMultiDict
 
 from pendo_plugin import counters
-from pendo_plugin.delivery.http import MAX_RESPONSE_BYTES, USER_AGENT, Request, Response, refuse_redirect
+from pendo_plugin.delivery.http import (
+    MAX_RESPONSE_BYTES,
+    USER_AGENT,
+    RedirectRefused,
+    Request,
+    Response,
+    refuse_redirect,
+)
 
 MAX_HEAD_BYTES = 64 * 1024
 READ_BUFFER_BYTES = 64 * 1024
@@ -58,14 +65,16 @@ class _Connection(asyncio.BufferedProtocol):
     """One keep-alive connection; carries one request at a time. ``buffer`` is where the socket is
     read into: shared by the connections of one transport (each read is consumed before the next)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, buffer: memoryview) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, owner: HttpTransport) -> None:
         self.loop = loop
-        self._buffer = buffer
+        self._owner = owner
+        self._buffer = owner.buffer
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.reused = False
         self.key: tuple[Origin, str | None] | None = None
         self.deadline = 0.0  # loop time by which the current request must have its answer
+        self._data = b""  # the current request (sent once more elsewhere if this connection was stale)
         self._status = 0
         self._waiter: asyncio.Future[Response] | None = None
         self._answer = _Answer()
@@ -84,9 +93,10 @@ class _Connection(asyncio.BufferedProtocol):
         error = ConnectionResetError(
             f"connection closed by the server ({type(exc).__name__ if exc else 'EOF'})"
         )
-        for waiter in (self._waiter, self._tunnel):
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(error)
+        if self._tunnel is not None and not self._tunnel.done():
+            self._tunnel.set_exception(error)
+        if self._active:
+            self._fail(error)
 
     def eof_received(self) -> bool:
         if self._active and self._status:
@@ -152,14 +162,17 @@ class _Connection(asyncio.BufferedProtocol):
 
     # ----- requests
 
-    def send(self, data: bytes) -> asyncio.Future[Response]:
-        """Write one request; the future gets its answer."""
+    def send(self, data: bytes, deadline: float) -> asyncio.Future[Response]:
+        """Write one request, to be answered by ``deadline`` (loop time); the future gets its answer,
+        or the error (a 3xx: :class:`~pendo_plugin.delivery.http.RedirectRefused`)."""
         assert self.transport is not None
         self._answer = _Answer()
         self._status = 0
         if self._parser is None:
             self._parser = httptools.HttpResponseParser(self)
         self._active = True
+        self._data = data
+        self.deadline = deadline
         waiter: asyncio.Future[Response] = self.loop.create_future()
         self._waiter = waiter
         self.transport.write(data)
@@ -170,23 +183,41 @@ class _Connection(asyncio.BufferedProtocol):
         """Whether the connection can carry a request."""
         return not self.closed and self.transport is not None and not self.transport.is_closing()
 
-    @property
-    def answered_nothing(self) -> bool:
-        """No byte of an answer arrived for the current request (safe to send it again elsewhere)."""
-        return self._active and self._status == 0
-
     def _finish(self, keep: bool) -> None:
+        """The answer is complete: the connection goes back to the pool (``keep``) and the waiter gets
+        the answer (a redirect is refused, never followed)."""
         waiter, answer = self._waiter, self._answer
         self._active = False
+        self._waiter = None
         if not keep:
             self.abort()
-        if waiter is not None and not waiter.done():
-            waiter.set_result(Response(self._status, CIMultiDict(answer.headers), bytes(answer.body)))
+        self._owner.done_with(self)
+        if waiter is None or waiter.done():
+            return
+        response = Response(self._status, CIMultiDict(answer.headers), bytes(answer.body))
+        if 300 <= response.status < 400:
+            try:
+                refuse_redirect(response)
+            except RedirectRefused as exc:
+                waiter.set_exception(exc)
+                return
+        waiter.set_result(response)
 
     def _fail(self, error: Exception) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_exception(error)
+        """The request failed: on a reused connection that got no byte of an answer (the server
+        closed it while idle) it is sent once more on a new one, else the waiter gets ``error``."""
+        waiter = self._waiter
+        stale = self.reused and self._active and self._status == 0 and not isinstance(error, TimeoutError)
+        self._active = False
+        self._waiter = None
         self.abort()
+        self._owner.done_with(self)
+        if waiter is None or waiter.done():
+            return
+        if stale and self.key is not None:
+            self._owner.resend(waiter, self.key, self._data, self.deadline)
+        else:
+            waiter.set_exception(error)
 
     def expire(self) -> None:
         """The request's time is up: fail it and drop the connection."""
@@ -228,8 +259,9 @@ class HttpTransport:
         self._proxy_by_origin: dict[Origin, str | None] = {}
         self._heads: dict[tuple[str, str, tuple[tuple[str, str], ...]], tuple[bytes, Origin, str | None]] = {}
         self._ssl: ssl.SSLContext | None = None
-        self._buffer = memoryview(bytearray(READ_BUFFER_BYTES))
+        self.buffer = memoryview(bytearray(READ_BUFFER_BYTES))  # every connection reads into it
         self._watch: asyncio.TimerHandle | None = None
+        self._resends: set[asyncio.Task[Response]] = set()
 
     def _proxy_for(self, origin: Origin) -> str | None:
         if origin not in self._proxy_by_origin:
@@ -271,39 +303,60 @@ class HttpTransport:
         self._heads[key] = (head, origin, proxy)
         return head, origin, proxy
 
-    async def send(self, request: Request) -> Response:
+    def start(self, request: Request) -> asyncio.Future[Response]:
+        """Send ``request``; the future gets its answer. On an idle keep-alive connection (the common
+        case) the request is written at once and the future is that connection's: no task, no
+        coroutine. Raises ValueError for a URL or header it will not send."""
         head, origin, proxy = self._head(request)
-        deadline = asyncio.get_running_loop().time() + request.timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + request.timeout
         data = b"%s%d\r\n\r\n%s" % (head, len(request.body), request.body)
-        connection = self._reuse((origin, proxy))  # without a coroutine: the common case
-        if connection is None:
-            connection = await self._connection(origin, proxy, deadline)
-        try:
-            answer = await self._exchange(connection, data, deadline)
-        except (OSError, ConnectionError) as exc:
-            if not (connection.reused and connection.answered_nothing) or isinstance(exc, TimeoutError):
-                raise
-            connection = await self._connection(origin, proxy, deadline)
-            answer = await self._exchange(connection, data, deadline)
-        if 300 <= answer.status < 400:
-            refuse_redirect(answer)
-        return answer
+        connection = self._reuse((origin, proxy))
+        if connection is not None:
+            return self._exchange(connection, data, deadline)
+        return asyncio.ensure_future(self._fresh((origin, proxy), data, deadline))
 
-    async def _exchange(self, connection: _Connection, data: bytes, deadline: float) -> Response:
-        connection.deadline = deadline
+    async def send(self, request: Request) -> Response:
+        return await self.start(request)
+
+    async def _fresh(self, key: tuple[Origin, str | None], data: bytes, deadline: float) -> Response:
+        """``data`` sent on a new connection."""
+        connection = await self._connection(*key, deadline)
+        return await self._exchange(connection, data, deadline)
+
+    def resend(
+        self, waiter: asyncio.Future[Response], key: tuple[Origin, str | None], data: bytes, deadline: float
+    ) -> None:
+        """Send ``data`` once more on a new connection (the reused one was stale); ``waiter`` gets the
+        outcome."""
+
+        def chain(task: asyncio.Task[Response]) -> None:
+            self._resends.discard(task)
+            if waiter.done():
+                return
+            if task.cancelled():
+                waiter.cancel()
+            elif (error := task.exception()) is not None:
+                waiter.set_exception(error)
+            else:
+                waiter.set_result(task.result())
+
+        task = asyncio.ensure_future(self._fresh(key, data, deadline))
+        self._resends.add(task)
+        task.add_done_callback(chain)
+        waiter.add_done_callback(lambda _: task.cancel() if waiter.cancelled() else None)
+
+    def _exchange(self, connection: _Connection, data: bytes, deadline: float) -> asyncio.Future[Response]:
         self._busy.add(connection)
         if self._watch is None:
             self._watch = connection.loop.call_later(DEADLINE_TICK, self._expire_overdue)
-        try:
-            answer = await connection.send(data)
-        except BaseException:
-            connection.abort()
-            raise
-        finally:
-            self._busy.discard(connection)
-        if not connection.closed:
+        return connection.send(data, deadline)
+
+    def done_with(self, connection: _Connection) -> None:
+        """``connection`` carries no request now: back to the pool if it can carry another."""
+        self._busy.discard(connection)
+        if connection.open and connection.key is not None:
             self._give_back(connection)
-        return answer
 
     def _expire_overdue(self) -> None:
         """Fail the requests whose time is up: one timer per transport while requests are in flight,
@@ -353,7 +406,7 @@ class HttpTransport:
         loop = asyncio.get_running_loop()
         scheme, host, port = origin
         tls = self._context() if scheme == "https" else None
-        connection = _Connection(loop, self._buffer)
+        connection = _Connection(loop, self)
         if proxy is None:
             await loop.create_connection(
                 lambda: connection, host, port, ssl=tls, server_hostname=host if tls else None
@@ -389,6 +442,8 @@ class HttpTransport:
                 connection.abort()
         for connection in list(self._busy):
             connection.abort()
+        for task in list(self._resends):
+            task.cancel()
         self._idle.clear()
         self._busy.clear()
 

@@ -10,13 +10,12 @@ that may send it; it never reaches Pendo.
 
 A :class:`Dispatcher` sends track events and webhook messages as they are submitted and merges metadata
 rows per kind, sending them when a batch is full, due (``batch_interval``) or forced; batches of one kind
-go out in order and never send an older field value after a newer one (:class:`FieldClock`). Events wait
-in a deque that a bounded pool of long-lived sending tasks empties (no task per event); a metadata batch
-is one task. The pool is as large as the sends the owner lets be in flight at once, not the limiter's
-current limit: a task waiting out a retry then queues for a slot behind the others, as one task per event
-did, instead of retrying ahead of them (with a pool the size of the limit, a run of 503s all fell on the
-first few events and used up their retries). It tracks what is in flight, for ``flush()``'s deadline and
-for shutdown. The worker (live queue, spool replay,
+go out in order and never send an older field value after a newer one (:class:`FieldClock`). An event
+waits in the limiter's line (:meth:`AdaptiveLimiter.when_free`) and its first attempt starts the moment
+it gets a slot, as callbacks, without a task (:meth:`Sender.launch`); only a failed attempt makes a task,
+which retries it. Retries wait for a slot in the same line, so a run of 503s spreads over the events in
+the order they came, as with one task per event. The dispatcher tracks what is in flight, for
+``flush()``'s deadline and for shutdown. The worker (live queue, spool replay,
 sync mode), fleet mode's Redis reader (:mod:`pendo_plugin.delivery.redis_queue`), ``pendo-plugin replay``
 and ``pendo-plugin spool drain`` all send through one.
 """
@@ -24,13 +23,14 @@ and ``pendo-plugin spool drain`` all send through one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections import deque
 from collections.abc import Callable, Coroutine
-from typing import Any, NamedTuple
+from typing import Any
 
 from pendo_plugin import counters
 from pendo_plugin.config import Settings
+from pendo_plugin.delivery.limiter import Ticket
 from pendo_plugin.delivery.rows import FieldClock, MergedRows, Row
 from pendo_plugin.delivery.senders import Outcome, Sender
 from pendo_plugin.pendo.payload import METADATA_KINDS, Payload
@@ -41,13 +41,18 @@ Settle = Callable[[Payload, Outcome], None]
 Origins = MergedRows[tuple[Settle, Payload]]
 
 
-class Job(NamedTuple):
-    """One event waiting for a sending task."""
+class _Event:
+    """One event submitted: waiting for a slot (``ticket``), then in flight (``attempt``), then, if the
+    first attempt failed, retried by a task."""
 
-    payload: Payload
-    settings: Settings
-    settle: Settle
-    retry: bool
+    __slots__ = ("attempt", "payload", "replay", "settle", "ticket")
+
+    def __init__(self, payload: Payload, settle: Settle, replay: bool) -> None:
+        self.payload = payload
+        self.settle = settle
+        self.replay = replay
+        self.ticket: Ticket | None = None
+        self.attempt: asyncio.Future[Any] | None = None
 
 
 def admit(payload: Payload, settings: Settings, settle: Settle) -> bool:
@@ -67,17 +72,18 @@ class Dispatcher:
     """Sends submitted payloads over ``sender`` (which its owner may replace) and settles each one;
     touched only from the loop it runs on."""
 
-    def __init__(self, sender: Sender, clock: FieldClock | None = None, pool: int = SLICE) -> None:
+    def __init__(self, sender: Sender, clock: FieldClock | None = None) -> None:
         self.sender = sender
-        self.pool = pool  # sending tasks at most (the owner may change it)
         self.clock = clock or FieldClock()  # an older metadata value is never sent after a newer one
         self.tasks: set[asyncio.Task[Any]] = set()
         self.replays: set[asyncio.Task[Any]] = set()  # the subset busy with a spool replay (no retries)
-        self.on_done: Callable[[], None] | None = None  # called as each send ends (a slot is free)
-        self._jobs: deque[Job] = deque()  # events waiting for a sending task
-        self._replay_jobs = 0  # how many of them are part of a spool replay
-        self._runners: set[asyncio.Task[Any]] = set()  # the sending tasks
-        self._starting = 0  # sending tasks started that have not taken their first event yet
+        self.on_done: Callable[[], None] | None = None  # called as each send ends
+        self._events: set[_Event] = set()  # submitted events waiting for a slot or in their first attempt
+        self._queued = 0  # how many of them wait for a slot
+        self._queued_replays = 0  # how many of those are part of a spool replay
+        self._replay_events = 0  # how many events (waiting or in flight) are part of a spool replay
+        self._flying = 0  # events in their first attempt
+        self._flying_replays = 0  # how many of them are part of a spool replay
         self._progress = asyncio.Event()
         self._rows: dict[str, Origins] = {kind: MergedRows(kind) for kind in METADATA_KINDS}
         self._rows_since: float | None = None  # when the oldest waiting row came
@@ -86,12 +92,12 @@ class Dispatcher:
 
     @property
     def load(self) -> int:
-        """Events waiting for a sending task, plus the tasks in flight."""
-        return len(self._jobs) + len(self.tasks)
+        """Events waiting for a slot or in flight, plus the tasks (retries, metadata batches)."""
+        return len(self._events) + len(self.tasks)
 
     def queued(self, *, replays: bool = True) -> int:
-        """Events waiting for a sending task (``replays=False``: those of spool replays left out)."""
-        return len(self._jobs) if replays else len(self._jobs) - self._replay_jobs
+        """Events waiting for a slot (``replays=False``: those of spool replays left out)."""
+        return self._queued if replays else self._queued - self._queued_replays
 
     @property
     def rows_waiting(self) -> bool:
@@ -99,8 +105,9 @@ class Dispatcher:
         return self._rows_since is not None
 
     def submit(self, payload: Payload, settings: Settings, settle: Settle, *, retry: bool = True) -> bool:
-        """Send ``payload`` (``retry=False``: one attempt), or queue it if it is a metadata row; True if a
-        send started. A payload this process may not send is settled as failed at once (:func:`admit`)."""
+        """Send ``payload`` (``retry=False``: one attempt, a spool replay), or queue it if it is a metadata
+        row; True if it is an event on its way. A payload this process may not send is settled as failed
+        at once (:func:`admit`)."""
         if not admit(payload, settings, settle):
             return False
         if payload.kind in self._rows:
@@ -108,43 +115,61 @@ class Dispatcher:
             if self._rows_since is None:
                 self._rows_since = time.monotonic()
             return False
-        self._jobs.append(Job(payload, settings, settle, retry))
-        if not retry:
-            self._replay_jobs += 1
-        self._grow()
+        event = _Event(payload, settle, not retry)
+        self._events.add(event)
+        self._queued += 1
+        if event.replay:
+            self._replay_events += 1
+            self._queued_replays += 1
+        event.ticket = self.sender.limiter.when_free(lambda: self._launch(event, settings, retry))
         return True
 
-    def _grow(self) -> None:
-        """Start sending tasks while more events wait than tasks about to take one, up to :attr:`pool`
-        (a task that is sending takes the next event when it is done)."""
-        while len(self._jobs) > self._starting and len(self._runners) < self.pool:
-            self._starting += 1
-            self._runners.add(self.spawn(self._run()))
+    def _unqueue(self, event: _Event) -> None:
+        self._queued -= 1
+        if event.replay:
+            self._queued_replays -= 1
 
-    async def _run(self) -> None:
-        """One sending task: takes the oldest waiting event, sends and settles it, until none wait or
-        the pool is larger than :attr:`pool`."""
-        task = asyncio.current_task()
-        assert task is not None
-        self._starting -= 1
+    def _launch(self, event: _Event, settings: Settings, retry: bool) -> None:
+        """The event got its slot: its first attempt starts now."""
+        self._unqueue(event)
+        event.ticket = None
+
+        def retry_in_task(retrying: Coroutine[Any, Any, Outcome], done: Callable[[Outcome], None]) -> None:
+            self._landed(event)  # the first attempt is over: the task is what is in flight now
+            self.spawn(self._retried(retrying, done), replay=event.replay)
+
+        self._flying += 1
+        if event.replay:
+            self._flying_replays += 1
+        event.attempt = self.sender.launch(
+            event.payload, settings, retry, lambda outcome: self._settle(event, outcome), retry_in_task
+        )
+
+    @staticmethod
+    async def _retried(retrying: Coroutine[Any, Any, Outcome], done: Callable[[Outcome], None]) -> None:
+        outcome: Outcome = "failed"
         try:
-            while self._jobs and len(self._runners) <= self.pool:
-                job = self._jobs.popleft()
-                if not job.retry:
-                    self._replay_jobs -= 1
-                    self.replays.add(task)
-                outcome: Outcome = "failed"
-                try:
-                    outcome = await self.sender.send_one(job.payload, job.settings, job.retry)
-                finally:
-                    job.settle(job.payload, outcome)
-                    self.replays.discard(task)
-                    self._progress.set()
-                    if self.on_done is not None:
-                        self.on_done()
-                self._grow()
+            outcome = await retrying
         finally:
-            self._runners.discard(task)  # at once, so the pool never shrinks below its size
+            done(outcome)
+
+    def _landed(self, event: _Event) -> None:
+        if event.attempt is not None:
+            event.attempt = None
+            self._flying -= 1
+            if event.replay:
+                self._flying_replays -= 1
+
+    def _settle(self, event: _Event, outcome: Outcome) -> None:
+        """One event's outcome (its retries, if any, are over)."""
+        self._landed(event)
+        self._events.discard(event)
+        if event.replay:
+            self._replay_events -= 1
+        event.settle(event.payload, outcome)
+        self._progress.set()
+        if self.on_done is not None:
+            self.on_done()
 
     def send_rows(self, settings: Settings, *, force: bool = False) -> None:
         """Send the waiting metadata rows as one batch per kind if a batch is full, the oldest row has
@@ -166,17 +191,23 @@ class Dispatcher:
         self._rows_since = None
 
     def abandon(self) -> None:
-        """Settle every waiting event and metadata row as failed without sending it (shutdown: it stays
-        spooled)."""
-        while self._jobs:
-            job = self._jobs.popleft()
-            job.settle(job.payload, "failed")
-        self._replay_jobs = 0
+        """Settle every event waiting for a slot and every metadata row as failed without sending it
+        (shutdown: it stays spooled)."""
+        self._drop_queued()
         for kind, rows in self._rows.items():
             for settle, payload in rows.origins():
                 settle(payload, "failed")
             self._rows[kind] = MergedRows(kind)
         self._rows_since = None
+
+    def _drop_queued(self) -> None:
+        """Settle every event still waiting for a slot as failed; it gives up its place in line."""
+        for event in [event for event in self._events if event.ticket is not None]:
+            ticket, event.ticket = event.ticket, None
+            if ticket is not None:
+                ticket.cancel()
+            self._unqueue(event)
+            self._settle(event, "failed")
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any], *, replay: bool = False) -> asyncio.Task[Any]:
         """Run ``coroutine`` as a task this dispatcher tracks (``replay``: part of a spool replay)."""
@@ -192,11 +223,6 @@ class Dispatcher:
         self.replays.discard(task)
         self._follows.pop(task, None)
         self._progress.set()
-        if task in self._runners:  # a sending task cancelled before it began
-            self._runners.discard(task)
-            self._starting -= 1
-        if self._jobs:
-            self._grow()  # a sending task was cancelled (its event settled as failed): the rest still go
         if self.on_done is not None:
             self.on_done()
 
@@ -223,21 +249,46 @@ class Dispatcher:
             await self._progress.wait()
 
     async def wait(self) -> None:
-        """Wait until every event submitted and every send started has settled."""
-        while self.tasks:
-            await asyncio.wait(set(self.tasks))
+        """Wait until every event submitted and every task started has settled."""
+        while self._events or self.tasks:
+            self._progress.clear()
+            await self._progress.wait()
 
     def cancel(self) -> None:
-        """Settle what waits as failed and cancel every send in flight (each settles as failed)."""
-        while self._jobs:
-            job = self._jobs.popleft()
-            job.settle(job.payload, "failed")
-        self._replay_jobs = 0
+        """Settle what waits for a slot as failed and cancel every send in flight and every task (each
+        settles as failed)."""
+        self._drop_queued()
+        for event in self._events:
+            if event.attempt is not None:
+                event.attempt.cancel()
         for task in list(self.tasks):
             task.cancel()
 
-    def moving(self, task: asyncio.Task[Any], deadline: float) -> bool:
-        """Whether ``task`` is sending, or waits for something that ends before ``deadline``."""
+    async def stop(self, grace: float) -> None:
+        """:meth:`cancel`, then wait up to ``grace`` seconds for what was cancelled to settle."""
+        self.cancel()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.wait(), grace)
+
+    def pending(self, *, replays: bool = True) -> bool:
+        """Whether any event or task has not settled yet (``replays=False``: spool replays left out)."""
+        if replays:
+            return bool(self._events or self.tasks)
+        return len(self._events) > self._replay_events or bool(self.tasks - self.replays)
+
+    def moving(self, deadline: float, *, replays: bool = True) -> bool:
+        """Whether something here makes progress before ``deadline``: an attempt in flight, an event
+        waiting for a slot while no Retry-After pause holds past it, or a task that is sending or waits
+        for something that ends before it (``replays=False``: spool replays left out)."""
+        if self._flying > (0 if replays else self._flying_replays):
+            return True
+        limiter = self.sender.limiter
+        if self.queued(replays=replays) and (not limiter.paused or limiter.paused_until < deadline):
+            return True
+        tasks = self.tasks if replays else self.tasks - self.replays
+        return any(self._task_moving(task, deadline) for task in tasks)
+
+    def _task_moving(self, task: asyncio.Task[Any], deadline: float) -> bool:
         until = self.blocked_until(task)
         return until is None or until < deadline
 
@@ -258,7 +309,7 @@ async def dispatch(sender: Sender, payloads: list[Payload], settings: Settings, 
                    clock: FieldClock, *, retry: bool = True) -> None:
     """Send ``payloads`` (at most :data:`SLICE` at once; metadata rows merged per kind, never an older
     value after a newer one: ``clock``) and settle every one of them with its outcome."""
-    dispatcher = Dispatcher(sender, clock, SLICE)
+    dispatcher = Dispatcher(sender, clock)
     for payload in payloads:
         await dispatcher.room(SLICE)
         dispatcher.submit(payload, settings, settle, retry=retry)

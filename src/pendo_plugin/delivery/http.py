@@ -16,6 +16,7 @@ retried like one, and what still fails stays in the spool. Nothing is counted as
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
@@ -97,11 +98,22 @@ def refuse_redirect(response: Response) -> None:
 
 
 class Transport(Protocol):
-    """Sends one request; raises (OSError, TimeoutError, ValueError) on network failure or a bad URL."""
+    """Sends one request; raises (OSError, TimeoutError, ValueError) on network failure or a bad URL.
+    A transport may also have ``start(request) -> asyncio.Future[Response]``, which begins the request
+    without a task where it can (see :func:`start`)."""
 
     async def send(self, request: Request) -> Response: ...
 
     async def close(self) -> None: ...
+
+
+def start(transport: Transport, request: Request) -> asyncio.Future[Response]:
+    """``request`` begun on ``transport``: through its ``start`` if it has one, else a task of its
+    ``send``; the future gets the answer or the error."""
+    begin: Callable[[Request], asyncio.Future[Response]] | None = getattr(transport, "start", None)
+    if begin is not None:
+        return begin(request)
+    return asyncio.ensure_future(transport.send(request))
 
 
 class DaemonPool:

@@ -36,7 +36,7 @@ from pendo_plugin.delivery.senders import Outcome, Payload, Sender
 from pendo_plugin.delivery.spool import Spool
 from pendo_plugin.logs import log, log_once
 
-MAX_IN_FLIGHT = 1024  # entries this process holds while sending (and its dispatcher's pool)
+MAX_IN_FLIGHT = 1024  # entries this process holds while sending
 READ_COUNT = 200
 APPEND_BATCH = 1000
 MAX_BUFFER = 10_000  # offered payloads waiting for the next append; past it the local path takes them
@@ -100,7 +100,7 @@ class RedisQueue:
     def pump(self, sender: Sender, settings: Settings, spool: Spool | None) -> bool:
         """Start the next I/O cycle if one is due; True if it started one with work to do."""
         if self._sends is None:
-            self._sends = Dispatcher(sender, pool=MAX_IN_FLIGHT)
+            self._sends = Dispatcher(sender)
         self._sends.sender = sender
         if self._cycle is not None:
             return False
@@ -135,7 +135,7 @@ class RedisQueue:
         if self._cycle is not None or self._acks or self._requeue:
             return not self.link.available()
         sends = self._sends
-        if sends is not None and any(sends.blocked_until(task) is None for task in sends.tasks):
+        if sends is not None and sends.moving(time.monotonic()):
             return False
         return self._caught_up or time.monotonic() < self._paused_until or not self.link.available()
 
@@ -144,9 +144,7 @@ class RedisQueue:
         more; what cannot reach Redis goes to the local path."""
         self._paused_until = float("inf")
         if self._sends is not None:
-            self._sends.cancel()  # every entry being sent settles as failed: requeued
-            if self._sends.tasks:
-                await asyncio.wait(list(self._sends.tasks), timeout=grace)
+            await self._sends.stop(grace)  # every entry being sent settles as failed: requeued
         if self._cycle is not None:
             await asyncio.wait([self._cycle], timeout=grace)
         if self.link.available():

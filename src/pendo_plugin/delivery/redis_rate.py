@@ -5,7 +5,8 @@ the next free send time and waits until then, so one call decides, with no retry
 Redis the reservation is one Lua script, atomic on the server and timed by the server's clock,
 so every process on that Redis shares one budget; without Redis (or while it does not answer)
 the same arithmetic runs in this process. A 429 (or a Retry-After on a 503) sets a pause key that
-every process's next reservation honours, with or without a budget.
+every process's next reservation honours, with or without a budget. With neither a budget nor
+Redis the gate does nothing (the sender's limiter still holds this process for a Retry-After).
 
 Endpoints are named by what they are (``track``, ``webhook``, ``metadata:visitor``, ...), never by
 their URL, so no key carries a secret.
@@ -19,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pendo_plugin import counters
-from pendo_plugin.delivery.http import Request, Response, Transport
+from pendo_plugin.delivery.http import Request, Response, Transport, start
 from pendo_plugin.delivery.redis_link import KEY_PREFIX, RedisLink, redis_errors
 from pendo_plugin.delivery.retry import parse_retry_after
 
@@ -164,13 +165,22 @@ class GatedTransport:
         self.gate = gate
         self._settings_link = settings_link  # () -> (rate, link): read per request, so configure() applies
 
+    def start(self, request: Request) -> asyncio.Future[Response]:
+        """``request`` begun: without a budget and without Redis the gate does nothing, and the inner
+        transport starts it (without a task where it can); else a task waits for the gate first."""
+        rate, link = self._settings_link()
+        if not rate and link is None:
+            return start(self.inner, request)
+        return asyncio.ensure_future(self.send(request))
+
     async def send(self, request: Request) -> Response:
         rate, link = self._settings_link()
-        if rate or link is not None:
-            wait = await self.gate.delay(endpoint_of(request.url), rate, link)
-            if wait > 0:
-                counters.record("rate", "waited")
-                await asyncio.sleep(wait)
+        if not rate and link is None:
+            return await self.inner.send(request)  # no budget, no fleet: the gate does nothing
+        wait = await self.gate.delay(endpoint_of(request.url), rate, link)
+        if wait > 0:
+            counters.record("rate", "waited")
+            await asyncio.sleep(wait)
         response = await self.inner.send(request)
         if response.status in (429, 503):
             endpoint = endpoint_of(request.url)  # named only when needed: it parses the URL

@@ -14,13 +14,13 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, Literal
 
 from pendo_plugin import counters, jsoncodec
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.client import HttpTransport
-from pendo_plugin.delivery.http import Request, Transport
+from pendo_plugin.delivery.http import Request, Response, Transport, start
 from pendo_plugin.delivery.limiter import AdaptiveLimiter
 from pendo_plugin.delivery.retry import (
     PermanentError,
@@ -35,6 +35,8 @@ from pendo_plugin.pendo.coerce import coerce_metadata
 from pendo_plugin.pendo.payload import Payload
 
 Outcome = Literal["sent", "rejected", "failed"]
+Done = Callable[[Outcome], None]
+Spawn = Callable[[Coroutine[Any, Any, Outcome], Done], object]
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 BREAKER_THRESHOLD = 32
@@ -136,12 +138,27 @@ class Sender:
             self.acquiring.discard(task)
 
     async def _attempt(self, request: Request, policy: RetryPolicy) -> bytes:
-        if not self.limiter.try_acquire():  # a free slot is taken without a waiter (the common case)
+        """One attempt of a retry or a metadata batch, with a slot from the limiter."""
+        if not self.limiter.try_acquire():
             await self._acquire()
         started = time.monotonic()
-        congested = True
         try:
             response = await self.transport.send(request)
+        except BaseException as exc:
+            return self._judged(started, None, exc, policy)
+        return self._judged(started, response, None, policy)
+
+    def _judged(
+        self, started: float, response: Response | None, error: BaseException | None, policy: RetryPolicy
+    ) -> bytes:
+        """Free the attempt's slot, telling the limiter how it went, and return the answer's body, or
+        raise what the attempt comes to: :class:`RetryableError` (network errors and timeouts too) or
+        :class:`PermanentError`. The one judge of every attempt, first or retry."""
+        congested = True
+        try:
+            if error is not None:
+                raise error
+            assert response is not None
             status = response.status
             congested = status == 429 or status >= 500 or status == 408
             if not 200 <= status < 300:  # a 2xx needs no classification (the common case)
@@ -185,21 +202,21 @@ class Sender:
                 return await self._attempt(request, policy)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _send(
+    async def _retried(
         self, request: Request, settings: Settings, item: Payload, retry: bool, failed: RetryableError
     ) -> Outcome:
-        """The outcome of sending ``item`` once its first attempt ``failed``."""
-        what = item.kind
+        """The outcome of ``item`` once its first attempt ``failed``: retried per the settings."""
         try:
             await self._with_retries(request, settings, retry, failed)
-            return "sent"
         except PermanentError as exc:
             return self._refused(exc, item)
         except ShutdownInterrupted:
             return "failed"
         except RetryableError as exc:
-            self._exhausted(what, 1, exc)
+            self._exhausted(item.kind, 1, exc)
             return "failed"
+        counters.record("sent", kind=item.kind)
+        return "sent"
 
     def _refused(self, exc: PermanentError, item: Payload) -> Outcome:
         """Pendo refused ``item`` for good (dropped and counted), or refused the key (kept: failed)."""
@@ -245,22 +262,43 @@ class Sender:
             exc.reason,
         )
 
-    async def send_one(self, item: Payload, settings: Settings, retry: bool = True) -> Outcome:
-        """Deliver one track event or webhook message (``retry=False``: one attempt)."""
-        kind = item.kind
+    def launch(
+        self, item: Payload, settings: Settings, retry: bool, done: Done, spawn: Spawn
+    ) -> asyncio.Future[Response]:
+        """Start the first attempt of one track event or webhook message, its limiter slot already
+        taken (:meth:`AdaptiveLimiter.when_free`); ``done`` gets the outcome. The common case, a 2xx,
+        runs as callbacks: no task, no coroutine. A failed first attempt is retried per the settings
+        (``retry=False``: not at all) in a task made by ``spawn``, which calls ``done`` when it ends.
+        Returns the attempt's future: cancelling it settles the event as failed."""
         endpoints = self._for(settings)
-        url, headers = endpoints.webhook if kind == "webhook" else endpoints.track
+        url, headers = endpoints.webhook if item.kind == "webhook" else endpoints.track
         request = Request("POST", url, item.data, headers, settings.request_timeout)
+        started = time.monotonic()
         try:
-            await self._attempt(request, endpoints.policy)  # the common case: one attempt, answered 2xx
-        except PermanentError as exc:
-            return self._refused(exc, item)
-        except RetryableError as exc:
-            outcome = await self._send(request, settings, item, retry, exc)
-            if outcome != "sent":
-                return outcome
-        counters.record("sent", kind=str(kind))
-        return "sent"
+            attempt = start(self.transport, request)
+        except Exception as exc:  # a URL or header the transport will not send: judged like any failure
+            attempt = asyncio.get_running_loop().create_future()
+            attempt.set_exception(exc)
+
+        def landed(attempt: asyncio.Future[Response]) -> None:
+            if attempt.cancelled():
+                self.limiter.release(time.monotonic() - started, True)
+                done("failed")
+                return
+            error = attempt.exception()
+            try:
+                self._judged(started, None if error else attempt.result(), error, endpoints.policy)
+            except PermanentError as exc:
+                done(self._refused(exc, item))
+                return
+            except RetryableError as exc:
+                spawn(self._retried(request, settings, item, retry, exc), done)
+                return
+            counters.record("sent", kind=item.kind)
+            done("sent")
+
+        attempt.add_done_callback(landed)
+        return attempt
 
     def _for(self, settings: Settings) -> _Endpoints:
         endpoints = self._endpoints

@@ -34,7 +34,7 @@ from pendo_plugin.destination.route import Router
 from pendo_plugin.logs import log_once
 
 PUMP_BATCH = 512
-TASKS_PER_SLOT = 8
+EVENTS_PER_SLOT = 8
 SPOOL_RETRY_INTERVAL = 30.0
 IDLE_POLL_MIN = 0.01
 IDLE_POLL_MAX = 0.2
@@ -60,7 +60,6 @@ class Worker:
         self._flushing = 0
         self._backlog: deque[tuple[Batch, Payload]] = deque()
         self._dispatcher: Dispatcher | None = None  # sends and settles: the one send path
-        self._tasks: set[asyncio.Task[Any]] = set()  # the dispatcher's, once it exists
         self._replays: set[asyncio.Task[Any]] = set()  # the subset replaying the spool
         self._spool_draining = False
         self._spool_next_try = 0.0
@@ -93,9 +92,8 @@ class Worker:
             if self._dispatcher is None:
                 self._dispatcher = Dispatcher(self._sender)
                 self._dispatcher.on_done = self._task_done
-                self._tasks, self._replays = self._dispatcher.tasks, self._dispatcher.replays
+                self._replays = self._dispatcher.replays
             self._dispatcher.sender = self._sender
-        self._sends.pool = settings.max_concurrency * TASKS_PER_SLOT
         self._fleet.update(settings)  # fleet mode
         self._sender.limiter.maximum = settings.max_concurrency
         return settings
@@ -141,7 +139,7 @@ class Worker:
 
     def _room(self, settings: Settings) -> int:
         """How many more events may be handed to the dispatcher now."""
-        return settings.max_concurrency * TASKS_PER_SLOT - self._sends.load
+        return settings.max_concurrency * EVENTS_PER_SLOT - self._sends.load
 
     def _pump(self, settings: Settings) -> bool:
         """Route a slice of the intake and write it ahead, then start sending from the backlog;
@@ -287,13 +285,12 @@ class Worker:
             return "busy"
         if not self._fleet.idle():  # fleet mode
             return "busy"
-        tasks = sends.tasks if replays else sends.tasks - sends.replays
-        if any(sends.moving(task, deadline) for task in tasks):
+        if sends.moving(deadline, replays=replays):
             return "busy"
-        if self._backlog or sends.queued(replays=replays):  # it waits for a slot: one frees when a
-            # sending task (a replay's too) moves on in time
-            return "busy" if any(sends.moving(task, deadline) for task in sends.tasks) else "stuck"
-        return "stuck" if tasks else "none"
+        if self._backlog or sends.queued(replays=replays):  # it waits for room or a slot: one frees
+            # when a send (a replay's too) moves on in time
+            return "busy" if sends.moving(deadline) else "stuck"
+        return "stuck" if sends.pending(replays=replays) else "none"
 
     async def drain(self, timeout: float, *, replay_spool: bool = False, replays: bool = True) -> bool:
         """Deliver what is queued (``replay_spool``: replay the spool too), waiting out every retry and
@@ -327,9 +324,7 @@ class Worker:
         self._stopping.set()  # cut every retry wait short now
         self._closing = True
         settings = self._settings()
-        self._sends.cancel()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=CANCEL_GRACE)
+        await self._sends.stop(CANCEL_GRACE)
         await self._fleet.stop(CANCEL_GRACE)  # fleet mode
         while self._intake or self._overflow:
             self._pump(settings)  # with _closing set, what is left is written to the spool unsent
