@@ -6,13 +6,17 @@ or refused for good to ``<file>.ack``, one decimal number a line. A process that
 was not acknowledged. The log is deleted with its file.
 
 Appends are not fsynced: a killed process's writes survive in the page cache, and one lost to a power
-cut only means that payload is sent again (at-least-once, never loss). The log is read back as
+cut only means that payload is sent again (at-least-once, never loss). On an event loop the positions
+acknowledged in one turn of the loop go out in one write at the end of that turn (one system call for
+all the answers one ``select`` returned, not one per answer), so a process killed within that turn may
+resend them too. The log is read back as
 untrusted input: not followed if it is a symlink, read only if it is this user's regular file, bounded
 in size, and every line that is not a whole position inside the file is ignored.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -59,13 +63,32 @@ class AckLog:
     def __init__(self, path: Path) -> None:
         self.path = ack_path(path)
         self._fd: int | None = None
+        self._pending = bytearray()  # positions not written yet (this turn of the loop)
+        self._flush_soon = False
 
     def append(self, position: int) -> None:
-        """Record ``position`` as acknowledged; a failure is logged and counted (it only means a resend)."""
+        """Record ``position`` as acknowledged: at the end of this turn of the running loop, else now."""
+        self._pending += b"%d\n" % position
+        if self._flush_soon:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        self._flush_soon = True
+        loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write what was recorded; a failure is logged and counted (it only means a resend)."""
+        self._flush_soon = False
+        if not self._pending:
+            return
+        data, self._pending = bytes(self._pending), bytearray()
         try:
             if self._fd is None:
                 self._fd = os.open(self.path, _APPEND_FLAGS, 0o600)
-            os.write(self._fd, b"%d\n" % position)
+            os.write(self._fd, data)
         except OSError as exc:
             counters.record("spool_ack_failed")
             log_once(
@@ -78,14 +101,20 @@ class AckLog:
             )
 
     def close(self) -> None:
-        """Close the log (it stays on disk with its file)."""
+        """Write what was recorded and close the log (it stays on disk with its file)."""
+        self.flush()
+        self.forget()
+
+    def forget(self) -> None:
+        """Close the log without writing what waits (a forked child: the parent writes it)."""
+        self._pending.clear()
         fd, self._fd = self._fd, None
         if fd is not None:
             with contextlib.suppress(OSError):
                 os.close(fd)
 
     def remove(self) -> None:
-        """Close and delete the log."""
-        self.close()
+        """Close and delete the log (what waits is not written: the file is gone)."""
+        self.forget()
         with contextlib.suppress(OSError):
             os.unlink(self.path)

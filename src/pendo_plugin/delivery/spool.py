@@ -53,7 +53,7 @@ def _forget_inherited_locks() -> None:
     """In a forked child: close the parent's lock descriptors; the parent's claims stay the parent's."""
     for claim in list(_claims):
         claim._fd = None
-        claim._acks.close()
+        claim._acks.forget()
     for fd in list(_held_fds):
         with contextlib.suppress(OSError):
             os.close(fd)

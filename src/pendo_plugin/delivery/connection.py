@@ -1,0 +1,263 @@
+"""One keep-alive HTTP/1.1 connection as an asyncio protocol, its answers parsed by ``httptools``
+(llhttp, the parser Node.js uses); its pool is :class:`~pendo_plugin.delivery.client.HttpTransport`.
+
+A connection carries one request at a time. It reads into a buffer its pool shares
+(``asyncio.BufferedProtocol``: ``recv_into``, where a plain protocol gets a new 256 KiB ``bytes`` per
+read, which costs an ``mmap``, an ``mremap`` and a ``munmap`` per answer), keeps one parser for its
+life, bounds the answer's head (``MAX_HEAD_BYTES``) and body (``MAX_RESPONSE_BYTES``: the rest is not
+read), and hands the answer to the request's future with nothing in between: the future is what the sender's
+callback waits on (no task). A 3xx is refused there (never followed). A request that fails on a reused
+connection before any byte of an answer arrived (the server closed it while idle) goes back to the pool,
+which sends it once more on a new connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator, Mapping
+from typing import Any, Protocol, cast
+
+import httptools
+from multidict import CIMultiDict
+
+from pendo_plugin import counters
+from pendo_plugin.delivery.http import MAX_RESPONSE_BYTES, RedirectRefused, Response, refuse_redirect
+
+MAX_HEAD_BYTES = 64 * 1024
+Origin = tuple[str, str, int]  # scheme, host, port
+Key = tuple[Origin, "str | None"]  # origin, proxy
+
+
+class Pool(Protocol):
+    """What a connection needs from the pool that owns it."""
+
+    buffer: memoryview
+
+    def done_with(self, connection: Connection) -> None: ...
+
+    def resend(self, waiter: asyncio.Future[Response], key: Key, data: bytes, deadline: float) -> None: ...
+
+
+class _Headers(Mapping[str, str]):
+    """An answer's headers as the parser gave them, decoded into a case-insensitive mapping only if read
+    (the senders read them only for a 429, a 503 or a 3xx: not decoding them saves about 2 us per answer)."""
+
+    __slots__ = ("_parsed", "_raw")
+
+    def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
+        self._raw = raw
+        self._parsed: CIMultiDict[str] | None = None
+
+    def _mapping(self) -> CIMultiDict[str]:
+        if self._parsed is None:
+            pairs = ((name.decode("latin-1"), value.decode("latin-1")) for name, value in self._raw)
+            self._parsed = CIMultiDict(pairs)
+        return self._parsed
+
+    def __getitem__(self, name: str) -> str:
+        return self._mapping()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._mapping())
+
+    def __len__(self) -> int:
+        return len(self._mapping())
+
+
+class _Answer:
+    """One answer being read: headers and a body bounded by ``MAX_RESPONSE_BYTES``."""
+
+    __slots__ = ("body", "head_bytes", "headers", "truncated")
+
+    def __init__(self) -> None:
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body = bytearray()
+        self.head_bytes = 0
+        self.truncated = False
+
+
+class Connection(asyncio.BufferedProtocol):
+    """One keep-alive connection; carries one request at a time. ``buffer`` is where the socket is
+    read into: shared by the connections of one transport (each read is consumed before the next)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, owner: Pool) -> None:
+        self.loop = loop
+        self._owner = owner
+        self._buffer = owner.buffer
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.reused = False
+        self.key: tuple[Origin, str | None] | None = None
+        self.deadline = 0.0  # loop time by which the current request must have its answer
+        self._data = b""  # the current request (sent once more elsewhere if this connection was stale)
+        self._status = 0
+        self._waiter: asyncio.Future[Response] | None = None
+        self._answer = _Answer()
+        self._parser: Any = None  # created for the first request, kept for the connection's life
+        self._active = False  # a request is waiting for its answer
+        self._tunnel: asyncio.Future[bytes] | None = None
+        self._raw = bytearray()
+
+    # ----- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not asyncio classes
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        error = ConnectionResetError(
+            f"connection closed by the server ({type(exc).__name__ if exc else 'EOF'})"
+        )
+        if self._tunnel is not None and not self._tunnel.done():
+            self._tunnel.set_exception(error)
+        if self._active:
+            self._fail(error)
+
+    def eof_received(self) -> bool:
+        if self._active and self._status:
+            self._finish(keep=False)  # an answer without a length ends at EOF
+        return False
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self._buffer[:nbytes])
+
+    def data_received(self, data: bytes | memoryview) -> None:
+        """Bytes from the server (a view into the shared buffer: used up before returning)."""
+        if self._tunnel is not None:
+            self._raw += data
+            complete = b"\r\n\r\n" in self._raw or len(self._raw) > MAX_HEAD_BYTES
+            if complete and not self._tunnel.done():
+                self._tunnel.set_result(bytes(self._raw))
+            return
+        waiter = self._waiter
+        if waiter is None or waiter.done() or not self._active:
+            self.abort()  # bytes nobody asked for: the connection is out of step
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(ConnectionError(f"invalid HTTP answer: {type(exc).__name__}"))
+            return
+        if self._answer.truncated:
+            counters.record("response_truncated")
+            self._finish(keep=False)
+
+    # ----- httptools callbacks
+
+    def on_message_begin(self) -> None:
+        if not self._active:  # more bytes after the answer: out of step, never reuse this connection
+            raise httptools.HttpParserError("an answer nobody asked for")
+
+    def on_status(self, status: bytes) -> None:
+        self._status = int(self._parser.get_status_code())
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        answer = self._answer
+        answer.head_bytes += len(name) + len(value) + 4
+        if answer.head_bytes > MAX_HEAD_BYTES:
+            raise httptools.HttpParserError("answer head too large")
+        answer.headers.append((name, value))
+
+    def on_body(self, chunk: bytes) -> None:
+        answer = self._answer
+        if answer.truncated:
+            return
+        room = MAX_RESPONSE_BYTES - len(answer.body)
+        if len(chunk) > room:
+            chunk = chunk[:room]
+            answer.truncated = True
+        answer.body += chunk
+
+    def on_message_complete(self) -> None:
+        if not self._answer.truncated:
+            self._finish(keep=bool(self._parser.should_keep_alive()))
+
+    # ----- requests
+
+    def send(self, data: bytes, deadline: float) -> asyncio.Future[Response]:
+        """Write one request, to be answered by ``deadline`` (loop time); the future gets its answer,
+        or the error (a 3xx: :class:`~pendo_plugin.delivery.http.RedirectRefused`)."""
+        assert self.transport is not None
+        self._answer = _Answer()
+        self._status = 0
+        if self._parser is None:
+            self._parser = httptools.HttpResponseParser(self)
+        self._active = True
+        self._data = data
+        self.deadline = deadline
+        waiter: asyncio.Future[Response] = self.loop.create_future()
+        self._waiter = waiter
+        self.transport.write(data)
+        return waiter
+
+    @property
+    def open(self) -> bool:
+        """Whether the connection can carry a request."""
+        return not self.closed and self.transport is not None and not self.transport.is_closing()
+
+    def _finish(self, keep: bool) -> None:
+        """The answer is complete: the connection goes back to the pool (``keep``) and the waiter gets
+        the answer (a redirect is refused, never followed)."""
+        waiter, answer = self._waiter, self._answer
+        self._active = False
+        self._waiter = None
+        if not keep:
+            self.abort()
+        self._owner.done_with(self)
+        if waiter is None or waiter.done():
+            return
+        response = Response(self._status, _Headers(answer.headers), bytes(answer.body))
+        if 300 <= response.status < 400:
+            try:
+                refuse_redirect(response)
+            except RedirectRefused as exc:
+                waiter.set_exception(exc)
+                return
+        waiter.set_result(response)
+
+    def _fail(self, error: Exception) -> None:
+        """The request failed: on a reused connection that got no byte of an answer (the server
+        closed it while idle) it is sent once more on a new one, else the waiter gets ``error``."""
+        waiter = self._waiter
+        stale = self.reused and self._active and self._status == 0 and not isinstance(error, TimeoutError)
+        self._active = False
+        self._waiter = None
+        self.abort()
+        self._owner.done_with(self)
+        if waiter is None or waiter.done():
+            return
+        if stale and self.key is not None:
+            self._owner.resend(waiter, self.key, self._data, self.deadline)
+        else:
+            waiter.set_exception(error)
+
+    def expire(self) -> None:
+        """The request's time is up: fail it and drop the connection."""
+        self._fail(TimeoutError("no answer within the request timeout"))
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    # ----- proxy tunnels
+
+    async def tunnel(self, authority: str, proxy_auth: str | None) -> None:
+        """Ask the proxy (this connection) for a ``CONNECT`` tunnel to ``authority``."""
+        assert self.transport is not None
+        self._tunnel = self.loop.create_future()
+        auth = f"Proxy-Authorization: {proxy_auth}\r\n" if proxy_auth else ""
+        self.transport.write(
+            f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n{auth}\r\n".encode("latin-1")
+        )
+        head = await self._tunnel
+        self._tunnel = None
+        self._raw = bytearray()
+        line = head.split(b"\r\n", 1)[0].split()
+        if len(line) < 2 or not line[1].startswith(b"2"):
+            self.abort()
+            code = line[1][:3].decode("ascii", "replace") if len(line) >= 2 else "?"
+            raise ConnectionRefusedError(f"the proxy refused the tunnel (HTTP {code})")
