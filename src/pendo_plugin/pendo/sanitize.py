@@ -1,6 +1,7 @@
 """Pendo's rules on names and mappings, applied before anything is sent.
 
-Pure functions: no I/O, no logging, no global mutable state. Every function returns the repaired value
+Pure functions: no I/O, no logging, no global mutable state but two bounded memos of names already
+found valid (they change no result, only skip a check). Every function returns the repaired value
 together with short, stable "fix" strings naming the kinds of repair made, so the caller can count them.
 The rules, each with an example, are in ``docs/mapping.md``; single values are made JSON-safe by
 :mod:`pendo_plugin.pendo.jsonsafe` (``json_safe`` is importable from here too).
@@ -202,17 +203,27 @@ def _assign_names(
 
 _UNKNOWN_SIZE = 1 << 30
 _BIG_INT = 10**17
+MAX_KNOWN_NAMES = 4096
+"""The bound of each memo of names already found valid (emptied when full)."""
+_known_property_names: set[str] = set()
+_known_field_names: set[str] = set()
 
 
-def _flat_clean_bound(props: Mapping[Any, Any], valid: Callable[[str], bool]) -> int:
+def _flat_clean_bound(props: Mapping[Any, Any], valid: Callable[[str], bool], known: set[str]) -> int:
     """Fast path: -1 unless every key is a valid name and every value a plain JSON scalar (finite float,
     ASCII str); else an upper bound of the compact JSON size in bytes (``_UNKNOWN_SIZE`` if no cheap bound).
+
+    ``known`` is a memo of plain ``str`` names ``valid`` accepted: a hit skips the check.
     """
     bound = 2
     for key, value in props.items():
         kind = type(value)
-        if not valid(key):
-            return -1
+        if type(key) is not str or key not in known:
+            if not valid(key):
+                return -1
+            if len(known) >= MAX_KNOWN_NAMES:
+                known.clear()
+            known.add(key)
         bound += len(key) + 4  # quotes, colon, comma
         if kind is str:
             if not value.isascii():
@@ -232,11 +243,15 @@ def _flat_clean_bound(props: Mapping[Any, Any], valid: Callable[[str], bool]) ->
 
 
 def _clean_mapping(
-    props: Mapping[Any, Any], cleaner: Callable[[str], str], valid: Callable[[str], bool], max_len: int
+    props: Mapping[Any, Any],
+    cleaner: Callable[[str], str],
+    valid: Callable[[str], bool],
+    known: set[str],
+    max_len: int,
 ) -> tuple[dict[str, Any], set[str], int]:
     """``(clean mapping, fixes, upper bound of its JSON size or _UNKNOWN_SIZE)``."""
     fixes: set[str] = set()
-    bound = _flat_clean_bound(props, valid)
+    bound = _flat_clean_bound(props, valid, known)
     if bound >= 0:
         return dict(props), fixes, bound
     items = _flatten(props, fixes)
@@ -304,7 +319,7 @@ def clean_properties(props: Mapping[Any, Any]) -> tuple[dict[str, Any], tuple[st
     properties JSON kept within 512 bytes (longest strings shortened first, then largest properties dropped).
     """
     out, fixes, bound = _clean_mapping(props, clean_property_name, is_valid_property_name,
-                                       MAX_PROPERTY_NAME_LENGTH)
+                                       _known_property_names, MAX_PROPERTY_NAME_LENGTH)
     if bound > MAX_PROPERTIES_BYTES and properties_size(out) > MAX_PROPERTIES_BYTES:
         out = _fit(out, MAX_PROPERTIES_BYTES, fixes)
     return out, tuple(sorted(fixes))
@@ -317,7 +332,8 @@ def clean_metadata_values(values: Mapping[Any, Any]) -> tuple[dict[str, Any], tu
 
     Field names are cleaned with ``clean_field_name`` (up to 128 characters).
     """
-    out, fixes, _ = _clean_mapping(values, clean_field_name, is_valid_field_name, MAX_FIELD_NAME_LENGTH)
+    out, fixes, _ = _clean_mapping(values, clean_field_name, is_valid_field_name, _known_field_names,
+                                   MAX_FIELD_NAME_LENGTH)
     for name, value in out.items():
         if type(value) is str and len(value) > MAX_METADATA_VALUE_CHARS:
             out[name] = value[:MAX_METADATA_VALUE_CHARS]
