@@ -192,6 +192,7 @@ class Router:
             remembered_account=remembered,
             now_ms=now_ms,
             max_age_days=age if isinstance(age, (int, float)) else None,
+            ids=(visitor, account),  # resolved above: for a track call, the same as translate's
         )
         if translation.account_link is not None:
             self.accounts.remember(*translation.account_link)

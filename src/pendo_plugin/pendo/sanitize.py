@@ -322,7 +322,7 @@ def clean_properties(props: Mapping[Any, Any]) -> tuple[dict[str, Any], tuple[st
                                        _known_property_names, MAX_PROPERTY_NAME_LENGTH)
     if bound > MAX_PROPERTIES_BYTES and properties_size(out) > MAX_PROPERTIES_BYTES:
         out = _fit(out, MAX_PROPERTIES_BYTES, fixes)
-    return out, tuple(sorted(fixes))
+    return out, tuple(sorted(fixes)) if fixes else ()
 
 
 def clean_metadata_values(values: Mapping[Any, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:

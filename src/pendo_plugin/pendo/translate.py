@@ -170,17 +170,20 @@ def translate(
     remembered_account: str | None = None,
     now_ms: int,
     max_age_days: float | None = 7.0,
+    ids: tuple[str | None, str | None] | None = None,
 ) -> Translation:
     """Translate one Segment message into Pendo payloads (never raises for a mapping input).
 
     identify -> visitor metadata row; group -> account metadata row and an account link; track -> one
     Track Event. page/screen/alias and unknown calls are skipped (``call:<type>``). ``remembered_account``
     is the account last linked to this visitor; ``now_ms`` is "now" in epoch ms; track events older than
-    ``max_age_days`` are skipped as ``too_old`` (None: never).
+    ``max_age_days`` are skipped as ``too_old`` (None: never). ``ids``, when the caller already resolved
+    them, is ``(visitor_id_of(message), account_id_of(message, remembered_account))``: a track call then
+    does not resolve them again.
     """
     call = message.get("type")
     if call == "track":
-        return _translate_track(message, remembered_account, now_ms, max_age_days)
+        return _translate_track(message, remembered_account, ids, now_ms, max_age_days)
     if call == "identify":
         return _translate_identify(message)
     if call == "group":
@@ -272,11 +275,18 @@ def _copy_texts(source: Mapping[str, Any], keys: tuple[str, ...], out: dict[str,
 
 
 def _translate_track(
-    message: Mapping[str, Any], remembered: str | None, now_ms: int, max_age_days: float | None
+    message: Mapping[str, Any],
+    remembered: str | None,
+    ids: tuple[str | None, str | None] | None,
+    now_ms: int,
+    max_age_days: float | None,
 ) -> Translation:
-    visitor_id, problem = _checked_visitor(message)
+    visitor_id = visitor_id_of(message) if ids is None else ids[0]
     if visitor_id is None:
-        return _skip(problem or "no_visitor_id")
+        return _skip("no_visitor_id")
+    problem = _id_problem(visitor_id)
+    if problem is not None:
+        return _skip(problem)
     event = _event_name(message)
     if event is None:
         return _skip("no_event_name")
@@ -285,9 +295,10 @@ def _translate_track(
     if max_age_days is not None and now_ms - timestamp > max_age_days * _DAY_MS:
         return _skip("too_old", fixes)
     properties, prop_fixes = clean_properties(_mapping(message.get("properties")))
-    fixes.update(prop_fixes)
+    if prop_fixes:
+        fixes.update(prop_fixes)
     body: dict[str, Any] = {"type": "track", "event": event, "visitorId": visitor_id}
-    account_id = account_id_of(message, remembered)
+    account_id = account_id_of(message, remembered) if ids is None else ids[1]
     if account_id is not None:
         if _id_problem(account_id) is None:
             body["accountId"] = account_id
