@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from pendo_plugin import counters
@@ -30,6 +30,8 @@ from pendo_plugin.pendo.translate import (
 from pendo_plugin.segment import plugins
 
 MAX_REMEMBERED_ACCOUNTS = 100_000
+_CALLS = frozenset({"identify", "group", "track"})
+_ROUTES = ("track", "webhook", "meta")
 
 
 class AccountMemory:
@@ -55,6 +57,8 @@ class AccountMemory:
 
 def provider_answer(message: Mapping[str, Any]) -> bool | None:
     """The external flag provider's answer through the ``pendo_rollout`` hook (errors count, then None)."""
+    if not plugins.implemented("pendo_rollout"):  # the common case: no provider, no hook call
+        return None
     answer = plugins.first_result("pendo_rollout", message=message)
     return None if answer is None else bool(answer)
 
@@ -64,23 +68,27 @@ def to_payload(item: TrackEvent | MetadataRow, stamp_ms: int) -> Payload | None:
     a metadata row carries its message's timestamp (``stamp_ms``, epoch ms) so the newest value of a
     field wins wherever rows are merged."""
     if isinstance(item, TrackEvent):
-        return _encoded("track", payload.event, "track", item.body)
-    return _encoded(item.kind, payload.metadata, item.kind, item.entity_id, item.values, stamp_ms)
-
-
-def _encoded(kind: str, build: Callable[..., Payload], *args: Any) -> Payload | None:
+        try:
+            return payload.event("track", item.body)
+        except (ValueError, TypeError) as exc:
+            _unserialisable("track", exc)
+            return None
     try:
-        return build(*args)
+        return payload.metadata(item.kind, item.entity_id, item.values, stamp_ms)
     except (ValueError, TypeError) as exc:
-        counters.record("dropped", "unserialisable", kind)
-        log_once(
-            f"unserialisable:{kind}",
-            logging.ERROR,
-            "pendo_plugin: cannot encode a %s payload: %s",
-            kind,
-            exc,
-        )
+        _unserialisable(item.kind, exc)
         return None
+
+
+def _unserialisable(kind: str, exc: Exception) -> None:
+    counters.record("dropped", "unserialisable", kind)
+    log_once(
+        f"unserialisable:{kind}",
+        logging.ERROR,
+        "pendo_plugin: cannot encode a %s payload: %s",
+        kind,
+        exc,
+    )
 
 
 class Router:
@@ -88,6 +96,7 @@ class Router:
 
     def __init__(self) -> None:
         self.accounts = AccountMemory()
+        self._holds: tuple[Settings | None, dict[str, str | None]] = (None, {})
 
     def route(
         self,
@@ -146,10 +155,11 @@ class Router:
         max_age_days: float | bool | None,
     ) -> list[Payload]:
         call = str(message.get("type"))
+        kind = counters.call_kind(call)
         tally.add("seen")
-        tally.add("seen", kind=counters.call_kind(call))
-        if call not in ("identify", "group", "track"):
-            tally.add("skipped", "call", counters.call_kind(call))
+        tally.add("seen", None, kind)
+        if call not in _CALLS:
+            tally.add("skipped", "call", kind)
             return []
         visitor = visitor_id_of(message)
         remembered = self.accounts.get(visitor)
@@ -169,8 +179,12 @@ class Router:
         if settings.mode == "webhook":
             if not self._deliverable(settings, "webhook", "webhook", tally):
                 return []
-            webhook = _encoded("webhook", payload.event, "webhook", to_webhook_body(message))
-            return [webhook] if webhook is not None else []
+            body = to_webhook_body(message)
+            try:
+                return [payload.event("webhook", body)]
+            except (ValueError, TypeError) as exc:
+                _unserialisable("webhook", exc)
+                return []
         age = settings.max_event_age_days if max_age_days is True else max_age_days
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
         translation = translate(
@@ -178,6 +192,7 @@ class Router:
             remembered_account=remembered,
             now_ms=now_ms,
             max_age_days=age if isinstance(age, (int, float)) else None,
+            ids=(visitor, account),  # resolved above: for a track call, the same as translate's
         )
         if translation.account_link is not None:
             self.accounts.remember(*translation.account_link)
@@ -214,16 +229,19 @@ class Router:
                     payloads.append(built)
         return payloads
 
-    @staticmethod
-    def _deliverable(settings: Settings, kind: str, route: str, tally: counters.Tally) -> bool:
+    def _deliverable(self, settings: Settings, kind: str, route: str, tally: counters.Tally) -> bool:
         """Whether a payload of ``kind`` may be sent from here (``route``: what the settings call it);
         counted either way."""
-        reason = settings.hold_reason(route)
+        holds = self._holds  # the hold reasons of the last settings object (frozen), read once: thread-safe
+        if holds[0] is not settings:
+            holds = (settings, {name: settings.hold_reason(name) for name in _ROUTES})
+            self._holds = holds
+        reason = holds[1][route]
         if reason is None:
-            tally.add("queued", kind=kind)
+            tally.add("queued", None, kind)
             return True
         if reason == "shadow":
-            tally.add("shadow", kind=kind)
+            tally.add("shadow", None, kind)
         else:
             tally.add("skipped", reason, kind)
         return False

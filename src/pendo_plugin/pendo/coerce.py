@@ -12,10 +12,11 @@ from typing import Any
 
 __all__ = ["coerce_metadata", "parse_timestamp_ms"]
 
-from pendo_plugin.pendo.sanitize import _COMPACT, _EPOCH, json_safe
+from pendo_plugin.pendo.jsonsafe import _COMPACT, json_safe
 
 # ------------------------------------------------------------------------------------ timestamps
 
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
 
 _ISO = re.compile(
     r"\s*([0-9]{4})-([0-9]{2})-([0-9]{2})"

@@ -196,6 +196,8 @@ def in_percent(unit_id: str, percent: float, salt: str) -> bool:
 
 def _percent_decision(unit_id: str, rules: RolloutRules) -> Decision:
     """The last rule: the bucket of the rollout unit, hashing only when 0 < percent < 100."""
+    if rules.percent >= 100.0:  # the default: every bucket is in, nothing to compute
+        return IN_PERCENT
     limit = threshold(rules.percent)
     if limit >= BUCKETS:
         return IN_PERCENT

@@ -1,22 +1,22 @@
-"""Pendo's rules on names and values, applied before anything is sent.
+"""Pendo's rules on names and mappings, applied before anything is sent.
 
-Pure functions: no I/O, no logging, no global mutable state. Every function returns the repaired value
+Pure functions: no I/O, no logging, no global mutable state but two bounded memos of names already
+found valid (they change no result, only skip a check). Every function returns the repaired value
 together with short, stable "fix" strings naming the kinds of repair made, so the caller can count them.
-The rules, each with an example, are in ``docs/mapping.md``.
+The rules, each with an example, are in ``docs/mapping.md``; single values are made JSON-safe by
+:mod:`pendo_plugin.pendo.jsonsafe` (``json_safe`` is importable from here too).
 """
 
 from __future__ import annotations
 
-import datetime as _dt
-import enum
 import json
 import math
 import re
 import unicodedata
-import uuid
 from collections.abc import Callable, Mapping
-from decimal import Decimal
 from typing import Any
+
+from pendo_plugin.pendo.jsonsafe import _COMPACT, _clean_str, _key_text, _safe, json_safe
 
 __all__ = [
     "MAX_FIELD_NAME_LENGTH",
@@ -38,25 +38,18 @@ MAX_PROPERTY_NAME_LENGTH = 32
 MAX_FIELD_NAME_LENGTH = 128
 """Our cap on metadata field names (Pendo documents none; keeps hostile keys bounded)."""
 MAX_PROPERTIES_BYTES = 512
+"""Pendo flags a Track Event whose properties JSON is larger than this."""
 MAX_METADATA_VALUE_CHARS = 1500
 """Longer metadata text values are cut to this (Pendo recommends keeping them under 1,500 characters)."""
-"""Pendo flags a Track Event whose properties JSON is larger than this."""
 MAX_FLATTEN_DEPTH = 3
 """Nested objects are flattened up to ``a_b_c``; anything nested deeper becomes a JSON string."""
 MIN_TRUNCATED_CHARS = 32
 """The 512-byte rule never shortens a string below this many characters; it drops the property instead."""
-MAX_JSON_DEPTH = 32
-"""``json_safe`` replaces containers nested deeper than this (or cyclic ones) with ``None``."""
 UNNAMED = "unnamed"
 """The name given to a key that has no usable character at all (``""``, ``"  "``, ``"???"``)."""
 
 _BAD_RUN = re.compile(r"[^A-Za-z0-9_]+")
 _BAD_EDGES = re.compile(r"^[^A-Za-z0-9_]+|[^A-Za-z0-9_]+$")
-_SURROGATE = re.compile("[\ud800-\udfff]")
-_COMPACT = (",", ":")
-_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
-_ONE_MS = _dt.timedelta(milliseconds=1)
-_EXACT_INT = 2**53
 
 
 # --------------------------------------------------------------------------------------------- names
@@ -114,158 +107,9 @@ def clean_field_name(name: str) -> str:
     return _ascii_word(name)[:MAX_FIELD_NAME_LENGTH]
 
 
-def _key_text(key: object) -> str:
-    """``str(key)`` that never raises (a hostile ``__str__`` gives the type's name)."""
-    if type(key) is str:
-        return key
-    try:
-        return str(key)
-    except Exception:
-        return type(key).__name__
-
-
 def _with_suffix(base: str, n: int, max_len: int) -> str:
     suffix = f"_{n}"
     return base[: max_len - len(suffix)] + suffix
-
-
-# -------------------------------------------------------------------------------------------- values
-
-
-def _clean_str(value: str, fixes: set[str]) -> str:
-    if type(value) is not str:
-        value = str.__str__(value)
-    if value.isascii():
-        return value
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        fixes.add("value_surrogate")
-        return _SURROGATE.sub("\ufffd", value)
-    return value
-
-
-def _clean_float(value: float, fixes: set[str]) -> float | None:
-    if math.isfinite(value):
-        return float(value)
-    fixes.add("value_nan" if math.isnan(value) else "value_infinity")
-    return None
-
-
-def _clean_decimal(value: Decimal, fixes: set[str]) -> float | None:
-    if value.is_nan():
-        fixes.add("value_nan")
-        return None
-    fixes.add("value_decimal")
-    if value == value.to_integral_value() and abs(value) < _EXACT_INT:
-        return int(value)
-    return _clean_float(float(value), fixes)
-
-
-def _clean_datetime(value: _dt.date | _dt.time, fixes: set[str]) -> str:
-    fixes.add("value_datetime")
-    return value.isoformat()
-
-
-def _clean_bytes(value: bytes | bytearray | memoryview, fixes: set[str]) -> str:
-    fixes.add("value_bytes")
-    return _clean_str(bytes(value).decode("utf-8", errors="replace"), fixes)
-
-
-def _clean_uuid(value: uuid.UUID, fixes: set[str]) -> str:
-    fixes.add("value_uuid")
-    return str(value)
-
-
-def _sort_key(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=_COMPACT)
-
-
-def _safe(value: Any, fixes: set[str], path: list[int]) -> Any:
-    """The recursive worker behind ``json_safe``; ``path`` holds the ids of the enclosing containers."""
-    kind = type(value)
-    if kind is str:
-        return value if value.isascii() else _clean_str(value, fixes)
-    if kind is int or kind is bool or value is None:
-        return value
-    if kind is float:
-        return value if math.isfinite(value) else _clean_float(value, fixes)
-    if len(path) >= MAX_JSON_DEPTH or id(value) in path:
-        fixes.add("value_too_deep")
-        return None
-    path.append(id(value))
-    try:
-        if isinstance(value, Mapping):
-            return _safe_dict(value, fixes, path)
-        if kind is list or kind is tuple:
-            return [_safe(item, fixes, path) for item in value]
-        return _safe_other(value, fixes, path)
-    finally:
-        path.pop()
-
-
-def _safe_dict(value: Mapping[Any, Any], fixes: set[str], path: list[int]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    odd: list[tuple[Any, Any]] = []
-    for key, item in value.items():
-        if type(key) is str:
-            out[_clean_str(key, fixes)] = _safe(item, fixes, path)
-        else:
-            odd.append((key, item))
-    for key, item in odd:  # non-string keys: str(key), never overwriting a real string key
-        fixes.add("value_key")
-        out.setdefault(_clean_str(_key_text(key), fixes), _safe(item, fixes, path))
-    return out
-
-
-def _safe_other(value: Any, fixes: set[str], path: list[int]) -> Any:
-    """Everything that is not already a JSON type."""
-    if isinstance(value, enum.Enum):
-        fixes.add("value_other")
-        return _safe(value.value, fixes, path)
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return _clean_float(value, fixes)
-    if isinstance(value, str):
-        return _clean_str(value, fixes)
-    handler = _HANDLERS.get(type(value))
-    if handler is None:
-        handler = next((h for t, h in _HANDLERS.items() if isinstance(value, t)), None)
-    if handler is not None:
-        return handler(value, fixes)
-    if isinstance(value, (set, frozenset)):
-        fixes.add("value_set")
-        return sorted((_safe(item, fixes, path) for item in value), key=_sort_key)
-    if isinstance(value, (list, tuple)):
-        return [_safe(item, fixes, path) for item in value]
-    fixes.add("value_other")
-    return _clean_str(_key_text(value), fixes)
-
-
-_HANDLERS: dict[type, Callable[[Any, set[str]], Any]] = {
-    Decimal: _clean_decimal,
-    uuid.UUID: _clean_uuid,
-    _dt.datetime: _clean_datetime,
-    _dt.date: _clean_datetime,
-    _dt.time: _clean_datetime,
-    bytes: _clean_bytes,
-    bytearray: _clean_bytes,
-    memoryview: _clean_bytes,
-}
-
-
-def json_safe(value: Any) -> tuple[Any, frozenset[str]]:
-    """``value`` as plain JSON types (dict with str keys, list, str, int, float, bool, None), plus fix kinds.
-
-    Decimal -> float (int when integral), UUID -> str, datetime/date/time -> ISO string, bytes -> UTF-8
-    text (bad bytes -> U+FFFD), set -> sorted list, tuple -> list, Enum -> its value, NaN/±Infinity -> None,
-    lone surrogates -> U+FFFD, non-string keys -> ``str(key)``, nesting deeper than 32 (or a cycle) -> None,
-    anything else -> ``str()``.
-    The result is ``json.dumps``-able with ``allow_nan=False`` and no ``default=`` hook.
-    """
-    fixes: set[str] = set()
-    return _safe(value, fixes, []), frozenset(fixes)
 
 
 # -------------------------------------------------------------------------------- flat, clean mappings
@@ -359,17 +203,27 @@ def _assign_names(
 
 _UNKNOWN_SIZE = 1 << 30
 _BIG_INT = 10**17
+MAX_KNOWN_NAMES = 4096
+"""The bound of each memo of names already found valid (emptied when full)."""
+_known_property_names: set[str] = set()
+_known_field_names: set[str] = set()
 
 
-def _flat_clean_bound(props: Mapping[Any, Any], valid: Callable[[str], bool]) -> int:
+def _flat_clean_bound(props: Mapping[Any, Any], valid: Callable[[str], bool], known: set[str]) -> int:
     """Fast path: -1 unless every key is a valid name and every value a plain JSON scalar (finite float,
     ASCII str); else an upper bound of the compact JSON size in bytes (``_UNKNOWN_SIZE`` if no cheap bound).
+
+    ``known`` is a memo of plain ``str`` names ``valid`` accepted: a hit skips the check.
     """
     bound = 2
     for key, value in props.items():
         kind = type(value)
-        if not valid(key):
-            return -1
+        if type(key) is not str or key not in known:
+            if not valid(key):
+                return -1
+            if len(known) >= MAX_KNOWN_NAMES:
+                known.clear()
+            known.add(key)
         bound += len(key) + 4  # quotes, colon, comma
         if kind is str:
             if not value.isascii():
@@ -389,11 +243,15 @@ def _flat_clean_bound(props: Mapping[Any, Any], valid: Callable[[str], bool]) ->
 
 
 def _clean_mapping(
-    props: Mapping[Any, Any], cleaner: Callable[[str], str], valid: Callable[[str], bool], max_len: int
+    props: Mapping[Any, Any],
+    cleaner: Callable[[str], str],
+    valid: Callable[[str], bool],
+    known: set[str],
+    max_len: int,
 ) -> tuple[dict[str, Any], set[str], int]:
     """``(clean mapping, fixes, upper bound of its JSON size or _UNKNOWN_SIZE)``."""
     fixes: set[str] = set()
-    bound = _flat_clean_bound(props, valid)
+    bound = _flat_clean_bound(props, valid, known)
     if bound >= 0:
         return dict(props), fixes, bound
     items = _flatten(props, fixes)
@@ -461,10 +319,10 @@ def clean_properties(props: Mapping[Any, Any]) -> tuple[dict[str, Any], tuple[st
     properties JSON kept within 512 bytes (longest strings shortened first, then largest properties dropped).
     """
     out, fixes, bound = _clean_mapping(props, clean_property_name, is_valid_property_name,
-                                       MAX_PROPERTY_NAME_LENGTH)
+                                       _known_property_names, MAX_PROPERTY_NAME_LENGTH)
     if bound > MAX_PROPERTIES_BYTES and properties_size(out) > MAX_PROPERTIES_BYTES:
         out = _fit(out, MAX_PROPERTIES_BYTES, fixes)
-    return out, tuple(sorted(fixes))
+    return out, tuple(sorted(fixes)) if fixes else ()
 
 
 def clean_metadata_values(values: Mapping[Any, Any]) -> tuple[dict[str, Any], tuple[str, ...]]:
@@ -474,7 +332,8 @@ def clean_metadata_values(values: Mapping[Any, Any]) -> tuple[dict[str, Any], tu
 
     Field names are cleaned with ``clean_field_name`` (up to 128 characters).
     """
-    out, fixes, _ = _clean_mapping(values, clean_field_name, is_valid_field_name, MAX_FIELD_NAME_LENGTH)
+    out, fixes, _ = _clean_mapping(values, clean_field_name, is_valid_field_name, _known_field_names,
+                                   MAX_FIELD_NAME_LENGTH)
     for name, value in out.items():
         if type(value) is str and len(value) > MAX_METADATA_VALUE_CHARS:
             out[name] = value[:MAX_METADATA_VALUE_CHARS]

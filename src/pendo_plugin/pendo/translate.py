@@ -33,8 +33,8 @@ MAX_ID_LENGTH = 256
 _DAY_MS = 86_400_000
 _EMPTY: Mapping[str, Any] = {}
 _SKIPPED_CALLS = frozenset({"page", "screen", "alias"})
-_CONTEXT_KEYS = (("ip", "ip"), ("userAgent", "userAgent"))
-_PAGE_KEYS = (("url", "url"), ("title", "title"))
+_CONTEXT_KEYS = ("ip", "userAgent")
+_PAGE_KEYS = ("url", "title")
 
 
 class TrackEvent(NamedTuple):
@@ -69,6 +69,9 @@ class Translation(NamedTuple):
     skipped: str | None = None
     fixes: tuple[str, ...] = ()
     account_link: tuple[str, str] | None = None
+
+
+_new = tuple.__new__  # builds a named tuple without its Python-level __new__ (a track event builds two)
 
 
 # ----------------------------------------------------------------------------------------------- ids
@@ -131,18 +134,20 @@ def account_id_of(message: Mapping[str, Any], remembered: str | None = None) -> 
     ``groupId``), else ``remembered``. Blank candidates are passed over; numbers are stringified.
     """
     properties = _mapping(message.get("properties"))
-    candidates = (
+    for candidate in (
         _mapping(message.get("context")).get("groupId"),
         properties.get("groupId"),
         properties.get("accountId"),
-        message.get("groupId") if message.get("type") == "group" else None,
-    )
-    for candidate in candidates:
+    ):
         if candidate is not None:
             account_id = _id_text(candidate)
             if account_id is not None:
                 return account_id
-    return _id_text(remembered)
+    if message.get("type") == "group":
+        account_id = _id_text(message.get("groupId"))
+        if account_id is not None:
+            return account_id
+    return None if remembered is None else _id_text(remembered)
 
 
 # ----------------------------------------------------------------------------------------- translate
@@ -165,17 +170,20 @@ def translate(
     remembered_account: str | None = None,
     now_ms: int,
     max_age_days: float | None = 7.0,
+    ids: tuple[str | None, str | None] | None = None,
 ) -> Translation:
     """Translate one Segment message into Pendo payloads (never raises for a mapping input).
 
     identify -> visitor metadata row; group -> account metadata row and an account link; track -> one
     Track Event. page/screen/alias and unknown calls are skipped (``call:<type>``). ``remembered_account``
     is the account last linked to this visitor; ``now_ms`` is "now" in epoch ms; track events older than
-    ``max_age_days`` are skipped as ``too_old`` (None: never).
+    ``max_age_days`` are skipped as ``too_old`` (None: never). ``ids``, when the caller already resolved
+    them, is ``(visitor_id_of(message), account_id_of(message, remembered_account))``: a track call then
+    does not resolve them again.
     """
     call = message.get("type")
     if call == "track":
-        return _translate_track(message, remembered_account, now_ms, max_age_days)
+        return _translate_track(message, remembered_account, ids, now_ms, max_age_days)
     if call == "identify":
         return _translate_identify(message)
     if call == "group":
@@ -250,22 +258,35 @@ def _timestamp(message: Mapping[str, Any], now_ms: int, fixes: set[str]) -> int:
 
 def _event_context(message: Mapping[str, Any]) -> dict[str, str]:
     context = _mapping(message.get("context"))
-    page = _mapping(context.get("page"))
     out: dict[str, str] = {}
-    for source, keys in ((context, _CONTEXT_KEYS), (page, _PAGE_KEYS)):
-        for src, dst in keys:
-            value = source.get(src)
-            if isinstance(value, str) and value:
-                out[dst] = value if value.isascii() else json_safe(value)[0]
+    _copy_texts(context, _CONTEXT_KEYS, out)
+    page = context.get("page")
+    if page is not None:
+        _copy_texts(_mapping(page), _PAGE_KEYS, out)
     return out
 
 
+def _copy_texts(source: Mapping[str, Any], keys: tuple[str, ...], out: dict[str, str]) -> None:
+    """The non-empty text values of ``keys`` in ``source``, into ``out`` (lone surrogates repaired)."""
+    for key in keys:
+        value = source.get(key)
+        if isinstance(value, str) and value:
+            out[key] = value if value.isascii() else json_safe(value)[0]
+
+
 def _translate_track(
-    message: Mapping[str, Any], remembered: str | None, now_ms: int, max_age_days: float | None
+    message: Mapping[str, Any],
+    remembered: str | None,
+    ids: tuple[str | None, str | None] | None,
+    now_ms: int,
+    max_age_days: float | None,
 ) -> Translation:
-    visitor_id, problem = _checked_visitor(message)
+    visitor_id = visitor_id_of(message) if ids is None else ids[0]
     if visitor_id is None:
-        return _skip(problem or "no_visitor_id")
+        return _skip("no_visitor_id")
+    problem = _id_problem(visitor_id)
+    if problem is not None:
+        return _skip(problem)
     event = _event_name(message)
     if event is None:
         return _skip("no_event_name")
@@ -274,9 +295,10 @@ def _translate_track(
     if max_age_days is not None and now_ms - timestamp > max_age_days * _DAY_MS:
         return _skip("too_old", fixes)
     properties, prop_fixes = clean_properties(_mapping(message.get("properties")))
-    fixes.update(prop_fixes)
+    if prop_fixes:
+        fixes.update(prop_fixes)
     body: dict[str, Any] = {"type": "track", "event": event, "visitorId": visitor_id}
-    account_id = account_id_of(message, remembered)
+    account_id = account_id_of(message, remembered) if ids is None else ids[1]
     if account_id is not None:
         if _id_problem(account_id) is None:
             body["accountId"] = account_id
@@ -285,8 +307,8 @@ def _translate_track(
     body["timestamp"] = timestamp
     body["properties"] = properties
     body["context"] = _event_context(message)
-    track = TrackEvent(message_id=_message_id(message), visitor_id=visitor_id, body=body)
-    return Translation(payloads=(track,), fixes=tuple(sorted(fixes)))
+    track = _new(TrackEvent, (_message_id(message), visitor_id, body))
+    return _new(Translation, ((track,), None, tuple(sorted(fixes)) if fixes else (), None))
 
 
 # ------------------------------------------------------------------------------------------ webhook

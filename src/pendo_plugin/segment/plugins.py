@@ -108,6 +108,11 @@ def _implementations(hook_name: str) -> tuple[Impl, ...]:
     return impls
 
 
+def implemented(hook_name: str) -> bool:
+    """Whether any plugin implements ``hook_name`` (cached until a plugin is registered or removed)."""
+    return bool(_implementations(hook_name))
+
+
 def _report(plugin: str, hook_name: str, exc: BaseException) -> None:
     counters.record("plugin_error", hook_name)
     log_once(
