@@ -11,11 +11,11 @@ that may send it; it never reaches Pendo.
 A :class:`Dispatcher` sends track events and webhook messages as they are submitted and merges metadata
 rows per kind, sending them when a batch is full, due (``batch_interval``) or forced; batches of one kind
 go out in order and never send an older field value after a newer one (:class:`FieldClock`). An event
-waits in the limiter's line (:meth:`AdaptiveLimiter.when_free`) and its first attempt starts the moment
-it gets a slot, as callbacks, without a task (:meth:`Sender.launch`); only a failed attempt makes a task,
-which retries it. Retries wait for a slot in the same line, so a run of 503s spreads over the events in
-the order they came, as with one task per event. The dispatcher tracks what is in flight, for
-``flush()``'s deadline and for shutdown. The worker (live queue, spool replay,
+waits in the limiter's line as its own place in it (:meth:`AdaptiveLimiter.when_free`) and its first
+attempt starts the moment it gets a slot, as callbacks, without a task (:meth:`Sender.launch`); only a
+failed attempt makes a task, which retries it. Retries wait for a slot in the same line, so a run of
+503s spreads over the events in the order they came, as with one task per event. The dispatcher tracks
+what is in flight, for ``flush()``'s deadline and for shutdown. The worker (live queue, spool replay,
 sync mode), fleet mode's Redis reader (:mod:`pendo_plugin.delivery.redis_queue`), ``pendo-plugin replay``
 and ``pendo-plugin spool drain`` all send through one.
 """
@@ -30,7 +30,6 @@ from typing import Any
 
 from pendo_plugin import counters
 from pendo_plugin.config import Settings
-from pendo_plugin.delivery.limiter import Ticket
 from pendo_plugin.delivery.rows import FieldClock, MergedRows, Row
 from pendo_plugin.delivery.senders import Outcome, Sender
 from pendo_plugin.pendo.payload import METADATA_KINDS, Payload
@@ -42,17 +41,36 @@ Origins = MergedRows[tuple[Settle, Payload]]
 
 
 class _Event:
-    """One event submitted: waiting for a slot (``ticket``), then in flight (``attempt``), then, if the
-    first attempt failed, retried by a task."""
+    """One event submitted: in the limiter's line until it gets a slot (``queued``; it is its own place
+    in line), then in its first attempt (``attempt``), then, if that failed, retried by a task."""
 
-    __slots__ = ("attempt", "payload", "replay", "settle", "ticket")
+    __slots__ = ("attempt", "dispatcher", "payload", "queued", "replay", "retry", "settings", "settle")
 
-    def __init__(self, payload: Payload, settle: Settle, replay: bool) -> None:
+    def __init__(
+        self, dispatcher: Dispatcher, payload: Payload, settings: Settings, settle: Settle, retry: bool
+    ) -> None:
+        self.dispatcher = dispatcher
         self.payload = payload
+        self.settings = settings
         self.settle = settle
-        self.replay = replay
-        self.ticket: Ticket | None = None
+        self.retry = retry
+        self.replay = not retry
+        self.queued = True
         self.attempt: asyncio.Future[Any] | None = None
+
+    def done(self) -> bool:
+        """No longer in line (launched, or given up): the limiter passes it over."""
+        return not self.queued
+
+    def set_result(self, _: None) -> None:
+        """The limiter handed this event a slot."""
+        self.dispatcher._launch(self)
+
+    def settled(self, outcome: Outcome) -> None:
+        self.dispatcher._settle(self, outcome)
+
+    def retry_in_task(self, retrying: Coroutine[Any, Any, Outcome], done: Callable[[Outcome], None]) -> None:
+        self.dispatcher._retry(self, retrying, done)
 
 
 def admit(payload: Payload, settings: Settings, settle: Settle) -> bool:
@@ -115,35 +133,37 @@ class Dispatcher:
             if self._rows_since is None:
                 self._rows_since = time.monotonic()
             return False
-        event = _Event(payload, settle, not retry)
+        event = _Event(self, payload, settings, settle, retry)
         self._events.add(event)
         self._queued += 1
         if event.replay:
             self._replay_events += 1
             self._queued_replays += 1
-        event.ticket = self.sender.limiter.when_free(lambda: self._launch(event, settings, retry))
+        self.sender.limiter.when_free(event)
         return True
 
     def _unqueue(self, event: _Event) -> None:
+        event.queued = False
         self._queued -= 1
         if event.replay:
             self._queued_replays -= 1
 
-    def _launch(self, event: _Event, settings: Settings, retry: bool) -> None:
+    def _launch(self, event: _Event) -> None:
         """The event got its slot: its first attempt starts now."""
         self._unqueue(event)
-        event.ticket = None
-
-        def retry_in_task(retrying: Coroutine[Any, Any, Outcome], done: Callable[[Outcome], None]) -> None:
-            self._landed(event)  # the first attempt is over: the task is what is in flight now
-            self.spawn(self._retried(retrying, done), replay=event.replay)
-
         self._flying += 1
         if event.replay:
             self._flying_replays += 1
         event.attempt = self.sender.launch(
-            event.payload, settings, retry, lambda outcome: self._settle(event, outcome), retry_in_task
+            event.payload, event.settings, event.retry, event.settled, event.retry_in_task
         )
+
+    def _retry(
+        self, event: _Event, retrying: Coroutine[Any, Any, Outcome], done: Callable[[Outcome], None]
+    ) -> None:
+        """The first attempt failed: the task that retries it is what is in flight now."""
+        self._landed(event)
+        self.spawn(self._retried(retrying, done), replay=event.replay)
 
     @staticmethod
     async def _retried(retrying: Coroutine[Any, Any, Outcome], done: Callable[[Outcome], None]) -> None:
@@ -202,11 +222,8 @@ class Dispatcher:
 
     def _drop_queued(self) -> None:
         """Settle every event still waiting for a slot as failed; it gives up its place in line."""
-        for event in [event for event in self._events if event.ticket is not None]:
-            ticket, event.ticket = event.ticket, None
-            if ticket is not None:
-                ticket.cancel()
-            self._unqueue(event)
+        for event in [event for event in self._events if event.queued]:
+            self._unqueue(event)  # the limiter passes it over now
             self._settle(event, "failed")
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any], *, replay: bool = False) -> asyncio.Task[Any]:

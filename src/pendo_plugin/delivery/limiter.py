@@ -9,9 +9,9 @@ from reading as a slow server. A ``Retry-After`` pauses every sender until it ha
 Waiters are served first come, first served: a freed slot is handed to the oldest waiter
 directly (``in_flight`` is counted for it before it wakes), so a waiter can never be skipped
 and left asleep with nothing in flight to wake it. While a pause lasts, a timer wakes the
-waiters when it ends. A waiter is a task in :meth:`~AdaptiveLimiter.acquire` (a retry) or a
-callback queued by :meth:`~AdaptiveLimiter.when_free` (a first attempt: no task, no coroutine), in
-one line.
+waiters when it ends. A waiter is a task in :meth:`~AdaptiveLimiter.acquire` (a retry) or an
+event queued by :meth:`~AdaptiveLimiter.when_free` (a first attempt: no task, no coroutine), in one
+line.
 """
 
 from __future__ import annotations
@@ -20,40 +20,18 @@ import asyncio
 import contextlib
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import Protocol
 
 LATENCY_SLACK = 0.25
 
 
-class _Waiter(Protocol):
+class Waiter(Protocol):
+    """A place in the limiter's line: a future (``acquire``), or any object that, handed its slot through
+    ``set_result(None)``, starts its request at once (``when_free``); ``done()`` once it needs no slot."""
+
     def done(self) -> bool: ...
 
     def set_result(self, result: None) -> None: ...
-
-
-class Ticket:
-    """A place in the limiter's line for a callback: it runs with its slot taken when the slot is
-    handed over (``cancel`` gives up the place)."""
-
-    __slots__ = ("_callback", "_done")
-
-    def __init__(self, callback: Callable[[], None]) -> None:
-        self._callback = callback
-        self._done = False
-
-    def done(self) -> bool:
-        """Whether the callback ran or the ticket was cancelled."""
-        return self._done
-
-    def set_result(self, result: None) -> None:
-        """The slot is handed over (counted in ``in_flight``): run the callback."""
-        self._done = True
-        self._callback()
-
-    def cancel(self) -> None:
-        """Give up the place in line (a slot handed over later skips it)."""
-        self._done = True
 
 
 class AdaptiveLimiter:
@@ -71,7 +49,7 @@ class AdaptiveLimiter:
         self._best_latency = float("inf")
         self._last_decrease = 0.0
         self._paused_until = 0.0
-        self._waiters: deque[_Waiter] = deque()
+        self._waiters: deque[Waiter] = deque()
         self._timer: asyncio.TimerHandle | None = None
 
     @property
@@ -98,17 +76,15 @@ class AdaptiveLimiter:
             return True
         return False
 
-    def when_free(self, callback: Callable[[], None]) -> Ticket | None:
-        """Run ``callback`` with a slot taken: now if one is free and nobody waits (None is returned),
-        else when the slot is handed over, in line with the other waiters (the ticket is returned). The
-        callback must not raise; it runs inside :meth:`release` when the slot comes from one."""
+    def when_free(self, waiter: Waiter) -> None:
+        """Hand ``waiter`` a slot (``set_result(None)``, with the slot counted in ``in_flight``): now if one
+        is free and nobody waits, else in line with the other waiters, when a slot is freed for it. It
+        must not raise, and runs inside :meth:`release` when the slot comes from one."""
         if self.try_acquire():
-            callback()
-            return None
-        ticket = Ticket(callback)
-        self._waiters.append(ticket)
+            waiter.set_result(None)
+            return
+        self._waiters.append(waiter)
         self._wake()
-        return ticket
 
     async def acquire(self) -> None:
         """Wait for a free slot and for any Retry-After pause to pass."""

@@ -43,6 +43,34 @@ CANCEL_GRACE = 1.0
 REPLAY_SLICE = 512  # payloads of one spool file dispatched at a time
 
 
+class _Bell:
+    """Wakes the worker's loop from its idle poll early: like an ``asyncio.Event``, but its timed wait
+    is a future and a timer, where ``asyncio.wait_for`` makes a task per wait."""
+
+    def __init__(self) -> None:
+        self._rung = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def ring(self) -> None:
+        """End the current wait, or the next one at once."""
+        self._rung = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def wait(self, seconds: float) -> None:
+        """Until rung (at once if it rang since the last wait) or ``seconds`` passed (the timer rings)."""
+        if not self._rung:
+            loop = asyncio.get_running_loop()
+            self._waiter = waiter = loop.create_future()
+            timer = loop.call_later(seconds, self.ring)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+        self._rung = False
+
+
 class Worker:
     """Everything the worker thread does; touched only from its loop."""
 
@@ -52,7 +80,7 @@ class Worker:
             intake.router = Router()
         self._intake = intake.live
         self._overflow = intake.overflow
-        self._wake: asyncio.Event | None = None
+        self._wake: _Bell | None = None
         self._stopping: asyncio.Event | None = None
         self._stopped: asyncio.Event | None = None
         self._closing = False
@@ -109,7 +137,7 @@ class Worker:
 
     async def main(self, ready: threading.Event) -> None:
         """The worker's loop: take, route, write ahead, send; until shutdown."""
-        self._wake = asyncio.Event()
+        self._wake = _Bell()
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
         self._closing = False
@@ -124,9 +152,7 @@ class Worker:
                 poll = IDLE_POLL_MIN
                 await asyncio.sleep(0)
                 continue
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), poll)
-            self._wake.clear()
+            await self._wake.wait(poll)
             poll = min(poll * 2, IDLE_POLL_MAX)
         await self._stopped.wait()
 
@@ -223,7 +249,7 @@ class Worker:
 
     def _task_done(self) -> None:
         if self._backlog and self._wake is not None:
-            self._wake.set()  # a slot is free: send more from the backlog now, not at the next poll
+            self._wake.ring()  # a slot is free: send more from the backlog now, not at the next poll
 
     # ----- the spool, drained oldest first -------------------------------------------------
 
@@ -338,7 +364,7 @@ class Worker:
         await self._fleet.close()  # fleet mode
         self._sender = None
         self._stopped.set()
-        self._wake.set()
+        self._wake.ring()
         return drained
 
     async def deliver_now(self, message: Mapping[str, Any]) -> None:
