@@ -40,6 +40,7 @@ from report import figures, table
 HERE = Path(__file__).resolve().parent
 STANDIN = HERE / "standin.py"
 WORKLOAD = HERE / "workload.py"
+CEILING = HERE / "ceiling.py"
 TRACK_SECRET = "bench-track-secret"
 INTEGRATION_KEY = "bench-integration-key"
 RTT = 0.05
@@ -354,7 +355,7 @@ def bench_ceiling(opts: argparse.Namespace) -> list[dict[str, Any]]:
     for latency, concurrency in ((0.0, 64), (RTT, 64), (RTT, 256)):
         for client in ("aiohttp", "plugin"):
             with standin("sandbox", latency, latency) as (_, url):
-                argv = [str(WORKLOAD), "ceiling", "--url", url, "--n", str(opts.ceiling_n)]
+                argv = [str(CEILING), "--url", url, "--n", str(opts.ceiling_n)]
                 argv += ["--concurrency", str(concurrency), "--secret", TRACK_SECRET, "--client", client]
                 row = run_to_end(argv, clean_env(), 300)
                 row["latency_s"] = latency

@@ -11,15 +11,12 @@ scenario prints its results as JSON lines on stdout:
 - ``memory``: N ``track()`` calls while Pendo is unreachable; resident memory and the spool;
 - ``cpu``: rounds of N ``track()`` calls then ``flush()``, plugin on and kill-switched alternately in
   one process; process CPU (all threads) per delivered event;
-- ``ceiling``: no plugin at all, an aiohttp client driving the Pendo stand-in as hard as it can.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
-import json
 import os
 import sys
 import threading
@@ -363,97 +360,6 @@ def memory(args: argparse.Namespace) -> None:
     os._exit(0)  # the atexit shutdown already ran through join(); skip a second bounded wait
 
 
-# ----------------------------------------------------------------- the stand-in's ceiling
-
-
-def ceiling(args: argparse.Namespace) -> None:
-    """Requests per second the Pendo stand-in answers with ``concurrency`` keep-alive connections."""
-    import aiohttp
-
-    body = json.dumps(
-        {
-            "type": "track",
-            "event": EVENT,
-            "visitorId": "user-1",
-            "accountId": "acct-1",
-            "timestamp": int(time.time() * 1000),
-            "properties": properties(1),
-            "context": {"ip": "203.0.113.7"},
-        }
-    ).encode()
-    headers = {"Content-Type": "application/json", "x-pendo-integration-key": args.secret}
-
-    if args.client == "plugin":
-        send_line(asyncio.run(drive_plugin_client(args, body, headers)))
-        return
-
-    async def drive() -> dict[str, float]:
-        connector = aiohttp.TCPConnector(limit=args.concurrency)
-        remaining = args.n
-        statuses: dict[int, int] = {}
-        async with aiohttp.ClientSession(connector=connector) as session:
-
-            async def worker() -> None:
-                nonlocal remaining
-                while remaining > 0:
-                    remaining -= 1
-                    async with session.post(f"{args.url}/data/track", data=body, headers=headers) as answer:
-                        await answer.read()
-                        statuses[answer.status] = statuses.get(answer.status, 0) + 1
-
-            started = time.monotonic()
-            cpu0 = time.process_time()
-            await asyncio.gather(*(worker() for _ in range(args.concurrency)))
-            elapsed = time.monotonic() - started
-            cpu = time.process_time() - cpu0
-        return {
-            "requests": args.n,
-            "concurrency": args.concurrency,
-            "seconds": elapsed,
-            "per_second": args.n / elapsed,
-            "client_cpu_s": cpu,
-            "statuses": statuses,  # type: ignore[dict-item]
-        }
-
-    send_line(asyncio.run(drive()))
-
-
-async def drive_plugin_client(
-    args: argparse.Namespace, body: bytes, headers: dict[str, str]
-) -> dict[str, Any]:
-    """The ceiling with the plugin's own HTTP client (``delivery/client.py``) instead of aiohttp."""
-    from pendo_plugin.delivery.client import HttpTransport
-    from pendo_plugin.delivery.http import Request
-
-    transport = HttpTransport(pool_size=args.concurrency)
-    request = Request("POST", f"{args.url}/data/track", body, headers, 10.0)
-    remaining = args.n
-    statuses: dict[int, int] = {}
-
-    async def worker() -> None:
-        nonlocal remaining
-        while remaining > 0:
-            remaining -= 1
-            answer = await transport.send(request)
-            statuses[answer.status] = statuses.get(answer.status, 0) + 1
-
-    started = time.monotonic()
-    cpu0 = time.process_time()
-    await asyncio.gather(*(worker() for _ in range(args.concurrency)))
-    elapsed = time.monotonic() - started
-    cpu = time.process_time() - cpu0
-    await transport.close()
-    return {
-        "client": "plugin",
-        "requests": args.n,
-        "concurrency": args.concurrency,
-        "seconds": elapsed,
-        "per_second": args.n / elapsed,
-        "client_cpu_s": cpu,
-        "statuses": statuses,
-    }
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description="The app side of the pendo_plugin benchmarks.")
     commands = parser.add_subparsers(dest="scenario", required=True)
@@ -477,14 +383,8 @@ def main() -> int:
     cpu_parser.add_argument("--n", type=int, default=3000)
     cpu_parser.add_argument("--rounds", type=int, default=5)
     cpu_parser.add_argument("--warmup", type=int, default=1)
-    ceiling_parser = commands.add_parser("ceiling")
-    ceiling_parser.add_argument("--url", required=True)
-    ceiling_parser.add_argument("--n", type=int, default=5000)
-    ceiling_parser.add_argument("--concurrency", type=int, default=64)
-    ceiling_parser.add_argument("--secret", default="")
-    ceiling_parser.add_argument("--client", choices=("aiohttp", "plugin"), default="aiohttp")
     args = parser.parse_args()
-    scenarios = {"hot": hot, "pace": pace, "first": first, "cpu": cpu, "memory": memory, "ceiling": ceiling}
+    scenarios = {"hot": hot, "pace": pace, "first": first, "cpu": cpu, "memory": memory}
     scenarios[args.scenario](args)
     return 0
 
