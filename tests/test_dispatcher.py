@@ -149,3 +149,33 @@ def test_cancel_settles_what_waits_and_what_is_in_flight_as_failed(sandbox: Sand
 
     asyncio.run(run(settings, job))
     assert outcomes == ["failed"] * 10
+
+
+def test_events_waiting_for_a_slot_follow_a_new_sender_in_order(sandbox: Sandbox) -> None:
+    """The owner replaces the sender (a new transport) while events wait in the old one's line: they wait
+    in the new one's instead, keep their order, and are all delivered (none waits for a slot the old
+    limiter will never free)."""
+    settings = sandbox_settings(sandbox, max_concurrency=1)
+    order: list[int] = []
+
+    def note(item: Payload, outcome: Outcome) -> None:
+        assert outcome == "sent"
+        order.append(item.body["properties"]["n"])
+
+    async def job(sender: Sender) -> None:
+        sends = Dispatcher(sender)
+        for n in range(6):
+            sends.submit(track_payload(n), settings, note)
+        assert sends.queued() == 5, "one slot: one in flight, five in line"
+        replacement = Sender.for_settings(settings, asyncio.Event())
+        try:
+            sends.sender = replacement
+            assert sends.queued() == 4 and replacement.limiter.in_flight == 1, "its free slot took the first"
+            await asyncio.wait_for(sends.wait(), 30)
+        finally:
+            await replacement.transport.close()
+
+    asyncio.run(run(settings, job))
+    assert sorted(order) == list(range(6)), "all delivered"
+    assert [n for n in order if n != 0] == [1, 2, 3, 4, 5], "the moved ones in the order they came (one slot)"
+    assert sorted(event["properties"]["n"] for event in sandbox.track_events()) == list(range(6))

@@ -91,12 +91,13 @@ class Dispatcher:
     touched only from the loop it runs on."""
 
     def __init__(self, sender: Sender, clock: FieldClock | None = None) -> None:
-        self.sender = sender
+        self._sender = sender
         self.clock = clock or FieldClock()  # an older metadata value is never sent after a newer one
         self.tasks: set[asyncio.Task[Any]] = set()
         self.replays: set[asyncio.Task[Any]] = set()  # the subset busy with a spool replay (no retries)
         self.on_done: Callable[[], None] | None = None  # called as each send ends
-        self._events: set[_Event] = set()  # submitted events waiting for a slot or in their first attempt
+        self._events: dict[_Event, None] = {}  # events waiting for a slot or in their first attempt, in
+        # the order they came
         self._queued = 0  # how many of them wait for a slot
         self._queued_replays = 0  # how many of those are part of a spool replay
         self._replay_events = 0  # how many events (waiting or in flight) are part of a spool replay
@@ -107,6 +108,24 @@ class Dispatcher:
         self._rows_since: float | None = None  # when the oldest waiting row came
         self._last_rows: dict[str, asyncio.Task[Any]] = {}  # per kind: batches go out in order
         self._follows: dict[asyncio.Task[Any], asyncio.Task[Any]] = {}  # a batch -> the one before it
+
+    @property
+    def sender(self) -> Sender:
+        """What sends; its owner may replace it (a new transport), and the events waiting in the old
+        one's line then wait in the new one's, in the same order."""
+        return self._sender
+
+    @sender.setter
+    def sender(self, sender: Sender) -> None:
+        if sender is self._sender:
+            return
+        self._sender = sender
+        for event in [event for event in self._events if event.queued]:
+            moved = _Event(self, event.payload, event.settings, event.settle, event.retry)
+            event.queued = False  # the old line passes it over; its counts go to ``moved``
+            del self._events[event]
+            self._events[moved] = None
+            sender.limiter.when_free(moved)
 
     @property
     def load(self) -> int:
@@ -134,7 +153,7 @@ class Dispatcher:
                 self._rows_since = time.monotonic()
             return False
         event = _Event(self, payload, settings, settle, retry)
-        self._events.add(event)
+        self._events[event] = None
         self._queued += 1
         if event.replay:
             self._replay_events += 1
@@ -183,7 +202,7 @@ class Dispatcher:
     def _settle(self, event: _Event, outcome: Outcome) -> None:
         """One event's outcome (its retries, if any, are over)."""
         self._landed(event)
-        self._events.discard(event)
+        self._events.pop(event, None)
         if event.replay:
             self._replay_events -= 1
         event.settle(event.payload, outcome)
