@@ -43,16 +43,6 @@ BREAKER_THRESHOLD = 32
 AUTH_STATUSES = frozenset({401, 403})  # a wrong or revoked key: keep the payloads for a fixed config
 
 
-def encode(document: Any) -> bytes:
-    """Compact JSON (see :mod:`pendo_plugin.jsoncodec`)."""
-    return jsoncodec.dumps(document)
-
-
-def policy_for(settings: Settings) -> RetryPolicy:
-    """The retry policy the settings ask for."""
-    return RetryPolicy(max_retries=settings.max_retries, budget=settings.retry_budget)
-
-
 class _Endpoints:
     """What every request of one :class:`Settings` shares, built once per settings object rather than
     per event: the retry policy, and the URL and headers of the track and webhook endpoints."""
@@ -61,7 +51,7 @@ class _Endpoints:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.policy = policy_for(settings)
+        self.policy = RetryPolicy(max_retries=settings.max_retries, budget=settings.retry_budget)
         track_headers = {**JSON_HEADERS, "x-pendo-integration-key": settings.track_secret or ""}
         self.track = (f"{settings.data_url}/data/track", track_headers)
         self.webhook = (f"{settings.webhook_url}/data/segmentio/{settings.api_key}", JSON_HEADERS)
@@ -348,7 +338,7 @@ class Sender:
         request = Request(
             "POST",
             f"{settings.api_url}/api/v1/metadata/{kind}/custom/value?create=true",
-            encode(rows),
+            jsoncodec.dumps(rows),
             {**JSON_HEADERS, "x-pendo-integration-key": settings.integration_key or ""},
             settings.request_timeout,
         )
