@@ -25,6 +25,7 @@ import asyncio
 import base64
 import ssl
 import urllib.request
+from collections.abc import Mapping
 from urllib.parse import unquote, urlsplit
 
 from pendo_plugin.delivery.connection import Connection, Key, Origin
@@ -45,6 +46,7 @@ class HttpTransport:
         self._proxies = urllib.request.getproxies()
         self._proxy_by_origin: dict[Origin, str | None] = {}
         self._heads: dict[tuple[str, str, tuple[tuple[str, str], ...]], tuple[bytes, Origin, str | None]] = {}
+        self._last_head: tuple[Mapping[str, str], str, str, tuple[bytes, Origin, str | None]] | None = None
         self._ssl: ssl.SSLContext | None = None
         self.buffer = memoryview(bytearray(READ_BUFFER_BYTES))  # every connection reads into it
         self._watch: asyncio.TimerHandle | None = None
@@ -58,11 +60,20 @@ class HttpTransport:
         return self._proxy_by_origin[origin]
 
     def _head(self, request: Request) -> tuple[bytes, Origin, str | None]:
-        """The request line and headers up to ``Content-Length``, encoded once per endpoint."""
+        """The request line and headers up to ``Content-Length``, encoded once per endpoint. The last
+        one is matched by its headers object (requests are read-only, and the senders build one headers
+        object per endpoint and settings): 0.3 us where the key of the cache below costs 0.8 us."""
+        last = self._last_head
+        if last is not None and last[0] is request.headers and last[1:3] == (request.url, request.method):
+            return last[3]
         key = (request.method, request.url, tuple(request.headers.items()))
         cached = self._heads.get(key)
-        if cached is not None:
-            return cached
+        if cached is None:
+            cached = self._heads[key] = self._encode_head(request)
+        self._last_head = (request.headers, request.url, request.method, cached)
+        return cached
+
+    def _encode_head(self, request: Request) -> tuple[bytes, Origin, str | None]:
         parts = urlsplit(request.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("only http and https URLs with a host are supported")
@@ -87,7 +98,6 @@ class HttpTransport:
         head = (text + "\r\nContent-Length: ").encode("utf-8")
         if len(self._heads) >= MAX_HEADS_CACHED:
             self._heads.clear()
-        self._heads[key] = (head, origin, proxy)
         return head, origin, proxy
 
     def start(self, request: Request) -> asyncio.Future[Response]:
