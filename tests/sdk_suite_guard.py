@@ -2,12 +2,15 @@
 
 It keeps the suite offline: a connection to anything but loopback is refused, and the SDKs' hosted
 endpoints (the suites post to them with test keys) are rewritten to ``SDK_SUITE_BACKEND``, the sandbox
-standing in for the SDK's backend. Nothing here touches the SDK itself.
+standing in for the SDK's backend. On SIGUSR1 it writes every thread's stack to ``SDK_SUITE_STACKS`` (the
+harness asks for it when a run does not exit after its last test). Nothing here touches the SDK itself.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import signal
 import socket
 from typing import Any
 
@@ -41,6 +44,9 @@ def _to_backend(self: requests.sessions.Session, method: str, url: Any, *args: A
                 url = os.environ["SDK_SUITE_BACKEND"] + url[len(hosted) :]
     return _request(self, method, url, *args, **kwargs)
 
+
+_stacks = open(os.environ["SDK_SUITE_STACKS"], "w")  # noqa: SIM115 (open for the process's life)
+faulthandler.register(signal.SIGUSR1, file=_stacks, all_threads=True)
 
 socket.socket.connect = _offline_connect  # type: ignore[method-assign]
 socket.getaddrinfo = _offline_getaddrinfo

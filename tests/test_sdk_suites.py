@@ -16,7 +16,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
+import time
 import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -40,6 +42,10 @@ NOT_SHIPPED = {"rudder": ["--ignore=rudderstack/analytics/test/test_release_vali
 RERUNS = 2
 # analytics-python 1.4's test_should_timeout expects a 0.1 ms timeout to expire: give its stand-in a latency
 SEGMENT_LATENCY = 0.02
+SUITE_TIMEOUT = 600  # seconds until a suite has its results
+# After its results, a run has this long to exit. segment-analytics-python's own exit handler (Client.join,
+# waiting for a consumer thread) once hung there after all 140 tests passed, in the run without the plugin.
+EXIT_GRACE = 60
 
 
 def suite_arguments(python: Path, sdk: str, workdir: Path) -> tuple[list[str], Path]:
@@ -83,6 +89,7 @@ def start_suite(
         "PYTHONPATH": str(out),
         "SDK_SUITE_BACKEND": backend.url,
         "SDK_SUITE_REPORT": str(out / "patched.json"),
+        "SDK_SUITE_STACKS": str(out / "stacks.txt"),
     }
     command = [str(python), "-m", "pytest", "-q", "-p", "sdk_suite_guard", "-p", "no:cacheprovider"]
     command += ["-p", "no:pendo_plugin", "--timeout", "60", f"--reruns={RERUNS}"]
@@ -100,11 +107,41 @@ class SuiteRuns:
     pendo: Sandbox
 
     def wait(self) -> None:
-        for process in self.processes.values():
-            process.wait(timeout=600)
+        """Until each run has its results and has exited. A run that has its results but does not exit
+        within ``EXIT_GRACE`` has every thread's stack dumped to ``stacks.txt`` and is killed: that passes
+        only if no thread was in the plugin (the SDK's own exit handler hanging is not what is tested
+        here); a run without results in ``SUITE_TIMEOUT`` fails."""
+        for name, process in self.processes.items():
+            out = self.out / name
+            deadline = time.monotonic() + SUITE_TIMEOUT
+            while process.poll() is None and not (out / "patched.json").exists():
+                assert time.monotonic() < deadline, f"the {name} run has no results in {SUITE_TIMEOUT} s"
+                time.sleep(0.5)  # a poll with a deadline: the suite runs in another process
+            try:
+                process.wait(timeout=EXIT_GRACE)
+            except subprocess.TimeoutExpired:
+                stacks = dump_stacks(process, out / "stacks.txt")
+                process.kill()
+                process.wait(timeout=30)
+                assert "pendo_plugin" not in stacks, f"the {name} run hung at exit in the plugin:\n{stacks}"
 
     def output(self) -> str:
         return "".join((self.out / name / "output.txt").read_text() for name in self.processes)
+
+
+def dump_stacks(process: subprocess.Popen[bytes], stacks: Path, timeout: float = 10.0) -> str:
+    """Every thread's stack of ``process`` (``faulthandler`` on SIGUSR1, set up by ``sdk_suite_guard``):
+    the dump, once it stopped growing."""
+    process.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + timeout
+    seen = ""
+    while time.monotonic() < deadline:
+        text = stacks.read_text() if stacks.exists() else ""
+        if text and text == seen:
+            return text
+        seen = text
+        time.sleep(0.1)  # a poll with a deadline: the other process writes the dump
+    raise AssertionError(f"no stack dump from a run that hung at exit (pid {process.pid})")
 
 
 @pytest.fixture(scope="module")
