@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 from pendo_plugin import counters
@@ -12,12 +13,13 @@ from pendo_plugin.delivery.spool import Spool
 from pendo_plugin.pendo import payload
 from pendo_plugin.pendo.payload import UNSTAMPED, Payload, decode, encode
 
-# Lines exactly as the spool wrote them before payloads were typed.
+AN_HOUR_AGO_MS = int(time.time() * 1000) - 3_600_000
+# Lines exactly as the spool wrote them before payloads were typed (timed an hour ago).
 OLD_LINES = [
     b'{"k":"track","b":{"type":"track","event":"Signed Up","visitorId":"u1","accountId":"acme",'
-    b'"timestamp":1700000000000,"properties":{"plan":"pro"},"context":{}}}',
+    b'"timestamp":%d,"properties":{"plan":"pro"},"context":{}}}' % AN_HOUR_AGO_MS,
     b'{"k":"webhook","b":{"type":"identify","userId":"u1","traits":{"plan":"pro"}}}',
-    b'{"k":"meta","t":"visitor","id":"u1","v":{"plan":"pro","seats":5},"ts":1700000000000}',
+    b'{"k":"meta","t":"visitor","id":"u1","v":{"plan":"pro","seats":5},"ts":%d}' % AN_HOUR_AGO_MS,
     b'{"k":"meta","t":"account","id":"acme","v":{"tier":"gold"}}',
 ]
 
@@ -27,7 +29,7 @@ def test_lines_written_by_the_earlier_version_load() -> None:
     assert track is not None and track.kind == "track" and track.body["event"] == "Signed Up"
     assert webhook is not None and webhook.kind == "webhook" and webhook.body["userId"] == "u1"
     assert visitor == Payload("visitor", {"plan": "pro", "seats": 5}, b'{"plan":"pro","seats":5}', "u1",
-                              1700000000000)
+                              AN_HOUR_AGO_MS)
     assert account is not None and account.kind == "account" and account.stamp == UNSTAMPED
     assert [encode(item) for item in (track, webhook, visitor, account) if item] == OLD_LINES, (
         "what is written now is the same format, so an earlier version reads it too")
