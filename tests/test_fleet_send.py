@@ -14,23 +14,12 @@ from pendo_plugin.sandbox import Sandbox
 from tests.apps import wait_until
 from tests.conftest import stop_runtime
 from tests.fleet_redis import RedisServer
+from tests.sending import track_payload
 
 
 def _visitor(values: dict[str, object], age_ms: int) -> bytes:
     """A visitor row as another process would have written it, stamped ``age_ms`` ago."""
     return encode(payload.metadata("visitor", "u5", values, time.time() * 1000 - age_ms))
-
-
-def _track(n: int) -> bytes:
-    body = {
-        "type": "track",
-        "event": "Held",
-        "visitorId": "u9",
-        "timestamp": int(time.time() * 1000),
-        "context": {},
-        "properties": {"n": n},
-    }
-    return encode(payload.event("track", body))
 
 
 def test_metadata_of_several_entries_is_merged_newest_wins_and_never_goes_back(
@@ -60,7 +49,7 @@ def test_entries_being_sent_at_shutdown_are_appended_anew(
 ) -> None:
     client = redis_server.client()
     for n in range(5):
-        client.xadd(STREAM, {"p": _track(n)})
+        client.xadd(STREAM, {"p": encode(track_payload(n))})
     pendo_plugin.configure(redis_url=redis_server.url, data_url=blackhole_url, request_timeout=60)
 
     assert not pendo_plugin.flush(0.5)  # Pendo never answers: every entry is held, being sent
