@@ -98,11 +98,6 @@ class Dispatcher:
         self.on_done: Callable[[], None] | None = None  # called as each send ends
         self._events: dict[_Event, None] = {}  # events waiting for a slot or in their first attempt, in
         # the order they came
-        self._queued = 0  # how many of them wait for a slot
-        self._queued_replays = 0  # how many of those are part of a spool replay
-        self._replay_events = 0  # how many events (waiting or in flight) are part of a spool replay
-        self._flying = 0  # events in their first attempt
-        self._flying_replays = 0  # how many of them are part of a spool replay
         self._progress = asyncio.Event()
         self._rows: dict[str, Origins] = {kind: MergedRows(kind) for kind in METADATA_KINDS}
         self._rows_since: float | None = None  # when the oldest waiting row came
@@ -122,7 +117,7 @@ class Dispatcher:
         self._sender = sender
         for event in [event for event in self._events if event.queued]:
             moved = _Event(self, event.payload, event.settings, event.settle, event.retry)
-            event.queued = False  # the old line passes it over; its counts go to ``moved``
+            event.queued = False  # the old line passes it over; ``moved`` takes its place
             del self._events[event]
             self._events[moved] = None
             sender.limiter.when_free(moved)
@@ -134,7 +129,7 @@ class Dispatcher:
 
     def queued(self, *, replays: bool = True) -> int:
         """Events waiting for a slot (``replays=False``: those of spool replays left out)."""
-        return self._queued if replays else self._queued - self._queued_replays
+        return sum(1 for event in self._events if event.queued and (replays or not event.replay))
 
     @property
     def rows_waiting(self) -> bool:
@@ -154,25 +149,12 @@ class Dispatcher:
             return False
         event = _Event(self, payload, settings, settle, retry)
         self._events[event] = None
-        self._queued += 1
-        if event.replay:
-            self._replay_events += 1
-            self._queued_replays += 1
         self.sender.limiter.when_free(event)
         return True
 
-    def _unqueue(self, event: _Event) -> None:
-        event.queued = False
-        self._queued -= 1
-        if event.replay:
-            self._queued_replays -= 1
-
     def _launch(self, event: _Event) -> None:
         """The event got its slot: its first attempt starts now."""
-        self._unqueue(event)
-        self._flying += 1
-        if event.replay:
-            self._flying_replays += 1
+        event.queued = False
         event.attempt = self.sender.launch(
             event.payload, event.settings, event.retry, event.settled, event.retry_in_task
         )
@@ -181,7 +163,7 @@ class Dispatcher:
         self, event: _Event, retrying: Coroutine[Any, Any, Outcome], done: Callable[[Outcome], None]
     ) -> None:
         """The first attempt failed: the task that retries it is what is in flight now."""
-        self._landed(event)
+        event.attempt = None
         self.spawn(self._retried(retrying, done), replay=event.replay)
 
     @staticmethod
@@ -192,19 +174,9 @@ class Dispatcher:
         finally:
             done(outcome)
 
-    def _landed(self, event: _Event) -> None:
-        if event.attempt is not None:
-            event.attempt = None
-            self._flying -= 1
-            if event.replay:
-                self._flying_replays -= 1
-
     def _settle(self, event: _Event, outcome: Outcome) -> None:
         """One event's outcome (its retries, if any, are over)."""
-        self._landed(event)
         self._events.pop(event, None)
-        if event.replay:
-            self._replay_events -= 1
         event.settle(event.payload, outcome)
         self._progress.set()
         if self.on_done is not None:
@@ -242,7 +214,7 @@ class Dispatcher:
     def _drop_queued(self) -> None:
         """Settle every event still waiting for a slot as failed; it gives up its place in line."""
         for event in [event for event in self._events if event.queued]:
-            self._unqueue(event)  # the limiter passes it over now
+            event.queued = False  # the limiter passes it over now
             self._settle(event, "failed")
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any], *, replay: bool = False) -> asyncio.Task[Any]:
@@ -310,13 +282,13 @@ class Dispatcher:
         """Whether any event or task has not settled yet (``replays=False``: spool replays left out)."""
         if replays:
             return bool(self._events or self.tasks)
-        return len(self._events) > self._replay_events or bool(self.tasks - self.replays)
+        return any(not event.replay for event in self._events) or bool(self.tasks - self.replays)
 
     def moving(self, deadline: float, *, replays: bool = True) -> bool:
         """Whether something here makes progress before ``deadline``: an attempt in flight, an event
         waiting for a slot while no Retry-After pause holds past it, or a task that is sending or waits
         for something that ends before it (``replays=False``: spool replays left out)."""
-        if self._flying > (0 if replays else self._flying_replays):
+        if any(event.attempt is not None and (replays or not event.replay) for event in self._events):
             return True
         limiter = self.sender.limiter
         if self.queued(replays=replays) and (not limiter.paused or limiter.paused_until < deadline):
