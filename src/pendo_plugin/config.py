@@ -8,6 +8,7 @@ atomically, so the worker reads a consistent snapshot per message without locks.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -104,7 +105,16 @@ class Settings:
     def hold_reason(self, payload_kind: str) -> str | None:
         """Why a payload of this kind (``track``, ``webhook``, ``meta``) must not be sent from here now:
         ``off`` (kill switch, or bad settings), ``no_secret`` (no secret or key for it), ``shadow``; None
-        when it may. The one check for live, replayed and drained payloads alike."""
+        when it may. The one check for live, replayed and drained payloads alike; worked out once per
+        settings object (they are frozen), as it is asked for every payload twice (routed, then sent)."""
+        reasons = self._hold_reasons
+        return reasons[payload_kind] if payload_kind in reasons else self._hold(payload_kind)
+
+    @functools.cached_property
+    def _hold_reasons(self) -> dict[str, str | None]:
+        return {kind: self._hold(kind) for kind in ("track", "webhook", "meta")}
+
+    def _hold(self, payload_kind: str) -> str | None:
         if not self.rollout.enabled or self.problems:
             return "off"
         if not self.can_send(payload_kind):

@@ -31,7 +31,6 @@ from pendo_plugin.segment import plugins
 
 MAX_REMEMBERED_ACCOUNTS = 100_000
 _CALLS = frozenset({"identify", "group", "track"})
-_ROUTES = ("track", "webhook", "meta")
 
 
 class AccountMemory:
@@ -96,7 +95,6 @@ class Router:
 
     def __init__(self) -> None:
         self.accounts = AccountMemory()
-        self._holds: tuple[Settings | None, dict[str, str | None]] = (None, {})
 
     def route(
         self,
@@ -229,14 +227,11 @@ class Router:
                     payloads.append(built)
         return payloads
 
-    def _deliverable(self, settings: Settings, kind: str, route: str, tally: counters.Tally) -> bool:
+    @staticmethod
+    def _deliverable(settings: Settings, kind: str, route: str, tally: counters.Tally) -> bool:
         """Whether a payload of ``kind`` may be sent from here (``route``: what the settings call it);
         counted either way."""
-        holds = self._holds  # the hold reasons of the last settings object (frozen), read once: thread-safe
-        if holds[0] is not settings:
-            holds = (settings, {name: settings.hold_reason(name) for name in _ROUTES})
-            self._holds = holds
-        reason = holds[1][route]
+        reason = settings.hold_reason(route)
         if reason is None:
             tally.add("queued", None, kind)
             return True
