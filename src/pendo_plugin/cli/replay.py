@@ -41,13 +41,12 @@ from pendo_plugin.cli.replay_input import (
 )
 from pendo_plugin.cli.replay_report import Tally, print_summary
 from pendo_plugin.config import SECRET_FIELDS, Settings
-from pendo_plugin.delivery.dispatch import Dispatcher
+from pendo_plugin.delivery.dispatch import EVENTS_PER_SLOT, Dispatcher
 from pendo_plugin.delivery.senders import Outcome, Payload, Sender
 from pendo_plugin.destination.route import Router
 from pendo_plugin.pendo.translate import translate
 
 SAVE_INTERVAL = 0.5
-EVENTS_PER_SLOT = 8
 MAX_REPORTED_MALFORMED = 20
 EXIT_OK, EXIT_FAILED, EXIT_INTERRUPTED = 0, 1, 130
 PREVIEW = "use --dry-run to preview"

@@ -87,14 +87,13 @@ class Connection(asyncio.BufferedProtocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.reused = False
-        self.key: tuple[Origin, str | None] | None = None
+        self.key: Key | None = None
         self.deadline = 0.0  # loop time by which the current request must have its answer
         self._data = b""  # the current request (sent once more elsewhere if this connection was stale)
         self._status = 0
         self._waiter: asyncio.Future[Response] | None = None
         self._answer = _Answer()
         self._parser: Any = None  # created for the first request, kept for the connection's life
-        self._active = False  # a request is waiting for its answer
         self._tunnel: asyncio.Future[bytes] | None = None
         self._raw = bytearray()
 
@@ -110,11 +109,11 @@ class Connection(asyncio.BufferedProtocol):
         )
         if self._tunnel is not None and not self._tunnel.done():
             self._tunnel.set_exception(error)
-        if self._active:
+        if self._waiter is not None:
             self._fail(error)
 
     def eof_received(self) -> bool:
-        if self._active and self._status:
+        if self._waiter is not None and self._status:
             self._finish(keep=False)  # an answer without a length ends at EOF
         return False
 
@@ -133,7 +132,7 @@ class Connection(asyncio.BufferedProtocol):
                 self._tunnel.set_result(bytes(self._raw))
             return
         waiter = self._waiter
-        if waiter is None or waiter.done() or not self._active:
+        if waiter is None or waiter.done():
             self.abort()  # bytes nobody asked for: the connection is out of step
             return
         try:
@@ -148,7 +147,7 @@ class Connection(asyncio.BufferedProtocol):
     # ----- httptools callbacks
 
     def on_message_begin(self) -> None:
-        if not self._active:  # more bytes after the answer: out of step, never reuse this connection
+        if self._waiter is None:  # more bytes after the answer: out of step, never reuse this connection
             raise httptools.HttpParserError("an answer nobody asked for")
 
     def on_status(self, status: bytes) -> None:
@@ -185,7 +184,6 @@ class Connection(asyncio.BufferedProtocol):
         self._status = 0
         if self._parser is None:
             self._parser = httptools.HttpResponseParser(self)
-        self._active = True
         self._data = data
         self.deadline = deadline
         waiter: asyncio.Future[Response] = self.loop.create_future()
@@ -202,7 +200,6 @@ class Connection(asyncio.BufferedProtocol):
         """The answer is complete: the connection goes back to the pool (``keep``) and the waiter gets
         the answer (a redirect is refused, never followed)."""
         waiter, answer = self._waiter, self._answer
-        self._active = False
         self._waiter = None
         if not keep:
             self.abort()
@@ -222,8 +219,7 @@ class Connection(asyncio.BufferedProtocol):
         """The request failed: on a reused connection that got no byte of an answer (the server
         closed it while idle) it is sent once more on a new one, else the waiter gets ``error``."""
         waiter = self._waiter
-        stale = self.reused and self._active and self._status == 0 and not isinstance(error, TimeoutError)
-        self._active = False
+        stale = self.reused and self._status == 0 and not isinstance(error, TimeoutError)
         self._waiter = None
         self.abort()
         self._owner.done_with(self)

@@ -35,6 +35,7 @@ from pendo_plugin.delivery.senders import Outcome, Sender
 from pendo_plugin.pendo.payload import METADATA_KINDS, Payload
 
 SLICE = 512  # sends a drain of one spool file keeps in flight at most
+EVENTS_PER_SLOT = 8  # events an owner lets wait or be in flight per request allowed in flight
 
 Settle = Callable[[Payload, Outcome], None]
 Origins = MergedRows[tuple[Settle, Payload]]

@@ -24,7 +24,7 @@ from typing import Any
 from pendo_plugin import config, counters
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.batch import Batch
-from pendo_plugin.delivery.dispatch import Dispatcher
+from pendo_plugin.delivery.dispatch import EVENTS_PER_SLOT, Dispatcher
 from pendo_plugin.delivery.fleet import Fleet
 from pendo_plugin.delivery.senders import Payload, Sender
 from pendo_plugin.delivery.spool import Claim, Spool
@@ -34,7 +34,6 @@ from pendo_plugin.destination.route import Router
 from pendo_plugin.logs import log_once
 
 PUMP_BATCH = 512
-EVENTS_PER_SLOT = 8
 SPOOL_RETRY_INTERVAL = 30.0
 IDLE_POLL_MIN = 0.01
 IDLE_POLL_MAX = 0.2
@@ -88,7 +87,6 @@ class Worker:
         self._flushing = 0
         self._backlog: deque[tuple[Batch, Payload]] = deque()
         self._dispatcher: Dispatcher | None = None  # sends and settles: the one send path
-        self._replays: set[asyncio.Task[Any]] = set()  # the subset replaying the spool
         self._spool_draining = False
         self._spool_next_try = 0.0
         self._spool_cache: tuple[tuple[Any, float], Spool | None] | None = None
@@ -120,7 +118,6 @@ class Worker:
             if self._dispatcher is None:
                 self._dispatcher = Dispatcher(self._sender)
                 self._dispatcher.on_done = self._task_done
-                self._replays = self._dispatcher.replays
             self._dispatcher.sender = self._sender
         self._fleet.update(settings)  # fleet mode
         self._sender.limiter.maximum = settings.max_concurrency
@@ -220,7 +217,7 @@ class Worker:
         Pendo is back."""
         parked = len(self._backlog)
         if self._sender is not None:
-            for task in set(self._sender.waiting) - self._replays:  # retrying what is on disk already
+            for task in set(self._sender.waiting) - self._sends.replays:  # retrying what is on disk already
                 task.cancel()  # its payload settles as failed: it stays in the spool
         if parked:
             log_once(
