@@ -19,7 +19,7 @@ except ImportError:  # the standard library: the same output, a few times the CP
 
 BACKEND = "orjson" if orjson is not None else "json"
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
-"""One encoder for every call: ``json.dumps`` with options builds a new one each time."""
+"""The fallback's options (and ``default``) in one object: ``json.dumps`` with options builds one per call."""
 _C_ENCODE: Any = (
     c_make_encoder(None, _ENCODER.default, encode_basestring, None, ":", ",", False, False, False)
     if c_make_encoder is not None

@@ -161,7 +161,7 @@ class Replayer:
         for payload in payloads:
             await self.sends.room(self._window)
             self.sends.submit(payload, self.settings, settle)
-        self.sends.send_rows(self.settings)
+        self.send_due_rows()
 
     def _settled(self, acks: Acks, number: int, skip_reason: str | None) -> None:
         if skip_reason is not None:
@@ -212,14 +212,16 @@ class Replayer:
 
     def request_stop(self) -> None:
         """First Ctrl-C: read no further, let requests in flight finish. Second: cancel them."""
+        sends = self.sends
         if self.stop_requested:
-            if self.sends is not None:
-                self.sends.cancel()
+            if sends is not None:
+                sends.cancel()
             return
         self.stop_requested = True
-        if self.sends is not None:
-            self.sends.sender.stopping.set()  # retry waits end now; those lines stay unacknowledged
-        in_flight = self.sends.load if self.sends is not None else 0
+        in_flight = 0
+        if sends is not None:
+            sends.sender.stopping.set()  # retry waits end now; those lines stay unacknowledged
+            in_flight = sends.load
         _write(self.err, f"stopping: waiting for {in_flight} request(s) in flight "
                          "(Ctrl-C again to stop at once)")
 

@@ -69,6 +69,8 @@ class HttpTransport:
         key = (request.method, request.url, tuple(request.headers.items()))
         cached = self._heads.get(key)
         if cached is None:
+            if len(self._heads) >= MAX_HEADS_CACHED:
+                self._heads.clear()
             cached = self._heads[key] = self._encode_head(request)
         self._last_head = (request.headers, request.url, request.method, cached)
         return cached
@@ -95,10 +97,7 @@ class HttpTransport:
         if any(char in line for line in lines for char in "\0\r\n"):
             raise ValueError("a line break or NUL in the URL or a header")
         text = "\r\n".join(lines)
-        head = (text + "\r\nContent-Length: ").encode("utf-8")
-        if len(self._heads) >= MAX_HEADS_CACHED:
-            self._heads.clear()
-        return head, origin, proxy
+        return (text + "\r\nContent-Length: ").encode("utf-8"), origin, proxy
 
     def start(self, request: Request) -> asyncio.Future[Response]:
         """Send ``request``; the future gets its answer. On an idle keep-alive connection (the common

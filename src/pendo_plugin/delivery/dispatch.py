@@ -45,7 +45,7 @@ class _Event:
     """One event submitted: in the limiter's line until it gets a slot (``queued``; it is its own place
     in line), then in its first attempt (``attempt``), then, if that failed, retried by a task."""
 
-    __slots__ = ("attempt", "dispatcher", "payload", "queued", "replay", "retry", "settings", "settle")
+    __slots__ = ("attempt", "dispatcher", "payload", "queued", "retry", "settings", "settle")
 
     def __init__(
         self, dispatcher: Dispatcher, payload: Payload, settings: Settings, settle: Settle, retry: bool
@@ -54,8 +54,7 @@ class _Event:
         self.payload = payload
         self.settings = settings
         self.settle = settle
-        self.retry = retry
-        self.replay = not retry
+        self.retry = retry  # False: part of a spool replay (one attempt)
         self.queued = True
         self.attempt: asyncio.Future[Any] | None = None
 
@@ -77,8 +76,8 @@ class _Event:
 def admit(payload: Payload, settings: Settings, settle: Settle) -> bool:
     """True if ``payload`` may be sent; otherwise settle it at once as failed, so it is kept
     (``held:<reason>:<kind>``; in fleet mode it goes back to the stream). (What a spool file or the
-    stream holds that is no payload was dropped when it was read:
-    :func:`pendo_plugin.pendo.payload.decode`.)"""
+    stream holds that is no payload was dropped when it was read: ``spool.Claim`` counts and acknowledges
+    such spool lines, :func:`pendo_plugin.pendo.payload.decode` drops such stream entries.)"""
     reason = settings.hold_reason(payload.route)
     if reason is not None:
         counters.record("held", reason, payload.kind)
@@ -130,7 +129,7 @@ class Dispatcher:
 
     def queued(self, *, replays: bool = True) -> int:
         """Events waiting for a slot (``replays=False``: those of spool replays left out)."""
-        return sum(1 for event in self._events if event.queued and (replays or not event.replay))
+        return sum(1 for event in self._events if event.queued and (replays or event.retry))
 
     @property
     def rows_waiting(self) -> bool:
@@ -165,7 +164,7 @@ class Dispatcher:
     ) -> None:
         """The first attempt failed: the task that retries it is what is in flight now."""
         event.attempt = None
-        self.spawn(self._retried(retrying, done), replay=event.replay)
+        self.spawn(self._retried(retrying, done), replay=not event.retry)
 
     @staticmethod
     async def _retried(retrying: Coroutine[Any, Any, Outcome], done: Callable[[Outcome], None]) -> None:
@@ -283,13 +282,13 @@ class Dispatcher:
         """Whether any event or task has not settled yet (``replays=False``: spool replays left out)."""
         if replays:
             return bool(self._events or self.tasks)
-        return any(not event.replay for event in self._events) or bool(self.tasks - self.replays)
+        return any(event.retry for event in self._events) or bool(self.tasks - self.replays)
 
     def moving(self, deadline: float, *, replays: bool = True) -> bool:
         """Whether something here makes progress before ``deadline``: an attempt in flight, an event
         waiting for a slot while no Retry-After pause holds past it, or a task that is sending or waits
         for something that ends before it (``replays=False``: spool replays left out)."""
-        if any(event.attempt is not None and (replays or not event.replay) for event in self._events):
+        if any(event.attempt is not None and (replays or event.retry) for event in self._events):
             return True
         limiter = self.sender.limiter
         if self.queued(replays=replays) and (not limiter.paused or limiter.paused_until < deadline):

@@ -9,9 +9,9 @@ from reading as a slow server. A ``Retry-After`` pauses every sender until it ha
 Waiters are served first come, first served: a freed slot is handed to the oldest waiter
 directly (``in_flight`` is counted for it before it wakes), so a waiter can never be skipped
 and left asleep with nothing in flight to wake it. While a pause lasts, a timer wakes the
-waiters when it ends. A waiter is a task in :meth:`~AdaptiveLimiter.acquire` (a retry) or an
-event queued by :meth:`~AdaptiveLimiter.when_free` (a first attempt: no task, no coroutine), in one
-line.
+waiters when it ends. A waiter is a task in :meth:`~AdaptiveLimiter.acquire` (a retry or a
+metadata batch) or an event queued by :meth:`~AdaptiveLimiter.when_free` (a first attempt: no task,
+no coroutine), in one line.
 """
 
 from __future__ import annotations

@@ -171,19 +171,23 @@ class GatedTransport:
         rate, link = self._settings_link()
         if not rate and link is None:
             return start(self.inner, request)
-        return asyncio.ensure_future(self.send(request))
+        return asyncio.ensure_future(self._gated(request, rate, link))
 
     async def send(self, request: Request) -> Response:
         rate, link = self._settings_link()
         if not rate and link is None:
             return await self.inner.send(request)  # no budget, no fleet: the gate does nothing
-        wait = await self.gate.delay(endpoint_of(request.url), rate, link)
+        return await self._gated(request, rate, link)
+
+    async def _gated(self, request: Request, rate: float | None, link: RedisLink | None) -> Response:
+        """``request`` sent once the gate lets it; a 429 (or a 503 with Retry-After) pauses the gate."""
+        endpoint = endpoint_of(request.url)
+        wait = await self.gate.delay(endpoint, rate, link)
         if wait > 0:
             counters.record("rate", "waited")
             await asyncio.sleep(wait)
         response = await self.inner.send(request)
         if response.status in (429, 503):
-            endpoint = endpoint_of(request.url)  # named only when needed: it parses the URL
             seconds = parse_retry_after(response.headers.get("Retry-After"), maximum=MAX_PAUSE)
             if seconds is None and response.status == 429:
                 seconds = PAUSE_WITHOUT_RETRY_AFTER

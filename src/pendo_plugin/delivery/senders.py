@@ -184,8 +184,7 @@ class Sender:
                 failed = error
         if not retry or settings.max_retries == 0:
             raise failed
-        first_error = failed
-        await self._sleep(policy.delay(1, first_error))
+        await self._sleep(policy.delay(1, failed))
         async for attempt in policy.retrying(self._sleep, attempts_done=1):
             with attempt:
                 counters.record("retried")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pendo_plugin import counters
@@ -67,27 +67,23 @@ def to_payload(item: TrackEvent | MetadataRow, stamp_ms: int) -> Payload | None:
     a metadata row carries its message's timestamp (``stamp_ms``, epoch ms) so the newest value of a
     field wins wherever rows are merged."""
     if isinstance(item, TrackEvent):
-        try:
-            return payload.event("track", item.body)
-        except (ValueError, TypeError) as exc:
-            _unserialisable("track", exc)
-            return None
+        return _encoded("track", payload.event, "track", item.body)
+    return _encoded(item.kind, payload.metadata, item.kind, item.entity_id, item.values, stamp_ms)
+
+
+def _encoded(kind: str, build: Callable[..., Payload], *args: Any) -> Payload | None:
     try:
-        return payload.metadata(item.kind, item.entity_id, item.values, stamp_ms)
+        return build(*args)
     except (ValueError, TypeError) as exc:
-        _unserialisable(item.kind, exc)
+        counters.record("dropped", "unserialisable", kind)
+        log_once(
+            f"unserialisable:{kind}",
+            logging.ERROR,
+            "pendo_plugin: cannot encode a %s payload: %s",
+            kind,
+            exc,
+        )
         return None
-
-
-def _unserialisable(kind: str, exc: Exception) -> None:
-    counters.record("dropped", "unserialisable", kind)
-    log_once(
-        f"unserialisable:{kind}",
-        logging.ERROR,
-        "pendo_plugin: cannot encode a %s payload: %s",
-        kind,
-        exc,
-    )
 
 
 class Router:
@@ -177,12 +173,8 @@ class Router:
         if settings.mode == "webhook":
             if not self._deliverable(settings, "webhook", "webhook", tally):
                 return []
-            body = to_webhook_body(message)
-            try:
-                return [payload.event("webhook", body)]
-            except (ValueError, TypeError) as exc:
-                _unserialisable("webhook", exc)
-                return []
+            webhook = _encoded("webhook", payload.event, "webhook", to_webhook_body(message))
+            return [webhook] if webhook is not None else []
         age = settings.max_event_age_days if max_age_days is True else max_age_days
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
         translation = translate(
@@ -214,15 +206,15 @@ class Router:
                     age,
                 )
             return []
-        stamp: int | None = None  # only metadata rows carry it: parsed for the first one
         payloads = []
-        for item in translation.payloads:
+        for item in translation.payloads:  # at most one
             kind, route = ("track", "track") if isinstance(item, TrackEvent) else (item.kind, "meta")
             if self._deliverable(settings, kind, route, tally):  # checked first: a held one is not encoded
-                if stamp is None and route == "meta":
-                    stamp = parse_timestamp_ms(message.get("timestamp"))  # from a clock ahead: now
-                    stamp = now_ms if stamp is None else min(stamp, now_ms)
-                built = to_payload(item, now_ms if stamp is None else stamp)
+                stamp = now_ms  # only a metadata row carries it: the message's time, now if ahead
+                if route == "meta":
+                    sent_at = parse_timestamp_ms(message.get("timestamp"))
+                    stamp = now_ms if sent_at is None else min(sent_at, now_ms)
+                built = to_payload(item, stamp)
                 if built is not None:
                     payloads.append(built)
         return payloads

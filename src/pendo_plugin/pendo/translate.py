@@ -12,7 +12,8 @@ from decimal import Decimal
 from typing import Any, Literal, NamedTuple
 
 from pendo_plugin.pendo.coerce import parse_timestamp_ms
-from pendo_plugin.pendo.sanitize import clean_metadata_values, clean_properties, json_safe
+from pendo_plugin.pendo.jsonsafe import json_safe
+from pendo_plugin.pendo.sanitize import clean_metadata_values, clean_properties
 
 __all__ = [
     "ANONYMOUS_PREFIX",
@@ -147,7 +148,7 @@ def account_id_of(message: Mapping[str, Any], remembered: str | None = None) -> 
         account_id = _id_text(message.get("groupId"))
         if account_id is not None:
             return account_id
-    return None if remembered is None else _id_text(remembered)
+    return _id_text(remembered)
 
 
 # ----------------------------------------------------------------------------------------- translate
@@ -318,7 +319,7 @@ def to_webhook_body(message: Mapping[str, Any]) -> dict[str, Any]:
     """A JSON-safe copy of the raw Segment message for Pendo's segmentio webhook.
 
     datetime -> ISO string, Decimal -> float, UUID -> str, NaN/Infinity -> null, sets -> lists, and so on
-    (see ``sanitize.json_safe``). The input is not modified.
+    (see ``jsonsafe.json_safe``). The input is not modified.
     """
     body, _ = json_safe(message)
     return body if isinstance(body, dict) else {}
