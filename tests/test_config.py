@@ -59,6 +59,7 @@ def test_webhook_mode_uses_the_data_host_and_api_key() -> None:
         ("PENDO_DATA_URL", "http://pendo.example.com", "PENDO_DATA_URL"),
         ("PENDO_API_URL", "ftp://127.0.0.1", "PENDO_API_URL"),
         ("PENDO_MODE", "carrier-pigeon", "PENDO_MODE"),
+        ("PENDO_EVENT_LOOP", "trio", "PENDO_EVENT_LOOP"),
         ("PENDO_SHADOW", "maybe", "PENDO_SHADOW"),
         ("PENDO_CALLS", "track,page", "PENDO_CALLS"),
         ("PENDO_QUEUE_SIZE", "lots", "PENDO_QUEUE_SIZE"),

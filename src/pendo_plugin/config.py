@@ -22,6 +22,7 @@ from pendo_plugin import _fork
 from pendo_plugin.config_values import CALLS as CALLS
 from pendo_plugin.config_values import (
     ENV_NAMES,
+    EVENT_LOOPS,
     OBJECT_SETTINGS,
     REGIONS,
     SECRET_FIELDS,
@@ -76,6 +77,7 @@ class Settings:
     rate_limit: float | None = None
     redis_claim_after: float = 60.0
     redis_max_len: int = 1_000_000
+    event_loop: str = "uvloop"
     on_error: Callable[[Exception, list[Any]], None] | None = field(default=None, repr=False)
     transport: Any = field(default=None, repr=False)
     problems: tuple[str, ...] = ()
@@ -220,6 +222,7 @@ def parse(raw: Mapping[str, Any]) -> Settings:
         rate_limit=as_rate_limit(raw["rate_limit"]) if raw.get("rate_limit") is not None else None,
         redis_claim_after=as_number("redis_claim_after", raw.get("redis_claim_after", 60), 0.1, 86400),
         redis_max_len=as_integer("redis_max_len", raw.get("redis_max_len", 1_000_000), 100, 1_000_000_000),
+        event_loop=as_choice("event_loop", raw.get("event_loop", "uvloop"), EVENT_LOOPS),
         on_error=raw.get("on_error"),
         transport=raw.get("transport"),
     )

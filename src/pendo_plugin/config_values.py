@@ -27,6 +27,10 @@ REGIONS: dict[str, tuple[str, str]] = {
 
 SECRET_FIELDS = ("track_secret", "integration_key", "api_key")
 
+# the worker thread's event loop: uvloop's where it is installed (a dependency on CPython outside Windows),
+# or asyncio's own selector loop
+EVENT_LOOPS = frozenset({"uvloop", "asyncio"})
+
 # setting name -> environment variable; configure() takes the setting names.
 ENV_NAMES: dict[str, str] = {
     "track_secret": "PENDO_TRACK_SECRET",
@@ -66,6 +70,7 @@ ENV_NAMES: dict[str, str] = {
     "rate_limit": "PENDO_RATE_LIMIT",
     "redis_claim_after": "PENDO_REDIS_CLAIM_AFTER",
     "redis_max_len": "PENDO_REDIS_MAX_LEN",
+    "event_loop": "PENDO_EVENT_LOOP",
 }
 
 OBJECT_SETTINGS = frozenset({"on_error", "transport"})

@@ -220,7 +220,7 @@ class Runtime:
                 from pendo_plugin.destination.loop import new_loop
                 from pendo_plugin.destination.worker import Worker
 
-                loop = new_loop()
+                loop = new_loop(config.current().event_loop)
                 worker = Worker(self.intake)
         except Exception as exc:
             log.error("pendo_plugin: worker could not start: %s: %s", type(exc).__name__, exc)

@@ -1,5 +1,5 @@
-"""The worker's event loop: uvloop's with the ``fast`` extra, else an asyncio loop whose default executor
-keeps working while the interpreter exits."""
+"""The worker's event loop: uvloop's (``PENDO_EVENT_LOOP=uvloop``, the default, where it is installed),
+else an asyncio loop whose default executor keeps working while the interpreter exits."""
 
 from __future__ import annotations
 
@@ -30,11 +30,14 @@ class WorkerLoop(asyncio.SelectorEventLoop):
         super().close()
 
 
-def new_loop() -> asyncio.AbstractEventLoop:
-    """An event loop for the worker: uvloop's with the ``fast`` extra (its DNS lookups run on libuv's
-    threads, which keep working while the interpreter exits), else a :class:`WorkerLoop`. uvloop cannot
-    be imported once the interpreter has begun exiting (it loads the thread pool, which registers an exit
-    hook): a worker first started then (the exit drain) runs on a :class:`WorkerLoop`."""
+def new_loop(kind: str = "uvloop") -> asyncio.AbstractEventLoop:
+    """An event loop for the worker. ``uvloop``: uvloop's where it is installed (it runs the loop and
+    the socket I/O in C; its DNS lookups run on libuv's threads, which keep working while the interpreter
+    exits), else a :class:`WorkerLoop`. ``asyncio``: a :class:`WorkerLoop`. uvloop cannot be imported
+    once the interpreter has begun exiting (it loads the thread pool, which registers an exit hook): a
+    worker first started then (the exit drain) runs on a :class:`WorkerLoop`."""
+    if kind == "asyncio":
+        return WorkerLoop()
     try:
         import uvloop
     except (ImportError, RuntimeError):
