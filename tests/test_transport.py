@@ -296,3 +296,44 @@ def test_a_line_break_in_a_header_is_refused_before_sending(plain: _Server) -> N
     with pytest.raises(ValueError, match="line break"):
         asyncio.run(run())
     assert plain.seen == []
+
+
+def test_answer_headers_are_read_from_its_head_when_asked_for(plain: _Server) -> None:
+    [answer] = _post(f"http://127.0.0.1:{plain.port}/data/track")
+
+    assert answer.status == 200
+    assert answer.body == b'{"ok":true}'
+    assert answer.headers["x-seen"] == answer.headers["X-Seen"] == "7"
+    assert answer.headers["Content-Length"] == "11"
+    assert "Server" in answer.headers
+
+
+@pytest.fixture
+def huge_head_url() -> Iterator[str]:
+    """A server whose answer head is larger than the transport reads (128 KiB of header lines)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    lines = b"".join(b"X-Filler-%05d: %s\r\n" % (number, b"v" * 48) for number in range(2048))
+
+    def serve() -> None:
+        listener.settimeout(10)
+        try:
+            client, _ = listener.accept()
+        except OSError:
+            return
+        with client:
+            client.recv(65536)
+            try:
+                client.sendall(b"HTTP/1.1 200 OK\r\n" + lines + b"Content-Length: 2\r\n\r\n{}")
+            except OSError:
+                pass  # the transport hung up once the head passed its bound
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/data/track"
+    listener.close()
+    thread.join(10)
+
+
+def test_an_answer_head_past_the_bound_fails_the_request(huge_head_url: str, no_proxy_env: None) -> None:
+    with pytest.raises(ConnectionError, match="head too large"):
+        _post(huge_head_url)
