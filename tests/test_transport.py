@@ -5,6 +5,7 @@ sent again when the server closed an idle connection."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import http.server
 import ipaddress
@@ -322,10 +323,8 @@ def huge_head_url() -> Iterator[str]:
             return
         with client:
             client.recv(65536)
-            try:
+            with contextlib.suppress(OSError):  # the transport hangs up once the head passed its bound
                 client.sendall(b"HTTP/1.1 200 OK\r\n" + lines + b"Content-Length: 2\r\n\r\n{}")
-            except OSError:
-                pass  # the transport hung up once the head passed its bound
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()

@@ -104,12 +104,11 @@ class HttpTransport:
         case) the request is written at once and the future is that connection's: no task, no
         coroutine. Raises ValueError for a URL or header it will not send."""
         head, origin, proxy = self._head(request)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + request.timeout
         data = b"%s%d\r\n\r\n%s" % (head, len(request.body), request.body)
         connection = self._reuse((origin, proxy))
-        if connection is not None:
-            return self._exchange(connection, data, deadline)
+        if connection is not None:  # its loop is the running one (asking asyncio costs a getpid call)
+            return self._exchange(connection, data, connection.loop.time() + request.timeout)
+        deadline = asyncio.get_running_loop().time() + request.timeout
         return asyncio.ensure_future(self._fresh((origin, proxy), data, deadline))
 
     async def send(self, request: Request) -> Response:

@@ -14,6 +14,7 @@ which sends it once more on a new connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol, cast
 
@@ -62,10 +63,9 @@ class _Headers(Mapping[str, str]):
     def _mapping(self) -> CIMultiDict[str]:
         if self._parsed is None:
             reader = _HeadReader()
-            try:
+            # what follows the head (part of the body) may not parse alone: the lines so far count
+            with contextlib.suppress(httptools.HttpParserError):
                 httptools.HttpResponseParser(reader).feed_data(self._head)
-            except httptools.HttpParserError:
-                pass  # what follows the head (part of the body) may not parse alone: the lines so far count
             pairs = ((name.decode("latin-1"), value.decode("latin-1")) for name, value in reader.pairs)
             self._parsed = CIMultiDict(pairs)
         return self._parsed

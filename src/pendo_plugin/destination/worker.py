@@ -34,12 +34,22 @@ from pendo_plugin.destination.route import Router
 from pendo_plugin.logs import log_once
 
 PUMP_BATCH = 512
+WRITE_AHEAD_BATCH = 256  # while sends are under way, the intake is taken once this many events wait,
+WRITE_AHEAD_WAIT = 0.02  # or once the first of them waited this long (seconds): fewer, larger spool files
 SPOOL_RETRY_INTERVAL = 30.0
 IDLE_POLL_MIN = 0.01
 IDLE_POLL_MAX = 0.2
 DRAIN_POLL = 0.005
 CANCEL_GRACE = 1.0
 REPLAY_SLICE = 512  # payloads of one spool file dispatched at a time
+
+
+def write_ahead_due(waiting: int, waited: float, sends_under_way: bool, hurried: bool) -> bool:
+    """Whether the ``waiting`` events of the intake (the first for ``waited`` seconds) are routed and written
+    ahead now. A slice costs one spool file (two fsyncs, a rename, an acknowledgement log) whatever its
+    size, so while sends are under way fewer than ``WRITE_AHEAD_BATCH`` wait up to ``WRITE_AHEAD_WAIT``
+    for more; at once when nothing is in flight, or a flush or shutdown hurries them."""
+    return hurried or not sends_under_way or waiting >= WRITE_AHEAD_BATCH or waited >= WRITE_AHEAD_WAIT
 
 
 class _Bell:
@@ -85,6 +95,7 @@ class Worker:
         self._closing = False
         self._exiting = False  # shutdown has begun: start no new replay of the spool
         self._flushing = 0
+        self._intake_since: float | None = None  # since when events wait in the intake for more to join them
         self._backlog: deque[tuple[Batch, Payload]] = deque()
         self._dispatcher: Dispatcher | None = None  # sends and settles: the one send path
         self._spool_draining = False
@@ -149,6 +160,10 @@ class Worker:
                 poll = IDLE_POLL_MIN
                 await asyncio.sleep(0)
                 continue
+            since = self._intake_since
+            if since is not None:  # events wait for more to join their spool file: no longer than that
+                await self._wake.wait(max(0.0, since + WRITE_AHEAD_WAIT - time.monotonic()))
+                continue
             await self._wake.wait(poll)
             poll = min(poll * 2, IDLE_POLL_MAX)
         await self._stopped.wait()
@@ -160,6 +175,21 @@ class Worker:
             taken.append(source.popleft())
         return taken
 
+    def _take_live(self, space: int) -> list[Mapping[str, Any]]:
+        """A slice of the intake to route and write ahead, when :func:`write_ahead_due` says so."""
+        intake = self._intake
+        if not intake:
+            self._intake_since = None
+            return []
+        now = time.monotonic()
+        if self._intake_since is None:
+            self._intake_since = now
+        hurried = bool(self._flushing or self._closing)
+        if not write_ahead_due(len(intake), now - self._intake_since, bool(self._sends.load), hurried):
+            return []
+        self._intake_since = None
+        return self._take(intake, space)
+
     def _room(self, settings: Settings) -> int:
         """How many more events may be handed to the dispatcher now."""
         return settings.max_concurrency * EVENTS_PER_SLOT - self._sends.load
@@ -169,7 +199,7 @@ class Worker:
         False when there was nothing to do."""
         closing = self._closing
         space = PUMP_BATCH if closing else min(PUMP_BATCH, settings.queue_size - len(self._backlog))
-        live = self._take(self._intake, max(space, 0))
+        live = self._take_live(max(space, 0))
         overflow = self._take(self._overflow, PUMP_BATCH)
         if overflow:
             counters.record("overflowed", amount=len(overflow))
@@ -245,8 +275,10 @@ class Worker:
         return self._sends.submit(payload, settings, batch.finish, retry=retry)
 
     def _task_done(self) -> None:
-        if self._backlog and self._wake is not None:
-            self._wake.ring()  # a slot is free: send more from the backlog now, not at the next poll
+        if self._wake is None:
+            return
+        if self._backlog or (self._intake_since is not None and not self._sends.load):
+            self._wake.ring()  # a slot is free, or every send ended: go on now, not at the next poll
 
     # ----- the spool, drained oldest first -------------------------------------------------
 
