@@ -1,5 +1,5 @@
 """Compact JSON as UTF-8 bytes for request bodies and spool lines: ``orjson`` when it is installed
-(the ``fast`` extra), else the standard library.
+(a dependency on CPython), else the standard library.
 
 Every document encoded here is a translated payload, already made JSON-safe by
 :mod:`pendo_plugin.pendo.sanitize` (no NaN or infinity, string keys, plain types). Unsupported values
@@ -17,7 +17,6 @@ try:
 except ImportError:  # the standard library: the same output, a few times the CPU
     orjson = None  # type: ignore[assignment]
 
-BACKEND = "orjson" if orjson is not None else "json"
 _ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, ensure_ascii=False)
 """The fallback's options (and ``default``) in one object: ``json.dumps`` with options builds one per call."""
 _C_ENCODE: Any = (
