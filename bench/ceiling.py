@@ -100,8 +100,19 @@ def main() -> int:
     parser.add_argument("--client", choices=("aiohttp", "plugin"), default="aiohttp")
     args = parser.parse_args()
     headers = {"Content-Type": "application/json", "x-pendo-integration-key": args.secret}
-    run = with_plugin_client if args.client == "plugin" else with_aiohttp
-    send_line(asyncio.run(run(args, track_body(), headers)))
+    if args.client == "plugin":  # on the worker's own loop (uvloop's where it is installed)
+        from pendo_plugin import config
+        from pendo_plugin.destination.loop import new_loop
+
+        loop = new_loop(config.current().event_loop)
+        run = with_plugin_client
+    else:
+        loop = asyncio.new_event_loop()
+        run = with_aiohttp
+    try:
+        send_line(loop.run_until_complete(run(args, track_body(), headers)))
+    finally:
+        loop.close()
     return 0
 
 
