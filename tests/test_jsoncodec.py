@@ -46,3 +46,21 @@ def test_the_standard_library_path_refuses_nan(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(jsoncodec, "orjson", None)
     with pytest.raises(ValueError):
         jsoncodec.dumps({"v": float("nan")})
+
+
+def test_an_encoded_document_holds_no_more_memory_than_its_bytes(backend: str) -> None:
+    """Payloads wait in memory by the thousand during an outage: each encoded body must own only its bytes
+    (orjson's own result keeps its whole working buffer, several KiB, allocated)."""
+    import tracemalloc
+
+    document = {"type": "track", "event": "Report Exported", "visitorId": "user-1", "properties": {"n": 1}}
+    size = len(jsoncodec.dumps(document))
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [jsoncodec.dumps(document) for _ in range(2000)]
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(kept) == 2000
+    assert held / 2000 < size + 256, f"{held / 2000:.0f} bytes held per {size}-byte document"
