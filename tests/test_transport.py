@@ -4,7 +4,6 @@ sent again when the server closed an idle connection."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime
 import http.server
@@ -16,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -25,6 +25,7 @@ from cryptography.x509.oid import NameOID
 
 from pendo_plugin.delivery.client import HttpTransport
 from pendo_plugin.delivery.http import Request, Response
+from pendo_plugin.destination.loop import new_loop
 
 PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy")
 
@@ -185,6 +186,32 @@ class _ConnectProxy:
         self.sock.close()
 
 
+@pytest.fixture(autouse=True, params=["asyncio", "uvloop"])
+def loop_kind(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test on both of the worker's event loops (``PENDO_EVENT_LOOP``): TLS, tunnels and timeouts
+    go through each loop's own transports."""
+    global _LOOP_KIND
+    _LOOP_KIND = str(request.param)
+    yield _LOOP_KIND
+    _LOOP_KIND = "asyncio"
+
+
+_LOOP_KIND = "asyncio"
+
+
+def _run(coroutine: Any) -> Any:
+    """``coroutine`` run to its end on a new loop of the kind under test."""
+    loop = new_loop(_LOOP_KIND)
+    if _LOOP_KIND == "uvloop":
+        import uvloop
+
+        assert isinstance(loop, uvloop.Loop)
+    try:
+        return loop.run_until_complete(coroutine)
+    finally:
+        loop.close()
+
+
 def _post(url: str, count: int = 1, timeout: float = 5.0, body: bytes = b'{"a":1}') -> list[Response]:
     async def run() -> list[Response]:
         transport = HttpTransport(pool_size=4)
@@ -194,7 +221,7 @@ def _post(url: str, count: int = 1, timeout: float = 5.0, body: bytes = b'{"a":1
         finally:
             await transport.close()
 
-    return asyncio.run(run())
+    return list(_run(run()))
 
 
 def test_requests_reuse_one_keep_alive_connection(plain: _Server) -> None:
@@ -295,7 +322,7 @@ def test_a_line_break_in_a_header_is_refused_before_sending(plain: _Server) -> N
             await transport.close()
 
     with pytest.raises(ValueError, match="line break"):
-        asyncio.run(run())
+        _run(run())
     assert plain.seen == []
 
 
