@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from pendo_plugin import config
 from pendo_plugin.config import Settings
@@ -19,8 +20,20 @@ def sandbox_settings(box: Sandbox, **extra: object) -> Settings:
     return config.load(values, environ={})
 
 
+def track_event(event: str, visitor: str, *, account: str | None = None, **properties: Any) -> Payload:
+    """A track payload: ``event`` of ``visitor`` (in ``account``), timed now."""
+    body: dict[str, Any] = {"type": "track", "event": event, "visitorId": visitor}
+    if account is not None:
+        body["accountId"] = account
+    body.update(timestamp=int(time.time() * 1000), properties=properties, context={})
+    return payload.event("track", body)
+
+
 def track_payload(n: int) -> Payload:
     """Track event ``n`` of visitor ``u<n>``, timed now."""
-    body = {"type": "track", "event": "Sent", "visitorId": f"u{n}", "timestamp": int(time.time() * 1000),
-            "properties": {"n": n}, "context": {}}
-    return payload.event("track", body)
+    return track_event("Sent", f"u{n}", n=n)
+
+
+def visitor_row(user: str, **values: Any) -> Payload:
+    """A visitor metadata payload."""
+    return payload.metadata("visitor", user, values)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -15,6 +13,7 @@ from pendo_plugin.delivery.spool import Spool
 from pendo_plugin.pendo import payload
 from pendo_plugin.sandbox import Sandbox
 from tests.apps import pendo_env
+from tests.sending import track_event, visitor_row
 
 SECRET = "spool-track-secret-1"
 KEY = "spool-integration-key-1"
@@ -46,26 +45,13 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def track(event: str, user: str = "u1") -> payload.Payload:
-    body = {
-        "type": "track",
-        "event": event,
-        "visitorId": user,
-        "accountId": "acme",
-        "timestamp": int(time.time() * 1000),
-        "properties": {},
-        "context": {},
-    }
-    return payload.event("track", body)
-
-
-def visitor(user: str, **values: Any) -> payload.Payload:
-    return payload.metadata("visitor", user, values)
+def track(event: str) -> payload.Payload:
+    return track_event(event, "u1", account="acme")
 
 
 def fill(spool: Spool) -> None:
-    spool.write([track("A"), track("B"), visitor("u1", plan="free")])
-    spool.write([visitor("u1", plan="pro"), payload.metadata("account", "acme", {"seats": 5})])
+    spool.write([track("A"), track("B"), visitor_row("u1", plan="free")])
+    spool.write([visitor_row("u1", plan="pro"), payload.metadata("account", "acme", {"seats": 5})])
 
 
 def test_status_counts_files_payloads_bytes_and_age(box: Sandbox, spool: Spool) -> None:
@@ -99,7 +85,7 @@ def test_drain_sends_everything_and_deletes_the_files(box: Sandbox, spool: Spool
 
 
 def test_drain_keeps_only_what_failed(box: Sandbox, spool: Spool) -> None:
-    spool.write([track("A"), track("B"), visitor("u1", plan="pro")])
+    spool.write([track("A"), track("B"), visitor_row("u1", plan="pro")])
     env = env_for(box, spool, PENDO_MAX_RETRIES="0")
     box.fail_next(1, 503)
     first = cli(env, "drain")
@@ -127,7 +113,7 @@ def test_drain_leaves_a_file_another_process_is_sending(box: Sandbox, spool: Spo
 
 
 def test_drain_keeps_payloads_it_has_no_secret_for(box: Sandbox, spool: Spool) -> None:
-    spool.write([track("A"), visitor("u1", plan="pro")])
+    spool.write([track("A"), visitor_row("u1", plan="pro")])
     done = cli(env_for(box, spool, PENDO_TRACK_SECRET=""), "drain")
     assert done.returncode == 1
     assert box.visitors() == {"u1": {"plan": "pro"}}

@@ -4,15 +4,14 @@ against the sandbox, with real spool files."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
-from typing import Any
 
 from pendo_plugin.delivery.spool import Spool
 from pendo_plugin.pendo import payload
 from pendo_plugin.sandbox import Sandbox
 from tests.apps import app_env, app_script, run_app
 from tests.conftest import INTEGRATION_KEY, TRACK_SECRET
+from tests.sending import track_event, visitor_row
 
 FLUSH_AND_REPORT = """
 client = make_client()
@@ -24,19 +23,7 @@ report(flushed=flushed)
 
 
 def track(event: str) -> payload.Payload:
-    body = {
-        "type": "track",
-        "event": event,
-        "visitorId": "spooled",
-        "timestamp": int(time.time() * 1000),
-        "properties": {},
-        "context": {},
-    }
-    return payload.event("track", body)
-
-
-def visitor(user: str, **values: Any) -> payload.Payload:
-    return payload.metadata("visitor", user, values)
+    return track_event(event, "spooled")
 
 
 def left_in(spool_dir: Path) -> int:
@@ -51,7 +38,7 @@ def test_a_flush_in_shadow_mode_sends_nothing_to_pendo_spooled_or_not(tmp_path: 
     spool_dir = tmp_path / "spool"
     with Sandbox(track_secret=TRACK_SECRET, integration_key=INTEGRATION_KEY) as box:
         spool = Spool(spool_dir, 1 << 40)
-        spool.write([track("Spooled 1"), track("Spooled 2"), visitor("u9", plan="pro")])
+        spool.write([track("Spooled 1"), track("Spooled 2"), visitor_row("u9", plan="pro")])
         env = app_env(box.url, spool_dir, box.url, shadow="true", shutdown_timeout=2)
 
         run = run_app(app_script(FLUSH_AND_REPORT), env)
@@ -70,7 +57,7 @@ def test_a_flush_in_shadow_mode_sends_nothing_to_pendo_spooled_or_not(tmp_path: 
 def test_spooled_metadata_is_never_sent_without_an_integration_key(tmp_path: Path) -> None:
     spool_dir = tmp_path / "spool"
     with Sandbox(track_secret=TRACK_SECRET, integration_key=INTEGRATION_KEY) as box:
-        Spool(spool_dir, 1 << 40).write([track("Spooled"), visitor("u9", plan="pro")])
+        Spool(spool_dir, 1 << 40).write([track("Spooled"), visitor_row("u9", plan="pro")])
         env = app_env(box.url, spool_dir, box.url, shutdown_timeout=2)
         del env["PENDO_INTEGRATION_KEY"]  # a track secret only
 
