@@ -174,10 +174,7 @@ class GatedTransport:
         return asyncio.ensure_future(self._gated(request, rate, link))
 
     async def send(self, request: Request) -> Response:
-        rate, link = self._settings_link()
-        if not rate and link is None:
-            return await self.inner.send(request)  # no budget, no fleet: the gate does nothing
-        return await self._gated(request, rate, link)
+        return await self.start(request)
 
     async def _gated(self, request: Request, rate: float | None, link: RedisLink | None) -> Response:
         """``request`` sent once the gate lets it; a 429 (or a 503 with Retry-After) pauses the gate."""

@@ -194,9 +194,8 @@ def translate(
     return _skip("call:unknown")
 
 
-def _checked_visitor(message: Mapping[str, Any]) -> tuple[str | None, str | None]:
-    """``(visitor_id, None)`` or ``(None, skip reason)``."""
-    visitor_id = visitor_id_of(message)
+def _checked_visitor(visitor_id: str | None) -> tuple[str | None, str | None]:
+    """``(visitor_id, None)`` or ``(None, skip reason)`` for an id from :func:`visitor_id_of`."""
     if visitor_id is None:
         return None, "no_visitor_id"
     problem = _id_problem(visitor_id)
@@ -204,7 +203,7 @@ def _checked_visitor(message: Mapping[str, Any]) -> tuple[str | None, str | None
 
 
 def _translate_identify(message: Mapping[str, Any]) -> Translation:
-    visitor_id, problem = _checked_visitor(message)
+    visitor_id, problem = _checked_visitor(visitor_id_of(message))
     if visitor_id is None:
         return _skip(problem or "no_visitor_id")
     traits = _mapping(message.get("traits"))
@@ -226,7 +225,7 @@ def _translate_group(message: Mapping[str, Any]) -> Translation:
     problem = _id_problem(account_id)
     if problem is not None:
         return _skip(problem)
-    visitor_id, _ = _checked_visitor(message)
+    visitor_id, _ = _checked_visitor(visitor_id_of(message))
     link = None if visitor_id is None else (visitor_id, account_id)
     traits = _mapping(message.get("traits"))
     values, fixes = clean_metadata_values(traits) if traits else ({}, ())
@@ -282,12 +281,9 @@ def _translate_track(
     now_ms: int,
     max_age_days: float | None,
 ) -> Translation:
-    visitor_id = visitor_id_of(message) if ids is None else ids[0]
+    visitor_id, problem = _checked_visitor(visitor_id_of(message) if ids is None else ids[0])
     if visitor_id is None:
-        return _skip("no_visitor_id")
-    problem = _id_problem(visitor_id)
-    if problem is not None:
-        return _skip(problem)
+        return _skip(problem or "no_visitor_id")
     event = _event_name(message)
     if event is None:
         return _skip("no_event_name")
