@@ -248,7 +248,7 @@ def _checked(outcome: str, reason: str | None, kind: str | None) -> str:
 
 def record(outcome: Outcome, reason: str | None = None, kind: str | None = None, amount: int = 1) -> None:
     """Add ``amount`` to the counter ``outcome[:reason][:kind]`` (e.g. ``record("sent", kind="track")``)."""
-    name = _checked(outcome, reason, kind)
+    name = _names.get((outcome, reason, kind)) or _checked(outcome, reason, kind)  # known names: one lookup
     with _lock:
         _counts[name] += amount
 

@@ -45,8 +45,8 @@ class HttpTransport:
         self._busy: set[Connection] = set()
         self._proxies = urllib.request.getproxies()
         self._proxy_by_origin: dict[Origin, str | None] = {}
-        self._heads: dict[tuple[str, str, tuple[tuple[str, str], ...]], tuple[bytes, Origin, str | None]] = {}
-        self._last_head: tuple[Mapping[str, str], str, str, tuple[bytes, Origin, str | None]] | None = None
+        self._heads: dict[tuple[str, str, tuple[tuple[str, str], ...]], tuple[bytes, Key]] = {}
+        self._last_head: tuple[Mapping[str, str], str, str, tuple[bytes, Key]] | None = None
         self._ssl: ssl.SSLContext | None = None
         self.buffer = memoryview(bytearray(READ_BUFFER_BYTES))  # every connection reads into it
         self._watch: asyncio.TimerHandle | None = None
@@ -59,7 +59,7 @@ class HttpTransport:
             self._proxy_by_origin[origin] = None if bypass else proxy
         return self._proxy_by_origin[origin]
 
-    def _head(self, request: Request) -> tuple[bytes, Origin, str | None]:
+    def _head(self, request: Request) -> tuple[bytes, Key]:
         """The request line and headers up to ``Content-Length``, encoded once per endpoint. The last
         one is matched by its headers object (requests are read-only, and the senders build one headers
         object per endpoint and settings): 0.3 us where the key of the cache below costs 0.8 us."""
@@ -75,7 +75,7 @@ class HttpTransport:
         self._last_head = (request.headers, request.url, request.method, cached)
         return cached
 
-    def _encode_head(self, request: Request) -> tuple[bytes, Origin, str | None]:
+    def _encode_head(self, request: Request) -> tuple[bytes, Key]:
         parts = urlsplit(request.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("only http and https URLs with a host are supported")
@@ -97,19 +97,19 @@ class HttpTransport:
         if any(char in line for line in lines for char in "\0\r\n"):
             raise ValueError("a line break or NUL in the URL or a header")
         text = "\r\n".join(lines)
-        return (text + "\r\nContent-Length: ").encode("utf-8"), origin, proxy
+        return (text + "\r\nContent-Length: ").encode("utf-8"), (origin, proxy)
 
     def start(self, request: Request) -> asyncio.Future[Response]:
         """Send ``request``; the future gets its answer. On an idle keep-alive connection (the common
         case) the request is written at once and the future is that connection's: no task, no
         coroutine. Raises ValueError for a URL or header it will not send."""
-        head, origin, proxy = self._head(request)
+        head, key = self._head(request)
         data = b"%s%d\r\n\r\n%s" % (head, len(request.body), request.body)
-        connection = self._reuse((origin, proxy))
+        connection = self._reuse(key)
         if connection is not None:  # its loop is the running one (asking asyncio costs a getpid call)
             return self._exchange(connection, data, connection.loop.time() + request.timeout)
         deadline = asyncio.get_running_loop().time() + request.timeout
-        return asyncio.ensure_future(self._fresh((origin, proxy), data, deadline))
+        return asyncio.ensure_future(self._fresh(key, data, deadline))
 
     async def send(self, request: Request) -> Response:
         return await self.start(request)
@@ -148,10 +148,18 @@ class HttpTransport:
         return connection.send(data, deadline)
 
     def done_with(self, connection: Connection) -> None:
-        """``connection`` carries no request now: back to the pool if it can carry another."""
+        """``connection`` carries no request now: back to the pool if it can carry another (and the pool
+        has room for it)."""
         self._busy.discard(connection)
-        if connection.open and connection.key is not None:
-            self._give_back(connection)
+        key = connection.key
+        if key is None or not connection.open:
+            return
+        idle = self._idle.setdefault(key, [])
+        if len(idle) < self._pool_size:
+            connection.reused = True
+            idle.append(connection)
+        else:
+            connection.abort()
 
     def _expire_overdue(self) -> None:
         """Fail the requests whose time is up: one timer per transport while requests are in flight,
@@ -164,15 +172,6 @@ class HttpTransport:
         for connection in [connection for connection in self._busy if connection.deadline <= now]:
             connection.expire()
         self._watch = loop.call_later(DEADLINE_TICK, self._expire_overdue)
-
-    def _give_back(self, connection: Connection) -> None:
-        assert connection.key is not None
-        idle = self._idle.setdefault(connection.key, [])
-        if len(idle) < self._pool_size:
-            connection.reused = True
-            idle.append(connection)
-        else:
-            connection.abort()
 
     def _reuse(self, key: Key) -> Connection | None:
         """An idle connection for ``key`` (origin, proxy) that is still open, if any."""

@@ -80,19 +80,6 @@ class _Headers(Mapping[str, str]):
         return len(self._mapping())
 
 
-class _Answer:
-    """One answer being read: the bytes up to the end of its head (bounded by ``MAX_HEAD_BYTES``) and
-    a body bounded by ``MAX_RESPONSE_BYTES``."""
-
-    __slots__ = ("body", "head", "head_done", "truncated")
-
-    def __init__(self) -> None:
-        self.head = bytearray()
-        self.head_done = False
-        self.body = bytearray()
-        self.truncated = False
-
-
 class Connection(asyncio.BufferedProtocol):
     """One keep-alive connection; carries one request at a time. ``buffer`` is where the socket is
     read into: shared by the connections of one transport (each read is consumed before the next)."""
@@ -108,7 +95,12 @@ class Connection(asyncio.BufferedProtocol):
         self.deadline = 0.0  # loop time by which the current request must have its answer
         self._data = b""  # the current request (sent once more elsewhere if this connection was stale)
         self._waiter: asyncio.Future[Response] | None = None
-        self._answer = _Answer()
+        # the answer being read: the bytes up to the end of its head (bounded by ``MAX_HEAD_BYTES``) and a
+        # body bounded by ``MAX_RESPONSE_BYTES``; fresh for each request (``send``)
+        self._head = bytearray()
+        self._head_done = False
+        self._body = bytearray()
+        self._truncated = False
         self._parser: Any = None  # created for the first request, kept for the connection's life
         self._tunnel: asyncio.Future[bytes] | None = None
         self._raw = bytearray()
@@ -129,7 +121,7 @@ class Connection(asyncio.BufferedProtocol):
             self._fail(error)
 
     def eof_received(self) -> bool:
-        if self._waiter is not None and self._answer.head_done:
+        if self._waiter is not None and self._head_done:
             self._finish(keep=False)  # an answer without a length ends at EOF
         return False
 
@@ -149,17 +141,16 @@ class Connection(asyncio.BufferedProtocol):
         if waiter is None or waiter.done():
             self.abort()  # bytes nobody asked for: the connection is out of step
             return
-        answer = self._answer
-        if not answer.head_done:
-            answer.head += data  # kept for the headers, read only if asked for (``_Headers``)
+        if not self._head_done:
+            self._head += data  # kept for the headers, read only if asked for (``_Headers``)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._fail(ConnectionError(f"invalid HTTP answer: {type(exc).__name__}"))
             return
-        if not answer.head_done and len(answer.head) > MAX_HEAD_BYTES:
+        if not self._head_done and len(self._head) > MAX_HEAD_BYTES:
             self._fail(ConnectionError("invalid HTTP answer: head too large"))
-        elif answer.truncated:
+        elif self._truncated:
             counters.record("response_truncated")
             self._finish(keep=False)
 
@@ -170,20 +161,19 @@ class Connection(asyncio.BufferedProtocol):
             raise httptools.HttpParserError("an answer nobody asked for")
 
     def on_headers_complete(self) -> None:
-        self._answer.head_done = True
+        self._head_done = True
 
     def on_body(self, chunk: bytes) -> None:
-        answer = self._answer
-        if answer.truncated:
+        if self._truncated:
             return
-        room = MAX_RESPONSE_BYTES - len(answer.body)
+        room = MAX_RESPONSE_BYTES - len(self._body)
         if len(chunk) > room:
             chunk = chunk[:room]
-            answer.truncated = True
-        answer.body += chunk
+            self._truncated = True
+        self._body += chunk
 
     def on_message_complete(self) -> None:
-        if not self._answer.truncated:
+        if not self._truncated:
             self._finish(keep=bool(self._parser.should_keep_alive()))
 
     # ----- requests
@@ -192,7 +182,10 @@ class Connection(asyncio.BufferedProtocol):
         """Write one request, to be answered by ``deadline`` (loop time); the future gets its answer,
         or the error (a 3xx: :class:`~pendo_plugin.delivery.http.RedirectRefused`)."""
         assert self.transport is not None
-        self._answer = _Answer()
+        self._head = bytearray()
+        self._head_done = False
+        self._body = bytearray()
+        self._truncated = False
         if self._parser is None:
             self._parser = httptools.HttpResponseParser(self)
         self._data = data
@@ -210,14 +203,14 @@ class Connection(asyncio.BufferedProtocol):
     def _finish(self, keep: bool) -> None:
         """The answer is complete: the connection goes back to the pool (``keep``) and the waiter gets
         the answer (a redirect is refused, never followed)."""
-        waiter, answer = self._waiter, self._answer
+        waiter = self._waiter
         self._waiter = None
         if not keep:
             self.abort()
         self._owner.done_with(self)
         if waiter is None or waiter.done():
             return
-        response = Response(int(self._parser.get_status_code()), _Headers(answer.head), bytes(answer.body))
+        response = Response(int(self._parser.get_status_code()), _Headers(self._head), bytes(self._body))
         if 300 <= response.status < 400:
             try:
                 refuse_redirect(response)
@@ -230,7 +223,7 @@ class Connection(asyncio.BufferedProtocol):
         """The request failed: on a reused connection that got no byte of an answer (the server
         closed it while idle) it is sent once more on a new one, else the waiter gets ``error``."""
         waiter = self._waiter
-        stale = self.reused and not self._answer.head and not isinstance(error, TimeoutError)
+        stale = self.reused and not self._head and not isinstance(error, TimeoutError)
         self._waiter = None
         self.abort()
         self._owner.done_with(self)

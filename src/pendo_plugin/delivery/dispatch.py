@@ -63,8 +63,11 @@ class _Event:
         return not self.queued
 
     def set_result(self, _: None) -> None:
-        """The limiter handed this event a slot."""
-        self.dispatcher._launch(self)
+        """The limiter handed this event a slot: its first attempt starts now."""
+        self.queued = False
+        self.attempt = self.dispatcher._sender.launch(
+            self.payload, self.settings, self.retry, self.settled, self.retry_in_task
+        )
 
     def settled(self, outcome: Outcome) -> None:
         self.dispatcher._settle(self, outcome)
@@ -98,7 +101,7 @@ class Dispatcher:
         self.on_done: Callable[[], None] | None = None  # called as each send ends
         self._events: dict[_Event, None] = {}  # events waiting for a slot or in their first attempt, in
         # the order they came
-        self._progress = asyncio.Event()
+        self._progress: asyncio.Future[None] | None = None  # what room() and wait() wait on
         self._rows: dict[str, Origins] = {kind: MergedRows(kind) for kind in METADATA_KINDS}
         self._rows_since: float | None = None  # when the oldest waiting row came
         self._last_rows: dict[str, asyncio.Task[Any]] = {}  # per kind: batches go out in order
@@ -149,15 +152,8 @@ class Dispatcher:
             return False
         event = _Event(self, payload, settings, settle, retry)
         self._events[event] = None
-        self.sender.limiter.when_free(event)
+        self._sender.limiter.when_free(event)
         return True
-
-    def _launch(self, event: _Event) -> None:
-        """The event got its slot: its first attempt starts now."""
-        event.queued = False
-        event.attempt = self.sender.launch(
-            event.payload, event.settings, event.retry, event.settled, event.retry_in_task
-        )
 
     def _retry(
         self, event: _Event, retrying: Coroutine[Any, Any, Outcome], done: Callable[[Outcome], None]
@@ -178,7 +174,8 @@ class Dispatcher:
         """One event's outcome (its retries, if any, are over)."""
         self._events.pop(event, None)
         event.settle(event.payload, outcome)
-        self._progress.set()
+        if self._progress is not None:
+            self._progressed()
         if self.on_done is not None:
             self.on_done()
 
@@ -230,7 +227,8 @@ class Dispatcher:
         self.tasks.discard(task)
         self.replays.discard(task)
         self._follows.pop(task, None)
-        self._progress.set()
+        if self._progress is not None:
+            self._progressed()
         if self.on_done is not None:
             self.on_done()
 
@@ -250,17 +248,28 @@ class Dispatcher:
 
     # ----- what is in flight ---------------------------------------------------------------------
 
+    def _progressed(self) -> None:
+        """Something settled: wake :meth:`room` or :meth:`wait` (a future only while one waits, where an
+        ``asyncio.Event`` is set per event)."""
+        waiter, self._progress = self._progress, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _next_progress(self) -> None:
+        """Until something settles; shared by every waiter, so a waiter cancelled does not cancel it."""
+        if self._progress is None:
+            self._progress = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._progress)
+
     async def room(self, limit: int) -> None:
         """Wait until the :attr:`load` is below ``limit``."""
         while self.load >= limit:
-            self._progress.clear()
-            await self._progress.wait()
+            await self._next_progress()
 
     async def wait(self) -> None:
         """Wait until every event submitted and every task started has settled."""
         while self._events or self.tasks:
-            self._progress.clear()
-            await self._progress.wait()
+            await self._next_progress()
 
     def cancel(self) -> None:
         """Settle what waits for a slot as failed and cancel every send in flight and every task (each

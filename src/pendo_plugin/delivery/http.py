@@ -107,13 +107,16 @@ class Transport(Protocol):
     async def close(self) -> None: ...
 
 
-def start(transport: Transport, request: Request) -> asyncio.Future[Response]:
-    """``request`` begun on ``transport``: through its ``start`` if it has one, else a task of its
-    ``send``; the future gets the answer or the error."""
-    begin: Callable[[Request], asyncio.Future[Response]] | None = getattr(transport, "start", None)
+Start = Callable[[Request], "asyncio.Future[Response]"]
+
+
+def starter(transport: Transport) -> Start:
+    """How ``transport`` begins a request: its ``start`` if it has one, else a task of its ``send``;
+    the future gets the answer or the error. Looked up once per transport, not per request."""
+    begin: Start | None = getattr(transport, "start", None)
     if begin is not None:
-        return begin(request)
-    return asyncio.ensure_future(transport.send(request))
+        return begin
+    return lambda request: asyncio.ensure_future(transport.send(request))
 
 
 class DaemonPool:

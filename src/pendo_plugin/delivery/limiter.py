@@ -66,15 +66,12 @@ class AdaptiveLimiter:
         # ``maximum`` may be lowered at run time (``configure(max_concurrency=...)``): it bounds at once
         return max(min(int(self.limit), self.maximum), self.minimum)
 
-    def _has_slot(self) -> bool:
-        return self.in_flight < self._cap() and not self.paused
-
     def try_acquire(self) -> bool:
         """Take a free slot now if one is free and nobody waits for one (no waiter, no task switch)."""
-        if not self._waiters and self._has_slot():
-            self.in_flight += 1
-            return True
-        return False
+        if self._waiters or self.in_flight >= self._cap() or (self._paused_until and self.paused):
+            return False
+        self.in_flight += 1
+        return True
 
     def when_free(self, waiter: Waiter) -> None:
         """Hand ``waiter`` a slot (``set_result(None)``, with the slot counted in ``in_flight``): now if one
@@ -121,7 +118,8 @@ class AdaptiveLimiter:
             self.limit = min(float(self.maximum), self.limit + 1)
         else:
             self.limit = min(float(self.maximum), self.limit + 1 / self.limit)
-        self._wake()
+        if self._waiters:
+            self._wake()
 
     def pause(self, seconds: float) -> None:
         """Hold every new request for ``seconds`` (the server's Retry-After)."""
@@ -131,7 +129,7 @@ class AdaptiveLimiter:
         """Hand free slots to the oldest waiters; while paused, arrange to do it when the pause ends."""
         if not self._waiters:
             return
-        remaining = self._paused_until - time.monotonic()
+        remaining = self._paused_until and self._paused_until - time.monotonic()  # no clock read unpaused
         if remaining > 0:
             if self._timer is None:
                 self._timer = asyncio.get_running_loop().call_later(remaining, self._on_timer)

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pendo_plugin import counters
-from pendo_plugin.delivery.http import Request, Response, Transport, start
+from pendo_plugin.delivery.http import Request, Response, Transport, starter
 from pendo_plugin.delivery.redis_link import KEY_PREFIX, RedisLink, redis_errors
 from pendo_plugin.delivery.retry import parse_retry_after
 
@@ -162,6 +162,7 @@ class GatedTransport:
 
     def __init__(self, inner: Transport, gate: RateGate, settings_link: Any) -> None:
         self.inner = inner
+        self._start_inner = starter(inner)
         self.gate = gate
         self._settings_link = settings_link  # () -> (rate, link): read per request, so configure() applies
 
@@ -170,7 +171,7 @@ class GatedTransport:
         transport starts it (without a task where it can); else a task waits for the gate first."""
         rate, link = self._settings_link()
         if not rate and link is None:
-            return start(self.inner, request)
+            return self._start_inner(request)
         return asyncio.ensure_future(self._gated(request, rate, link))
 
     async def send(self, request: Request) -> Response:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pendo_plugin import counters, jsoncodec
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.client import HttpTransport
-from pendo_plugin.delivery.http import Request, Response, Transport, start
+from pendo_plugin.delivery.http import Request, Response, Transport, starter
 from pendo_plugin.delivery.limiter import AdaptiveLimiter
 from pendo_plugin.delivery.retry import (
     PermanentError,
@@ -77,6 +77,16 @@ class Sender:
         self.on_drop: Callable[[Exception, list[Any]], None] = lambda exc, items: None
         self.consecutive_failures = 0  # retryable failures since the last answer Pendo gave
         self._endpoints: _Endpoints | None = None  # for the settings of the last event sent
+
+    @property
+    def transport(self) -> Transport:
+        """What sends the requests; its owner may wrap it (fleet mode's rate gate)."""
+        return self._transport
+
+    @transport.setter
+    def transport(self, transport: Transport) -> None:
+        self._transport = transport
+        self._start = starter(transport)
 
     @property
     def failing(self) -> bool:
@@ -264,7 +274,7 @@ class Sender:
         request = Request("POST", url, item.data, headers, settings.request_timeout)
         started = time.monotonic()
         try:
-            attempt = start(self.transport, request)
+            attempt = self._start(request)
         except Exception as exc:  # a URL or header the transport will not send: judged like any failure
             attempt = asyncio.get_running_loop().create_future()
             attempt.set_exception(exc)

@@ -196,8 +196,6 @@ def in_percent(unit_id: str, percent: float, salt: str) -> bool:
 
 def _percent_decision(unit_id: str, rules: RolloutRules) -> Decision:
     """The last rule: the bucket of the rollout unit, hashing only when 0 < percent < 100."""
-    if rules.percent >= 100.0:  # the default: every bucket is in, nothing to compute
-        return IN_PERCENT
     limit = threshold(rules.percent)
     if limit >= BUCKETS:
         return IN_PERCENT
@@ -222,7 +220,8 @@ def decide(
     """
     if not rules.enabled:
         return OFF_KILL_SWITCH
-    if not integrations_allow(message.get("integrations")):
+    integrations = message.get("integrations")
+    if integrations and not integrations_allow(integrations):  # Segment's client sends {} by default
         return OFF_INTEGRATIONS
     call = message.get("type")
     if call not in rules.calls:
@@ -235,6 +234,8 @@ def decide(
         return listed
     if provider_answer is not None:
         return IN_PROVIDER if provider_answer else OFF_PROVIDER
+    if rules.percent >= 100.0:  # the default: every bucket is in, nothing to compute
+        return IN_PERCENT
     if rules.unit == "account" and account_id:
         return _percent_decision(account_id, rules)
     return _percent_decision(visitor_id or account_id or "", rules)

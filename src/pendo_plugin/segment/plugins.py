@@ -110,7 +110,8 @@ def _implementations(hook_name: str) -> tuple[Impl, ...]:
 
 def implemented(hook_name: str) -> bool:
     """Whether any plugin implements ``hook_name`` (cached until a plugin is registered or removed)."""
-    return bool(_implementations(hook_name))
+    impls = _impls.get(hook_name)  # asked per message: the cached answer without a further call
+    return bool(impls if impls is not None else _implementations(hook_name))
 
 
 def _report(plugin: str, hook_name: str, exc: BaseException) -> None:
