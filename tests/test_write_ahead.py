@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from pendo_plugin.destination.worker import WRITE_AHEAD_BATCH, WRITE_AHEAD_WAIT, write_ahead_due
+from pendo_plugin.destination.tempo import WRITE_AHEAD_BATCH, WRITE_AHEAD_WAIT, write_ahead_due
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,8 @@ It polls the runtime's intake with a short adaptive interval (10 ms after traffi
 Each slice the worker takes from the intake is routed and, with the spool on, written ahead to
 one locked spool file at once, whether or not there is capacity to send it yet: the payloads
 then wait in the backlog (bounded by ``queue_size``) until a sending slot frees up. So a message
-is on disk within one poll interval of ``track()`` returning, however slow Pendo is.
+is on disk within one poll interval of ``track()`` returning, however slow Pendo is. When the loop
+wakes, takes the intake and pauses under load is :mod:`~pendo_plugin.destination.tempo`'s to say.
 """
 
 from __future__ import annotations
@@ -31,53 +32,16 @@ from pendo_plugin.delivery.spool import Claim, Spool
 from pendo_plugin.destination.leftovers import leave_in_spool, open_spool, report_drop, undeliverable
 from pendo_plugin.destination.queues import Intake
 from pendo_plugin.destination.route import Router
+from pendo_plugin.destination.tempo import WRITE_AHEAD_WAIT, Bell, Pacer, write_ahead_due
 from pendo_plugin.logs import log_once
 
 PUMP_BATCH = 512
-WRITE_AHEAD_BATCH = 256  # while sends are under way, the intake is taken once this many events wait,
-WRITE_AHEAD_WAIT = 0.02  # or once the first of them waited this long (seconds): fewer, larger spool files
 SPOOL_RETRY_INTERVAL = 30.0
 IDLE_POLL_MIN = 0.01
 IDLE_POLL_MAX = 0.2
 DRAIN_POLL = 0.005
 CANCEL_GRACE = 1.0
 REPLAY_SLICE = 512  # payloads of one spool file dispatched at a time
-
-
-def write_ahead_due(waiting: int, waited: float, sends_under_way: bool, hurried: bool) -> bool:
-    """Whether the ``waiting`` events of the intake (the first for ``waited`` seconds) are routed and written
-    ahead now. A slice costs one spool file (two fsyncs, a rename, an acknowledgement log) whatever its
-    size, so while sends are under way fewer than ``WRITE_AHEAD_BATCH`` wait up to ``WRITE_AHEAD_WAIT``
-    for more; at once when nothing is in flight, or a flush or shutdown hurries them."""
-    return hurried or not sends_under_way or waiting >= WRITE_AHEAD_BATCH or waited >= WRITE_AHEAD_WAIT
-
-
-class _Bell:
-    """Wakes the worker's loop from its idle poll early: like an ``asyncio.Event``, but its timed wait
-    is a future and a timer, where ``asyncio.wait_for`` makes a task per wait."""
-
-    def __init__(self) -> None:
-        self._rung = False
-        self._waiter: asyncio.Future[None] | None = None
-
-    def ring(self) -> None:
-        """End the current wait, or the next one at once."""
-        self._rung = True
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    async def wait(self, seconds: float) -> None:
-        """Until rung (at once if it rang since the last wait) or ``seconds`` passed (the timer rings)."""
-        if not self._rung:
-            loop = asyncio.get_running_loop()
-            self._waiter = waiter = loop.create_future()
-            timer = loop.call_later(seconds, self.ring)
-            try:
-                await waiter
-            finally:
-                timer.cancel()
-                self._waiter = None
-        self._rung = False
 
 
 class Worker:
@@ -89,7 +53,7 @@ class Worker:
             intake.router = Router()
         self._intake = intake.live
         self._overflow = intake.overflow
-        self._wake: _Bell | None = None
+        self._wake: Bell | None = None
         self._stopping: asyncio.Event | None = None
         self._stopped: asyncio.Event | None = None
         self._closing = False
@@ -104,6 +68,7 @@ class Worker:
         self._sender: Sender | None = None
         self._transport_source: Any = None
         self._fleet = Fleet(self._write_ahead)  # fleet mode (Redis) and the rate budget
+        self._pacer = Pacer(self._in_flight, self._shutting_down)
 
     @property
     def router(self) -> Router:
@@ -145,7 +110,7 @@ class Worker:
 
     async def main(self, ready: threading.Event) -> None:
         """The worker's loop: take, route, write ahead, send; until shutdown."""
-        self._wake = _Bell()
+        self._wake = Bell()
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
         self._closing = False
@@ -213,6 +178,7 @@ class Worker:
             leave_in_spool(self.route_all(overflow, settings), self._spool(settings))
         dispatched = 0 if closing else self._dispatch_backlog(settings)
         fleet = not closing and self._fleet.pump(self._sender, settings, self._spool(settings))  # fleet mode
+        self._pacer.poke()
         return bool(live or overflow or dispatched or fleet)
 
     def route_all(self, messages: list[Mapping[str, Any]], settings: Settings) -> list[Payload]:
@@ -234,9 +200,10 @@ class Worker:
             return self._park_backlog()
         room = self._room(settings)
         dispatched = 0
-        while self._backlog and room > 0:
-            batch, payload = self._backlog.popleft()
-            if self._dispatch(batch, payload, settings, retry=True):
+        backlog, submit = self._backlog, self._sends.submit
+        while backlog and room > 0:
+            batch, payload = backlog.popleft()
+            if submit(payload, settings, batch.finish):
                 room -= 1
             dispatched += 1
         return dispatched
@@ -281,6 +248,9 @@ class Worker:
             self._wake.ring()  # a slot is free, or every send ended: go on now, not at the next poll
 
     # ----- the spool, drained oldest first -------------------------------------------------
+
+    def _in_flight(self) -> int:
+        return self._sender.limiter.in_flight if self._sender is not None else 0
 
     def _shutting_down(self) -> bool:
         return self._exiting or self._closing or (self._stopping is not None and self._stopping.is_set())
@@ -378,6 +348,7 @@ class Worker:
         drained = await self.drain(timeout)
         self._stopping.set()  # cut every retry wait short now
         self._closing = True
+        self._pacer.stop()
         settings = self._settings()
         await self._sends.stop(CANCEL_GRACE)
         await self._fleet.stop(CANCEL_GRACE)  # fleet mode
