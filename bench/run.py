@@ -293,7 +293,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--cpu-n", type=int, default=3000, help="track() calls per CPU round, then flush()")
     parser.add_argument(
-        "--cpu-rounds", type=int, help="CPU rounds per mode, median taken (default 5, quick 3)"
+        "--cpu-rounds", type=int, help="CPU rounds per mode, median taken (default 9, quick 3)"
     )
     parser.add_argument("--memory-n", type=int, help="events in the outage run (default 1,000,000)")
     parser.add_argument("--startup-runs", type=int, default=15, help="interpreter starts per start-up figure")
@@ -309,7 +309,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     opts = parser.parse_args(argv)
     opts.hot_rounds = opts.hot_rounds or (10 if opts.quick else 30)
     opts.pace_repeat = opts.pace_repeat or 1
-    opts.cpu_rounds = opts.cpu_rounds or (3 if opts.quick else 5)
+    opts.cpu_rounds = opts.cpu_rounds or (3 if opts.quick else 9)
     opts.memory_n = opts.memory_n or (100_000 if opts.quick else 1_000_000)
     opts.only = set(opts.only or ("hot", "pace", "first", "cpu", "memory", "startup", "ceiling"))
     for setting in opts.set:
