@@ -44,6 +44,7 @@ class AdaptiveLimiter:
         self.minimum = max(1, min(minimum, self.maximum))
         self.limit = float(max(self.minimum, min(initial, self.maximum)))
         self.in_flight = 0
+        self.released = 0  # how many slots were released so far: attempts that ended
         self.latency_tolerance = latency_tolerance
         self._slow_start = True
         self._best_latency = float("inf")
@@ -105,6 +106,7 @@ class AdaptiveLimiter:
     def release(self, latency: float, congested: bool) -> None:
         """Free a slot and adapt the limit to how the request went."""
         self.in_flight = max(0, self.in_flight - 1)
+        self.released += 1
         now = time.monotonic()
         if not congested:
             self._best_latency = min(self._best_latency, latency)

@@ -8,12 +8,14 @@ log) whatever its size, so while sends are under way fewer than ``WRITE_AHEAD_BA
 **Answer coalescing.** Pendo takes one track event per request, so under load its answers come back one
 at a time, and a loop left to itself wakes up for each one: an ``epoll`` wait, a context switch, a turn
 of the loop and the GIL taken back cost about as much CPU as reading the answer. While at least
-``PACE_MIN_IN_FLIGHT`` requests are in flight, the worker's thread sleeps ``PACE_INTERVAL`` between
-turns instead (without the GIL: the app runs meanwhile), and the next turn reads, settles and replaces
-all the answers that arrived. With fewer requests in flight, or once shutdown begins, the loop runs as
-usual. The cost: an answer is read up to ``PACE_INTERVAL`` later than it could be, and with it the next
-request of that slot is sent. Pendo's round trip (tens of milliseconds) dwarfs that, and with many
-requests in flight throughput is bounded by Pendo, not by the pause. Figures: docs/performance.md.
+``PACE_MIN_IN_FLIGHT`` requests are in flight and answers are coming back, the worker's thread sleeps
+``PACE_INTERVAL`` between turns instead (without the GIL: the app runs meanwhile), and the next turn
+reads, settles and replaces all the answers that arrived. With fewer requests in flight, after
+``PACE_QUIET_TURNS`` paced turns without an answer (requests that hang, a slow Pendo: the loop waits for
+the next answer as usual rather than waking every ``PACE_INTERVAL``), or once shutdown begins, the loop
+runs as usual. The cost: an answer is read up to ``PACE_INTERVAL`` later than it could be, and with it
+the next request of that slot is sent. Pendo's round trip (tens of milliseconds) dwarfs that, and with
+many requests in flight throughput is bounded by Pendo, not by the pause. Figures: docs/performance.md.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from collections.abc import Callable
 WRITE_AHEAD_BATCH = 256  # while sends are under way, the intake is taken once this many events wait,
 WRITE_AHEAD_WAIT = 0.02  # or once the first of them waited this long (seconds): fewer, larger spool files
 PACE_INTERVAL = 0.002  # seconds the loop pauses between turns while it paces
-PACE_MIN_IN_FLIGHT = 8  # requests in flight from which it paces
+PACE_MIN_IN_FLIGHT = 8  # requests in flight from which it paces,
+PACE_QUIET_TURNS = 10  # until this many paced turns in a row (20 ms) handled no answer
 
 
 def write_ahead_due(waiting: int, waited: float, sends_under_way: bool, hurried: bool) -> bool:
@@ -63,32 +66,42 @@ class Bell:
         self._rung = False
 
 
-def pacing_due(in_flight: int, stopping: bool) -> bool:
-    """Whether the loop pauses before its next turn, with ``in_flight`` requests in flight."""
-    return in_flight >= PACE_MIN_IN_FLIGHT and not stopping
+def pacing_due(in_flight: int, quiet_turns: int, stopping: bool) -> bool:
+    """Whether the loop pauses before its next turn, with ``in_flight`` requests in flight and no answer
+    handled in the last ``quiet_turns`` paced turns: answers must be coming back, else pausing only
+    wakes the loop for nothing (requests that hang until their timeout, a slow Pendo)."""
+    return in_flight >= PACE_MIN_IN_FLIGHT and quiet_turns < PACE_QUIET_TURNS and not stopping
 
 
 class Pacer:
     """Paces the running loop while :func:`pacing_due`; :meth:`poke` it on each turn of the worker's
-    main loop. ``in_flight`` and ``stopping`` are read before every pause."""
+    main loop. ``in_flight`` (requests in flight), ``answered`` (how many attempts have ended so far) and
+    ``stopping`` are read at every pause."""
 
-    def __init__(self, in_flight: Callable[[], int], stopping: Callable[[], bool]) -> None:
+    def __init__(
+        self, in_flight: Callable[[], int], answered: Callable[[], int], stopping: Callable[[], bool]
+    ) -> None:
         self._in_flight = in_flight
+        self._answered = answered
         self._stopping = stopping
         self._task: asyncio.Task[None] | None = None
         self.pauses = 0  # how many times it paused the loop so far
 
     def poke(self) -> None:
         """Start pacing if it is due and not under way."""
-        if self._task is None and pacing_due(self._in_flight(), self._stopping()):
+        if self._task is None and pacing_due(self._in_flight(), 0, self._stopping()):
             self._task = asyncio.ensure_future(self._pace())
 
     async def _pace(self) -> None:
+        quiet, seen = 0, self._answered()
         try:
-            while pacing_due(self._in_flight(), self._stopping()):
+            while pacing_due(self._in_flight(), quiet, self._stopping()):
                 time.sleep(PACE_INTERVAL)  # blocks this loop on purpose (see the module docstring)
                 self.pauses += 1
                 await asyncio.sleep(0)  # one turn: every answer that came meanwhile is handled
+                answered = self._answered()
+                quiet = quiet + 1 if answered == seen else 0
+                seen = answered
         finally:
             self._task = None
 

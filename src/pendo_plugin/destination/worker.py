@@ -68,7 +68,7 @@ class Worker:
         self._sender: Sender | None = None
         self._transport_source: Any = None
         self._fleet = Fleet(self._write_ahead)  # fleet mode (Redis) and the rate budget
-        self._pacer = Pacer(self._in_flight, self._shutting_down)
+        self._pacer = Pacer(self._in_flight, self._answered, self._shutting_down)
 
     @property
     def router(self) -> Router:
@@ -251,6 +251,9 @@ class Worker:
 
     def _in_flight(self) -> int:
         return self._sender.limiter.in_flight if self._sender is not None else 0
+
+    def _answered(self) -> int:
+        return self._sender.limiter.released if self._sender is not None else 0
 
     def _shutting_down(self) -> bool:
         return self._exiting or self._closing or (self._stopping is not None and self._stopping.is_set())
