@@ -10,11 +10,10 @@ corrected key fixes: the caller spools it).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
 from pendo_plugin import counters, jsoncodec
@@ -105,25 +104,18 @@ class Sender:
         return None
 
     async def _sleep(self, seconds: float) -> None:
-        """A retry wait that shutdown cuts short."""
-        with self._waiting(time.monotonic() + seconds):
-            try:
-                await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
-            except asyncio.TimeoutError:
-                return
-        raise ShutdownInterrupted()
-
-    @contextlib.contextmanager
-    def _waiting(self, wake: float) -> Iterator[None]:
+        """A retry wait that shutdown cuts short; the waiting task is in ``waiting`` meanwhile."""
         task = asyncio.current_task()
-        if task is None:
-            yield
-            return
-        self.waiting[task] = wake
+        if task is not None:
+            self.waiting[task] = time.monotonic() + seconds
         try:
-            yield
+            await asyncio.wait_for(self.stopping.wait(), timeout=seconds)
+        except asyncio.TimeoutError:
+            return
         finally:
-            self.waiting.pop(task, None)
+            if task is not None:
+                self.waiting.pop(task, None)
+        raise ShutdownInterrupted()
 
     async def _acquire(self) -> None:
         """A slot from the limiter (tasks waiting for one are in ``acquiring``)."""
