@@ -235,25 +235,21 @@ class Worker:
         assert self._dispatcher is not None
         return self._dispatcher
 
-    def _dispatch(self, batch: Batch, payload: Payload, settings: Settings, retry: bool) -> bool:
-        """Send one payload (metadata rows are merged and sent in batches); True if an event was queued
-        for sending. A payload this process may not send (shadow, kill switch, no secret for it) is
-        settled as failed."""
-        return self._sends.submit(payload, settings, batch.finish, retry=retry)
-
     def _task_done(self) -> None:
         if self._wake is None:
             return
         if self._backlog or (self._intake_since is not None and not self._sends.load):
             self._wake.ring()  # a slot is free, or every send ended: go on now, not at the next poll
 
-    # ----- the spool, drained oldest first -------------------------------------------------
-
     def _in_flight(self) -> int:
+        """Requests in flight now (what the pacer reads)."""
         return self._sender.limiter.in_flight if self._sender is not None else 0
 
     def _answered(self) -> int:
+        """Attempts ended so far (what the pacer reads)."""
         return self._sender.limiter.released if self._sender is not None else 0
+
+    # ----- the spool, drained oldest first -------------------------------------------------
 
     def _shutting_down(self) -> bool:
         return self._exiting or self._closing or (self._stopping is not None and self._stopping.is_set())
@@ -296,7 +292,7 @@ class Worker:
                     batch.finish(payload, "failed")  # not sent: it stays in the spool
                 break
             for payload in claim.items[start : start + REPLAY_SLICE]:
-                self._dispatch(batch, payload, settings, retry=False)
+                self._sends.submit(payload, settings, batch.finish, retry=False)
             self._sends.send_rows(settings, force=True)
         await done.wait()
         counters.record("unspooled", amount=len(claim.items) - len(batch.failed))
@@ -380,6 +376,6 @@ class Worker:
         done = asyncio.Event()
         batch = Batch(len(payloads), claim, spool, undeliverable, on_settled=done.set)
         for payload in payloads:
-            self._dispatch(batch, payload, settings, retry=True)
+            self._sends.submit(payload, settings, batch.finish)
         self._sends.send_rows(settings, force=True)
         await done.wait()
