@@ -12,7 +12,7 @@ import pytest
 
 import pendo_plugin
 from pendo_plugin import cli, config, counters
-from pendo_plugin.delivery.fleet_flags import FLAGS_KEY, validate
+from pendo_plugin.delivery.fleet.flags import FLAGS_KEY, validate
 from pendo_plugin.sandbox import Sandbox
 from tests.apps import app_env, app_script, finish_app, start_app, wait_until
 from tests.fleet_redis import RedisServer

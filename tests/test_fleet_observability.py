@@ -12,7 +12,7 @@ from pathlib import Path
 from pendo_plugin import counters
 from pendo_plugin.cli.fleet_status import doctor_checks
 from pendo_plugin.config import load
-from pendo_plugin.delivery.redis_entries import GROUP, STREAM
+from pendo_plugin.delivery.fleet.entries import GROUP, STREAM
 from pendo_plugin.integrations.metrics import families, register_otel, register_prometheus
 from pendo_plugin.sandbox import Sandbox
 from tests.apps import pendo_env

@@ -15,7 +15,7 @@ from segment.analytics import Client
 
 import pendo_plugin
 from pendo_plugin import counters
-from pendo_plugin.delivery.redis_entries import GROUP, STREAM, decode
+from pendo_plugin.delivery.fleet.entries import GROUP, STREAM, decode
 from pendo_plugin.delivery.spool import Spool
 from pendo_plugin.sandbox import Sandbox
 from tests.apps import wait_until

@@ -13,8 +13,8 @@ import pytest
 
 import pendo_plugin
 from pendo_plugin import counters
-from pendo_plugin.delivery.redis_link import RedisLink
-from pendo_plugin.delivery.redis_rate import RateGate, budget, endpoint_of, reserve
+from pendo_plugin.delivery.fleet.link import RedisLink
+from pendo_plugin.delivery.fleet.rate import RateGate, budget, endpoint_of, reserve
 from pendo_plugin.sandbox import RecordedRequest, Sandbox
 from tests.apps import app_env, app_script, finish_app, start_app
 from tests.conftest import INTEGRATION_KEY, TRACK_SECRET

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from pendo_plugin.delivery.redis_entries import STREAM
+from pendo_plugin.delivery.fleet.entries import STREAM
 from pendo_plugin.sandbox import Sandbox
 from tests.apps import app_env, app_script, finish_app, run_app, wait_until
 from tests.fleet_redis import RedisServer

@@ -8,7 +8,7 @@ import time
 
 import pendo_plugin
 from pendo_plugin import counters
-from pendo_plugin.delivery.redis_entries import GROUP, STREAM, encode
+from pendo_plugin.delivery.fleet.entries import GROUP, STREAM, encode
 from pendo_plugin.pendo import payload
 from pendo_plugin.sandbox import Sandbox
 from tests.apps import wait_until

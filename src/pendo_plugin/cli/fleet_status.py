@@ -10,7 +10,7 @@ from typing import Any
 
 from pendo_plugin.cli._common import Check, fail, ok
 from pendo_plugin.config import Settings, redacted_url
-from pendo_plugin.delivery.redis_entries import GROUP, STREAM
+from pendo_plugin.delivery.fleet.entries import GROUP, STREAM
 
 TIMEOUT = 5.0
 INSTALL = "pip install 'segment-pendo-plugin[redis]'"

@@ -1,4 +1,4 @@
-"""``pendo-plugin rollout show|set|clear``: the fleet's live flags (:mod:`pendo_plugin.delivery.fleet_flags`).
+"""``pendo-plugin rollout show|set|clear``: the fleet's live flags (:mod:`pendo_plugin.delivery.fleet.flags`).
 
 Every running process applies what ``set`` writes within 5 seconds, over its environment settings.
 ``clear`` removes the fleet's flags, so each process goes back to its own environment.
@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 from pendo_plugin import config
 from pendo_plugin.cli._common import CommandError
-from pendo_plugin.delivery.fleet_flags import FLAG_FIELDS, FLAGS_KEY, check, validate
+from pendo_plugin.delivery.fleet.flags import FLAG_FIELDS, FLAGS_KEY, check, validate
 
 EXIT_OK = 0
 

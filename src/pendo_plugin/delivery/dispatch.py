@@ -16,7 +16,7 @@ attempt starts the moment it gets a slot, as callbacks, without a task (:meth:`S
 failed attempt makes a task, which retries it. Retries wait for a slot in the same line, so a run of
 503s spreads over the events in the order they came, as with one task per event. The dispatcher tracks
 what is in flight, for ``flush()``'s deadline and for shutdown. The worker (live queue, spool replay,
-sync mode), fleet mode's Redis reader (:mod:`pendo_plugin.delivery.redis_queue`), ``pendo-plugin replay``
+sync mode), fleet mode's Redis reader (:mod:`pendo_plugin.delivery.fleet.queue`), ``pendo-plugin replay``
 and ``pendo-plugin spool drain`` all send through one.
 """
 

@@ -26,7 +26,7 @@ from pendo_plugin import config, counters
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.batch import Batch
 from pendo_plugin.delivery.dispatch import EVENTS_PER_SLOT, Dispatcher
-from pendo_plugin.delivery.fleet import Fleet
+from pendo_plugin.delivery.fleet.mode import Fleet
 from pendo_plugin.delivery.senders import Payload, Sender
 from pendo_plugin.delivery.spool import Claim, Spool
 from pendo_plugin.destination.leftovers import leave_in_spool, open_spool, report_drop, undeliverable

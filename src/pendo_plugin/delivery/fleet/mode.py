@@ -17,11 +17,11 @@ from typing import Any
 
 from pendo_plugin import config
 from pendo_plugin.config import Settings
-from pendo_plugin.delivery.fleet_flags import FlagPoller
+from pendo_plugin.delivery.fleet.flags import FlagPoller
+from pendo_plugin.delivery.fleet.link import RedisLink
+from pendo_plugin.delivery.fleet.queue import Fallback, RedisQueue
+from pendo_plugin.delivery.fleet.rate import GatedTransport, RateGate
 from pendo_plugin.delivery.http import Transport
-from pendo_plugin.delivery.redis_link import RedisLink
-from pendo_plugin.delivery.redis_queue import Fallback, RedisQueue
-from pendo_plugin.delivery.redis_rate import GatedTransport, RateGate
 from pendo_plugin.delivery.senders import Payload, Sender
 from pendo_plugin.delivery.spool import Spool
 from pendo_plugin.logs import log_once

@@ -30,8 +30,8 @@ from typing import Any
 from pendo_plugin import counters
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.dispatch import Dispatcher
-from pendo_plugin.delivery.redis_entries import GROUP, SETTLE_SCRIPT, STREAM, consumer_name, decode, encode
-from pendo_plugin.delivery.redis_link import RedisLink, redis_errors
+from pendo_plugin.delivery.fleet.entries import GROUP, SETTLE_SCRIPT, STREAM, consumer_name, decode, encode
+from pendo_plugin.delivery.fleet.link import RedisLink, redis_errors
 from pendo_plugin.delivery.senders import Outcome, Payload, Sender
 from pendo_plugin.delivery.spool import Spool
 from pendo_plugin.logs import log, log_once

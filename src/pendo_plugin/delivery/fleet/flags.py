@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pendo_plugin import config, counters
-from pendo_plugin.delivery.redis_link import KEY_PREFIX, RedisLink, redis_errors
+from pendo_plugin.delivery.fleet.link import KEY_PREFIX, RedisLink, redis_errors
 from pendo_plugin.logs import log, log_once
 from pendo_plugin.pendo.rollout import ID_LIST_FIELDS
 

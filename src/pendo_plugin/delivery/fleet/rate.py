@@ -20,8 +20,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pendo_plugin import counters
+from pendo_plugin.delivery.fleet.link import KEY_PREFIX, RedisLink, redis_errors
 from pendo_plugin.delivery.http import Request, Response, Transport, starter
-from pendo_plugin.delivery.redis_link import KEY_PREFIX, RedisLink, redis_errors
 from pendo_plugin.delivery.retry import parse_retry_after
 
 BURST_SHARE = 0.1  # a burst of a tenth of a second's budget may go at once

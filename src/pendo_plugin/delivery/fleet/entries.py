@@ -1,6 +1,6 @@
 """The entries of the fleet's Redis Stream: names, the payload codec (the spool's:
 :mod:`pendo_plugin.pendo.payload`) with its checks on what is read back, and the Lua script
-that settles outcomes (see :mod:`pendo_plugin.delivery.redis_queue`)."""
+that settles outcomes (see :mod:`pendo_plugin.delivery.fleet.queue`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import secrets
 import socket
 from typing import Any
 
-from pendo_plugin.delivery.redis_link import KEY_PREFIX
+from pendo_plugin.delivery.fleet.link import KEY_PREFIX
 from pendo_plugin.pendo import payload
 from pendo_plugin.pendo.payload import Payload, encode
 
