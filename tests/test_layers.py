@@ -14,7 +14,7 @@ MAX_LINES = 600
 # Lowest first: a module may import from its own layer or a lower one, never a higher one.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("pendo_plugin.logs", "pendo_plugin.counters", "pendo_plugin.bounded", "pendo_plugin._fork",
-              "pendo_plugin.jsoncodec")),
+              "pendo_plugin.jsoncodec", "pendo_plugin.shown")),
     ("pendo", ("pendo_plugin.pendo",)),
     ("config", ("pendo_plugin.config", "pendo_plugin.config_values")),
     ("segment", ("pendo_plugin.segment",)),

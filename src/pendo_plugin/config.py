@@ -8,6 +8,7 @@ atomically, so the worker reads a consistent snapshot per message without locks.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -42,6 +43,7 @@ from pendo_plugin.config_values import default_spool_dir as default_spool_dir
 from pendo_plugin.config_values import is_loopback as is_loopback
 from pendo_plugin.logs import forget, log, log_once
 from pendo_plugin.pendo.rollout import ID_LIST_FIELDS, RolloutRules
+from pendo_plugin.shown import url as _shown_url
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,16 @@ class Settings:
             return "shadow"
         return None
 
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret configured (the track secret, integration key, API key, Redis password): what no
+        log line or report may show (:func:`pendo_plugin.shown.excerpt` masks them)."""
+        found = [getattr(self, name) for name in SECRET_FIELDS]
+        if self.redis_url:
+            with contextlib.suppress(ValueError):
+                found.append(urlsplit(self.redis_url).password)
+        return tuple(secret for secret in found if secret)
+
     def describe(self) -> dict[str, Any]:
         """Every setting as printable values, secrets masked."""
         shown: dict[str, Any] = {}
@@ -164,16 +176,8 @@ def mask(secret: str | None) -> str:
     return f"****{secret[-2:]} ({len(secret)} chars)" if len(secret) >= 8 else "****"
 
 
-def redacted_url(url: str | None) -> str | None:
-    """``url`` with any password replaced by ``****`` (for logs and ``doctor``)."""
-    if not url:
-        return None
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:" if parts.username else ":"
-    return parts._replace(netloc=f"{user}****@{netloc}").geturl()
+redacted_url = _shown_url
+"""The one way a URL is shown (:func:`pendo_plugin.shown.url`), under the name callers here know."""
 
 
 def parse(raw: Mapping[str, Any]) -> Settings:

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pendo_plugin.pendo.rollout import CALLS, ID_LIST_FIELDS, RolloutRules
+from pendo_plugin.shown import url
 
 # region -> (track/API host, webhook host)
 REGIONS: dict[str, tuple[str, str]] = {
@@ -174,8 +175,8 @@ def is_loopback(host: str) -> bool:
 
 
 def _shown(raw: Any) -> str:
-    """A URL for an error message; one with ``@`` (maybe a password in it) is not shown."""
-    return "(a URL with userinfo, not shown)" if "@" in str(raw) else repr(raw)
+    """A URL for an error message, quoted, as :func:`pendo_plugin.shown.url` shows it."""
+    return f"'{url(as_text(raw))}'"
 
 
 def as_url(name: str, raw: Any) -> str:

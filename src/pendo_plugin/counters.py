@@ -24,6 +24,7 @@ Outcome = Literal[
     "response_truncated", "written_ahead", "spooled", "unspooled", "overflowed", "parked",
     "already_acknowledged", "spool_write_failed", "spool_ack_failed", "spool_dir_refused", "spool_recovered",
     "spool_quarantined", "plugin_error", "redis", "rate", "fleet_flags", "bad_counter",
+    "answer_unreadable",
 ]
 
 OUTCOMES: dict[str, str] = {
@@ -60,6 +61,7 @@ OUTCOMES: dict[str, str] = {
     "rate": "fleet mode: the shared rate budget",
     "fleet_flags": "fleet mode: the live rollout flags read from Redis",
     "bad_counter": "a counter outside this vocabulary was recorded (a bug in this package; logged once)",
+    "answer_unreadable": "a 2xx answer from Pendo that could not be read (too deep, not JSON, odd counts)",
 }
 
 REASONS: dict[str, str] = {
@@ -107,6 +109,7 @@ REASONS: dict[str, str] = {
     "value_key": "a non-text key made text",
     "value_set": "a set made a sorted list",
     "value_other": "another type made text",
+    "value_huge_int": "an integer beyond the float range (10**400) left out",
     "nested_flattened": "a nested object flattened into dotted names",
     "nested_stringified": "a nested object sent as JSON text",
     "list_stringified": "a list sent as JSON text",
@@ -133,7 +136,7 @@ REASONS: dict[str, str] = {
     "spool_torn": "an incomplete temp file of a process that ended while writing it",
     "undeliverable": "delivery failed and the payload cannot be kept (spool off, or writing it failed)",
     "unserialisable": "the payload cannot be encoded as JSON",
-    "internal_error": "translating a message raised (a bug; logged once)",
+    "internal_error": "translating a message or preparing a row raised (a bug; logged once, set aside)",
     "unknown_payload": "a spooled payload of a kind this version does not know",
     "redis_full": "the Redis stream is at its length cap",
     "redis_corrupt": "a Redis stream entry that is not a payload",

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from pendo_plugin import config
+from pendo_plugin import config, shown
 from pendo_plugin.cli._common import Check, CommandError, fail, ok, quiet_logs, skip
 from pendo_plugin.config import Settings
+from pendo_plugin.delivery.answers import read_json
 from pendo_plugin.delivery.http import Request, Response, Transport
 from pendo_plugin.delivery.schema import fetch_schema
 from pendo_plugin.pendo.sanitize import clean_metadata_values
@@ -203,23 +204,17 @@ async def verify_key(transport: Recorder, settings: Settings) -> Check:
         return fail(f"PENDO_INTEGRATION_KEY could not be verified: {transport.why()}")
     if response.status in (401, 403):
         return fail(f"PENDO_INTEGRATION_KEY is not valid (HTTP {response.status} from /api/v1/token/verify)")
-    answer = _json(response.body)
+    answer = read_json(response.body)
     if response.status != 200 or not isinstance(answer, dict):
+        unreadable = " with an answer that could not be read" if response.status == 200 else ""
         return fail(f"PENDO_INTEGRATION_KEY could not be verified: /api/v1/token/verify answered "
-                    f"HTTP {response.status}")
+                    f"HTTP {response.status}{unreadable}")
     if not answer.get("valid"):
         return fail("PENDO_INTEGRATION_KEY is not valid (Pendo answered valid=false)")
     if not answer.get("writeAccess"):
         return fail("PENDO_INTEGRATION_KEY has no write access: tick 'Allow write access' for it under "
                     "Settings > Integrations > Integration Keys")
     return ok("PENDO_INTEGRATION_KEY is valid, with write access")
-
-
-def _json(body: bytes) -> Any:
-    try:
-        return json.loads(body)
-    except ValueError:
-        return None
 
 
 async def send_test_event(transport: Recorder, settings: Settings) -> Check:
@@ -341,19 +336,25 @@ def _print_configuration(settings: Settings, out: TextIO) -> None:
         secrets = {config.ENV_NAMES[name] for name in config.SECRET_FIELDS}
         print("Configuration is not usable; the PENDO_* variables set (secrets masked):", file=out)
         for var, value in variables.items():
-            print(f"  {var}={config.mask(value) if var in secrets else value}", file=out)
+            shown_value = config.mask(value) if var in secrets else _shown_value(var, value)
+            print(f"  {var}={shown_value}", file=out)
         return
-    shown = settings.describe()
-    width = max(len(name) for name in shown)
+    listed = settings.describe()
+    width = max(len(name) for name in listed)
     print("Configuration (secrets masked):", file=out)
-    for name, value in shown.items():
-        print(f"  {name:<{width}}  {'(off)' if value is None else value}", file=out)
+    for name, value in listed.items():
+        print(f"  {name:<{width}}  {'(off)' if value is None else shown.escape(value)}", file=out)
+
+
+def _shown_value(variable: str, value: str) -> str:
+    """A variable's value as printed: a URL through :func:`pendo_plugin.shown.url`, the rest escaped."""
+    return (shown.url(value) or "") if variable.endswith("_URL") else shown.escape(value)
 
 
 def _print_checks(checks: list[Check], out: TextIO) -> None:
     print("\nChecks:", file=out)
-    for check in checks:
-        print(f"  {check.status:<5} {check.text}", file=out)
+    for check in checks:  # a check's text may quote Pendo's answers (field names): escaped
+        print(f"  {check.status:<5} {shown.escape(check.text)}", file=out)
     failed = sum(check.status == "FAIL" for check in checks)
     print("\nAll checks passed." if not failed else f"\n{failed} check(s) failed.", file=out)
 

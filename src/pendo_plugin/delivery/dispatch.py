@@ -238,13 +238,14 @@ class Dispatcher:
         """Send one merged batch once the batch of that kind before it is settled (so, for a row in
         both, the newer values reach Pendo last)."""
         outcome: Outcome = "failed"
+        set_aside: set[str] = set()  # rows whose preparation raised: settled as rejected, never resent
         try:
             if previous is not None and not previous.done():
                 await asyncio.wait([previous])
-            outcome = await self.sender.send_metadata(rows.kind, merged, settings)
+            outcome = await self.sender.send_metadata(rows.kind, merged, settings, set_aside)
         finally:
             for settle, payload in rows.origins():
-                settle(payload, outcome)
+                settle(payload, "rejected" if payload.row_id in set_aside else outcome)
 
     # ----- what is in flight ---------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -23,6 +23,7 @@ from tenacity import (
     stop_after_delay,
 )
 
+from pendo_plugin import shown
 from pendo_plugin.delivery.http import Response
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
@@ -39,7 +40,8 @@ class RetryableError(Exception):
 
 
 class PermanentError(Exception):
-    """A failure that another attempt would repeat (a 4xx other than 408/425/429)."""
+    """A failure that another attempt would repeat (a 4xx other than 408/425/429); ``detail``: a cleaned
+    excerpt of the answer (:func:`pendo_plugin.shown.excerpt`), fit for a log line."""
 
     def __init__(self, status: int, detail: str = "") -> None:
         super().__init__(f"HTTP {status}")
@@ -74,7 +76,8 @@ def parse_retry_after(value: str | None, *, now: float | None = None, maximum: f
 @dataclass(frozen=True)
 class RetryPolicy:
     """Immutable retry settings, and the one owner of the retry rules: which answers are retried, the
-    cap on a server's Retry-After, the backoff with jitter, and when to stop (attempts, time budget)."""
+    cap on a server's Retry-After, the backoff with jitter, when to stop (attempts, time budget), and
+    the excerpt of a refusal's answer (configured ``secrets`` masked, control characters escaped)."""
 
     max_retries: int = 8
     budget: float = 300.0
@@ -82,6 +85,8 @@ class RetryPolicy:
     maximum: float = 30.0
     jitter: float = 0.5
     max_retry_after: float = 300.0
+    secrets: tuple[str, ...] = field(default=(), repr=False)
+    """Masked wherever an answer echoes them (a proxy or server that repeats the request's headers)."""
 
     def check(self, response: Response) -> None:
         """Return if ``response`` is a success; raise :class:`RetryableError` (408, 425, 429, 5xx; with
@@ -92,7 +97,7 @@ class RetryPolicy:
         if status in RETRYABLE_STATUSES or status >= 500:
             retry_after = parse_retry_after(response.headers.get("Retry-After"), maximum=self.max_retry_after)
             raise RetryableError(f"http_{status}", retry_after, status)
-        raise PermanentError(status, response.body[:200].decode("utf-8", "replace"))
+        raise PermanentError(status, shown.excerpt(response.body, self.secrets))
 
     def delay(self, attempts: int, error: BaseException | None) -> float:
         """Seconds to wait after ``attempts`` failed attempts: Retry-After when the server sent one,

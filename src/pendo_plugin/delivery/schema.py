@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
 
+from pendo_plugin import counters
 from pendo_plugin.config import Settings
+from pendo_plugin.delivery.answers import read_json
 from pendo_plugin.delivery.http import Request, Transport
 from pendo_plugin.logs import log_once
 
@@ -43,7 +44,7 @@ async def fetch_schema(transport: Transport, settings: Settings, kind: str) -> d
                 response.status,
             )
             return None
-        return parse_schema(json.loads(response.body))
+        document = read_json(response.body)
     except Exception as exc:
         log_once(
             f"schema:{kind}:{type(exc).__name__}",
@@ -53,6 +54,17 @@ async def fetch_schema(transport: Transport, settings: Settings, kind: str) -> d
             type(exc).__name__,
         )
         return None
+    if not isinstance(document, dict):
+        counters.record("answer_unreadable", kind=kind)
+        log_once(
+            f"schema:{kind}:unreadable",
+            logging.WARNING,
+            "pendo_plugin: the %s field schema Pendo answered could not be read (not bounded JSON); "
+            "sending every field unchecked",
+            kind,
+        )
+        return None
+    return parse_schema(document)
 
 
 class SchemaCache:

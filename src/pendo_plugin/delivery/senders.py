@@ -10,14 +10,14 @@ corrected key fixes: the caller spools it).
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
-from pendo_plugin import counters, jsoncodec
+from pendo_plugin import counters, jsoncodec, shown
 from pendo_plugin.config import Settings
+from pendo_plugin.delivery.answers import count_metadata_result
 from pendo_plugin.delivery.client import HttpTransport
 from pendo_plugin.delivery.http import Request, Response, Transport, starter
 from pendo_plugin.delivery.limiter import AdaptiveLimiter
@@ -50,7 +50,7 @@ class _Endpoints:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.policy = RetryPolicy(max_retries=settings.max_retries, budget=settings.retry_budget)
+        self.policy = RetryPolicy(settings.max_retries, settings.retry_budget, secrets=settings.secrets)
         track_headers = {**JSON_HEADERS, "x-pendo-integration-key": settings.track_secret or ""}
         self.track = (f"{settings.data_url}/data/track", track_headers)
         self.webhook = (f"{settings.webhook_url}/data/segmentio/{settings.api_key}", JSON_HEADERS)
@@ -297,16 +297,28 @@ class Sender:
             endpoints = self._endpoints = _Endpoints(settings)
         return endpoints
 
-    async def send_metadata(self, kind: str, rows: list[Row], settings: Settings) -> Outcome:
+    async def send_metadata(
+        self, kind: str, rows: list[Row], settings: Settings, set_aside: set[str] | None = None
+    ) -> Outcome:
         """Deliver rows of one kind (visitor/account) as batches; a 400 splits a batch to isolate bad rows.
 
         Returns ``failed`` if any row must be kept for later, else ``sent`` (rows Pendo refused are
-        counted as dropped).
+        counted as dropped). A row whose preparation raises is left out of the batch, whatever the others
+        do: counted (``dropped:internal_error:<kind>``), logged once, handed to ``on_error``, and its id
+        added to ``set_aside`` (its caller settles it as rejected: it is never sent again).
         """
         if not rows:
             return "sent"
         schema = await self.schemas.fields(self.transport, settings, kind)
-        prepared = [row for row in (self._prepare(kind, item, schema) for item in rows) if row is not None]
+        prepared = []
+        for item in rows:
+            try:
+                row = self._prepare(kind, item, schema)
+            except Exception as exc:  # a value no rule foresaw: this row only, never its batch
+                self._set_aside(kind, item, exc, set_aside)
+                continue
+            if row is not None:
+                prepared.append(row)
         if not prepared:
             return "sent"
         outcomes = [
@@ -314,6 +326,21 @@ class Sender:
             for i in range(0, len(prepared), settings.metadata_batch_size)
         ]
         return "failed" if "failed" in outcomes else "sent"
+
+    def _set_aside(self, kind: str, item: Row, exc: Exception, set_aside: set[str] | None) -> None:
+        counters.record("dropped", "internal_error", kind)
+        log_once(
+            f"prepare:{kind}:{type(exc).__name__}",
+            logging.ERROR,
+            "pendo_plugin: could not prepare a %s row (%s); set aside, never sent, counted as "
+            "dropped:internal_error:%s",
+            kind,
+            type(exc).__name__,
+            kind,
+        )
+        if set_aside is not None:
+            set_aside.add(item[0])
+        self.on_drop(exc, [{f"{kind}Id": item[0], "values": item[1]}])
 
     def _prepare(self, kind: str, item: Row, schema: dict[str, str] | None) -> dict[str, Any] | None:
         row_id, raw_values = item
@@ -325,10 +352,11 @@ class Sender:
             log_once(
                 f"unknown-field:{kind}:{name}",
                 logging.WARNING,
-                "pendo_plugin: %s field %r does not exist in Pendo; add it under Settings > Data Mappings "
+                "pendo_plugin: %s field '%s' does not exist in Pendo; add it under Settings > Data Mappings "
                 "to receive it (not sent until then)",
                 kind,
-                name,
+                shown.escape(name, 128),
+                family=f"unknown-field:{kind}",
             )
         if not values:
             counters.record("skipped", "no_known_fields", kind)
@@ -360,7 +388,7 @@ class Sender:
                 len(rows),
                 kind,
                 kind,
-                ", ".join(str(row.get(f"{kind}Id")) for row in rows[:3]),
+                ", ".join(shown.escape(row.get(f"{kind}Id"), 64) for row in rows[:3]),
                 exc.status,
                 exc.detail,
             )
@@ -371,30 +399,5 @@ class Sender:
         except RetryableError as exc:
             self._exhausted(kind, len(rows), exc)
             return "failed"
-        self._count_result(kind, rows, body)
+        count_metadata_result(kind, len(rows), body)
         return "sent"
-
-    @staticmethod
-    def _count_result(kind: str, rows: list[dict[str, Any]], body: bytes) -> None:
-        try:
-            result = json.loads(body) if body else {}
-        except ValueError:
-            result = {}
-        if not isinstance(result, dict):
-            result = {}
-        failed = int(result.get("failed") or 0)
-        updated = result.get("updated")
-        counters.record("sent", None, kind, int(updated) if isinstance(updated, int) else len(rows) - failed)
-        if failed:
-            counters.record("failed", kind=kind, amount=failed)
-            missing = result.get("missing") or []
-            errors = result.get("errors") or []
-            log_once(
-                f"metadata-failed:{kind}",
-                logging.WARNING,
-                "pendo_plugin: Pendo did not update %d %s row(s): missing %s; errors %s (see stats())",
-                failed,
-                kind,
-                missing[:5],
-                errors[:5],
-            )

@@ -86,19 +86,27 @@ _SECONDS_BELOW = 100_000_000_000
 _MIN_MS = -62_135_596_800_000  # 0001-01-01T00:00:00Z
 _MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 _MISSING = object()
+_MAX_DIGITS = 300
+"""A number written with more digits than this is not read (``int()`` of a long text is quadratic)."""
+
+
+def _finite(number: int | float) -> int | float | Any:
+    """``number`` if it is finite (an int of any size is), else ``_MISSING``; never raises."""
+    if isinstance(number, int):
+        return number
+    return number if math.isfinite(number) else _MISSING
 
 
 def _to_number(value: Any) -> Any:
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, (int, float)):
-        return value
-    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        return _finite(value)
+    if isinstance(value, str) and len(value) <= 2 * _MAX_DIGITS and _NUMBER.fullmatch(value.strip()):
         text = value.strip()
-        if text.lstrip("+-").isdigit() and len(text) <= 300:
+        if text.lstrip("+-").isdigit() and len(text) <= _MAX_DIGITS:
             return int(text)
-        number = float(text)
-        return number if math.isfinite(number) else _MISSING
+        return _finite(float(text))
     return _MISSING
 
 
@@ -128,7 +136,8 @@ def _to_date(value: Any) -> Any:
         value = _to_number(value)
     if isinstance(value, (int, float)):
         number = value * 1000 if abs(value) < _SECONDS_BELOW else value
-        ms: int | None = int(number) if math.isfinite(number) else None
+        # an int of any size is finite: math.isfinite(10**400) raises OverflowError, so ints skip it
+        ms: int | None = int(number) if isinstance(number, int) or math.isfinite(number) else None
     else:
         ms = parse_timestamp_ms(value)
     return ms if ms is not None and _MIN_MS <= ms <= _MAX_MS else _MISSING
@@ -147,7 +156,8 @@ def coerce_metadata(
     ``schema`` maps field name -> Pendo type (``string``/``text``, ``number``/``integer``/``float``,
     ``boolean``/``bool``, ``time``/``date``/``datetime``); None means unknown: every field is kept as is.
     A field missing from the schema is left out and listed as unknown. A value of another type is coerced
-    (fix ``coerced_<type>``); one that cannot be is left out (fix ``bad_value``). ``None`` is sent as
+    (fix ``coerced_<type>``); one that cannot be is left out (fix ``bad_value``), and so is one whose
+    coercion raises, whatever the value: one field never costs the rest of the row. ``None`` is sent as
     null (it clears the field). Dates become epoch milliseconds. Unrecognised type names pass values through.
     """
     if schema is None:
@@ -161,7 +171,10 @@ def coerce_metadata(
             unknown.append(name)
             continue
         alias = _TYPE_ALIASES.get(str(kind).strip().lower())
-        coerced = _coerce_one(value, alias)
+        try:
+            coerced = _coerce_one(value, alias)
+        except Exception:  # a value no rule foresaw: left out like any other it cannot coerce
+            coerced = _MISSING
         if coerced is _MISSING:
             fixes.add("bad_value")
             continue

@@ -12,6 +12,7 @@ import enum
 import json
 import math
 import re
+import sys
 import uuid
 from collections.abc import Callable, Mapping
 from decimal import Decimal
@@ -25,6 +26,9 @@ MAX_JSON_DEPTH = 32
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _COMPACT = (",", ":")
 _EXACT_INT = 2**53
+_MAX_INT = int(sys.float_info.max)
+_MIN_INT = -_MAX_INT
+"""Integers outside this range (no JSON reader's number holds one; ``10**400``) become None."""
 
 
 def _key_text(key: object) -> str:
@@ -54,6 +58,16 @@ def _clean_float(value: float, fixes: set[str]) -> float | None:
     if math.isfinite(value):
         return float(value)
     fixes.add("value_nan" if math.isnan(value) else "value_infinity")
+    return None
+
+
+def _clean_int(value: int, fixes: set[str]) -> int | None:
+    """An integer within the float range as is; None past it (``10**400``: ``float()`` of it raises
+    OverflowError, ``math.isfinite`` too, and ``str()`` of one over 4,300 digits ValueError)."""
+    value = int(value)
+    if _MIN_INT <= value <= _MAX_INT:
+        return value
+    fixes.add("value_huge_int")
     return None
 
 
@@ -91,7 +105,9 @@ def _safe(value: Any, fixes: set[str], path: list[int]) -> Any:
     kind = type(value)
     if kind is str:
         return value if value.isascii() else _clean_str(value, fixes)
-    if kind is int or kind is bool or value is None:
+    if kind is int:
+        return value if _MIN_INT <= value <= _MAX_INT else _clean_int(value, fixes)
+    if kind is bool or value is None:
         return value
     if kind is float:
         return value if math.isfinite(value) else _clean_float(value, fixes)
@@ -129,7 +145,7 @@ def _safe_other(value: Any, fixes: set[str], path: list[int]) -> Any:
         fixes.add("value_other")
         return _safe(value.value, fixes, path)
     if isinstance(value, int):
-        return int(value)
+        return _clean_int(value, fixes)
     if isinstance(value, float):
         return _clean_float(value, fixes)
     if isinstance(value, str):
@@ -165,8 +181,8 @@ def json_safe(value: Any) -> tuple[Any, frozenset[str]]:
 
     Decimal -> float (int when integral), UUID -> str, datetime/date/time -> ISO string, bytes -> UTF-8
     text (bad bytes -> U+FFFD), set -> sorted list, tuple -> list, Enum -> its value, NaN/±Infinity -> None,
-    lone surrogates -> U+FFFD, non-string keys -> ``str(key)``, nesting deeper than 32 (or a cycle) -> None,
-    anything else -> ``str()``.
+    an integer beyond the float range (``10**400``) -> None, lone surrogates -> U+FFFD,
+    non-string keys -> ``str(key)``, nesting deeper than 32 (or a cycle) -> None, anything else -> ``str()``.
     The result is ``json.dumps``-able with ``allow_nan=False`` and no ``default=`` hook.
     """
     fixes: set[str] = set()

@@ -16,7 +16,7 @@ import unicodedata
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pendo_plugin.pendo.jsonsafe import _COMPACT, _clean_str, _key_text, _safe, json_safe
+from pendo_plugin.pendo.jsonsafe import _COMPACT, _MAX_INT, _MIN_INT, _clean_str, _key_text, _safe, json_safe
 
 __all__ = [
     "MAX_FIELD_NAME_LENGTH",
@@ -147,7 +147,7 @@ def _flatten(props: Mapping[Any, Any], fixes: set[str]) -> list[tuple[_Path, Any
 
 def _add_leaf(out: list[tuple[_Path, Any]], path: _Path, value: Any, fixes: set[str]) -> None:
     kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
+    if kind is str or kind is bool or value is None or (kind is int and _MIN_INT <= value <= _MAX_INT):
         out.append((path, value if kind is not str or value.isascii() else _clean_str(value, fixes)))
         return
     if kind is float and math.isfinite(value):
@@ -211,7 +211,8 @@ _known_field_names: set[str] = set()
 
 def _flat_clean_bound(props: Mapping[Any, Any], valid: Callable[[str], bool], known: set[str]) -> int:
     """Fast path: -1 unless every key is a valid name and every value a plain JSON scalar (finite float,
-    ASCII str); else an upper bound of the compact JSON size in bytes (``_UNKNOWN_SIZE`` if no cheap bound).
+    int within the float range, ASCII str); else an upper bound of the compact JSON size in bytes (``_UNKNOWN_SIZE`` if
+    no cheap bound).
 
     ``known`` is a memo of plain ``str`` names ``valid`` accepted: a hit skips the check.
     """
@@ -234,6 +235,8 @@ def _flat_clean_bound(props: Mapping[Any, Any], valid: Callable[[str], bool], kn
                 return -1
             bound += 24
         elif kind is int:
+            if not _MIN_INT <= value <= _MAX_INT:
+                return -1
             bound += 19 if -_BIG_INT < value < _BIG_INT else _UNKNOWN_SIZE
         elif kind is bool or value is None:
             bound += 5
