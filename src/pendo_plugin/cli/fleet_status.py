@@ -1,13 +1,15 @@
 """Fleet mode for the operator: ``doctor``'s Redis checks and the stream in ``spool status``.
 
 Synchronous redis-py calls with short timeouts (these run in a command, not in the app). What
-Redis answers is shown bounded: consumer names are cut to 80 characters, at most 20 are listed.
+Redis answers is shown bounded and escaped (:func:`pendo_plugin.shown.escape`): consumer names are cut
+to 80 characters, at most 20 are listed.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from pendo_plugin import shown
 from pendo_plugin.cli._common import Check, fail, ok
 from pendo_plugin.config import Settings, redacted_url
 from pendo_plugin.delivery.fleet.entries import GROUP, STREAM
@@ -31,7 +33,7 @@ def _errors() -> tuple[type[BaseException], ...]:
 
 def _text(value: Any, limit: int = 80) -> str:
     text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-    return text[:limit]
+    return shown.escape(text[:limit])
 
 
 def _persistence(client: Any) -> str | None:

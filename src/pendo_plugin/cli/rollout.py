@@ -11,9 +11,16 @@ import sys
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-from pendo_plugin import config
+from pendo_plugin import config, shown
 from pendo_plugin.cli._common import CommandError
-from pendo_plugin.delivery.fleet.flags import FLAG_FIELDS, FLAGS_KEY, check, validate
+from pendo_plugin.delivery.fleet.flags import (
+    FLAG_FIELDS,
+    FLAGS_KEY,
+    READ_SCRIPT,
+    check,
+    read_flags,
+    script_args,
+)
 
 EXIT_OK = 0
 
@@ -47,12 +54,14 @@ def rollout_show(out: TextIO | None = None) -> int:
     """Print the fleet's flags; a flag not set in Redis comes from each process's environment."""
     out = out or sys.stdout
     client = _client()
-    raw = _call("read the fleet flags", lambda: client.hgetall(FLAGS_KEY))
-    flags, problems = validate(raw if isinstance(raw, dict) else {})
+    script = client.register_script(READ_SCRIPT)
+    reply = _call("read the fleet flags", lambda: script(keys=[FLAGS_KEY], args=script_args()))
+    flags, problems = read_flags(reply)
     for name in FLAG_FIELDS:
-        print(f"{name:16} {flags.get(name, '(not set: each process uses its environment)')}", file=out)
+        value = shown.escape(flags[name]) if name in flags else "(not set: each process uses its environment)"
+        print(f"{name:16} {value}", file=out)
     for problem in problems:
-        print(f"ignored by every process: {problem}", file=out)
+        print(f"ignored by every process: {shown.escape(problem)}", file=out)
     return EXIT_OK
 
 

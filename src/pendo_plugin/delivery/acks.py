@@ -22,7 +22,7 @@ import logging
 import os
 from pathlib import Path
 
-from pendo_plugin import counters
+from pendo_plugin import counters, shown
 from pendo_plugin.delivery.spool_files import OPEN_FLAGS, Unreadable, check_open_file
 from pendo_plugin.logs import log_once
 
@@ -96,7 +96,7 @@ class AckLog:
                 logging.WARNING,
                 "pendo_plugin: cannot record an acknowledgement beside spool file %s (%s); after a crash "
                 "its payloads would be sent again",
-                self.path.name,
+                shown.escape(self.path.name),
                 exc.strerror,
             )
 

@@ -29,7 +29,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pendo_plugin import _fork, config, counters
+from pendo_plugin import _fork, config, counters, shown
 from pendo_plugin.delivery import spool_files
 from pendo_plugin.delivery.acks import AckLog, ack_path, read_acks
 from pendo_plugin.delivery.spool_files import OPEN_FLAGS, Unreadable
@@ -102,7 +102,7 @@ class Claim:
             counters.record("dropped", "unknown_payload", amount=len(unknown))
             log_once("unknown-payload", logging.WARNING, "pendo_plugin: spool file %s holds %d line(s) that "
                      "are no payload this version can send; dropped, counted as dropped:unknown_payload",
-                     path.name, len(unknown))
+                     shown.escape(path.name), len(unknown))
             for position in unknown:
                 self._acks.append(position)
         kept = [(n, item) for n, item in enumerate(items) if item is not None and n not in acknowledged]
@@ -282,7 +282,7 @@ class Spool:
         except OSError as exc:
             _close_fd(fd)
             log_once(f"spool-read:{exc.errno}", logging.ERROR, "pendo_plugin: cannot read spool file %s: %s",
-                     path.name, exc.strerror)
+                     shown.escape(path.name), exc.strerror)
             return None
         return Claim(path, fd, items)
 

@@ -14,7 +14,7 @@ import os
 import stat
 from pathlib import Path
 
-from pendo_plugin import bounded, counters
+from pendo_plugin import bounded, counters, shown
 from pendo_plugin.logs import log_once
 from pendo_plugin.pendo import payload
 from pendo_plugin.pendo.payload import Payload, from_document
@@ -135,7 +135,7 @@ def quarantine(directory: Path, path: Path, reason: str, kind: str) -> None:
         logging.ERROR,
         "pendo_plugin: spool file %s was not loaded: %s; %s. Further files like it are only counted "
         "(spool_quarantined:%s)",
-        path.name,
+        shown.escape(path.name),
         reason,
         where,
         kind,
@@ -230,7 +230,7 @@ def _recover_one(directory: Path, temp: Path, fd: int, now: float) -> None:
             logging.WARNING,
             "pendo_plugin: dropped a half-written spool file (%s: %s) left by a process that ended while "
             "writing it; counted as dropped:spool_torn",
-            temp.name,
+            shown.escape(temp.name),
             problem.reason,
         )
         return

@@ -211,8 +211,8 @@ _known_field_names: set[str] = set()
 
 def _flat_clean_bound(props: Mapping[Any, Any], valid: Callable[[str], bool], known: set[str]) -> int:
     """Fast path: -1 unless every key is a valid name and every value a plain JSON scalar (finite float,
-    int within the float range, ASCII str); else an upper bound of the compact JSON size in bytes (``_UNKNOWN_SIZE`` if
-    no cheap bound).
+    int within the float range, ASCII str); else an upper bound of the compact JSON size in bytes
+    (``_UNKNOWN_SIZE`` if no cheap bound).
 
     ``known`` is a memo of plain ``str`` names ``valid`` accepted: a hit skips the check.
     """
