@@ -100,13 +100,24 @@ def _rollout(args: argparse.Namespace) -> int:
     return rollout_commands.rollout_set({**flags, "rollout_percent": args.percent})
 
 
+_SANDBOX_SECRETS = {"track_secret": "PENDO_TRACK_SECRET", "integration_key": "PENDO_INTEGRATION_KEY",
+                    "api_key": "PENDO_API_KEY"}
+
+
 def _sandbox(args: argparse.Namespace) -> int:
+    """The sandbox requires the secrets set in the environment, as the app reads them: a secret on the
+    command line would be visible to every user of the host (``ps``)."""
     from pendo_plugin.sandbox import main_sandbox
 
+    for name, variable in _SANDBOX_SECRETS.items():
+        if getattr(args, name) is not None:
+            raise CommandError(f"--{name.replace('_', '-')} is not accepted: a secret on the command line is "
+                               f"visible to every user of this host (ps); set {variable} instead")
+    secrets = {name: os.environ.get(variable) or None for name, variable in _SANDBOX_SECRETS.items()}
     schema = _read_schema(args.schema) if args.schema else None
     return main_sandbox(
-        args.port, args.latency, args.track_secret, args.integration_key, args.api_key, not args.no_live,
-        schema=schema,
+        args.port, args.latency, secrets["track_secret"], secrets["integration_key"], secrets["api_key"],
+        not args.no_live, schema=schema,
     )
 
 
@@ -218,12 +229,12 @@ def _add_rollout(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_sandbox(subparsers: argparse._SubParsersAction) -> None:
     parser = _add(subparsers, "sandbox", _sandbox, "Run a local Pendo stand-in that records and checks "
-                  "what it receives.")
+                  "what it receives; it requires the secrets set in PENDO_TRACK_SECRET, "
+                  "PENDO_INTEGRATION_KEY and PENDO_API_KEY.")
     parser.add_argument("--port", type=_port, default=8787, help="port on 127.0.0.1 (0 picks a free one)")
     parser.add_argument("--latency", type=_non_negative, default=0.0, help="seconds added to every answer")
-    parser.add_argument("--track-secret", help="require this track event shared secret")
-    parser.add_argument("--integration-key", help="require this integration key")
-    parser.add_argument("--api-key", help="require this public API key (webhook mode)")
+    for name in _SANDBOX_SECRETS:  # refused with a pointer to the variable (the secrets come from it)
+        parser.add_argument(f"--{name.replace('_', '-')}", help=argparse.SUPPRESS)
     parser.add_argument("--schema", metavar="FILE", help='custom fields as JSON, e.g. {"visitor": {"plan": '
                         '"string"}, "account": {"seats": "number"}} (default: any field is accepted)')
     parser.add_argument("--no-live", action="store_true", help="no live table of counts")

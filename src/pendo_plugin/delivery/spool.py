@@ -165,7 +165,7 @@ class Spool:
     def _ensure_directory(self) -> None:
         if self.refused is not None:
             raise PermissionError(f"the spool directory is not safe: {self.refused}")
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        spool_files.make_private_directory(self.directory)
         if not self._verified:  # it may have been made by someone else since __init__ looked
             self.refused = spool_files.directory_problem(self.directory)
             if self.refused is not None:

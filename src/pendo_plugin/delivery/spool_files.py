@@ -55,6 +55,23 @@ def directory_problem(path: Path) -> str | None:
     return None
 
 
+def make_private_directory(directory: Path) -> None:
+    """Create ``directory`` and each missing parent with mode ``0700``, whatever the umask
+    (``Path.mkdir(parents=True)`` gives the parents the umask's mode: world-writable under umask 000).
+    A folder another process creates meanwhile is left as it is (and checked by :func:`directory_problem`)."""
+    missing = []
+    path = directory
+    while not os.path.lexists(path) and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        os.chmod(path, 0o700)  # the umask may have taken bits off 0700 too (umask 0277: 0500)
+
+
 def check_open_file(fd: int) -> os.stat_result:
     """The file's stat if it may be read; raises :class:`Unreadable` otherwise."""
     info = os.fstat(fd)
@@ -123,7 +140,7 @@ def quarantine(directory: Path, path: Path, reason: str, kind: str) -> None:
     counters.record("spool_quarantined", kind)
     place = directory / QUARANTINE
     try:
-        place.mkdir(mode=0o700, exist_ok=True)
+        make_private_directory(place)
         os.rename(path, place / path.name)
         where = f"moved to {place}"
     except OSError:
