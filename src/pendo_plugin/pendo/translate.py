@@ -78,6 +78,13 @@ _new = tuple.__new__  # builds a named tuple without its Python-level __new__ (a
 # ----------------------------------------------------------------------------------------------- ids
 
 
+_ID_BITS = 4 * MAX_ID_LENGTH
+"""An integer id of more bits has more digits than an id may have: it is not written out (``str()`` of
+one over 4,300 digits raises ValueError)."""
+_TOO_LONG_ID = "9" * (MAX_ID_LENGTH + 1)
+"""What such an id stands as: one over the length bound, skipped as ``id_too_long``."""
+
+
 def _id_text(value: Any) -> str | None:
     """An id as text: strings as they are, numbers stringified (``12.0`` -> ``"12"``); blank/other -> None."""
     if value is None:
@@ -89,7 +96,7 @@ def _id_text(value: Any) -> str | None:
     elif isinstance(value, bool) or value is None:
         return None
     elif isinstance(value, int):
-        text = str(int(value))
+        text = str(int(value)) if value.bit_length() <= _ID_BITS else _TOO_LONG_ID
     elif isinstance(value, float):
         if not math.isfinite(value):
             return None
@@ -97,6 +104,8 @@ def _id_text(value: Any) -> str | None:
     elif isinstance(value, Decimal):
         if not value.is_finite():
             return None
+        if value.adjusted() > MAX_ID_LENGTH:  # int() of Decimal("1e100000") is slow, and str() of it raises
+            return _TOO_LONG_ID
         text = str(int(value)) if value == value.to_integral_value() else str(value)
     else:
         return None
