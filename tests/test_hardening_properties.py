@@ -125,7 +125,9 @@ def test_translate_and_encode_never_raise(
         assert payload.decode(payload.encode(built)) == built
 
 
-@pytest.mark.parametrize("value", [10**400, -(10**400), 10**5000, 2**1024], ids=lambda value: f"{value.bit_length()}_bits")
+@pytest.mark.parametrize(
+    "value", [10**400, -(10**400), 10**5000, 2**1024], ids=lambda value: f"{value.bit_length()}_bits"
+)
 @pytest.mark.parametrize("kind", ["time", "number", "string", "boolean"])
 def test_an_integer_past_the_float_range_is_a_bad_value_never_an_overflow(value: int, kind: str) -> None:
     schema = {"createdAt": kind, "plan": "string"}
