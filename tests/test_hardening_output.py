@@ -215,7 +215,8 @@ def test_a_spool_file_name_is_escaped_in_the_log(tmp_path: Path, caplog: pytest.
 def test_the_sandbox_reads_its_secrets_from_the_environment(tmp_path: Path) -> None:
     env = {**pendo_env("http://127.0.0.1:9", "<unset>", "<unset>"), "PENDO_TRACK_SECRET": "stand-in-track-1",
            "PENDO_INTEGRATION_KEY": "stand-in-key-1"}
-    refused = cli(env, "sandbox", "--port", "0", "--no-live", "--track-secret", "visible-in-ps")
+    refused = cli(env, "sandbox", "--port", "0", "--no-live", "--track-secret", "visible-in-ps",
+                  timeout=20)
     assert refused.returncode == 2 and "PENDO_TRACK_SECRET" in refused.stderr
 
     command = [sys.executable, "-m", "pendo_plugin.cli", "sandbox", "--port", "0", "--no-live"]
