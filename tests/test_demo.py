@@ -90,14 +90,11 @@ def test_sandbox_command_serves_until_terminated(tmp_path: Path) -> None:
         "--port",
         "0",
         "--no-live",
-        "--integration-key",
-        "sandbox-key-1234",
         "--schema",
         str(schema),
     ]
-    process = subprocess.Popen(
-        command, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    env = clean_env(PENDO_INTEGRATION_KEY="sandbox-key-1234")  # the sandbox reads its secrets from it
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
         banner = process.stdout.readline()
