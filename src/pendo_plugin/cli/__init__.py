@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
+from pendo_plugin import shown
 from pendo_plugin.cli._common import EXIT_INTERRUPTED, EXIT_USAGE, PROG, CommandError
 
 
@@ -23,6 +24,14 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"{self.prog}: {message} (see {self.prog} --help)\n")
         raise SystemExit(EXIT_USAGE)
+
+
+class _EscapedFormatter(logging.Formatter):
+    """A log line's message escaped (:func:`pendo_plugin.shown.escape`): one line, no terminal escapes,
+    whatever text it quotes; a traceback (``--debug``) keeps its lines."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return shown.escape(super().formatMessage(record))
 
 
 class _StderrHandler(logging.Handler):
@@ -41,7 +50,7 @@ def _setup_logging(level: int) -> None:
     logger = logging.getLogger("pendo_plugin")
     if not any(isinstance(handler, _StderrHandler) for handler in logger.handlers):
         handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.setFormatter(_EscapedFormatter("%(message)s"))
         logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
@@ -261,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except CommandError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
+        print(f"{PROG}: {shown.escape(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
@@ -272,6 +281,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if args.debug:
             raise
-        print(f"{PROG}: unexpected error: {type(exc).__name__}: {exc} (rerun with --debug for details)",
-              file=sys.stderr)
+        print(f"{PROG}: unexpected error: {type(exc).__name__}: {shown.escape(exc, 300)} (rerun with --debug "
+              "for details)", file=sys.stderr)
         return 1

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, TextIO
 
-from pendo_plugin import bounded, config, counters
+from pendo_plugin import bounded, config, counters, shown
 from pendo_plugin.cli._common import (
     CommandError,
     counter_delta,
@@ -242,7 +242,7 @@ class Replayer:
 def _write(out: TextIO, text: str) -> None:
     from tqdm import tqdm
 
-    tqdm.write(text, file=out)
+    tqdm.write(shown.escape(text), file=out)  # a report may quote the export: one line, escaped
 
 
 # ----------------------------------------------------------------------------------- running a replay
