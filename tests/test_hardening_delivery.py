@@ -195,3 +195,38 @@ def test_doctor_reports_a_nested_answer_as_failed_checks_and_goes_on(deep_server
     lines = [line for line in done.stdout.splitlines() if line.startswith(("  OK", "  FAIL", "  SKIP"))]
     assert any("PENDO_INTEGRATION_KEY could not be verified" in line for line in lines), done.stdout
     assert any(line.startswith("  OK") and "reachable" in line for line in lines), done.stdout
+
+
+class _Unreadable(dict):  # type: ignore[type-arg]
+    """Row values whose reading raises: what no rule foresaw."""
+
+    def items(self):  # type: ignore[no-untyped-def]
+        raise RuntimeError("a value no rule foresaw")
+
+
+def test_a_row_that_still_raises_is_set_aside_and_its_batch_goes_on(sandbox: Sandbox) -> None:
+    import asyncio
+
+    from pendo_plugin.delivery.senders import Sender
+    from tests.sending import sandbox_settings
+
+    counters.reset()
+    sandbox.set_schema(SCHEMA)
+    settings = sandbox_settings(sandbox)
+    dropped: list[object] = []
+    set_aside: set[str] = set()
+
+    async def send() -> str:
+        sender = Sender.for_settings(settings, asyncio.Event())
+        sender.on_drop = lambda exc, items: dropped.extend(items)
+        rows = [("good-1", {"plan": "pro"}), ("bad", _Unreadable(plan="x")), ("good-2", {"plan": "team"})]
+        try:
+            return await sender.send_metadata("visitor", rows, settings, set_aside)
+        finally:
+            await sender.transport.close()
+
+    assert asyncio.run(send()) == "sent"
+    assert set(sandbox.visitors()) == {"good-1", "good-2"}
+    assert set_aside == {"bad"}
+    assert counters.snapshot()["dropped:internal_error:visitor"] == 1
+    assert dropped == [{"visitorId": "bad", "values": {"plan": "x"}}]
