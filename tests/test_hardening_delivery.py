@@ -230,3 +230,39 @@ def test_a_row_that_still_raises_is_set_aside_and_its_batch_goes_on(sandbox: San
     assert set_aside == {"bad"}
     assert counters.snapshot()["dropped:internal_error:visitor"] == 1
     assert dropped == [{"visitorId": "bad", "values": {"plan": "x"}}]
+
+
+def test_the_origins_of_a_row_set_aside_are_settled_rejected_the_others_sent(sandbox: Sandbox) -> None:
+    """Through the one send path (the dispatcher): what a bug in preparing one row costs is that row."""
+    import asyncio
+
+    from pendo_plugin.delivery.dispatch import dispatch
+    from pendo_plugin.delivery.rows import FieldClock
+    from pendo_plugin.delivery.senders import Sender
+    from tests.sending import sandbox_settings
+
+    class BuggySender(Sender):  # stands for a bug in preparing one row
+        def _prepare(self, kind, item, schema):  # type: ignore[no-untyped-def]
+            if item[0] == "bad":
+                raise RuntimeError("a bug")
+            return super()._prepare(kind, item, schema)
+
+    counters.reset()
+    settings = sandbox_settings(sandbox)
+    outcomes: dict[str, str] = {}
+    items = [payload.metadata("visitor", name, {"plan": "pro"}) for name in ("good-1", "bad", "good-2")]
+
+    def settle(item: payload.Payload, outcome: str) -> None:
+        outcomes[item.row_id] = outcome
+
+    async def send() -> None:
+        base = Sender.for_settings(settings, asyncio.Event())
+        sender = BuggySender(base.transport, base.limiter, base.stopping)
+        try:
+            await dispatch(sender, items, settings, settle, FieldClock())
+        finally:
+            await sender.transport.close()
+
+    asyncio.run(send())
+    assert outcomes == {"good-1": "sent", "bad": "rejected", "good-2": "sent"}
+    assert set(sandbox.visitors()) == {"good-1", "good-2"}
