@@ -236,10 +236,13 @@ class Sender:
             f"auth:{what}:{exc.status}",
             logging.ERROR,
             "pendo_plugin: Pendo refused the key for %s with HTTP %d (%s); check PENDO_TRACK_SECRET / "
-            "PENDO_INTEGRATION_KEY. The payloads are kept in the spool (if on) for a corrected key",
+            "PENDO_INTEGRATION_KEY. The payloads are kept in the spool (if on) for a corrected key "
+            "(auth_failed:http_%d:%s)",
             what,
             exc.status,
             exc.detail,
+            exc.status,
+            what,
         )
 
     @staticmethod
@@ -384,13 +387,16 @@ class Sender:
                 return "failed" if "failed" in (first, second) else "sent"
             counters.record("dropped", f"http_{exc.status}", kind, len(rows))
             log.error(
-                "pendo_plugin: Pendo refused %d %s row(s) (%s ids %s) with HTTP %d: %s",
+                "pendo_plugin: Pendo refused %d %s row(s) (%s ids %s) with HTTP %d (%s); counted as "
+                "dropped:http_%d:%s",
                 len(rows),
                 kind,
                 kind,
                 ", ".join(shown.escape(row.get(f"{kind}Id"), 64) for row in rows[:3]),
                 exc.status,
                 exc.detail,
+                exc.status,
+                kind,
             )
             self.on_drop(exc, rows)
             return "rejected"
