@@ -338,7 +338,7 @@ async def _api_checks(transport: Recorder, settings: Settings, traits: Traits | 
 def _print_configuration(settings: Settings, out: TextIO) -> None:
     if settings.problems:  # the settings are a placeholder then: show what the environment says instead
         variables = {var: os.environ[var] for var in config.ENV_NAMES.values() if var in os.environ}
-        secrets = {config.ENV_NAMES[name] for name in config.SECRET_FIELDS}
+        secrets = {config.ENV_NAMES[name] for name in (*config.SECRET_FIELDS, "hash_key")}
         print("Configuration is not usable; the PENDO_* variables set (secrets masked):", file=out)
         for var, value in variables.items():
             print(f"  {var}={config.mask(value) if var in secrets else value}", file=out)
