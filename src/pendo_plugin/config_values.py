@@ -147,14 +147,20 @@ def as_choice(name: str, raw: Any, choices: Mapping[str, Any] | frozenset[str]) 
 
 def as_id_list(name: str, raw: Any) -> frozenset[str]:
     """A comma-separated list, or ``@/path/file`` with one entry per line (``#`` starts a comment)."""
+    try:
+        return read_list(raw)
+    except OSError as exc:
+        raise ConfigError(f"{ENV_NAMES[name]}: cannot read {as_text(raw)[1:]!r}: {exc.strerror}") from None
+
+
+def read_list(raw: Any) -> frozenset[str]:
+    """The entries of a list value (``a,b``, ``@file`` or a Python collection); raises OSError for a file
+    that cannot be read. The one parser of lists, for settings and the command line alike."""
     if isinstance(raw, (set, frozenset, list, tuple)):
         return frozenset(str(item) for item in raw)
     text = as_text(raw)
     if text.startswith("@"):
-        try:
-            lines = Path(text[1:]).expanduser().read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise ConfigError(f"{ENV_NAMES[name]}: cannot read {text[1:]!r}: {exc.strerror}") from None
+        lines = Path(text[1:]).expanduser().read_text(encoding="utf-8").splitlines()
         items = (line.split("#", 1)[0].strip() for line in lines)
     else:
         items = (part.strip() for part in text.split(","))
