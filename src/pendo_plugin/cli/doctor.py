@@ -368,6 +368,11 @@ def run(traits_path: str | None = None, send_test_event: bool = False, out: Text
         print("\nSDKs found and patched:", *(f"  {line}" for line in sdks.survey()), sep="\n", file=out)
         checks = config_checks(settings)
         if not settings.problems:
+            from pendo_plugin.cli.privacy_checks import privacy_checks
+
+            messages = [value for _, value in _documents(traits_path)] if traits_path else None
+            checks += privacy_checks(settings, messages)
+        if not settings.problems:
             checks += asyncio.run(network_checks(settings, traits, send_test_event))
         if not settings.problems and settings.redis_url:  # fleet mode
             from pendo_plugin.cli.fleet_status import doctor_checks
