@@ -15,7 +15,7 @@ from pendo_plugin.delivery.spool import Spool
 from pendo_plugin.pendo import payload
 from pendo_plugin.pendo.payload import encode
 from tests.apps import pendo_env
-from tests.fleet_redis import RedisServer
+from tests.fleet_redis import RedisServer, free_port
 from tests.sending import track_event, visitor_row
 
 CLOSED = "http://127.0.0.1:9"  # forget never talks to Pendo
@@ -132,3 +132,13 @@ def test_forget_in_fleet_mode_removes_stream_entries(spool: Spool, redis_server:
     assert pending <= 3  # only bob's entries of the first ten are still pending
     assert waiting(spool) == []
     assert json.dumps(done.stdout).count("alice") == 1
+
+
+def test_a_redis_that_does_not_answer_is_one_sentence_and_the_spool_is_left(spool: Spool) -> None:
+    fill(spool)
+    before = waiting(spool)
+    done = forget(spool, "alice", "--yes", PENDO_REDIS_URL=f"redis://:pw-0001@127.0.0.1:{free_port()}/0")
+    assert done.returncode == 2
+    assert "did not answer" in done.stderr and "Traceback" not in done.stderr
+    assert "pw-0001" not in done.stderr + done.stdout
+    assert waiting(spool) == before

@@ -14,22 +14,23 @@ from __future__ import annotations
 import os
 import sys
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from pendo_plugin.cli._common import CommandError
 from pendo_plugin.cli.replay import EXIT_FAILED, EXIT_OK, load_settings
-from pendo_plugin.config import Settings
+from pendo_plugin.config import Settings, redacted_url
 from pendo_plugin.config_values import read_list
 from pendo_plugin.delivery.fleet.entries import GROUP, STREAM, decode
 from pendo_plugin.delivery.spool import Claim, Spool
 from pendo_plugin.pendo.payload import Payload
 from pendo_plugin.pendo.translate import visitor_id_of
 
+T = TypeVar("T")
 REDIS_TIMEOUT = 5.0
-STREAM_PAGE = 500
+STREAM_PAGE = 200  # entries read at once (each at most MAX_ENTRY_BYTES, checked when decoded)
 
 
 def visitor_of(payload: Payload) -> str | None:
@@ -186,7 +187,7 @@ def run(arguments: Sequence[str], assume_yes: bool = False, deny_file: str | Non
         if spool is not None:
             scan_spool(spool, visitors, found)
         if client is not None:
-            scan_stream(client, visitors, found)
+            _with_redis(settings, lambda: scan_stream(client, visitors, found))
         _print_found(visitors, found, client is not None, out)
         total = sum(found.spool.values()) + sum(found.stream.values())
         question = f"Remove these {total:,} payload(s)?"
@@ -197,7 +198,7 @@ def run(arguments: Sequence[str], assume_yes: bool = False, deny_file: str | Non
             claims, found.claims = found.claims, []
             removed, failed = remove_from_spool(spool, claims)
         if client is not None:
-            deleted = remove_from_stream(client, found.entries)
+            deleted = _with_redis(settings, lambda: remove_from_stream(client, found.entries))
     finally:
         for claim, _ in found.claims:
             claim.release()
@@ -213,6 +214,17 @@ def run(arguments: Sequence[str], assume_yes: bool = False, deny_file: str | Non
               "again.", file=out)
         return EXIT_FAILED
     return EXIT_OK
+
+
+def _with_redis(settings: Settings, work: Callable[[], T]) -> T:
+    """``work()``; a Redis that does not answer becomes one sentence for the operator."""
+    import redis
+
+    try:
+        return work()
+    except (redis.RedisError, OSError) as exc:
+        raise CommandError(f"Redis at {redacted_url(settings.redis_url)} did not answer: "
+                           f"{type(exc).__name__}; run forget again") from None
 
 
 def _print_found(visitors: frozenset[str], found: Found, fleet: bool, out: TextIO) -> None:
