@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,7 +136,7 @@ def _remove(_: Any) -> Any:
     return _REMOVED
 
 
-def _walk(values: Any, trie: Trie, change: Any, counts: dict[str, int], reason: str) -> Any:
+def _walk(values: Any, trie: Trie, change: Callable[[Any], Any], counts: dict[str, int], reason: str) -> Any:
     """``values`` with ``change`` applied where the paths of ``trie`` end (a copy only if changed)."""
     if isinstance(values, (list, tuple)):
         items = [_walk(item, trie, change, counts, reason) for item in values]
