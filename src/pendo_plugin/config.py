@@ -30,6 +30,7 @@ from pendo_plugin.config_values import (
     ConfigError,
     as_bool,
     as_choice,
+    as_id_list,
     as_integer,
     as_number,
     as_rate_limit,
@@ -37,11 +38,13 @@ from pendo_plugin.config_values import (
     as_spool_dir,
     as_text,
     as_url,
+    property_rules,
     rollout_rules,
 )
 from pendo_plugin.config_values import default_spool_dir as default_spool_dir
 from pendo_plugin.config_values import is_loopback as is_loopback
 from pendo_plugin.logs import forget, log, log_once
+from pendo_plugin.pendo.property_rules import PropertyRules
 from pendo_plugin.pendo.rollout import ID_LIST_FIELDS, RolloutRules
 from pendo_plugin.shown import url as _shown_url
 
@@ -80,6 +83,8 @@ class Settings:
     redis_claim_after: float = 60.0
     redis_max_len: int = 1_000_000
     event_loop: str = "uvloop"
+    consent_categories: frozenset[str] = frozenset()
+    properties: PropertyRules = field(default_factory=PropertyRules)  # deny/allow/hash rules and the key
     on_error: Callable[[Exception, list[Any]], None] | None = field(default=None, repr=False)
     transport: Any = field(default=None, repr=False)
     problems: tuple[str, ...] = ()
@@ -143,6 +148,12 @@ class Settings:
         for name in ENV_NAMES:
             if name in SECRET_FIELDS:
                 shown[name] = mask(getattr(self, name))
+            elif name in ("deny_properties", "allow_properties", "hash_properties", "consent_categories"):
+                values = self.consent_categories if name == "consent_categories" else getattr(
+                    self.properties, name.split("_", 1)[0])
+                shown[name] = ",".join(sorted(values)) or None
+            elif name == "hash_key":
+                shown[name] = mask(self.properties.hash_key.decode() if self.properties.hash_key else None)
             elif name == "redis_url":
                 shown[name] = redacted_url(self.redis_url)
             elif name in (
@@ -227,6 +238,8 @@ def parse(raw: Mapping[str, Any]) -> Settings:
         redis_claim_after=as_number("redis_claim_after", raw.get("redis_claim_after", 60), 0.1, 86400),
         redis_max_len=as_integer("redis_max_len", raw.get("redis_max_len", 1_000_000), 100, 1_000_000_000),
         event_loop=as_choice("event_loop", raw.get("event_loop", "uvloop"), EVENT_LOOPS),
+        consent_categories=as_id_list("consent_categories", raw.get("consent_categories", "")),
+        properties=property_rules(raw),
         on_error=raw.get("on_error"),
         transport=raw.get("transport"),
     )

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from pendo_plugin.pendo.property_rules import PropertyRules
 from pendo_plugin.pendo.rollout import CALLS, ID_LIST_FIELDS, RolloutRules
 from pendo_plugin.shown import url
 
@@ -72,6 +73,11 @@ ENV_NAMES: dict[str, str] = {
     "redis_claim_after": "PENDO_REDIS_CLAIM_AFTER",
     "redis_max_len": "PENDO_REDIS_MAX_LEN",
     "event_loop": "PENDO_EVENT_LOOP",
+    "consent_categories": "PENDO_CONSENT_CATEGORIES",
+    "deny_properties": "PENDO_DENY_PROPERTIES",
+    "allow_properties": "PENDO_ALLOW_PROPERTIES",
+    "hash_properties": "PENDO_HASH_PROPERTIES",
+    "hash_key": "PENDO_HASH_KEY",
 }
 
 OBJECT_SETTINGS = frozenset({"on_error", "transport"})
@@ -142,14 +148,20 @@ def as_choice(name: str, raw: Any, choices: Mapping[str, Any] | frozenset[str]) 
 
 def as_id_list(name: str, raw: Any) -> frozenset[str]:
     """A comma-separated list, or ``@/path/file`` with one entry per line (``#`` starts a comment)."""
+    try:
+        return read_list(raw)
+    except OSError as exc:
+        raise ConfigError(f"{ENV_NAMES[name]}: cannot read {as_text(raw)[1:]!r}: {exc.strerror}") from None
+
+
+def read_list(raw: Any) -> frozenset[str]:
+    """The entries of a list value (``a,b``, ``@file`` or a Python collection); raises OSError for a file
+    that cannot be read. The one parser of lists, for settings and the command line alike."""
     if isinstance(raw, (set, frozenset, list, tuple)):
         return frozenset(str(item) for item in raw)
     text = as_text(raw)
     if text.startswith("@"):
-        try:
-            lines = Path(text[1:]).expanduser().read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise ConfigError(f"{ENV_NAMES[name]}: cannot read {text[1:]!r}: {exc.strerror}") from None
+        lines = Path(text[1:]).expanduser().read_text(encoding="utf-8").splitlines()
         items = (line.split("#", 1)[0].strip() for line in lines)
     else:
         items = (part.strip() for part in text.split(","))
@@ -233,4 +245,22 @@ def rollout_rules(raw: Mapping[str, Any], has_secret: bool) -> RolloutRules:
         salt=as_text(raw.get("rollout_salt", "pendo-rollout-v1")) or "pendo-rollout-v1",
         calls=as_calls(raw["calls"]) if "calls" in raw else CALLS,
         **lists,
+    )
+
+
+def property_rules(raw: Mapping[str, Any]) -> PropertyRules:
+    """``PENDO_DENY_PROPERTIES``, ``PENDO_ALLOW_PROPERTIES``, ``PENDO_HASH_PROPERTIES`` (lists as above)
+    and ``PENDO_HASH_KEY``."""
+    lists = {
+        rule: as_id_list(f"{rule}_properties", raw[f"{rule}_properties"])
+        if f"{rule}_properties" in raw else frozenset()
+        for rule in ("deny", "allow", "hash")
+    }
+    for rule, paths in lists.items():
+        bad = sorted(path for path in paths if "" in path.split("."))
+        if bad:
+            raise ConfigError(f"{ENV_NAMES[rule + '_properties']} has an empty name in {bad[0]!r}")
+    key = as_text(raw["hash_key"]) if raw.get("hash_key") is not None else ""
+    return PropertyRules(
+        deny=lists["deny"], allow=lists["allow"], hash=lists["hash"], hash_key=key.encode("utf-8") or None
     )

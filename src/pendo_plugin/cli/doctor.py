@@ -333,7 +333,7 @@ async def _api_checks(transport: Recorder, settings: Settings, traits: Traits | 
 def _print_configuration(settings: Settings, out: TextIO) -> None:
     if settings.problems:  # the settings are a placeholder then: show what the environment says instead
         variables = {var: os.environ[var] for var in config.ENV_NAMES.values() if var in os.environ}
-        secrets = {config.ENV_NAMES[name] for name in config.SECRET_FIELDS}
+        secrets = {config.ENV_NAMES[name] for name in (*config.SECRET_FIELDS, "hash_key")}
         print("Configuration is not usable; the PENDO_* variables set (secrets masked):", file=out)
         for var, value in variables.items():
             shown_value = config.mask(value) if var in secrets else _shown_value(var, value)
@@ -368,6 +368,11 @@ def run(traits_path: str | None = None, send_test_event: bool = False, out: Text
         _print_configuration(settings, out)
         print("\nSDKs found and patched:", *(f"  {line}" for line in sdks.survey()), sep="\n", file=out)
         checks = config_checks(settings)
+        if not settings.problems:
+            from pendo_plugin.cli.privacy_checks import privacy_checks
+
+            messages = [value for _, value in _documents(traits_path)] if traits_path else None
+            checks += privacy_checks(settings, messages)
         if not settings.problems:
             checks += asyncio.run(network_checks(settings, traits, send_test_event))
         if not settings.problems and settings.redis_url:  # fleet mode

@@ -108,13 +108,20 @@ def _implementations(hook_name: str) -> tuple[Impl, ...]:
     return impls
 
 
+def implementations(hook_name: str) -> tuple[Impl, ...]:
+    """``(plugin name, function, argument names)`` of each implementation of ``hook_name``, in call order,
+    for a caller that chains their answers (errors are its to handle, with :func:`report_error`)."""
+    return _implementations(hook_name)
+
+
 def implemented(hook_name: str) -> bool:
     """Whether any plugin implements ``hook_name`` (cached until a plugin is registered or removed)."""
     impls = _impls.get(hook_name)  # asked per message: the cached answer without a further call
     return bool(impls if impls is not None else _implementations(hook_name))
 
 
-def _report(plugin: str, hook_name: str, exc: BaseException) -> None:
+def report_error(plugin: str, hook_name: str, exc: BaseException) -> None:
+    """Count ``plugin_error:<hook>`` and log once, naming the plugin."""
     counters.record("plugin_error", hook_name)
     log_once(
         f"plugin:{plugin}:{hook_name}:{type(exc).__name__}",
@@ -133,7 +140,7 @@ def call_all(hook_name: str, **kwargs: Any) -> None:
         try:
             function(*[kwargs[name] for name in argnames])
         except Exception as exc:
-            _report(plugin, hook_name, exc)
+            report_error(plugin, hook_name, exc)
 
 
 def first_result(hook_name: str, **kwargs: Any) -> Any:
@@ -142,7 +149,7 @@ def first_result(hook_name: str, **kwargs: Any) -> Any:
         try:
             answer = function(*[kwargs[name] for name in argnames])
         except Exception as exc:
-            _report(plugin, hook_name, exc)
+            report_error(plugin, hook_name, exc)
             continue
         if answer is not None:
             return answer
