@@ -88,6 +88,8 @@ class Settings:
     on_error: Callable[[Exception, list[Any]], None] | None = field(default=None, repr=False)
     transport: Any = field(default=None, repr=False)
     problems: tuple[str, ...] = ()
+    redis_replicas: int = 0
+    redis_url_problem: str | None = None  # PENDO_REDIS_URL unusable: fleet mode off, delivery goes on
 
     @property
     def send_track(self) -> bool:
@@ -207,6 +209,7 @@ def parse(raw: Mapping[str, Any]) -> Settings:
     )
     rollout = rollout_rules(raw, has_secret)
     age = as_number("max_event_age_days", raw.get("max_event_age_days", 7), 0, 36500)
+    redis_url, redis_url_problem = _fleet_url(raw.get("redis_url"))
     return Settings(
         track_secret=secrets["track_secret"],
         integration_key=secrets["integration_key"],
@@ -233,7 +236,7 @@ def parse(raw: Mapping[str, Any]) -> Settings:
         max_event_age_days=age or None,
         schema_check=as_bool("schema_check", raw.get("schema_check", True)),
         schema_ttl=as_number("schema_ttl", raw.get("schema_ttl", 600), 1, 86400 * 7),
-        redis_url=as_redis_url(raw["redis_url"]) if raw.get("redis_url") else None,
+        redis_url=redis_url,
         rate_limit=as_rate_limit(raw["rate_limit"]) if raw.get("rate_limit") is not None else None,
         redis_claim_after=as_number("redis_claim_after", raw.get("redis_claim_after", 60), 0.1, 86400),
         redis_max_len=as_integer("redis_max_len", raw.get("redis_max_len", 1_000_000), 100, 1_000_000_000),
@@ -242,7 +245,17 @@ def parse(raw: Mapping[str, Any]) -> Settings:
         properties=property_rules(raw),
         on_error=raw.get("on_error"),
         transport=raw.get("transport"),
+        redis_replicas=as_integer("redis_replicas", raw.get("redis_replicas", 0), 0, 16),
+        redis_url_problem=redis_url_problem,
     )
+
+
+def _fleet_url(raw: Any) -> tuple[str | None, str | None]:
+    """PENDO_REDIS_URL, or why it is unusable: a bad URL turns fleet mode off, not the plugin."""
+    try:
+        return (as_redis_url(raw) if raw else None), None
+    except ConfigError as exc:
+        return None, str(exc)
 
 
 def raw_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -260,6 +273,14 @@ def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] 
         log.error("pendo_plugin is off: %s", exc)
         return Settings(active=False, problems=(str(exc),), on_error=raw.get("on_error"))
     _warn_missing_secrets(settings)
+    if settings.redis_url_problem and settings.active:
+        log_once(
+            f"fleet-url:{settings.redis_url_problem}",
+            logging.ERROR,
+            "pendo_plugin: fleet mode is off (%s); each process delivers alone, through its local "
+            "routes and local spool",
+            settings.redis_url_problem,
+        )
     return settings
 
 

@@ -78,6 +78,7 @@ ENV_NAMES: dict[str, str] = {
     "allow_properties": "PENDO_ALLOW_PROPERTIES",
     "hash_properties": "PENDO_HASH_PROPERTIES",
     "hash_key": "PENDO_HASH_KEY",
+    "redis_replicas": "PENDO_REDIS_REPLICAS",
 }
 
 OBJECT_SETTINGS = frozenset({"on_error", "transport"})
@@ -87,17 +88,48 @@ class ConfigError(ValueError):
     """A setting has a value the plugin cannot use; the message names the variable."""
 
 
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+MAX_SENTINELS = 16
+
+
 def as_redis_url(raw: Any) -> str | None:
-    """``redis://``, ``rediss://`` or ``unix://``; the value is not repeated in errors (a password)."""
+    """``redis://``, ``rediss://``, ``unix://`` or ``redis+sentinel://``; the value is not repeated in
+    errors (a password)."""
     text = as_text(raw)
     if not text:
         return None
     parts = urlsplit(text)
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        raise ConfigError("PENDO_REDIS_URL is not a redis://, rediss:// or unix:// URL")
+    if parts.scheme in SENTINEL_SCHEMES:
+        sentinel_parts(text)
+        return text
+    if parts.scheme not in REDIS_SCHEMES:
+        raise ConfigError(
+            "PENDO_REDIS_URL is not a redis://, rediss://, unix:// or redis+sentinel:// URL"
+        )
     if parts.scheme != "unix" and not parts.hostname:
         raise ConfigError("PENDO_REDIS_URL has no host")
     return text
+
+
+def sentinel_parts(url: str) -> tuple[list[tuple[str, int]], str, int]:
+    """``redis+sentinel://[user:pass@]host:port[,host:port...]/<service>/<db>``: the Sentinels, the
+    service (master) name and the database number."""
+    parts = urlsplit(url)
+    hosts_text = parts.netloc.rpartition("@")[2]
+    sentinels: list[tuple[str, int]] = []
+    for item in hosts_text.split(",")[: MAX_SENTINELS + 1]:
+        host, colon, port = item.strip().rpartition(":")
+        host, port = (host.strip("[]"), port) if colon else (item.strip(), "26379")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError("PENDO_REDIS_URL: a Sentinel address is not host:port")
+        sentinels.append((host, int(port)))
+    if len(sentinels) > MAX_SENTINELS:
+        raise ConfigError(f"PENDO_REDIS_URL lists more than {MAX_SENTINELS} Sentinels")
+    path = [piece for piece in parts.path.split("/") if piece]
+    if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+        raise ConfigError("PENDO_REDIS_URL: a Sentinel URL ends in /<service name>/<database number>")
+    return sentinels, path[0], int(path[1]) if len(path) == 2 else 0
 
 
 def as_rate_limit(raw: Any) -> float | None:

@@ -375,8 +375,8 @@ def run(traits_path: str | None = None, send_test_event: bool = False, out: Text
             checks += privacy_checks(settings, messages)
         if not settings.problems:
             checks += asyncio.run(network_checks(settings, traits, send_test_event))
-        if not settings.problems and settings.redis_url:  # fleet mode
-            from pendo_plugin.cli.fleet_status import doctor_checks
+        if not settings.problems and (settings.redis_url or settings.redis_url_problem):  # fleet mode
+            from pendo_plugin.cli.fleet_doctor import doctor_checks
 
             checks += doctor_checks(settings)
     _print_checks(checks, out)

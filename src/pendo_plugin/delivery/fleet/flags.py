@@ -161,12 +161,13 @@ class FlagPoller:
         self._next = time.monotonic() + POLL_INTERVAL
         import redis
 
-        client = link.client()
-        if self._script is None or self._script[0] is not client:
-            self._script = (client, client.register_script(READ_SCRIPT))
         try:
+            client = await link.client()
+            if self._script is None or self._script[0] is not client:
+                self._script = (client, client.register_script(READ_SCRIPT))
             reply = await self._script[1](keys=[FLAGS_KEY], args=script_args())
             counters.record("redis", "round_trips")
+            link.answered()
         except redis.ResponseError as exc:  # Redis answered: a refusal (no scripting, ACL), not an outage
             reply = None
             problem = f"the flags could not be read: {shown.escape(exc, 120)}"

@@ -9,6 +9,7 @@ since only the worker thread talks to it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -16,11 +17,21 @@ from typing import Any
 
 from pendo_plugin import counters
 from pendo_plugin.config import redacted_url
+from pendo_plugin.delivery.fleet.topology import CLUSTER, connect
 from pendo_plugin.logs import log
 
-KEY_PREFIX = "pendo_plugin:"
+# Every key of a fleet starts with this prefix. Its hash tag (the part in braces) puts them all in
+# one Redis Cluster slot, so the rate script, the pause keys and the stream work together there.
+KEY_PREFIX = "{pendo_plugin}:"
+LEGACY_KEY_PREFIX = "pendo_plugin:"  # before the hash tag (taken over once: fleet/legacy.py)
 TIMEOUT = 1.0
 RETRY_AFTER = 2.0
+REPLICA_WAIT = 0.5  # seconds an append waits for PENDO_REDIS_REPLICAS replicas to confirm it
+
+
+def replicated(answer: Any, replicas: int) -> bool:
+    """Whether the pipeline's last answer says ``replicas`` replicas have the appended entries."""
+    return not replicas or (isinstance(answer, int) and answer >= replicas)
 
 
 def redis_errors() -> tuple[type[BaseException], ...]:
@@ -36,6 +47,9 @@ class RedisLink:
     def __init__(self, url: str) -> None:
         self.url = url
         self._client: Any = None
+        self._others: list[Any] = []  # closed with the client (a Sentinel's own connections)
+        self._connecting = asyncio.Lock()
+        self.shape: str | None = None  # single, sentinel or cluster, once connected
         self._down_until = 0.0
         self.down = False
         self.outages = 0
@@ -48,21 +62,21 @@ class RedisLink:
         """Try Redis at the next call even if it did not answer a moment ago (``flush()``)."""
         self._down_until = 0.0
 
-    def client(self) -> Any:
-        """The client, created on first use on the calling (worker) loop."""
-        if self._client is None:
-            import redis.asyncio
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-
-            self._client = redis.asyncio.Redis.from_url(
-                self.url,
-                socket_timeout=TIMEOUT,
-                socket_connect_timeout=TIMEOUT,
-                retry=Retry(NoBackoff(), 0),
-                client_name="pendo_plugin",
-            )
+    async def client(self) -> Any:
+        """The client for the shape of Redis found at the URL, created on first use on the calling
+        (worker) loop; raises redis-py's errors when Redis does not answer."""
+        async with self._connecting:
+            if self._client is None:
+                self._client, self.shape, self._others = await connect(self.url, TIMEOUT)
         return self._client
+
+    def wait_for_replicas(self, pipe: Any, replicas: int) -> None:
+        """End an append pipeline with ``WAIT`` for ``replicas`` replicas (none: nothing to wait for),
+        on the connection of the appends: in a cluster, the node holding the fleet's slot."""
+        if not replicas:
+            return
+        target = {"target_nodes": self._client.get_node_from_key(KEY_PREFIX)} if self.shape == CLUSTER else {}
+        pipe.execute_command("WAIT", replicas, round(REPLICA_WAIT * 1000), **target)
 
     def failed(self, exc: BaseException) -> None:
         """Redis did not answer: fall back for ``RETRY_AFTER`` seconds; one log line per outage."""
@@ -87,7 +101,8 @@ class RedisLink:
         return True
 
     async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            with contextlib.suppress(Exception):
-                await client.aclose()
+        clients, self._client, self._others = [self._client, *self._others], None, []
+        for client in clients:
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.aclose()

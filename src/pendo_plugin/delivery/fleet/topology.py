@@ -1,0 +1,106 @@
+"""Which Redis a fleet runs on, and redis-py's client for it (docs/fleet.md, "Which Redis").
+
+Three shapes, one per redis-py client: a single node (``redis://``, ``rediss://``, ``unix://``), a
+Redis Cluster (the same URLs, naming any node: detected from its ``INFO cluster``) and a primary
+with replicas behind Sentinel (``redis+sentinel://[user:pass@]host:port[,host:port...]/<service>/<db>``,
+whose client asks the Sentinels for the primary on every new connection, so a failover is followed
+without a restart). Every client has short timeouts and no retries of its own: the caller falls back
+when Redis does not answer (:mod:`pendo_plugin.delivery.fleet.link`). The URL's user and password
+are the data nodes'; the Sentinels are asked without them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from pendo_plugin.config_values import SENTINEL_SCHEMES, sentinel_parts
+
+SINGLE, SENTINEL, CLUSTER = "single", "sentinel", "cluster"
+CLIENT_NAME = "pendo_plugin"
+# Connections per node a process may open: one per concurrent send asking the rate gate
+# (PENDO_MAX_CONCURRENCY is at most 1000) plus the queue's and the flags'. redis-py's default of
+# 100 was reached right after a failover, when every send asked the new primary at once.
+MAX_CONNECTIONS = 1024
+
+
+def is_sentinel(url: str) -> bool:
+    return urlsplit(url).scheme in SENTINEL_SCHEMES
+
+
+def _timeouts(timeout: float) -> dict[str, Any]:
+    return {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+
+
+def _pooled(timeout: float) -> dict[str, Any]:
+    return {**_timeouts(timeout), "max_connections": MAX_CONNECTIONS, "client_name": CLIENT_NAME}
+
+
+def _sentinel_setup(url: str, timeout: float) -> tuple[list[tuple[str, int]], str, dict[str, Any]]:
+    """The Sentinels, the service name, and the keyword arguments of the primary's connections."""
+    sentinels, service, db = sentinel_parts(url)
+    parts = urlsplit(url)
+    node = {
+        **_pooled(timeout),
+        "db": db,
+        "username": unquote(parts.username) if parts.username else None,
+        "password": unquote(parts.password) if parts.password else None,
+        "ssl": parts.scheme.startswith("rediss"),
+    }
+    return sentinels, service, node
+
+
+def _cluster_enabled(info: Any) -> bool:
+    return isinstance(info, dict) and str(info.get("cluster_enabled", "0")) == "1"
+
+
+async def connect(url: str, timeout: float) -> tuple[Any, str, list[Any]]:
+    """An asyncio client for ``url``, the shape found, and the clients to close with it (the
+    Sentinels'); raises redis-py's errors when Redis does not answer (the cluster check is one
+    ``INFO cluster``)."""
+    import redis.asyncio
+    import redis.asyncio.cluster
+    import redis.asyncio.sentinel
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    no_retry = Retry(NoBackoff(), 0)
+    if is_sentinel(url):
+        sentinels, service, node = _sentinel_setup(url, timeout)
+        manager = redis.asyncio.sentinel.Sentinel(sentinels, sentinel_kwargs=_timeouts(timeout))
+        return manager.master_for(service, retry=no_retry, **node), SENTINEL, manager.sentinels
+    single = redis.asyncio.Redis.from_url(url, retry=no_retry, **_pooled(timeout))
+    try:
+        cluster = _cluster_enabled(await single.info("cluster"))
+    except redis.ResponseError:  # INFO renamed or refused (some managed services): not a cluster
+        cluster = False
+    except BaseException:
+        await single.aclose()
+        raise
+    if not cluster:
+        return single, SINGLE, []
+    await single.aclose()
+    client = redis.asyncio.cluster.RedisCluster.from_url(url, retry=no_retry, **_pooled(timeout))
+    await client.initialize()
+    return client, CLUSTER, []
+
+
+def connect_sync(url: str, timeout: float) -> tuple[Any, str]:
+    """The same as :func:`connect` for the command-line tools: a synchronous client and its shape."""
+    import redis
+    import redis.cluster
+    import redis.sentinel
+
+    if is_sentinel(url):
+        sentinels, service, node = _sentinel_setup(url, timeout)
+        manager = redis.sentinel.Sentinel(sentinels, sentinel_kwargs=_timeouts(timeout))
+        return manager.master_for(service, **node), SENTINEL
+    single = redis.Redis.from_url(url, **_pooled(timeout))
+    try:
+        cluster = _cluster_enabled(single.info("cluster"))
+    except redis.ResponseError:
+        cluster = False
+    if not cluster:
+        return single, SINGLE
+    single.close()
+    return redis.cluster.RedisCluster.from_url(url, **_pooled(timeout)), CLUSTER
