@@ -305,7 +305,11 @@ class Worker:
         Retry-After pause that ends after ``deadline``; else ``busy``. ``replays``: count a replay of
         the spool that is under way too."""
         sends = self._sends
-        if self._intake or self._overflow or sends.rows_waiting:
+        if self._intake or self._overflow:
+            return "busy"
+        if self._down_and_kept():
+            return "stuck"  # Pendo is down: the rest waits in the spool (or the stream), not in flush()
+        if sends.rows_waiting:
             return "busy"
         if not self._fleet.idle():  # fleet mode
             return "busy"
@@ -315,6 +319,14 @@ class Worker:
             # when a send (a replay's too) moves on in time
             return "busy" if sends.moving(deadline) else "stuck"
         return "stuck" if sends.pending(replays=replays) else "none"
+
+    def _down_and_kept(self) -> bool:
+        """Pendo refuses or times out every connection (the sender's breaker) and what is left is kept
+        on disk or in Redis: waiting for it would cost flush() and exit their whole budget for nothing."""
+        sender = self._sender
+        if sender is None or not sender.unreachable:
+            return False
+        return self._spool(self._settings()) is not None or self._fleet.queue is not None
 
     async def drain(self, timeout: float, *, replay_spool: bool = False, replays: bool = True) -> bool:
         """Deliver what is queued (``replay_spool``: replay the spool too), waiting out every retry and
