@@ -9,15 +9,18 @@ in-process to see ``configure()``; a real ``redis-server`` for the fleet flags.
 from __future__ import annotations
 
 import io
+import json
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import pendo_plugin
 from pendo_plugin.cli import doctor
 from pendo_plugin.sandbox import Sandbox
-from tests.apps import app_env, app_script, run_app
+from tests.apps import app_env, app_script, pendo_env, run_app
 from tests.fleet_redis import RedisServer
 
 LOGGING = "import logging; logging.basicConfig(level=logging.INFO, format='%(levelname)s %(message)s')\n"
@@ -117,3 +120,34 @@ def test_doctor_in_process_shows_configure_overrides(plugin: Sandbox) -> None:
     out = io.StringIO()
     doctor.run(out=out)
     assert setting_line(out.getvalue(), "rollout_percent") == ["rollout_percent", "7.0", "configure()"]
+
+
+def test_doctor_send_test_event_in_webhook_mode_sends_one_webhook_message() -> None:
+    with Sandbox(api_key="webhook-api-key-1") as box:
+        key = "webhook-api-key-1"
+        env = pendo_env(box.url, "<unset>", "<unset>", PENDO_MODE="webhook", PENDO_API_KEY=key)
+        done = subprocess.run([sys.executable, "-m", "pendo_plugin.cli", "doctor", "--send-test-event"],
+                              env=env, capture_output=True, text=True, timeout=60, check=False)
+        assert "OK    PENDO_API_KEY accepted: sent track message pendo_plugin_doctor for user " \
+            "pendo-plugin-doctor through the webhook" in done.stdout, done.stdout
+        [message] = box.webhook_messages()
+        assert (message["event"], message["userId"]) == ("pendo_plugin_doctor", "pendo-plugin-doctor")
+        assert "webhook-api-key-1" not in done.stdout + done.stderr
+
+        env["PENDO_API_KEY"] = "wrong-api-key-00"
+        done = subprocess.run([sys.executable, "-m", "pendo_plugin.cli", "doctor", "--send-test-event"],
+                              env=env, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 1
+        assert "FAIL  PENDO_API_KEY is not valid (HTTP" in done.stdout, done.stdout
+
+
+def test_sandbox_refuses_a_field_type_pendo_does_not_have(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="'money', which Pendo does not have"):
+        Sandbox(schema={"visitor": {"balance": "money"}})
+    schema = tmp_path / "schema.json"
+    schema.write_text(json.dumps({"visitor": {"plan": "string", "balance": "money"}}))
+    done = subprocess.run([sys.executable, "-m", "pendo_plugin.cli", "sandbox", "--schema", str(schema)],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"pendo-plugin: the schema file {schema}: visitor field 'balance' has the "
+                                   "type 'money', which Pendo does not have (text, number, boolean or date)")

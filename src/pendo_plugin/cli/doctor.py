@@ -314,9 +314,12 @@ async def _data_checks(transport: Recorder, settings: Settings, test_event: bool
     secret = api_key_format(settings) if webhook else track_secret_format(settings)
     host = await reachable(transport, settings, _data_host(settings))
     checks = [secret, host]
-    if test_event and not webhook:
+    if test_event:
+        from pendo_plugin.cli.doctor_webhook import send_test_webhook
+
         usable = host.status == "OK" and secret.status == "OK"
-        checks.append(await send_test_event(transport, settings) if usable
+        send = send_test_webhook if webhook else send_test_event
+        checks.append(await send(transport, settings) if usable
                       else skip("test event not sent: see the failures above"))
     return checks
 

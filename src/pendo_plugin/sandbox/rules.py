@@ -129,8 +129,23 @@ def _track_warnings(body: dict[str, Any], now_ms: int) -> list[str]:
     return warnings
 
 
+# Pendo's custom field types (text, number, boolean, date; its schema answers say "string" for text)
+# and the spellings the sandbox checks the same way
+FIELD_TYPES = frozenset({"string", "text", "number", "integer", "float", "boolean", "date"})
+
+
+def schema_problem(schema: Schema) -> str | None:
+    """Why ``schema`` is not one Pendo could have (a field type Pendo does not have), or None."""
+    for kind, fields in schema.items():
+        for name, type_name in fields.items():
+            if str(type_name).lower() not in FIELD_TYPES:
+                return (f"{kind} field {name!r} has the type {type_name!r}, which Pendo does not have "
+                        "(text, number, boolean or date)")
+    return None
+
+
 def _type_matches(expected: str, value: Any) -> bool:
-    """Whether ``value`` fits a Pendo field type; None clears any field; unknown types accept anything."""
+    """Whether ``value`` fits a Pendo field type (:data:`FIELD_TYPES`); None clears any field."""
     kind = expected.lower()
     if value is None:
         return True
