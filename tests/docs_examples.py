@@ -215,7 +215,7 @@ def page_env(work: Path, sandbox: Sandbox) -> dict[str, str]:
         PENDO_SPOOL_DIR=str(work / "spool"),
         SEGMENT_HOST=sandbox.url,
         PYTHONPATH=str(work),
-        COLUMNS="110",
+        COLUMNS="80",  # the width the docs' outputs are shown at
     )
     return env
 
@@ -237,7 +237,7 @@ def docs_page(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
 
         page.redis = RedisServer(work / "redis").start()
         page.env["PENDO_REDIS_URL"] = page.redis.url
-        page.subs.append(("redis://127.0.0.1:6379/0", page.redis.url))
+        page.subs.append(("redis://redis.internal:6379/0", page.redis.url))  # the docs' example URL
         try:
             yield page
         finally:
@@ -248,8 +248,10 @@ def docs_page(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
 
 
 def normalise(text: str) -> str:
-    """What changes from run to run, made the same: milliseconds, temp dirs, object addresses."""
+    """What changes from run to run, made the same: milliseconds, loopback ports, object addresses."""
     text = re.sub(r"\b\d+ ms\b", "<n> ms", text)
+    text = re.sub(r"\bin \d+\.\d+s\b", "in <n>s", text)  # pytest's run time
+    text = re.sub(r"127\.0\.0\.1:\d{4,5}\b", "127.0.0.1:<port>", text)
     text = re.sub(r"0x[0-9a-f]{6,}", "0x...", text)
     return "\n".join(line.rstrip() for line in text.splitlines()).strip() + "\n"
 
@@ -321,12 +323,12 @@ class Block:
                     raise AssertionError(f"$ {command}: exit {done.returncode}\n{done.stdout}{done.stderr}")
 
     def _shell(self, page: Page) -> None:
-        """The block as one script; a number shown as a comment after a command (``   # 2858``) is
-        what it prints, and the script's output lines must be those numbers, in order."""
+        """The block as one script; a single word shown as a comment after a command (``   # 2858``,
+        ``   # False``) is what it prints, and the script's output must be those words, in order."""
         done = _bash(page, self.source)
         if done.returncode:
             raise AssertionError(f"exit {done.returncode}\n{done.stdout}{done.stderr}")
-        shown = re.findall(r"   # (-?\d+)\s*$", self.source, re.MULTILINE)
+        shown = re.findall(r"   # (\S+)[ \t]*$", self.source, re.MULTILINE)
         if shown:
             assert done.stdout.split() == shown, done.stdout
 
@@ -342,7 +344,8 @@ class DocsParser:
 
     def __call__(self, document: Document) -> Iterator[Region]:
         for region in self.lexer(document):
-            source = str(region.lexemes["source"])
+            lexeme = region.lexemes["source"]
+            source = str(lexeme)
             language = str(region.lexemes["language"])
             before = document.text[max(0, region.start - 300) : region.start]
             found = MARKER.search(before)
@@ -350,8 +353,8 @@ class DocsParser:
             if language == "python" and source.lstrip().startswith(">>>") and not marker:
                 names = problems(source)
                 assert not names, f"{document.path}: {names}"
-                for doctest_region in DOCTEST(source, document.path):
-                    doctest_region.adjust(region, source)
+                for doctest_region in DOCTEST(lexeme, document.path):
+                    doctest_region.adjust(region, lexeme)
                     yield doctest_region
                 continue
             if language not in RUN_LANGUAGES and not marker:
