@@ -136,6 +136,10 @@ def _command_problems(text: str) -> list[str]:
         known = cli[command]["flags"] | cli[""]["flags"]
         found += [f"pendo-plugin {command} {word}: no such flag" for word in words
                   if word.startswith("--") and word not in known]
+        rest = [word for word in words[words.index(command) + 1 :] if not word.startswith("-")]
+        actions = cli[command]["actions"]
+        if actions and rest and rest[0].isalpha() and rest[0].islower() and rest[0] not in actions:
+            found.append(f"pendo-plugin {command} {rest[0]}: no such action")
     for match in re.finditer(r"pendo-plugin (\w+) ([a-z]+(?:\|[a-z]+)+)", text):  # spool status|drain|purge
         command, choices = match.groups()
         actions = cli.get(command, {}).get("actions", set())
@@ -161,12 +165,12 @@ def problems(text: str) -> list[str]:
             found.append(f"{match.group(0)}: no such variable")
     settings = set(config.ENV_NAMES) | config.OBJECT_SETTINGS | {"reset"}
     for match in re.finditer(r"\bconfigure\(([^)]*)\)", text):
-        for name in re.findall(r"(\w+)\s*=", match.group(1)):
+        for name in re.findall(r"(\w+)\s*=(?!\s*value\b)", match.group(1)):  # name=value: a placeholder
             if name not in settings:
                 found.append(f"configure({name}=...): no such setting")
     found += _command_problems(text)
     outcomes = "|".join(sorted(counters.OUTCOMES, key=len, reverse=True))
-    for match in re.finditer(rf"(?<![\w:/.-])(?:{outcomes})(?::[a-z0-9_]+)+(?![\w:/.-])", text):
+    for match in re.finditer(rf"(?<![\w:/.-])(?:{outcomes})(?::[a-z0-9_]+)+(?![\w:/.<*-])", text):
         outcome, reason, kind = counters.parse(match.group(0))
         if counters.name_of(outcome, reason, kind) is None:
             found.append(f"{match.group(0)}: no such counter")
@@ -174,9 +178,10 @@ def problems(text: str) -> list[str]:
 
 
 def inline_code(markdown: str) -> str:
-    """The backticked spans of a page's prose (fenced blocks left out), one per line."""
+    """The backticked spans of a page's prose (fenced blocks left out), one per line; a span followed by
+    ``→`` is a name this version no longer has (a list of renamed names), and is left out."""
     prose = re.sub(r"^```.*?^```", "", markdown, flags=re.MULTILINE | re.DOTALL)
-    return "\n".join(re.findall(r"`([^`\n]+)`", prose))
+    return "\n".join(re.findall(r"`([^`\n]+)`(?!\s*→)", prose))
 
 
 # ----------------------------------------------------------------------------- one page's environment
