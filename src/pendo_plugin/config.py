@@ -207,7 +207,7 @@ def parse(raw: Mapping[str, Any]) -> Settings:
         if mode == "webhook"
         else bool(secrets["track_secret"] or secrets["integration_key"])
     )
-    rollout = rollout_rules(raw, has_secret)
+    rollout = rollout_rules(raw)
     age = as_number("max_event_age_days", raw.get("max_event_age_days", 7), 0, 36500)
     redis_url, redis_url_problem = _fleet_url(raw.get("redis_url"))
     return Settings(
@@ -282,6 +282,29 @@ def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] 
             settings.redis_url_problem,
         )
     return settings
+
+
+def missing_secret(settings: Settings) -> str | None:
+    """The variable(s) whose absence keeps the plugin from sending anything, or None."""
+    if settings.problems or settings.send_track or settings.send_metadata:
+        return None
+    if settings.mode == "webhook":
+        return "PENDO_API_KEY (PENDO_MODE=webhook)"
+    return "PENDO_TRACK_SECRET and PENDO_INTEGRATION_KEY"
+
+
+def warn_no_secret(settings: Settings) -> None:
+    """One warning per process naming the secret(s) whose absence keeps the plugin off (the kill switch
+    set on purpose, or bad settings, are not that)."""
+    missing = missing_secret(settings)
+    if missing is not None and settings.rollout.enabled:
+        log_once(
+            "no-secret",
+            logging.WARNING,
+            "pendo_plugin is off: %s not set, so nothing is sent to Pendo "
+            "(each message is counted as skipped:no_secret:<call>)",
+            missing + (" are" if " and " in missing else " is"),
+        )
 
 
 def _warn_missing_secrets(settings: Settings) -> None:

@@ -265,13 +265,13 @@ def as_spool_dir(raw: Any) -> Path | None:
     return Path(text).expanduser()
 
 
-def rollout_rules(raw: Mapping[str, Any], has_secret: bool) -> RolloutRules:
+def rollout_rules(raw: Mapping[str, Any]) -> RolloutRules:
     percent = as_number("rollout_percent", raw.get("rollout_percent", 100), 0, 100)
     if round(percent * 100) != round(percent * 100, 6):
         raise ConfigError(f"PENDO_ROLLOUT_PERCENT={raw['rollout_percent']!r} has steps finer than 0.01")
     lists = {name: as_id_list(name, raw[name]) if name in raw else frozenset() for name in ID_LIST_FIELDS}
     return RolloutRules(
-        enabled=as_bool("enabled", raw["enabled"]) if "enabled" in raw else has_secret,
+        enabled=as_bool("enabled", raw["enabled"]) if "enabled" in raw else True,
         percent=percent,
         unit=as_choice("rollout_unit", raw.get("rollout_unit", "visitor"), frozenset({"visitor", "account"})),  # type: ignore[arg-type]
         salt=as_text(raw.get("rollout_salt", "pendo-rollout-v1")) or "pendo-rollout-v1",

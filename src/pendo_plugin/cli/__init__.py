@@ -157,6 +157,11 @@ def _read_schema(path: str) -> dict[str, dict[str, str]]:
     if not valid:
         raise CommandError(f'the schema file {path} must look like {{"visitor": {{"plan": "string"}}, '
                            '"account": {...}}')
+    from pendo_plugin.sandbox.rules import schema_problem
+
+    problem = schema_problem(schema)
+    if problem is not None:
+        raise CommandError(f"the schema file {path}: {problem}")
     return schema
 
 

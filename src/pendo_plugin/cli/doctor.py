@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pendo_plugin import config, shown
+from pendo_plugin.cli import doctor_sources
 from pendo_plugin.cli._common import Check, CommandError, fail, ok, quiet_logs, skip
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.answers import read_json
@@ -133,12 +134,16 @@ def read_traits(path: str) -> Traits:
 # ----------------------------------------------------------------------------------- checks
 
 
-def config_checks(settings: Settings) -> list[Check]:
-    """Problems in the PENDO_* variables, each naming its variable."""
+def config_checks(settings: Settings, sources: dict[str, str] | None = None) -> list[Check]:
+    """Problems in the PENDO_* variables, each naming its variable (and where a switch was set)."""
     if settings.problems:
         return [fail(f"configuration: {problem}") for problem in settings.problems]
     if not settings.rollout.enabled:
-        return [fail("configuration: PENDO_ENABLED is false, so nothing is sent to Pendo")]
+        source = (sources or {}).get("enabled", "environment")
+        return [fail(f"configuration: PENDO_ENABLED is false (set by {source}), so nothing is sent to Pendo")]
+    missing = config.missing_secret(settings)
+    if missing is not None:
+        return [fail(f"configuration: no secret is set ({missing}), so nothing is sent to Pendo")]
     return [ok("configuration: every PENDO_* variable is valid")]
 
 
@@ -304,9 +309,12 @@ async def _data_checks(transport: Recorder, settings: Settings, test_event: bool
     secret = api_key_format(settings) if webhook else track_secret_format(settings)
     host = await reachable(transport, settings, _data_host(settings))
     checks = [secret, host]
-    if test_event and not webhook:
+    if test_event:
+        from pendo_plugin.cli.doctor_webhook import send_test_webhook
+
         usable = host.status == "OK" and secret.status == "OK"
-        checks.append(await send_test_event(transport, settings) if usable
+        send = send_test_webhook if webhook else send_test_event
+        checks.append(await send(transport, settings) if usable
                       else skip("test event not sent: see the failures above"))
     return checks
 
@@ -330,7 +338,7 @@ async def _api_checks(transport: Recorder, settings: Settings, traits: Traits | 
     return checks + (trait_checks(traits, schemas) if traits is not None else [])
 
 
-def _print_configuration(settings: Settings, out: TextIO) -> None:
+def _print_configuration(settings: Settings, out: TextIO, sources: dict[str, str]) -> None:
     if settings.problems:  # the settings are a placeholder then: show what the environment says instead
         variables = {var: os.environ[var] for var in config.ENV_NAMES.values() if var in os.environ}
         secrets = {config.ENV_NAMES[name] for name in (*config.SECRET_FIELDS, "hash_key")}
@@ -339,11 +347,12 @@ def _print_configuration(settings: Settings, out: TextIO) -> None:
             shown_value = config.mask(value) if var in secrets else _shown_value(var, value)
             print(f"  {var}={shown_value}", file=out)
         return
-    listed = settings.describe()
+    listed = {name: "(off)" if value is None else shown.escape(value) for name, value in settings.describe().items()}
     width = max(len(name) for name in listed)
-    print("Configuration (secrets masked):", file=out)
+    values = max(len(value) for value in listed.values())
+    print("Configuration (secrets masked; where each value comes from):", file=out)
     for name, value in listed.items():
-        print(f"  {name:<{width}}  {'(off)' if value is None else shown.escape(value)}", file=out)
+        print(f"  {name:<{width}}  {value:<{values}}  {sources.get(name, 'derived')}".rstrip(), file=out)
 
 
 def _shown_value(variable: str, value: str) -> str:
@@ -364,10 +373,11 @@ def run(traits_path: str | None = None, send_test_event: bool = False, out: Text
     out = out or sys.stdout
     traits = read_traits(traits_path) if traits_path else None
     with quiet_logs():  # every problem the plugin would log becomes a FAIL line instead
-        settings = config.load()
-        _print_configuration(settings, out)
+        flags = doctor_sources.fleet_flags(config.load().redis_url)
+        settings, sources = doctor_sources.effective(flags), doctor_sources.sources(flags)
+        _print_configuration(settings, out, sources)
         print("\nSDKs found and patched:", *(f"  {line}" for line in sdks.survey()), sep="\n", file=out)
-        checks = config_checks(settings)
+        checks = config_checks(settings, sources)
         if not settings.problems:
             from pendo_plugin.cli.privacy_checks import privacy_checks
 
