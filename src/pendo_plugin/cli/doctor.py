@@ -347,7 +347,8 @@ def _print_configuration(settings: Settings, out: TextIO, sources: dict[str, str
             shown_value = config.mask(value) if var in secrets else _shown_value(var, value)
             print(f"  {var}={shown_value}", file=out)
         return
-    listed = {name: "(off)" if value is None else shown.escape(value) for name, value in settings.describe().items()}
+    described = settings.describe().items()
+    listed = {name: "(off)" if value is None else shown.escape(value) for name, value in described}
     width = max(len(name) for name in listed)
     values = max(len(value) for value in listed.values())
     print("Configuration (secrets masked; where each value comes from):", file=out)
