@@ -16,6 +16,7 @@ from pendo_plugin import counters
 from pendo_plugin.config import Settings
 from pendo_plugin.logs import log_once
 from pendo_plugin.pendo.consent import carries_consent, consented
+from pendo_plugin.pendo.jsonsafe import json_safe
 from pendo_plugin.pendo.property_rules import apply_rules
 from pendo_plugin.pendo.recheck import rechecked
 from pendo_plugin.segment import plugins
@@ -69,11 +70,13 @@ def redacted(
 def transformed(
     kind: str, body: dict[str, Any], message: Mapping[str, Any], tally: counters.Tally
 ) -> dict[str, Any] | None:
-    """``body`` after every ``pendo_transform`` implementation, in turn, and Pendo's rules again; None when
+    """``body`` after every ``pendo_transform`` implementation, in turn, and Pendo's rules again (each gets
+    copies of ``body`` and ``message``, so none can change what Segment uploads); None when
     one dropped it (``dropped:transform:<kind>``), raised (``dropped:transform_error:<kind>``, fail closed) or
     returned what cannot be sent (``dropped:transform_invalid:<kind>``)."""
     if not plugins.implemented(HOOK):  # the common case: no transform, no copy
         return body
+    message = json_safe(message)[0]  # a copy: a transform that changes it must not change Segment's upload
     for plugin, function, argnames in plugins.implementations(HOOK):
         arguments = {"kind": kind, "payload": copy.deepcopy(body), "message": message}
         try:
