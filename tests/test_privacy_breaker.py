@@ -4,12 +4,20 @@ Segment SDK, the sandbox, real spool files and the real ``pendo-plugin`` command
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import pendo_plugin
+from pendo_plugin.cli.forget import visitor_of
+from pendo_plugin.delivery.spool import Spool
 from pendo_plugin.sandbox import Sandbox
 from pendo_plugin.segment import plugins
 from pendo_plugin.segment.hookspecs import hookimpl
+from tests.sending import track_event
 
 
 class MessageMutator:
@@ -41,3 +49,55 @@ def test_a_transform_that_edits_the_message_leaves_segments_upload_alone(plugin:
     assert "traits" not in uploaded["context"]
     [event] = plugin.track_events()
     assert event["properties"]["email"] == "alice@example.com"  # the transform kept the payload as it was
+
+
+# ----- forget: a real spool, the real command --------------------------------------------------------
+
+
+def forget(spool: Path, *arguments: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``pendo-plugin forget ... --yes`` in a subprocess on ``spool``."""
+    environment = {**os.environ, "PENDO_SPOOL_DIR": str(spool), **env}
+    environment.pop("PENDO_REDIS_URL", None)
+    return subprocess.run(
+        [sys.executable, "-m", "pendo_plugin.cli", "forget", *arguments, "--yes"],
+        env=environment, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+    )
+
+
+def waiting_visitors(spool: Spool) -> list[str]:
+    """The visitors of every payload the next drain would send (dead writers' temp files recovered)."""
+    visitors = []
+    for claim in spool.claims():
+        visitors += [str(visitor_of(item)) for item in claim.items]
+        claim.release()
+    return sorted(visitors)
+
+
+def test_forget_reaches_the_temp_file_a_crashed_writer_left(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool", 10 * 1024 * 1024)
+    spool.write([track_event("Seen", "bob")])
+    written = spool.write([track_event("Paid", "alice"), track_event("Paid", "carol")])
+    assert written is not None
+    # a writer killed between writing its temp file and renaming it: the next drain recovers the file
+    temp = written.with_name(f".{written.name}.tmp")
+    written.rename(temp)
+    an_hour_ago = time.time() - 3600
+    os.utime(temp, (an_hour_ago, an_hour_ago))
+
+    done = forget(spool.directory, "alice")
+
+    assert done.returncode == 0, done.stderr
+    assert "alice: 1 payload(s) in the spool" in done.stdout
+    assert waiting_visitors(spool) == ["bob", "carol"]
+
+
+def test_forget_reports_a_temp_file_still_being_written(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool", 10 * 1024 * 1024)
+    written = spool.write([track_event("Paid", "alice")])
+    assert written is not None
+    written.rename(written.with_name(f".{written.name}.tmp"))  # just written: its writer may rename it next
+
+    done = forget(spool.directory, "alice")
+
+    assert done.returncode == 1
+    assert "in use" in done.stdout

@@ -25,6 +25,7 @@ from pendo_plugin.config import Settings, redacted_url
 from pendo_plugin.config_values import read_list
 from pendo_plugin.delivery.fleet.entries import GROUP, STREAM, decode
 from pendo_plugin.delivery.spool import Claim, Spool
+from pendo_plugin.delivery.spool_files import temp_files
 from pendo_plugin.pendo.payload import Payload
 from pendo_plugin.pendo.translate import visitor_id_of
 
@@ -80,7 +81,11 @@ def _spool(settings: Settings) -> Spool | None:
 
 
 def scan_spool(spool: Spool, visitors: frozenset[str], found: Found) -> None:
-    """Claim each spool file; keep the claims of files that hold the visitors' payloads."""
+    """Claim each spool file; keep the claims of files that hold the visitors' payloads. A crashed writer's
+    complete temp file, which the next drain would send, is recovered first; a live writer's counts as
+    busy."""
+    spool.recover()
+    found.busy += len(temp_files(spool.directory))
     for path in spool.files():
         claim = spool.claim(path)
         if claim is None:
