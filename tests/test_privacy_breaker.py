@@ -101,3 +101,20 @@ def test_forget_reports_a_temp_file_still_being_written(tmp_path: Path) -> None:
 
     assert done.returncode == 1
     assert "in use" in done.stdout
+
+
+def test_the_deny_file_forget_writes_keeps_out_an_id_holding_a_hash_sign(
+    tmp_path: Path, plugin: Sandbox, segment_client: Any
+) -> None:
+    deny_file = tmp_path / "forgotten.txt"
+    done = forget(tmp_path / "spool", "user#42", "--deny-file", str(deny_file))
+    assert done.returncode == 0, done.stderr
+
+    pendo_plugin.configure(deny_visitors=f"@{deny_file}")
+    segment_client.track("user#42", "Still Here")  # the visitor who asked to be forgotten
+    segment_client.track("user", "Still Here")  # somebody else
+    segment_client.flush()
+    assert pendo_plugin.flush(10)
+
+    assert [event["visitorId"] for event in plugin.track_events()] == ["user"]
+    assert pendo_plugin.stats()["rollout:off_deny_visitor"] == 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -153,6 +154,9 @@ def as_id_list(name: str, raw: Any) -> frozenset[str]:
         raise ConfigError(f"{ENV_NAMES[name]}: cannot read {as_text(raw)[1:]!r}: {exc.strerror}") from None
 
 
+_COMMENT = re.compile(r"(?:^|\s)#")  # a comment starts a line or follows a space: ids may hold "#"
+
+
 def read_list(raw: Any) -> frozenset[str]:
     """The entries of a list value (``a,b``, ``@file`` or a Python collection); raises OSError for a file
     that cannot be read. The one parser of lists, for settings and the command line alike."""
@@ -161,7 +165,7 @@ def read_list(raw: Any) -> frozenset[str]:
     text = as_text(raw)
     if text.startswith("@"):
         lines = Path(text[1:]).expanduser().read_text(encoding="utf-8").splitlines()
-        items = (line.split("#", 1)[0].strip() for line in lines)
+        items = (_COMMENT.split(line, 1)[0].strip() for line in lines)
     else:
         items = (part.strip() for part in text.split(","))
     return frozenset(item for item in items if item)
