@@ -4,6 +4,8 @@ Segment SDK, the sandbox, real spool files and the real ``pendo-plugin`` command
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import subprocess
 import sys
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pendo_plugin
+from pendo_plugin import config
 from pendo_plugin.cli.forget import visitor_of
 from pendo_plugin.delivery.spool import Spool
 from pendo_plugin.sandbox import Sandbox
@@ -118,3 +121,19 @@ def test_the_deny_file_forget_writes_keeps_out_an_id_holding_a_hash_sign(
 
     assert [event["visitorId"] for event in plugin.track_events()] == ["user"]
     assert pendo_plugin.stats()["rollout:off_deny_visitor"] == 1
+
+
+# ----- hashing: the key as the app holds it ---------------------------------------------------------
+
+
+def test_a_bytes_hash_key_is_the_hmac_key_itself(plugin: Sandbox, segment_client: Any) -> None:
+    key = bytes(range(256))[::7] + b"\xff\x00 "  # raw key bytes, not UTF-8 text, ending in a space
+    pendo_plugin.configure(hash_properties="email", hash_key=key)
+    segment_client.identify("alice", {"email": "alice@example.com", "plan": "pro"})
+    segment_client.flush()
+    assert pendo_plugin.flush(10)
+
+    expected = hmac.new(key, b"alice@example.com", hashlib.sha256).hexdigest()  # what the warehouse joins on
+    assert plugin.visitors()["alice"]["email"] == expected
+    shown = config.current().describe()["hash_key"]
+    assert shown.startswith("****") and "alice" not in shown

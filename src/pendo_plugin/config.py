@@ -141,7 +141,8 @@ class Settings:
                     self.properties, name.split("_", 1)[0])
                 shown[name] = ",".join(sorted(values)) or None
             elif name == "hash_key":
-                shown[name] = mask(self.properties.hash_key.decode() if self.properties.hash_key else None)
+                key = self.properties.hash_key  # bytes, not always UTF-8 (configure(hash_key=b"..."))
+                shown[name] = mask(key.decode("utf-8", "replace") if key else None)
             elif name == "redis_url":
                 shown[name] = redacted_url(self.redis_url)
             elif name in (

@@ -263,7 +263,7 @@ def property_rules(raw: Mapping[str, Any]) -> PropertyRules:
         bad = sorted(path for path in paths if "" in path.split("."))
         if bad:
             raise ConfigError(f"{ENV_NAMES[rule + '_properties']} has an empty name in {bad[0]!r}")
-    key = as_text(raw["hash_key"]) if raw.get("hash_key") is not None else ""
-    return PropertyRules(
-        deny=lists["deny"], allow=lists["allow"], hash=lists["hash"], hash_key=key.encode("utf-8") or None
-    )
+    raw_key = raw.get("hash_key")  # bytes are the key itself; text (the environment's) is its UTF-8
+    key = bytes(raw_key) if isinstance(raw_key, (bytes, bytearray)) else (
+        as_text(raw_key).encode() if raw_key is not None else b"")
+    return PropertyRules(deny=lists["deny"], allow=lists["allow"], hash=lists["hash"], hash_key=key or None)
