@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import subprocess
 import sys
@@ -20,6 +21,8 @@ from pendo_plugin.delivery.spool import Spool
 from pendo_plugin.sandbox import Sandbox
 from pendo_plugin.segment import plugins
 from pendo_plugin.segment.hookspecs import hookimpl
+from tests.apps import pendo_env
+from tests.conftest import INTEGRATION_KEY, TRACK_SECRET
 from tests.sending import track_event
 
 
@@ -137,3 +140,25 @@ def test_a_bytes_hash_key_is_the_hmac_key_itself(plugin: Sandbox, segment_client
     assert plugin.visitors()["alice"]["email"] == expected
     shown = config.current().describe()["hash_key"]
     assert shown.startswith("****") and "alice" not in shown
+
+
+# ----- doctor: the traits file seen through the property rules -------------------------------------
+
+
+def test_doctor_asks_for_no_pendo_field_for_a_trait_the_rules_keep_out(tmp_path: Path) -> None:
+    traits = tmp_path / "traits.jsonl"
+    traits.write_text("\n".join(json.dumps(message) for message in [
+        {"type": "identify", "userId": "u1", "traits": {"plan": "pro", "ssn": "078-05-1120",
+                                                        "address": {"street": "1 Main St"}}},
+        {"type": "group", "groupId": "acme", "traits": {"name": "Acme", "tax_id": "12-345"}},
+    ]))
+    schema = {"visitor": {"plan": "string"}, "account": {"name": "string"}}
+    with Sandbox(track_secret=TRACK_SECRET, integration_key=INTEGRATION_KEY, schema=schema) as box:
+        env = pendo_env(box.url, TRACK_SECRET, INTEGRATION_KEY, PENDO_DENY_PROPERTIES="ssn,address,tax_id")
+        done = subprocess.run([sys.executable, "-m", "pendo_plugin.cli", "doctor", "--traits", str(traits)],
+                              env=env, capture_output=True, text=True, timeout=60)
+
+    assert "FAIL" not in done.stdout, done.stdout
+    assert "OK    visitor traits: all 1 have a field in Pendo" in done.stdout
+    assert "078-05-1120" not in done.stdout + done.stderr
+    assert done.returncode == 0
