@@ -162,3 +162,23 @@ def test_doctor_asks_for_no_pendo_field_for_a_trait_the_rules_keep_out(tmp_path:
     assert "OK    visitor traits: all 1 have a field in Pendo" in done.stdout
     assert "078-05-1120" not in done.stdout + done.stderr
     assert done.returncode == 0
+
+
+# ----- property rules: names as Pendo shows them -------------------------------------------------------
+
+
+def test_a_stray_space_or_invisible_character_does_not_slip_a_value_past_the_rules(
+    plugin: Sandbox, segment_client: Any
+) -> None:
+    pendo_plugin.configure(deny_properties="ssn,address.street", hash_properties="email", hash_key="k")
+    segment_client.track("alice", "Paid", {"ssn ": "078-05-1120", "email\u200b": "alice@example.com",
+                                           "address": {"street\t": "1 Main St"}, "plan": "pro"})
+    segment_client.identify("alice", {"ssn\u200b": "078-05-1120", "plan": "pro"})
+    segment_client.flush()
+    assert pendo_plugin.flush(10)
+
+    [event] = plugin.track_events()
+    assert event["properties"] == {"email": hmac.new(b"k", b"alice@example.com", hashlib.sha256).hexdigest(),
+                                   "plan": "pro"}
+    assert plugin.visitors()["alice"] == {"plan": "pro"}
+    assert plugin.segment_messages()[0]["properties"]["ssn "] == "078-05-1120"  # Segment gets it as sent
