@@ -7,12 +7,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 import pendo_plugin
 from pendo_plugin import config
@@ -182,3 +185,31 @@ def test_a_stray_space_or_invisible_character_does_not_slip_a_value_past_the_rul
                                    "plan": "pro"}
     assert plugin.visitors()["alice"] == {"plan": "pro"}
     assert plugin.segment_messages()[0]["properties"]["ssn "] == "078-05-1120"  # Segment gets it as sent
+
+
+class CrashingRedactor:
+    """A redacting transform with a bug: the value it meant to hide ends up in its exception's text."""
+
+    @hookimpl
+    def pendo_transform(self, kind: str, payload: dict[str, Any], message: Any) -> dict[str, Any]:
+        payload["properties"]["ssn"] = int(payload["properties"]["ssn"]) % 10_000  # ValueError naming it
+        return payload
+
+
+def test_a_crashing_transform_does_not_leak_the_value_through_the_log(
+    plugin: Sandbox, segment_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    plugins.register_plugin(CrashingRedactor(), name="crashing-redactor")
+    try:
+        with caplog.at_level(logging.INFO, logger="pendo_plugin"):
+            segment_client.track("alice", "Paid", {"ssn": "078-05-1120"})
+            segment_client.flush()
+            assert pendo_plugin.flush(10)
+    finally:
+        plugins.unregister_plugin(name="crashing-redactor")
+
+    assert plugin.track_events() == []
+    assert pendo_plugin.stats()["dropped:transform_error:track"] == 1
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "'crashing-redactor' raised in pendo_transform: ValueError" in logged
+    assert "078-05-1120" not in logged

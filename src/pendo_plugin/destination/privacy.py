@@ -82,7 +82,7 @@ def transformed(
         try:
             answer = function(*[arguments[name] for name in argnames])
         except Exception as exc:
-            plugins.report_error(plugin, HOOK, exc)
+            plugins.report_error(plugin, HOOK, exc, with_text=False)
             tally.add("dropped", "transform_error", kind)
             return None
         if answer is None or answer is True:

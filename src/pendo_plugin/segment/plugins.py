@@ -120,17 +120,18 @@ def implemented(hook_name: str) -> bool:
     return bool(impls if impls is not None else _implementations(hook_name))
 
 
-def report_error(plugin: str, hook_name: str, exc: BaseException) -> None:
-    """Count ``plugin_error:<hook>`` and log once, naming the plugin."""
+def report_error(plugin: str, hook_name: str, exc: BaseException, *, with_text: bool = True) -> None:
+    """Count ``plugin_error:<hook>`` and log once, naming the plugin; ``with_text=False`` leaves the
+    exception's text out (it may quote the values a redacting hook was handling)."""
     counters.record("plugin_error", hook_name)
     log_once(
         f"plugin:{plugin}:{hook_name}:{type(exc).__name__}",
         logging.ERROR,
-        "segment_analytics plugin %r raised in %s: %s: %s (logged once; see stats())",
+        "segment_analytics plugin %r raised in %s: %s%s (logged once; see stats())",
         plugin,
         hook_name,
         type(exc).__name__,
-        exc,
+        f": {exc}" if with_text else " (its text is not logged: it may quote the payload's values)",
     )
 
 
