@@ -213,3 +213,30 @@ def test_a_crashing_transform_does_not_leak_the_value_through_the_log(
     logged = "\n".join(record.getMessage() for record in caplog.records)
     assert "'crashing-redactor' raised in pendo_transform: ValueError" in logged
     assert "078-05-1120" not in logged
+
+
+def test_a_hash_key_in_a_file_is_read_from_the_file(
+    tmp_path: Path, plugin: Sandbox, segment_client: Any
+) -> None:
+    key_file = tmp_path / "hash_key"
+    key_file.write_text("s3cret-from-a-mounted-file\n")
+    pendo_plugin.configure(hash_properties="email", hash_key=f"@{key_file}")
+    segment_client.identify("alice", {"email": "alice@example.com"})
+    segment_client.flush()
+    assert pendo_plugin.flush(10)
+
+    expected = hmac.new(b"s3cret-from-a-mounted-file", b"alice@example.com", hashlib.sha256).hexdigest()
+    assert plugin.visitors()["alice"]["email"] == expected  # not keyed with the public text "@/path"
+
+
+def test_an_unreadable_hash_key_file_keeps_everything_out(
+    tmp_path: Path, plugin: Sandbox, segment_client: Any
+) -> None:
+    pendo_plugin.configure(hash_properties="email", hash_key=f"@{tmp_path / 'missing'}")
+    segment_client.identify("alice", {"email": "alice@example.com"})
+    segment_client.flush()
+    assert pendo_plugin.flush(10)
+
+    assert plugin.visitors() == {}
+    assert len(plugin.segment_messages()) == 1
+    assert any("PENDO_HASH_KEY: cannot read" in problem for problem in config.current().problems)

@@ -263,7 +263,19 @@ def property_rules(raw: Mapping[str, Any]) -> PropertyRules:
         bad = sorted(path for path in paths if "" in path.split("."))
         if bad:
             raise ConfigError(f"{ENV_NAMES[rule + '_properties']} has an empty name in {bad[0]!r}")
-    raw_key = raw.get("hash_key")  # bytes are the key itself; text (the environment's) is its UTF-8
-    key = bytes(raw_key) if isinstance(raw_key, (bytes, bytearray)) else (
-        as_text(raw_key).encode() if raw_key is not None else b"")
+    key = as_hash_key(raw.get("hash_key"))
     return PropertyRules(deny=lists["deny"], allow=lists["allow"], hash=lists["hash"], hash_key=key or None)
+
+
+def as_hash_key(raw: Any) -> bytes:
+    """``PENDO_HASH_KEY``: bytes are the key itself, text its UTF-8, ``@/path`` the file's bytes (a mounted
+    secret; the trailing newline dropped). Never the text ``@/path`` itself: a key anyone can read is none."""
+    if isinstance(raw, (bytes, bytearray)):
+        return bytes(raw)
+    text = as_text(raw) if raw is not None else ""
+    if not text.startswith("@"):
+        return text.encode()
+    try:
+        return Path(text[1:]).expanduser().read_bytes().rstrip(b"\r\n")
+    except OSError as exc:
+        raise ConfigError(f"PENDO_HASH_KEY: cannot read {text[1:]!r}: {exc.strerror}") from None
