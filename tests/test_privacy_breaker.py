@@ -240,3 +240,21 @@ def test_an_unreadable_hash_key_file_keeps_everything_out(
     assert plugin.visitors() == {}
     assert len(plugin.segment_messages()) == 1
     assert any("PENDO_HASH_KEY: cannot read" in problem for problem in config.current().problems)
+
+
+# ----- consent: a categories file that came up empty -------------------------------------------------
+
+
+def test_an_empty_consent_categories_file_does_not_switch_consent_off(
+    tmp_path: Path, plugin: Sandbox, segment_client: Any
+) -> None:
+    categories = tmp_path / "categories.txt"
+    categories.write_text("# the categories Pendo is mapped to (the deploy did not fill this in)\n")
+    pendo_plugin.configure(consent_categories=f"@{categories}")
+    segment_client.track("alice", "Paid", context={"consent": {"categoryPreferences": {"Analytics": False}}})
+    segment_client.flush()
+    assert pendo_plugin.flush(10)
+
+    assert plugin.track_events() == []  # the user refused: nothing reaches Pendo
+    assert len(plugin.segment_messages()) == 1
+    assert any("PENDO_CONSENT_CATEGORIES" in problem for problem in config.current().problems)

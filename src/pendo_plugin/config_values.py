@@ -267,6 +267,16 @@ def property_rules(raw: Mapping[str, Any]) -> PropertyRules:
     return PropertyRules(deny=lists["deny"], allow=lists["allow"], hash=lists["hash"], hash_key=key or None)
 
 
+def as_consent_categories(raw: Any) -> frozenset[str]:
+    """``PENDO_CONSENT_CATEGORIES``; a value that is set but names no category (an empty ``@file``, ``,``) is
+    refused rather than read as "consent not enforced": a privacy control must not fail open."""
+    categories = as_id_list("consent_categories", raw)
+    if not categories and isinstance(raw, str) and raw.strip():
+        raise ConfigError(f"PENDO_CONSENT_CATEGORIES={raw.strip()!r} names no category; unset it to enforce "
+                          "no consent")
+    return categories
+
+
 def as_hash_key(raw: Any) -> bytes:
     """``PENDO_HASH_KEY``: bytes are the key itself, text its UTF-8, ``@/path`` the file's bytes (a mounted
     secret; the trailing newline dropped). Never the text ``@/path`` itself: a key anyone can read is none."""
