@@ -258,3 +258,17 @@ def test_an_empty_consent_categories_file_does_not_switch_consent_off(
     assert plugin.track_events() == []  # the user refused: nothing reaches Pendo
     assert len(plugin.segment_messages()) == 1
     assert any("PENDO_CONSENT_CATEGORIES" in problem for problem in config.current().problems)
+
+
+def test_forget_refuses_a_spool_directory_it_cannot_use_instead_of_searching_another(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool", 10 * 1024 * 1024)
+    spool.write([track_event("Paid", "alice")])
+    spool.directory.chmod(0o770)  # e.g. a deploy script's chmod -R g+w: the plugin no longer trusts it
+
+    done = forget(spool.directory, "alice", XDG_STATE_HOME=str(tmp_path / "state"))
+
+    assert done.returncode == 2, done.stdout  # not "alice: 0 payload(s)" from the fallback directory
+    assert f"PENDO_SPOOL_DIR={spool.directory}" in done.stderr
+    assert "writable by group or others" in done.stderr
+    spool.directory.chmod(0o700)
+    assert waiting_visitors(spool) == ["alice"]

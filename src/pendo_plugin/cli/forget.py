@@ -25,7 +25,7 @@ from pendo_plugin.config import Settings, redacted_url
 from pendo_plugin.config_values import read_list
 from pendo_plugin.delivery.fleet.entries import GROUP, STREAM, decode
 from pendo_plugin.delivery.spool import Claim, Spool
-from pendo_plugin.delivery.spool_files import temp_files
+from pendo_plugin.delivery.spool_files import directory_problem, temp_files
 from pendo_plugin.pendo.payload import Payload
 from pendo_plugin.pendo.translate import visitor_id_of
 
@@ -74,6 +74,10 @@ class Found:
 def _spool(settings: Settings) -> Spool | None:
     if settings.spool_dir is None:
         return None
+    problem = directory_problem(settings.spool_dir)  # the plugin would fall back to another directory:
+    if problem is not None:  # searching that one would report "0 payload(s)" while theirs still wait here
+        raise CommandError(f"PENDO_SPOOL_DIR={settings.spool_dir} cannot be searched: {problem}; run forget "
+                           "as the user the app runs as, on a directory only it can write")
     spool = Spool(settings.spool_dir, int(settings.spool_max_mb * 1024 * 1024))
     if spool.refused is not None:
         raise CommandError(f"the spool directory is not safe to use: {spool.refused}")
