@@ -272,3 +272,16 @@ def test_forget_refuses_a_spool_directory_it_cannot_use_instead_of_searching_ano
     assert "writable by group or others" in done.stderr
     spool.directory.chmod(0o700)
     assert waiting_visitors(spool) == ["alice"]
+
+
+def test_forget_points_at_quarantined_files_that_may_hold_the_visitors_data(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool", 10 * 1024 * 1024)
+    written = spool.write([track_event("Paid", "alice")])
+    assert written is not None
+    with written.open("ab") as file:
+        file.write(b"not a payload\n")  # a damaged file: quarantined when claimed, never sent
+
+    done = forget(spool.directory, "alice")
+
+    assert done.returncode == 0, done.stderr
+    assert f"1 file(s) in {spool.directory / 'quarantine'} failed the spool's checks" in done.stdout

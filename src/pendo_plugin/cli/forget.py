@@ -25,7 +25,7 @@ from pendo_plugin.config import Settings, redacted_url
 from pendo_plugin.config_values import read_list
 from pendo_plugin.delivery.fleet.entries import GROUP, STREAM, decode
 from pendo_plugin.delivery.spool import Claim, Spool
-from pendo_plugin.delivery.spool_files import directory_problem, temp_files
+from pendo_plugin.delivery.spool_files import QUARANTINE, directory_problem, quarantined_files, temp_files
 from pendo_plugin.pendo.payload import Payload
 from pendo_plugin.pendo.translate import visitor_id_of
 
@@ -218,6 +218,11 @@ def run(arguments: Sequence[str], assume_yes: bool = False, deny_file: str | Non
         added = append_deny_file(deny_file, visitors)
         print(f"Added {added:,} id(s) to {deny_file}: set PENDO_DENY_VISITORS=@{deny_file} to keep their "
               "later events out.", file=out)
+    quarantined = quarantined_files(spool.directory) if spool is not None else 0
+    if quarantined and spool is not None:
+        print(f"{quarantined:,} file(s) in {spool.directory / QUARANTINE} failed the spool's checks: never "
+              "sent, not searched, but they may hold these visitors' data; delete them if that matters.",
+              file=out)
     if found.busy or failed:
         print(f"{found.busy + failed:,} spool file(s) were in use or could not be rewritten: run forget "
               "again.", file=out)
