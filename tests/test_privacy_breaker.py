@@ -24,7 +24,7 @@ from pendo_plugin.delivery.spool import Spool
 from pendo_plugin.sandbox import Sandbox
 from pendo_plugin.segment import plugins
 from pendo_plugin.segment.hookspecs import hookimpl
-from tests.apps import pendo_env
+from tests.apps import app_env, app_script, pendo_env, run_app
 from tests.conftest import INTEGRATION_KEY, TRACK_SECRET
 from tests.sending import track_event
 
@@ -285,3 +285,43 @@ def test_forget_points_at_quarantined_files_that_may_hold_the_visitors_data(tmp_
 
     assert done.returncode == 0, done.stderr
     assert f"1 file(s) in {spool.directory / 'quarantine'} failed the spool's checks" in done.stdout
+
+
+# ----- a redacting transform that cannot be imported --------------------------------------------------
+
+REDACTOR = '''
+import phonenumbers_not_installed  # a dependency the deploy forgot: the plugin cannot be imported
+
+from pendo_plugin import hookimpl
+
+@hookimpl
+def pendo_transform(kind, payload, message):
+    return {**payload, "properties": {}}
+'''
+
+
+def test_a_transform_plugin_that_fails_to_load_keeps_payloads_out(tmp_path: Path, sandbox: Sandbox) -> None:
+    site = tmp_path / "site"
+    info = site / "my_redactor-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: my-redactor\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[segment_analytics]\nredactor = my_redactor\n")
+    (site / "my_redactor.py").write_text(REDACTOR)
+    env = app_env(sandbox.url, tmp_path / "spool", sandbox.url)
+    env["PYTHONPATH"] = os.pathsep.join([str(site), env.get("PYTHONPATH", "")])
+
+    run = run_app(app_script("""
+        client = make_client()
+        client.track("alice", "Paid", {"ssn": "078-05-1120"})
+        client.flush()
+        pendo_plugin.flush(10)
+        report()
+    """), env)
+
+    assert run.returncode == 0, run.describe()
+    assert sandbox.track_events() == []  # what the redactor would have removed never reaches Pendo
+    assert len(sandbox.segment_messages()) == 1
+    stats = run.reports()[-1]["stats"]
+    assert stats["plugin_error:load"] == 1
+    assert stats["dropped:transform_error:track"] == 1
+    assert "'redactor' failed to load" in run.stderr

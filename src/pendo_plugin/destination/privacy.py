@@ -71,10 +71,23 @@ def transformed(
     kind: str, body: dict[str, Any], message: Mapping[str, Any], tally: counters.Tally
 ) -> dict[str, Any] | None:
     """``body`` after every ``pendo_transform`` implementation, in turn, and Pendo's rules again (each gets
-    copies of ``body`` and ``message``, so none can change what Segment uploads); None when
+    copies of ``body`` and ``message``, so none can change what Segment uploads); None when a plugin failed
+    to load (it may be a transform: ``dropped:transform_error:<kind>``), or when
     one dropped it (``dropped:transform:<kind>``), raised (``dropped:transform_error:<kind>``, fail closed) or
     returned what cannot be sent (``dropped:transform_invalid:<kind>``)."""
-    if not plugins.implemented(HOOK):  # the common case: no transform, no copy
+    transforms = plugins.implemented(HOOK)  # loads the entry points once; then a cached answer
+    if plugins.failed_to_load():  # one may be the transform that redacts: fail closed, as if it raised
+        tally.add("dropped", "transform_error", kind)
+        log_once(
+            "transform-not-loaded",
+            logging.ERROR,
+            "pendo_plugin: segment_analytics plugin(s) %s failed to load and may implement pendo_transform, "
+            "so nothing is sent to Pendo until they load or are listed in SEGMENT_ANALYTICS_PLUGINS_DISABLED "
+            "(counted as dropped:transform_error)",
+            ", ".join(sorted(plugins.failed_to_load())),
+        )
+        return None
+    if not transforms:  # the common case: no transform, no copy
         return body
     message = json_safe(message)[0]  # a copy: a transform that changes it must not change Segment's upload
     for plugin, function, argnames in plugins.implementations(HOOK):

@@ -41,6 +41,7 @@ def _new_lock_in_child() -> None:
 _fork.register(after_in_child=_new_lock_in_child)
 _manager: pluggy.PluginManager | None = None
 _impls: dict[str, tuple[Impl, ...]] = {}
+_failed_to_load: frozenset[str] = frozenset()  # entry points whose import raised (their hooks are unknown)
 
 
 def _names(value: str) -> set[str]:
@@ -55,12 +56,14 @@ def _wanted(name: str) -> bool:
 
 
 def _load_entry_points(manager: pluggy.PluginManager) -> None:
+    global _failed_to_load
     for entry in entry_points(group=hookspecs.PROJECT):
         if not _wanted(entry.name) or manager.has_plugin(entry.name):
             continue
         try:
             manager.register(entry.load(), name=entry.name)
         except Exception as exc:
+            _failed_to_load |= {entry.name}
             counters.record("plugin_error", "load")
             log.error(
                 "segment_analytics plugin %r failed to load: %s: %s", entry.name, type(exc).__name__, exc
@@ -112,6 +115,11 @@ def implementations(hook_name: str) -> tuple[Impl, ...]:
     """``(plugin name, function, argument names)`` of each implementation of ``hook_name``, in call order,
     for a caller that chains their answers (errors are its to handle, with :func:`report_error`)."""
     return _implementations(hook_name)
+
+
+def failed_to_load() -> frozenset[str]:
+    """The entry-point plugins that could not be imported: which hooks they would implement is unknown."""
+    return _failed_to_load
 
 
 def implemented(hook_name: str) -> bool:
