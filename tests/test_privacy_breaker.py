@@ -1,6 +1,8 @@
-"""Privacy controls attacked from outside (issue 24b): a transform that changes the message it was given,
-and ``forget`` against what a crashed writer or a hand-kept deny file leaves behind. Real parts: the real
-Segment SDK, the sandbox, real spool files and the real ``pendo-plugin`` command in a subprocess."""
+"""Privacy controls attacked from outside (issue 24b), each test failing on the first version: transforms
+that edit the message, crash with the value in their text or cannot be imported; forget against a crashed
+writer's temp file, a quarantine, a directory it cannot trust and an id holding "#"; property rules against
+names Pendo cleans; the hash key as bytes or @file; an empty consent list; doctor --traits. Real parts: the
+real Segment SDK, the sandbox, real spool files and the real ``pendo-plugin`` command in a subprocess."""
 
 from __future__ import annotations
 
