@@ -30,7 +30,7 @@ from pendo_plugin.config_values import (
     ConfigError,
     as_bool,
     as_choice,
-    as_id_list,
+    as_consent_categories,
     as_integer,
     as_number,
     as_rate_limit,
@@ -155,7 +155,8 @@ class Settings:
                     self.properties, name.split("_", 1)[0])
                 shown[name] = ",".join(sorted(values)) or None
             elif name == "hash_key":
-                shown[name] = mask(self.properties.hash_key.decode() if self.properties.hash_key else None)
+                key = self.properties.hash_key  # bytes, not always UTF-8 (configure(hash_key=b"..."))
+                shown[name] = mask(key.decode("utf-8", "replace") if key else None)
             elif name == "redis_url":
                 shown[name] = redacted_url(self.redis_url)
             elif name in (
@@ -241,7 +242,7 @@ def parse(raw: Mapping[str, Any]) -> Settings:
         redis_claim_after=as_number("redis_claim_after", raw.get("redis_claim_after", 60), 0.1, 86400),
         redis_max_len=as_integer("redis_max_len", raw.get("redis_max_len", 1_000_000), 100, 1_000_000_000),
         event_loop=as_choice("event_loop", raw.get("event_loop", "uvloop"), EVENT_LOOPS),
-        consent_categories=as_id_list("consent_categories", raw.get("consent_categories", "")),
+        consent_categories=as_consent_categories(raw.get("consent_categories", "")),
         properties=property_rules(raw),
         on_error=raw.get("on_error"),
         transport=raw.get("transport"),

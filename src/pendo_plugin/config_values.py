@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -186,6 +187,9 @@ def as_id_list(name: str, raw: Any) -> frozenset[str]:
         raise ConfigError(f"{ENV_NAMES[name]}: cannot read {as_text(raw)[1:]!r}: {exc.strerror}") from None
 
 
+_COMMENT = re.compile(r"(?:^|\s)#")  # a comment starts a line or follows a space: ids may hold "#"
+
+
 def read_list(raw: Any) -> frozenset[str]:
     """The entries of a list value (``a,b``, ``@file`` or a Python collection); raises OSError for a file
     that cannot be read. The one parser of lists, for settings and the command line alike."""
@@ -194,7 +198,7 @@ def read_list(raw: Any) -> frozenset[str]:
     text = as_text(raw)
     if text.startswith("@"):
         lines = Path(text[1:]).expanduser().read_text(encoding="utf-8").splitlines()
-        items = (line.split("#", 1)[0].strip() for line in lines)
+        items = (_COMMENT.split(line, 1)[0].strip() for line in lines)
     else:
         items = (part.strip() for part in text.split(","))
     return frozenset(item for item in items if item)
@@ -292,7 +296,29 @@ def property_rules(raw: Mapping[str, Any]) -> PropertyRules:
         bad = sorted(path for path in paths if "" in path.split("."))
         if bad:
             raise ConfigError(f"{ENV_NAMES[rule + '_properties']} has an empty name in {bad[0]!r}")
-    key = as_text(raw["hash_key"]) if raw.get("hash_key") is not None else ""
-    return PropertyRules(
-        deny=lists["deny"], allow=lists["allow"], hash=lists["hash"], hash_key=key.encode("utf-8") or None
-    )
+    key = as_hash_key(raw.get("hash_key"))
+    return PropertyRules(deny=lists["deny"], allow=lists["allow"], hash=lists["hash"], hash_key=key or None)
+
+
+def as_consent_categories(raw: Any) -> frozenset[str]:
+    """``PENDO_CONSENT_CATEGORIES``; a value that is set but names no category (an empty ``@file``, ``,``) is
+    refused rather than read as "consent not enforced": a privacy control must not fail open."""
+    categories = as_id_list("consent_categories", raw)
+    if not categories and isinstance(raw, str) and raw.strip():
+        raise ConfigError(f"PENDO_CONSENT_CATEGORIES={raw.strip()!r} names no category; unset it to enforce "
+                          "no consent")
+    return categories
+
+
+def as_hash_key(raw: Any) -> bytes:
+    """``PENDO_HASH_KEY``: bytes are the key itself, text its UTF-8, ``@/path`` the file's bytes (a mounted
+    secret; the trailing newline dropped). Never the text ``@/path`` itself: a key anyone can read is none."""
+    if isinstance(raw, (bytes, bytearray)):
+        return bytes(raw)
+    text = as_text(raw) if raw is not None else ""
+    if not text.startswith("@"):
+        return text.encode()
+    try:
+        return Path(text[1:]).expanduser().read_bytes().rstrip(b"\r\n")
+    except OSError as exc:
+        raise ConfigError(f"PENDO_HASH_KEY: cannot read {text[1:]!r}: {exc.strerror}") from None

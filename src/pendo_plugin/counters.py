@@ -182,7 +182,8 @@ REASONS: dict[str, str] = {
     "hashed": "a value named in PENDO_HASH_PROPERTIES, hashed",
     "hash_no_key": "a value named in PENDO_HASH_PROPERTIES without PENDO_HASH_KEY, removed",
     "transform": "the pendo_transform hook dropped the payload",
-    "transform_error": "the pendo_transform hook raised: the payload dropped (fail closed)",
+    "transform_error": "the pendo_transform hook raised, or a plugin that may implement it failed to load: "
+    "the payload dropped (fail closed)",
     "transform_invalid": "the pendo_transform hook returned what does not fit Pendo's rules",
     # rate
     "waited": "a send waited for the shared budget",

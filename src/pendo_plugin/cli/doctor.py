@@ -25,6 +25,7 @@ from pendo_plugin.config import Settings
 from pendo_plugin.delivery.answers import read_json
 from pendo_plugin.delivery.http import Request, Response, Transport
 from pendo_plugin.delivery.schema import fetch_schema
+from pendo_plugin.pendo.property_rules import PropertyRules, apply_rules
 from pendo_plugin.pendo.sanitize import clean_metadata_values
 from pendo_plugin.segment import sdks
 
@@ -116,14 +117,16 @@ def _kind_and_traits(value: Any) -> tuple[str, Any] | None:
     return "visitor", value.get("traits", value)
 
 
-def read_traits(path: str) -> Traits:
-    """The traits in ``path``, named as the plugin would send them (cleaned like the live path)."""
+def read_traits(documents: list[Any], rules: PropertyRules) -> Traits:
+    """The traits in ``documents``, named as the plugin would send them (the property rules applied and
+    names cleaned, like the live path)."""
     found: dict[str, dict[str, str]] = {kind: {} for kind in KINDS}
-    for _, value in _documents(path):
+    for value in documents:
         parsed = _kind_and_traits(value)
         if parsed is None or not isinstance(parsed[1], dict):
             continue
         kind, traits = parsed
+        traits = apply_rules({"type": "identify", "traits": traits}, rules)[0]["traits"]
         for original in traits:
             cleaned, _ = clean_metadata_values({original: traits[original]})
             for name in cleaned:
@@ -372,18 +375,18 @@ def _print_checks(checks: list[Check], out: TextIO) -> None:
 def run(traits_path: str | None = None, send_test_event: bool = False, out: TextIO | None = None) -> int:
     """Print the configuration and the checks; 0 when every check passed, 1 otherwise."""
     out = out or sys.stdout
-    traits = read_traits(traits_path) if traits_path else None
+    documents = [value for _, value in _documents(traits_path)] if traits_path else None
     with quiet_logs():  # every problem the plugin would log becomes a FAIL line instead
         flags = doctor_sources.fleet_flags(config.load().redis_url)
         settings, sources = doctor_sources.effective(flags), doctor_sources.sources(flags)
         _print_configuration(settings, out, sources)
+        traits = read_traits(documents, settings.properties) if documents is not None else None
         print("\nSDKs found and patched:", *(f"  {line}" for line in sdks.survey()), sep="\n", file=out)
         checks = config_checks(settings, sources)
         if not settings.problems:
             from pendo_plugin.cli.privacy_checks import privacy_checks
 
-            messages = [value for _, value in _documents(traits_path)] if traits_path else None
-            checks += privacy_checks(settings, messages)
+            checks += privacy_checks(settings, documents)
         if not settings.problems:
             checks += asyncio.run(network_checks(settings, traits, send_test_event))
         if not settings.problems and (settings.redis_url or settings.redis_url_problem):  # fleet mode

@@ -25,6 +25,7 @@ from pendo_plugin.config import Settings, redacted_url
 from pendo_plugin.config_values import read_list
 from pendo_plugin.delivery.fleet.entries import GROUP, STREAM, decode
 from pendo_plugin.delivery.spool import Claim, Spool
+from pendo_plugin.delivery.spool_files import QUARANTINE, directory_problem, quarantined_files, temp_files
 from pendo_plugin.pendo.payload import Payload
 from pendo_plugin.pendo.translate import visitor_id_of
 
@@ -73,6 +74,10 @@ class Found:
 def _spool(settings: Settings) -> Spool | None:
     if settings.spool_dir is None:
         return None
+    problem = directory_problem(settings.spool_dir)  # the plugin would fall back to another directory:
+    if problem is not None:  # searching that one would report "0 payload(s)" while theirs still wait here
+        raise CommandError(f"PENDO_SPOOL_DIR={settings.spool_dir} cannot be searched: {problem}; run forget "
+                           "as the user the app runs as, on a directory only it can write")
     spool = Spool(settings.spool_dir, int(settings.spool_max_mb * 1024 * 1024))
     if spool.refused is not None:
         raise CommandError(f"the spool directory is not safe to use: {spool.refused}")
@@ -80,7 +85,11 @@ def _spool(settings: Settings) -> Spool | None:
 
 
 def scan_spool(spool: Spool, visitors: frozenset[str], found: Found) -> None:
-    """Claim each spool file; keep the claims of files that hold the visitors' payloads."""
+    """Claim each spool file; keep the claims of files that hold the visitors' payloads. A crashed writer's
+    complete temp file, which the next drain would send, is recovered first; a live writer's counts as
+    busy."""
+    spool.recover()
+    found.busy += len(temp_files(spool.directory))
     for path in spool.files():
         claim = spool.claim(path)
         if claim is None:
@@ -209,6 +218,11 @@ def run(arguments: Sequence[str], assume_yes: bool = False, deny_file: str | Non
         added = append_deny_file(deny_file, visitors)
         print(f"Added {added:,} id(s) to {deny_file}: set PENDO_DENY_VISITORS=@{deny_file} to keep their "
               "later events out.", file=out)
+    quarantined = quarantined_files(spool.directory) if spool is not None else 0
+    if quarantined and spool is not None:
+        print(f"{quarantined:,} file(s) in {spool.directory / QUARANTINE} failed the spool's checks: never "
+              "sent, not searched, but they may hold these visitors' data; delete them if that matters.",
+              file=out)
     if found.busy or failed:
         print(f"{found.busy + failed:,} spool file(s) were in use or could not be rewritten: run forget "
               "again.", file=out)

@@ -16,6 +16,7 @@ from pendo_plugin import counters
 from pendo_plugin.config import Settings
 from pendo_plugin.logs import log_once
 from pendo_plugin.pendo.consent import carries_consent, consented
+from pendo_plugin.pendo.jsonsafe import json_safe
 from pendo_plugin.pendo.property_rules import apply_rules
 from pendo_plugin.pendo.recheck import rechecked
 from pendo_plugin.segment import plugins
@@ -69,17 +70,32 @@ def redacted(
 def transformed(
     kind: str, body: dict[str, Any], message: Mapping[str, Any], tally: counters.Tally
 ) -> dict[str, Any] | None:
-    """``body`` after every ``pendo_transform`` implementation, in turn, and Pendo's rules again; None when
+    """``body`` after every ``pendo_transform`` implementation, in turn, and Pendo's rules again (each gets
+    copies of ``body`` and ``message``, so none can change what Segment uploads); None when a plugin failed
+    to load (it may be a transform: ``dropped:transform_error:<kind>``), or when
     one dropped it (``dropped:transform:<kind>``), raised (``dropped:transform_error:<kind>``, fail closed) or
     returned what cannot be sent (``dropped:transform_invalid:<kind>``)."""
-    if not plugins.implemented(HOOK):  # the common case: no transform, no copy
+    transforms = plugins.implemented(HOOK)  # loads the entry points once; then a cached answer
+    if plugins.failed_to_load():  # one may be the transform that redacts: fail closed, as if it raised
+        tally.add("dropped", "transform_error", kind)
+        log_once(
+            "transform-not-loaded",
+            logging.ERROR,
+            "pendo_plugin: segment_analytics plugin(s) %s failed to load and may implement pendo_transform, "
+            "so nothing is sent to Pendo until they load or are listed in SEGMENT_ANALYTICS_PLUGINS_DISABLED "
+            "(counted as dropped:transform_error)",
+            ", ".join(sorted(plugins.failed_to_load())),
+        )
+        return None
+    if not transforms:  # the common case: no transform, no copy
         return body
+    message = json_safe(message)[0]  # a copy: a transform that changes it must not change Segment's upload
     for plugin, function, argnames in plugins.implementations(HOOK):
         arguments = {"kind": kind, "payload": copy.deepcopy(body), "message": message}
         try:
             answer = function(*[arguments[name] for name in argnames])
         except Exception as exc:
-            plugins.report_error(plugin, HOOK, exc)
+            plugins.report_error(plugin, HOOK, exc, with_text=False)
             tally.add("dropped", "transform_error", kind)
             return None
         if answer is None or answer is True:

@@ -3,6 +3,7 @@ Pure: no I/O, no logging.
 
 A rule names a property (``ssn``) or a dotted path to a nested value (``address.street``; a list on the way,
 such as ``products.email``, applies to each object in it); a name that itself holds a dot matches too.
+Names are compared as Pendo would name them (``clean_field_name``: ``"ssn "`` is ``ssn``), case-sensitively.
 ``deny`` removes; ``allow`` (track properties only, when set) keeps nothing else; ``hash`` replaces the value
 by HMAC-SHA256 under ``hash_key``, as hex (a string's UTF-8 text is hashed, any other value its compact JSON
 text; ``null`` stays ``null``); without a key a hashed field is removed instead (fail closed). They apply to
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pendo_plugin.pendo.jsonsafe import json_safe
+from pendo_plugin.pendo.sanitize import clean_field_name, is_valid_field_name
 
 __all__ = ["PropertyRules", "apply_rules", "keyed_hash"]
 
@@ -27,11 +29,20 @@ Trie = dict[str, Any]  # name -> a nested Trie, or _LEAF where a path ends
 _LEAF: Trie = {}
 
 
+def _pendo_name(name: Any) -> str:
+    """The name Pendo would show for a property or trait name (``"ssn "`` and ``"ssn\u200b"`` are both
+    ``ssn``): rules match it, so a stray space or invisible character cannot slip a value past them."""
+    if type(name) is not str:
+        return ""  # no rule has an empty name
+    return name if is_valid_field_name(name) else clean_field_name(name)
+
+
 def _trie(paths: Collection[str]) -> Trie:
-    """The paths as a tree of names; ``a.b`` is also kept whole, for a name that holds a dot."""
+    """The paths as a tree of names as Pendo shows them; ``a.b`` is also kept whole, for a name that
+    holds a dot."""
     root: Trie = {}
     for path in paths:
-        parts = path.split(".")
+        parts = [clean_field_name(part) for part in path.split(".")]
         node = root
         for part in parts[:-1]:
             child = node.get(part)
@@ -43,7 +54,7 @@ def _trie(paths: Collection[str]) -> Trie:
         else:
             node[parts[-1]] = _LEAF
         if len(parts) > 1:
-            root[path] = _LEAF
+            root[clean_field_name(path)] = _LEAF
     return root
 
 
@@ -144,10 +155,10 @@ def _walk(values: Any, trie: Trie, change: Callable[[Any], Any], counts: dict[st
     if not isinstance(values, Mapping):
         return values
     out: dict[Any, Any] | None = None
-    for name, below in trie.items():
-        if name not in values:
+    for name, old in values.items():
+        below = trie.get(_pendo_name(name))
+        if below is None:
             continue
-        old = values[name]
         new = change(old) if below is _LEAF else _walk(old, below, change, counts, reason)
         if new is old:
             continue
@@ -173,7 +184,7 @@ def _allowed(values: Any, trie: Trie, counts: dict[str, int]) -> Any:
         return _REMOVED
     out: dict[Any, Any] = {}
     for name, old in values.items():
-        below = trie.get(name) if isinstance(name, str) else None
+        below = trie.get(_pendo_name(name))
         if below is _LEAF:
             out[name] = old
         elif below is None:

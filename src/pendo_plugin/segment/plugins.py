@@ -41,6 +41,7 @@ def _new_lock_in_child() -> None:
 _fork.register(after_in_child=_new_lock_in_child)
 _manager: pluggy.PluginManager | None = None
 _impls: dict[str, tuple[Impl, ...]] = {}
+_failed_to_load: frozenset[str] = frozenset()  # entry points whose import raised (their hooks are unknown)
 
 
 def _names(value: str) -> set[str]:
@@ -55,12 +56,14 @@ def _wanted(name: str) -> bool:
 
 
 def _load_entry_points(manager: pluggy.PluginManager) -> None:
+    global _failed_to_load
     for entry in entry_points(group=hookspecs.PROJECT):
         if not _wanted(entry.name) or manager.has_plugin(entry.name):
             continue
         try:
             manager.register(entry.load(), name=entry.name)
         except Exception as exc:
+            _failed_to_load |= {entry.name}
             counters.record("plugin_error", "load")
             log.error(
                 "segment_analytics plugin %r failed to load: %s: %s", entry.name, type(exc).__name__, exc
@@ -114,23 +117,29 @@ def implementations(hook_name: str) -> tuple[Impl, ...]:
     return _implementations(hook_name)
 
 
+def failed_to_load() -> frozenset[str]:
+    """The entry-point plugins that could not be imported: which hooks they would implement is unknown."""
+    return _failed_to_load
+
+
 def implemented(hook_name: str) -> bool:
     """Whether any plugin implements ``hook_name`` (cached until a plugin is registered or removed)."""
     impls = _impls.get(hook_name)  # asked per message: the cached answer without a further call
     return bool(impls if impls is not None else _implementations(hook_name))
 
 
-def report_error(plugin: str, hook_name: str, exc: BaseException) -> None:
-    """Count ``plugin_error:<hook>`` and log once, naming the plugin."""
+def report_error(plugin: str, hook_name: str, exc: BaseException, *, with_text: bool = True) -> None:
+    """Count ``plugin_error:<hook>`` and log once, naming the plugin; ``with_text=False`` leaves the
+    exception's text out (it may quote the values a redacting hook was handling)."""
     counters.record("plugin_error", hook_name)
     log_once(
         f"plugin:{plugin}:{hook_name}:{type(exc).__name__}",
         logging.ERROR,
-        "segment_analytics plugin %r raised in %s: %s: %s (logged once; see stats())",
+        "segment_analytics plugin %r raised in %s: %s%s (logged once; see stats())",
         plugin,
         hook_name,
         type(exc).__name__,
-        exc,
+        f": {exc}" if with_text else " (its text is not logged: it may quote the payload's values)",
     )
 
 
