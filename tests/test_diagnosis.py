@@ -19,6 +19,7 @@ import pytest
 
 import pendo_plugin
 from pendo_plugin.cli import doctor
+from pendo_plugin.delivery.fleet.flags import FLAGS_KEY
 from pendo_plugin.sandbox import Sandbox
 from tests.apps import app_env, app_script, pendo_env, run_app
 from tests.fleet_redis import RedisServer
@@ -106,7 +107,7 @@ def test_doctor_shows_where_each_setting_came_from(
 ) -> None:
     env = app_env(sandbox.url, spool_dir, sandbox.url, redis_url=redis_server.url, rollout_percent="50")
     env["PENDO_ROLLOUT_PERCENT"] = "50"
-    redis_server.client().hset("pendo_plugin:flags", mapping={"enabled": "false"})
+    redis_server.client().hset(FLAGS_KEY, mapping={"enabled": "false"})
     output = doctor_output(env)
     assert setting_line(output, "data_url") == ["data_url", sandbox.url, "environment"]
     assert setting_line(output, "rollout_percent") == ["rollout_percent", "50.0", "environment"]

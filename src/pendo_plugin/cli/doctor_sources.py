@@ -1,8 +1,8 @@
 """Where each setting ``doctor`` shows came from: the environment, ``configure()`` in this process, or
 the fleet's live flags in Redis (fleet mode); the rest are defaults.
 
-The fleet flags are read and checked the way every process reads them (``fleet.flags.validate``), so
-doctor shows the settings a process of the fleet runs with. Redis not answering leaves them out: the
+The fleet flags are read and checked the way every process reads them (bounded, by the same script:
+``fleet.flags.read_flags``), so doctor shows the settings a process of the fleet runs with. Redis not answering leaves them out: the
 Redis check reports it.
 """
 
@@ -22,14 +22,15 @@ def fleet_flags(redis_url: str | None) -> dict[str, str]:
         return {}
     try:
         from pendo_plugin.cli.fleet_status import _client, _errors
-        from pendo_plugin.delivery.fleet.flags import FLAGS_KEY, validate
+        from pendo_plugin.delivery.fleet.flags import FLAGS_KEY, READ_SCRIPT, read_flags, script_args
 
-        raw = _client(redis_url).hgetall(FLAGS_KEY)
+        client = _client(redis_url)
+        reply = client.register_script(READ_SCRIPT)(keys=[FLAGS_KEY], args=script_args())
     except ImportError:
         return {}
     except _errors():
         return {}
-    return validate(raw if isinstance(raw, dict) else {})[0]
+    return read_flags(reply)[0]
 
 
 def effective(flags: Mapping[str, str]) -> config.Settings:
