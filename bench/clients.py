@@ -61,11 +61,11 @@ def main() -> int:
         return 0
     print(f"{'client':10} {'on us/event':>12} {'off us/event':>13} {'plugin us':>10} {'on/off':>7}")
     for name, row in rows.items():
-        print(
-            f"{name:10} {row['on_us']:12.0f} {row['off_us']:13.0f} {row['plugin_us']:10.0f} {row['ratio']:7.2f}"
-        )
+        figures = f"{row['on_us']:12.0f} {row['off_us']:13.0f} {row['plugin_us']:10.0f} {row['ratio']:7.2f}"
+        print(f"{name:10} {figures}")
     verdict = "keep the plugin's client" if saving > 0.25 else "take the best well-kept client"
-    print(f"plugin's client saves {saving:.0%} of process CPU per event against the best well-kept: {verdict}")
+    print(f"plugin's client saves {saving:.0%} of process CPU per event "
+          f"against the best well-kept one: {verdict}")
     return 0
 
 

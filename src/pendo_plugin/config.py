@@ -80,6 +80,7 @@ class Settings:
     event_loop: str = "uvloop"
     on_error: Callable[[Exception, list[Any]], None] | None = field(default=None, repr=False)
     transport: Any = field(default=None, repr=False)
+    ca_bundle: str | None = None  # a PEM file of CAs trusted besides the system's
     problems: tuple[str, ...] = ()
 
     @property
@@ -225,6 +226,7 @@ def parse(raw: Mapping[str, Any]) -> Settings:
         event_loop=as_choice("event_loop", raw.get("event_loop", "uvloop"), EVENT_LOOPS),
         on_error=raw.get("on_error"),
         transport=raw.get("transport"),
+        ca_bundle=as_text(raw["ca_bundle"]) or None if raw.get("ca_bundle") else None,
     )
 
 
