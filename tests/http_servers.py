@@ -292,6 +292,8 @@ class StandIn:
         return [request.partition(b"\r\n\r\n")[2] for request in self.requests]
 
     def stop(self) -> None:
+        with suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() (close alone does not)
         self._listener.close()
         self._thread.join(5)
 
