@@ -15,6 +15,7 @@ unless the plugin's own saves more than 25 % of the process CPU per event.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import sys
@@ -33,6 +34,8 @@ def main() -> int:
     parser.add_argument("--cycles", type=int, default=3, help="runs per client, interleaved")
     parser.add_argument("--json", action="store_true")
     opts = parser.parse_args()
+    if importlib.util.find_spec("pycurl") is None:
+        parser.error("pycurl is not installed: pip install -e '.[bench]'")
     on: dict[str, list[float]] = {name: [] for name in CLIENTS}
     off: dict[str, list[float]] = {name: [] for name in CLIENTS}
     work = Path(tempfile.mkdtemp(prefix="pendo-clients-"))

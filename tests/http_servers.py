@@ -179,7 +179,7 @@ http {{
 
 
 def squid(root: Path) -> tuple[list[str], int]:
-    """argv and port of a squid that allows everything (CONNECT to any port) and caches nothing."""
+    """argv and port of a squid that allows everything (CONNECT to any port but 9) and caches nothing."""
     port = free_port()
     root.chmod(0o777)  # squid drops to its own user
     (root / "squid.conf").write_text(f"""
@@ -190,6 +190,8 @@ access_log stdio:{root}/access.log
 coredump_dir {root}
 cache deny all
 cache_mem 4 MB
+acl refused_port port 9
+http_access deny CONNECT refused_port
 http_access allow all
 shutdown_lifetime 0 seconds
 """)

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pendo_plugin import config
+from pendo_plugin import config, counters
 from pendo_plugin.delivery.client import HttpTransport
 from pendo_plugin.delivery.proxies import ProxyTable, masked
 from pendo_plugin.sandbox import Sandbox
@@ -55,6 +55,17 @@ def test_a_scheme_less_https_proxy_is_http_and_ipv6_is_bracketed(
     while f"[::1]:{front['tls']}" not in access_log.read_text() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert f"CONNECT [::1]:{front['tls']}" in access_log.read_text()
+
+
+def test_a_tunnel_the_proxy_refuses_names_the_proxy(
+    loop_kind: str, proxy: tuple[int, Path], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy[0]}")
+    with caplog.at_level(logging.ERROR, "pendo_plugin"):
+        outcomes = deliver(loop_kind, settings_for("https://127.0.0.1:9"), [track_payload(0)])
+    assert outcomes == ["failed"]
+    assert counters.snapshot().get("retries_exhausted:track") == 1
+    assert f"proxy http://127.0.0.1:{proxy[0]}: the proxy refused the tunnel (HTTP 403)" in caplog.text
 
 
 def test_all_proxy_is_used_and_a_failing_proxy_is_named_with_its_password_masked(
