@@ -15,7 +15,7 @@ import pytest
 
 from pendo_plugin import config, counters
 from pendo_plugin.delivery.client import HttpTransport
-from pendo_plugin.delivery.proxies import ProxyTable, masked
+from pendo_plugin.delivery.proxies import ProxyTable, masked, parse_proxy
 from pendo_plugin.sandbox import Sandbox
 from tests import http_conformance as conformance
 from tests.conftest import TRACK_SECRET
@@ -75,9 +75,9 @@ def test_all_proxy_is_used_and_a_failing_proxy_is_named_with_its_password_masked
     monkeypatch.setenv("ALL_PROXY", f"http://me:hunter2@{closed}")
     with caplog.at_level(logging.ERROR, "pendo_plugin"), pytest.raises(ConnectionError) as failure:
         post(loop_kind, "https://pendo.invalid/data/track", timeout=5)
-    assert f"proxy http://me:****@{closed}" in str(failure.value)
+    assert f"proxy http://****@{closed}" in str(failure.value)
     assert "hunter2" not in str(failure.value) + caplog.text
-    assert f"proxy http://me:****@{closed}" in caplog.text
+    assert f"proxy http://****@{closed}" in caplog.text
 
 
 def test_no_proxy_cidr_sends_directly(
@@ -100,9 +100,9 @@ def test_an_unknown_proxy_scheme_is_refused_with_one_clear_line(
         assert deliver(loop_kind, settings_for(box.url), [track_payload(1)]) == ["sent"]  # http unaffected
     assert outcomes == ["failed"]
     assert (
-        "HTTPS_PROXY='socks5://u:****@127.0.0.1:1080': proxy scheme 'socks5' is not supported" in caplog.text
+        "HTTPS_PROXY='socks5://****@127.0.0.1:1080': proxy scheme 'socks5' is not supported" in caplog.text
     )
-    assert "pw@" not in caplog.text
+    assert "u:pw" not in caplog.text
 
 
 # ----- TLS: named certificate problems, PENDO_CA_BUNDLE
@@ -176,6 +176,8 @@ def test_lower_case_proxy_variables_win_and_all_proxy_is_the_fallback() -> None:
     assert table.for_origin("http", "x", 80).url == "https://c:3"  # type: ignore[union-attr]
 
 
-def test_masked_hides_only_the_password() -> None:
-    assert masked("http://user:s3cret@proxy:3128") == "http://user:****@proxy:3128"
+def test_masked_hides_the_userinfo() -> None:
+    assert masked("http://user:s3cret@proxy:3128") == "http://****@proxy:3128"
+    assert masked("http://t0ken@proxy:3128/") == "http://****@proxy:3128/"
+    assert "s3cret" not in repr(parse_proxy("HTTPS_PROXY", "http://user:s3cret@proxy:3128"))
     assert masked("http://proxy:3128") == "http://proxy:3128"

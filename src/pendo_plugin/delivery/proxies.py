@@ -18,7 +18,7 @@ import base64
 import ipaddress
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit
 
 from pendo_plugin.logs import log_once
@@ -31,12 +31,12 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 class Proxy:
     """A usable proxy: where to connect, whether with TLS, and its ``Proxy-Authorization``."""
 
-    url: str
+    url: str = field(repr=False)  # may carry a password
     tls: bool
     host: str
     port: int
-    auth: str | None
-    shown: str  # the URL with its password masked, for errors and logs
+    auth: str | None = field(repr=False)
+    shown: str  # the URL with its userinfo masked, for errors and logs
 
 
 class ProxyRefused(ValueError):
@@ -44,15 +44,12 @@ class ProxyRefused(ValueError):
 
 
 def masked(url: str) -> str:
-    """``url`` with the password of its userinfo replaced by ``****`` (a local helper: the shared URL
-    masking function lives elsewhere; this one only hides the secret part of ``user:secret@``)."""
+    """``url`` with its userinfo (``user:password@``, or a token as the user) replaced by ``****`` (a
+    tiny local helper, to be merged onto the project's shared URL masking function)."""
     scheme, sep, rest = url.rpartition("://")
     authority, slash, path = rest.partition("/")
-    userinfo, at, hostport = authority.rpartition("@")
-    if not at:
-        return url
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:****@{hostport}{slash}{path}"
+    _, at, hostport = authority.rpartition("@")
+    return f"{scheme}{sep}****@{hostport}{slash}{path}" if at else url
 
 
 def parse_proxy(name: str, value: str) -> Proxy:
