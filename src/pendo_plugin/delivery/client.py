@@ -124,6 +124,9 @@ class HttpTransport:
     async def _fresh(self, key: Key, data: bytes, deadline: float) -> Response:
         """``data`` sent on a new connection."""
         connection = await self._connection(*key, deadline)
+        if not connection.open:  # the server closed it as soon as it accepted it: nothing was written
+            connection.abort()
+            raise ConnectionResetError("connection closed by the server before the request was sent")
         return await self._exchange(connection, data, deadline)
 
     def _exchange(self, connection: Connection, data: bytes, deadline: float) -> asyncio.Future[Response]:

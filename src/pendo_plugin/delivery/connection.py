@@ -202,10 +202,7 @@ class Connection(asyncio.BufferedProtocol):
         self.deadline = deadline
         waiter: asyncio.Future[Response] = self.loop.create_future()
         self._waiter = waiter
-        if self.open:
-            self.transport.write(data)
-        else:  # closed by the server since it connected: nothing was written
-            self._fail(ConnectionResetError("connection closed by the server before the request was sent"))
+        self.transport.write(data)
         return waiter
 
     @property
