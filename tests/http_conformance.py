@@ -12,7 +12,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -67,13 +67,13 @@ def front(box: Sandbox, pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> I
 
 
 @pytest.fixture(scope="module")
-def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
-    """squid's port and its access log."""
+def proxy(pki: Pki) -> Iterator[Squid]:
+    """squid: its ports (plain, https, with authentication) and its access log."""
     root = Path(tempfile.mkdtemp(prefix="pendo-squid-"))  # squid's own user must reach it
-    argv, port = squid(root)
+    argv, ports = squid(root, pki.files["good"])
     try:
-        with running(argv, port, root / "cache.log"):
-            yield port, root / "access.log"
+        with running(argv, ports["plain"], root / "cache.log"):
+            yield Squid(ports["plain"], ports["tls"], ports["auth"], root / "access.log")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -85,6 +85,13 @@ def hints(box: Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[in
     argv, port = haproxy(root, int(box.url.rsplit(":", 1)[1]))
     with running(argv, port, root / "haproxy.log"):
         yield port
+
+
+class Squid(NamedTuple):
+    port: int
+    tls_port: int
+    auth_port: int
+    access_log: Path
 
 
 def settings_for(url: str, **extra: object) -> Settings:

@@ -178,12 +178,36 @@ http {{
     return ["nginx", "-p", str(root), "-e", str(root / "error.log"), "-c", str(root / "nginx.conf")], ports
 
 
-def squid(root: Path) -> tuple[list[str], int]:
-    """argv and port of a squid that allows everything (CONNECT to any port but 9) and caches nothing."""
-    port = free_port()
-    root.chmod(0o777)  # squid drops to its own user
+PROXY_USER, PROXY_PASSWORD = "pendo", "s3cret-proxy"
+
+
+def squid(root: Path, cert: tuple[Path, Path]) -> tuple[list[str], dict[str, int]]:
+    """argv and ports of a squid that caches nothing and allows CONNECT to any port but 9: ``plain``
+    (http), ``tls`` (an https proxy with ``cert``) and ``auth`` (basic proxy authentication, ``PROXY_USER``
+    and ``PROXY_PASSWORD``)."""
+    ports = {"plain": free_port(), "tls": free_port(), "auth": free_port()}
+    root.chmod(0o777)  # squid drops to its own user, which must read what it needs here
+    for source, name in ((cert[0], "proxy.pem"), (cert[1], "proxy.key")):
+        shutil.copyfile(source, root / name)
+        (root / name).chmod(0o644)
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed (squid's password file is made with it)")
+    digest = subprocess.run(  # MD5-crypt, which squid's basic_ncsa_auth reads
+        ["openssl", "passwd", "-1", "-salt", "pendo25", PROXY_PASSWORD],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    (root / "passwd").write_text(f"{PROXY_USER}:{digest}\n")
+    (root / "passwd").chmod(0o644)
     (root / "squid.conf").write_text(f"""
-http_port 127.0.0.1:{port}
+http_port 127.0.0.1:{ports["plain"]}
+https_port 127.0.0.1:{ports["tls"]} tls-cert={root}/proxy.pem tls-key={root}/proxy.key
+http_port 127.0.0.1:{ports["auth"]} name=authport
+auth_param basic program /usr/lib/squid/basic_ncsa_auth {root}/passwd
+auth_param basic realm pendo
+acl authed proxy_auth REQUIRED
+acl auth_port myportname authport
 pid_filename {root}/squid.pid
 cache_log {root}/cache.log
 access_log stdio:{root}/access.log
@@ -192,10 +216,11 @@ cache deny all
 cache_mem 4 MB
 acl refused_port port 9
 http_access deny CONNECT refused_port
+http_access deny auth_port !authed
 http_access allow all
 shutdown_lifetime 0 seconds
 """)
-    return ["squid", "-N", "-f", str(root / "squid.conf")], port
+    return ["squid", "-N", "-f", str(root / "squid.conf")], ports
 
 
 def haproxy(root: Path, upstream_port: int) -> tuple[list[str], int]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import ssl
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,8 +18,8 @@ from pendo_plugin.delivery.proxies import ProxyTable, masked, parse_proxy
 from pendo_plugin.sandbox import Sandbox
 from tests import http_conformance as conformance
 from tests.conftest import TRACK_SECRET
-from tests.http_conformance import deliver, numbers, post, settings_for
-from tests.http_servers import Pki
+from tests.http_conformance import Squid, deliver, numbers, post, settings_for
+from tests.http_servers import PROXY_PASSWORD, PROXY_USER, Pki
 from tests.sending import track_payload
 
 # the suite's fixtures (tests/http_conformance.py), by name
@@ -40,12 +39,12 @@ def test_a_scheme_less_https_proxy_is_http_and_ipv6_is_bracketed(
     loop_kind: str,
     box: Sandbox,
     front: dict[str, int],
-    proxy: tuple[int, Path],
+    proxy: Squid,
     pki: Pki,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     box.reset()
-    port, access_log = proxy
+    port, access_log = proxy.port, proxy.access_log
     monkeypatch.setenv("HTTPS_PROXY", f"127.0.0.1:{port}")
     settings = settings_for(f"https://[::1]:{front['tls']}", ca_bundle=str(pki.ca))
     outcomes = deliver(loop_kind, settings, [track_payload(n) for n in range(2)])
@@ -57,15 +56,46 @@ def test_a_scheme_less_https_proxy_is_http_and_ipv6_is_bracketed(
     assert f"CONNECT [::1]:{front['tls']}" in access_log.read_text()
 
 
-def test_a_tunnel_the_proxy_refuses_names_the_proxy(
-    loop_kind: str, proxy: tuple[int, Path], caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("https_proxy", [False, True], ids=["http-proxy", "https-proxy"])
+def test_proxy_authentication_through_squid(
+    loop_kind: str,
+    box: Sandbox,
+    front: dict[str, int],
+    proxy: Squid,
+    pki: Pki,
+    https_proxy: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy[0]}")
+    """Held: a TLS proxy (squid's https_port, its certificate from PENDO_CA_BUNDLE's CA) and basic proxy
+    authentication; a wrong password is refused by squid (407) and named with the proxy, masked."""
+    box.reset()
+    where = (
+        f"https://localhost:{proxy.tls_port}"
+        if https_proxy
+        else f"http://{PROXY_USER}:{PROXY_PASSWORD}@127.0.0.1:{proxy.auth_port}"
+    )
+    monkeypatch.setenv("HTTPS_PROXY", where)
+    settings = settings_for(f"https://localhost:{front['tls']}", ca_bundle=str(pki.ca))
+    assert deliver(loop_kind, settings, [track_payload(3)]) == ["sent"]
+    assert numbers(box) == [3]
+    if https_proxy:
+        return
+    monkeypatch.setenv("HTTPS_PROXY", f"http://{PROXY_USER}:wrong@127.0.0.1:{proxy.auth_port}")
+    with pytest.raises(
+        ConnectionError, match=rf"proxy http://\*\*\*\*@127.0.0.1:{proxy.auth_port}: .*HTTP 407"
+    ):
+        post(loop_kind, f"https://localhost:{front['tls']}/", ca_bundle=str(pki.ca))
+
+
+def test_a_tunnel_the_proxy_refuses_names_the_proxy(
+    loop_kind: str, proxy: Squid, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.port}")
     with caplog.at_level(logging.ERROR, "pendo_plugin"):
         outcomes = deliver(loop_kind, settings_for("https://127.0.0.1:9"), [track_payload(0)])
     assert outcomes == ["failed"]
     assert counters.snapshot().get("retries_exhausted:track") == 1
-    assert f"proxy http://127.0.0.1:{proxy[0]}: the proxy refused the tunnel (HTTP 403)" in caplog.text
+    assert f"proxy http://127.0.0.1:{proxy.port}: the proxy refused the tunnel (HTTP 403)" in caplog.text
 
 
 def test_all_proxy_is_used_and_a_failing_proxy_is_named_with_its_password_masked(
@@ -99,9 +129,7 @@ def test_an_unknown_proxy_scheme_is_refused_with_one_clear_line(
         outcomes = deliver(loop_kind, settings_for("https://pendo.invalid"), [track_payload(0)])
         assert deliver(loop_kind, settings_for(box.url), [track_payload(1)]) == ["sent"]  # http unaffected
     assert outcomes == ["failed"]
-    assert (
-        "HTTPS_PROXY='socks5://****@127.0.0.1:1080': proxy scheme 'socks5' is not supported" in caplog.text
-    )
+    assert "HTTPS_PROXY='socks5://****@127.0.0.1:1080': proxy scheme 'socks5' is not supported" in caplog.text
     assert "u:pw" not in caplog.text
 
 
