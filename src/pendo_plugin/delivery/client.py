@@ -23,6 +23,7 @@ to the senders, whose retries are counted and bounded by the retry settings.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import socket
@@ -230,7 +231,7 @@ class HttpTransport:
         """Open ``connection`` to ``host``:``port``, each address tried in turn (Happy Eyeballs), TLS
         verified for ``name`` if ``tls``."""
         loop = connection.loop
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        infos = _literal(host, port) or await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         sock = await aiohappyeyeballs.start_connection(
             infos, happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY, interleave=1
         )
@@ -282,6 +283,17 @@ class HttpTransport:
             connection.abort()
         self._idle.clear()
         self._busy.clear()
+
+
+def _literal(host: str, port: int) -> list[aiohappyeyeballs.AddrInfoType] | None:
+    """The address of an IP literal without a lookup (which would wait for a thread), else None."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if address.version == 6:
+        return [(socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port, 0, 0))]
+    return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))]
 
 
 def _certificate_problem(exc: ssl.SSLCertVerificationError) -> str:
