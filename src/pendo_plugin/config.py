@@ -87,6 +87,7 @@ class Settings:
     properties: PropertyRules = field(default_factory=PropertyRules)  # deny/allow/hash rules and the key
     on_error: Callable[[Exception, list[Any]], None] | None = field(default=None, repr=False)
     transport: Any = field(default=None, repr=False)
+    ca_bundle: str | None = None  # a PEM file of CAs trusted besides the system's
     problems: tuple[str, ...] = ()
     redis_replicas: int = 0
     redis_url_problem: str | None = None  # PENDO_REDIS_URL unusable: fleet mode off, delivery goes on
@@ -248,6 +249,7 @@ def parse(raw: Mapping[str, Any]) -> Settings:
         transport=raw.get("transport"),
         redis_replicas=as_integer("redis_replicas", raw.get("redis_replicas", 0), 0, 16),
         redis_url_problem=redis_url_problem,
+        ca_bundle=as_text(raw["ca_bundle"]) or None if raw.get("ca_bundle") else None,
     )
 
 

@@ -80,6 +80,7 @@ ENV_NAMES: dict[str, str] = {
     "hash_properties": "PENDO_HASH_PROPERTIES",
     "hash_key": "PENDO_HASH_KEY",
     "redis_replicas": "PENDO_REDIS_REPLICAS",
+    "ca_bundle": "PENDO_CA_BUNDLE",
 }
 
 OBJECT_SETTINGS = frozenset({"on_error", "transport"})
@@ -231,6 +232,8 @@ def as_url(name: str, raw: Any) -> str:
     """A scheme and host (and port) only: no userinfo, path, query or fragment, which would change where
     requests go or put text from the variable into every request."""
     text = as_text(raw).rstrip("/")
+    if any(ord(char) < 0x20 or char == "\x7f" for char in text):  # urlsplit would drop CR/LF/tab silently
+        raise ConfigError(f"{ENV_NAMES[name]}: the URL has a control character (CR, LF or tab)")
     try:
         parts = urlsplit(text)
         parts.port  # noqa: B018 (raises ValueError for a bad port)

@@ -55,9 +55,12 @@ def escape(text: object, limit: int | None = None) -> str:
 def url(text: str | None) -> str | None:
     """``text`` as a URL fit to show: a password in the userinfo masked (a user without a password, which
     may be a token, masked whole), every ``password=``-style query value masked, the rest escaped. A
-    value that does not parse as a URL loses everything between ``//`` and ``@``. None stays None."""
+    value that does not parse as a URL loses everything between ``//`` and ``@``, one without a scheme
+    everything before ``@``. None stays None."""
     if text is None:
         return None
+    if "://" not in text and "@" in text:  # no scheme (``user:pw@host:3128``): all before ``@`` hidden
+        return escape(f"{MASK}@{text.rsplit('@', 1)[1]}")
     try:
         parts = urlsplit(text)
         netloc = parts.netloc

@@ -291,7 +291,7 @@ async def network_checks(settings: Settings, traits: Traits | None, test_event: 
     """Every check that talks to Pendo, in order; later ones are skipped when an earlier one fails."""
     from pendo_plugin.delivery.client import HttpTransport
 
-    transport = Recorder(settings.transport or HttpTransport(pool_size=4))
+    transport = Recorder(settings.transport or HttpTransport(4, settings.ca_bundle))
     try:
         checks = await _data_checks(transport, settings, test_event)
         if settings.mode != "webhook" or settings.integration_key:

@@ -2,8 +2,8 @@
 the fleet's live flags in Redis (fleet mode); the rest are defaults.
 
 The fleet flags are read and checked the way every process reads them (bounded, by the same script:
-``fleet.flags.read_flags``), so doctor shows the settings a process of the fleet runs with. Redis not answering leaves them out: the
-Redis check reports it.
+``fleet.flags.read_flags``), so doctor shows the settings a process of the fleet runs with. Redis not
+answering leaves them out: the Redis check reports it.
 """
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ class Sender:
     def for_settings(cls, settings: Settings, stopping: asyncio.Event) -> Sender:
         """The configured transport (or a keep-alive pool) with adaptive concurrency up to
         ``max_concurrency``; create it on the loop that will use it."""
-        transport: Transport = settings.transport or HttpTransport(pool_size=settings.max_concurrency)
+        transport = settings.transport or HttpTransport(settings.max_concurrency, settings.ca_bundle)
         return cls(transport, AdaptiveLimiter(settings.max_concurrency), stopping)
 
     def __init__(self, transport: Transport, limiter: AdaptiveLimiter, stopping: asyncio.Event) -> None:
