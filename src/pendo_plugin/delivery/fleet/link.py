@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from typing import Any
 
 from pendo_plugin import counters
 from pendo_plugin.config import redacted_url
-from pendo_plugin.delivery.fleet.topology import CLUSTER, connect
+from pendo_plugin.delivery.fleet.topology import CLUSTER, UnusableUrl, connect
 from pendo_plugin.logs import log
 
 # Every key of a fleet starts with this prefix. Its hash tag (the part in braces) puts them all in
@@ -79,18 +80,28 @@ class RedisLink:
         pipe.execute_command("WAIT", replicas, round(REPLICA_WAIT * 1000), **target)
 
     def failed(self, exc: BaseException) -> None:
-        """Redis did not answer: fall back for ``RETRY_AFTER`` seconds; one log line per outage."""
+        """Redis did not answer: fall back for ``RETRY_AFTER`` seconds (a URL redis-py cannot use: for good,
+        but for ``flush()``); one log line per outage."""
         counters.record("redis", "errors")
+        unusable = isinstance(exc, UnusableUrl)
         if not self.down:
             self.outages += 1
-            log.warning(
-                "pendo_plugin: Redis at %s is not answering (%s); falling back to this process alone "
-                "(local spool and rate budget) until it answers",
-                redacted_url(self.url),
-                type(exc).__name__,
-            )
+            if unusable:
+                log.error(
+                    "pendo_plugin: fleet mode is off (PENDO_REDIS_URL %s: %s); each process delivers "
+                    "alone, through its local routes and local spool",
+                    redacted_url(self.url),
+                    exc,
+                )
+            else:
+                log.warning(
+                    "pendo_plugin: Redis at %s is not answering (%s); falling back to this process alone "
+                    "(local spool and rate budget) until it answers",
+                    redacted_url(self.url),
+                    type(exc).__name__,
+                )
         self.down = True
-        self._down_until = time.monotonic() + RETRY_AFTER
+        self._down_until = math.inf if unusable else time.monotonic() + RETRY_AFTER
 
     def answered(self) -> bool:
         """Redis answered; True if it had been down (the caller may move local data back)."""

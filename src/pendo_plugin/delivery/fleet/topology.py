@@ -11,6 +11,8 @@ are the data nodes'; the Sentinels are asked without them.
 
 from __future__ import annotations
 
+import re
+from functools import partial
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -54,6 +56,36 @@ def _cluster_enabled(info: Any) -> bool:
     return isinstance(info, dict) and str(info.get("cluster_enabled", "0")) == "1"
 
 
+class UnusableUrl(ValueError):
+    """redis-py cannot use the URL (an option it does not know, a value it cannot read) or it names a
+    database other than 0 on a Redis Cluster: no retry helps. The message never repeats the URL."""
+
+
+def _probe(factory: Any, url: str, timeout: float) -> tuple[Any, int]:
+    """A client for the node the URL names, asking database 0 (a cluster refuses ``SELECT``), and
+    the database the URL names; redis-py's refusals of the URL become :class:`UnusableUrl`."""
+    try:
+        probe = factory(url, **_pooled(timeout))
+        pool = probe.connection_pool
+        wanted = int(pool.connection_kwargs.get("db") or 0)
+        pool.connection_kwargs["db"] = 0
+        pool.make_connection()  # builds (does not open) a connection: redis-py checks the options here
+    except (TypeError, ValueError) as exc:
+        raise UnusableUrl(f"redis-py cannot use it: {_reason(exc)}") from None
+    return probe, wanted
+
+
+def _reason(exc: Exception) -> str:
+    """redis-py's complaint, without the URL: the unknown option's name, or its message."""
+    unknown = re.search(r"unexpected keyword argument '(\w{1,40})'", str(exc))
+    return f"unknown option ?{unknown.group(1)}=" if unknown else str(exc)[:120]
+
+
+def _single_database_only(wanted: int) -> None:
+    if wanted:
+        raise UnusableUrl(f"it names database {wanted}, and a Redis Cluster has only database 0")
+
+
 async def connect(url: str, timeout: float) -> tuple[Any, str, list[Any]]:
     """An asyncio client for ``url``, the shape found, and the clients to close with it (the
     Sentinels'); raises redis-py's errors when Redis does not answer (the cluster check is one
@@ -69,17 +101,16 @@ async def connect(url: str, timeout: float) -> tuple[Any, str, list[Any]]:
         sentinels, service, node = _sentinel_setup(url, timeout)
         manager = redis.asyncio.sentinel.Sentinel(sentinels, sentinel_kwargs=_timeouts(timeout))
         return manager.master_for(service, retry=no_retry, **node), SENTINEL, manager.sentinels
-    single = redis.asyncio.Redis.from_url(url, retry=no_retry, **_pooled(timeout))
+    probe, wanted = _probe(partial(redis.asyncio.Redis.from_url, retry=no_retry), url, timeout)
     try:
-        cluster = _cluster_enabled(await single.info("cluster"))
+        cluster = _cluster_enabled(await probe.info("cluster"))
     except redis.ResponseError:  # INFO renamed or refused (some managed services): not a cluster
         cluster = False
-    except BaseException:
-        await single.aclose()
-        raise
+    finally:
+        await probe.aclose()
     if not cluster:
-        return single, SINGLE, []
-    await single.aclose()
+        return redis.asyncio.Redis.from_url(url, retry=no_retry, **_pooled(timeout)), SINGLE, []
+    _single_database_only(wanted)
     client = redis.asyncio.cluster.RedisCluster.from_url(url, retry=no_retry, **_pooled(timeout))
     await client.initialize()
     return client, CLUSTER, []
@@ -95,12 +126,14 @@ def connect_sync(url: str, timeout: float) -> tuple[Any, str]:
         sentinels, service, node = _sentinel_setup(url, timeout)
         manager = redis.sentinel.Sentinel(sentinels, sentinel_kwargs=_timeouts(timeout))
         return manager.master_for(service, **node), SENTINEL
-    single = redis.Redis.from_url(url, **_pooled(timeout))
+    probe, wanted = _probe(redis.Redis.from_url, url, timeout)
     try:
-        cluster = _cluster_enabled(single.info("cluster"))
+        cluster = _cluster_enabled(probe.info("cluster"))
     except redis.ResponseError:
         cluster = False
+    finally:
+        probe.close()
     if not cluster:
-        return single, SINGLE
-    single.close()
+        return redis.Redis.from_url(url, **_pooled(timeout)), SINGLE
+    _single_database_only(wanted)
     return redis.cluster.RedisCluster.from_url(url, **_pooled(timeout)), CLUSTER
