@@ -22,7 +22,10 @@ SINGLE, SENTINEL, CLUSTER = "single", "sentinel", "cluster"
 CLIENT_NAME = "pendo_plugin"
 # Connections per node a process may open: one per concurrent send asking the rate gate
 # (PENDO_MAX_CONCURRENCY is at most 1000) plus the queue's and the flags'. redis-py's default of
-# 100 was reached right after a failover, when every send asked the new primary at once.
+# 100 was reached right after a failover, when every send asked the new primary at once. The same
+# holds for each Sentinel, asked once per new connection to the primary: with its default of 100, a
+# burst of 5,000 events in one process failed 16-200 of those questions (MaxConnectionsError, seen
+# as MasterNotFoundError) and sent the process to its local spool with every node healthy.
 MAX_CONNECTIONS = 1024
 
 
@@ -36,6 +39,10 @@ def _timeouts(timeout: float) -> dict[str, Any]:
 
 def _pooled(timeout: float) -> dict[str, Any]:
     return {**_timeouts(timeout), "max_connections": MAX_CONNECTIONS, "client_name": CLIENT_NAME}
+
+
+def _sentinel_kwargs(timeout: float) -> dict[str, Any]:
+    return {**_timeouts(timeout), "max_connections": MAX_CONNECTIONS}
 
 
 def _sentinel_setup(url: str, timeout: float) -> tuple[list[tuple[str, int]], str, dict[str, Any]]:
@@ -99,7 +106,7 @@ async def connect(url: str, timeout: float) -> tuple[Any, str, list[Any]]:
     no_retry = Retry(NoBackoff(), 0)
     if is_sentinel(url):
         sentinels, service, node = _sentinel_setup(url, timeout)
-        manager = redis.asyncio.sentinel.Sentinel(sentinels, sentinel_kwargs=_timeouts(timeout))
+        manager = redis.asyncio.sentinel.Sentinel(sentinels, sentinel_kwargs=_sentinel_kwargs(timeout))
         return manager.master_for(service, retry=no_retry, **node), SENTINEL, manager.sentinels
     probe, wanted = _probe(partial(redis.asyncio.Redis.from_url, retry=no_retry), url, timeout)
     try:
@@ -124,7 +131,7 @@ def connect_sync(url: str, timeout: float) -> tuple[Any, str]:
 
     if is_sentinel(url):
         sentinels, service, node = _sentinel_setup(url, timeout)
-        manager = redis.sentinel.Sentinel(sentinels, sentinel_kwargs=_timeouts(timeout))
+        manager = redis.sentinel.Sentinel(sentinels, sentinel_kwargs=_sentinel_kwargs(timeout))
         return manager.master_for(service, **node), SENTINEL
     probe, wanted = _probe(redis.Redis.from_url, url, timeout)
     try:
