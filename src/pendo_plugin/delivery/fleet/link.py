@@ -54,6 +54,7 @@ class RedisLink:
         self._down_until = 0.0
         self.down = False
         self.outages = 0
+        self.replicas_short = False  # the last WAIT saw fewer than PENDO_REDIS_REPLICAS replicas
 
     def available(self) -> bool:
         """Whether to try Redis now (it answered last time, or the retry pause has passed)."""
@@ -78,6 +79,26 @@ class RedisLink:
             return
         target = {"target_nodes": self._client.get_node_from_key(KEY_PREFIX)} if self.shape == CLUSTER else {}
         pipe.execute_command("WAIT", replicas, round(REPLICA_WAIT * 1000), **target)
+
+    def confirmed(self, answer: Any, replicas: int) -> bool:
+        """Whether ``WAIT``'s answer says ``replicas`` replicas have the appends. A shortfall is logged
+        once until enough replicas confirm again: its payloads are also sent from the local spool, so
+        Pendo receives each of them twice meanwhile."""
+        enough = replicated(answer, replicas)
+        if enough == self.replicas_short:
+            self.replicas_short = not enough
+            if enough:
+                log.warning("pendo_plugin: %d replicas confirm appends again", replicas)
+            else:
+                log.warning(
+                    "pendo_plugin: %s of PENDO_REDIS_REPLICAS=%d replicas confirmed an append within %g s; "
+                    "until enough do, each append is also kept in the local spool and sent from there, "
+                    "so Pendo receives it twice (redis:not_replicated)",
+                    answer if isinstance(answer, int) else "none",
+                    replicas,
+                    REPLICA_WAIT,
+                )
+        return enough
 
     def failed(self, exc: BaseException) -> None:
         """Redis did not answer: fall back for ``RETRY_AFTER`` seconds (a URL redis-py cannot use: for good,
