@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pendo_plugin.delivery.fleet.topology import SENTINEL, connect
+from pendo_plugin.delivery.fleet.topology import SENTINEL, UnusableUrl, connect
 from pendo_plugin.sandbox import Sandbox
 from tests.apps import app_env, app_script, run_app
 from tests.fleet_redis import RedisServer
@@ -64,3 +64,26 @@ def test_a_burst_through_a_healthy_sentinel_stays_on_redis(
     assert "is not answering" not in run.stderr, run.describe()
     assert stats.get("redis:errors", 0) == 0 and stats["redis:appended"] == BURST, stats
     assert {e["properties"]["n"] for e in sandbox.track_events()} == set(range(BURST))
+
+
+def test_a_sentinel_url_options_reach_the_primary_connections(
+    sentinel_url: str, redis_server: RedisServer
+) -> None:
+    async def ping() -> None:
+        client, _, sentinels = await connect(sentinel_url + "?protocol=3", 1.0)
+        try:
+            assert await client.ping()
+            clients = redis_server.client().client_list()
+            assert [c["resp"] for c in clients if c["name"] == "pendo_plugin"] == ["3"]
+        finally:
+            await client.aclose()
+            for other in sentinels:
+                await other.aclose()
+
+    asyncio.run(ping())
+
+
+@pytest.mark.parametrize("query", ["bogus=1", "ssl_ca_certs=/ca.pem", "health_check_interval=often"])
+def test_a_sentinel_url_option_redis_py_refuses_is_an_unusable_url(sentinel_url: str, query: str) -> None:
+    with pytest.raises(UnusableUrl, match="redis-py cannot use it"):  # ssl_ca_certs without rediss+
+        asyncio.run(connect(f"{sentinel_url}?{query}", 1.0))

@@ -50,6 +50,7 @@ def _sentinel_setup(url: str, timeout: float) -> tuple[list[tuple[str, int]], st
     sentinels, service, db = sentinel_parts(url)
     parts = urlsplit(url)
     node = {
+        **_url_options(parts.query, parts.scheme.startswith("rediss")),
         **_pooled(timeout),
         "db": db,
         "username": unquote(parts.username) if parts.username else None,
@@ -57,6 +58,22 @@ def _sentinel_setup(url: str, timeout: float) -> tuple[list[tuple[str, int]], st
         "ssl": parts.scheme.startswith("rediss"),
     }
     return sentinels, service, node
+
+
+def _url_options(query: str, ssl: bool) -> dict[str, Any]:
+    """A Sentinel URL's ``?options`` for the data nodes' connections (``?ssl_ca_certs=...``), read
+    and checked by redis-py as for ``redis://`` URLs; what it refuses is :class:`UnusableUrl`."""
+    if not query:
+        return {}
+    from redis.asyncio.connection import Connection, SSLConnection
+    from redis.connection import parse_url
+
+    try:
+        options = {k: v for k, v in parse_url(f"redis://sentinel/?{query}").items() if k != "host"}
+        (SSLConnection if ssl else Connection)(**options)  # builds (does not open) one: checks the names
+    except (TypeError, ValueError) as exc:
+        raise UnusableUrl(f"redis-py cannot use it: {_reason(exc)}") from None
+    return options
 
 
 def _cluster_enabled(info: Any) -> bool:
