@@ -70,6 +70,12 @@ def test_sentinel_url_parts() -> None:
     assert sentinel_parts("redis+sentinel://s1/pm") == ([("s1", 26379)], "pm", 0)
 
 
+def test_sentinel_ipv6_address_without_a_port_takes_the_default() -> None:
+    assert sentinel_parts("redis+sentinel://[::1]/pm/0") == ([("::1", 26379)], "pm", 0)
+    two = sentinel_parts("redis+sentinel://[fd00::2],[::1]:26380/pm/0")[0]
+    assert two == [("fd00::2", 26379), ("::1", 26380)]
+
+
 def test_redis_replicas_setting() -> None:
     assert load(environ=SECRETS).redis_replicas == 0
     assert load(environ={**SECRETS, "PENDO_REDIS_REPLICAS": "2"}).redis_replicas == 2

@@ -122,7 +122,9 @@ def sentinel_parts(url: str) -> tuple[list[tuple[str, int]], str, int]:
     sentinels: list[tuple[str, int]] = []
     for item in hosts_text.split(",")[: MAX_SENTINELS + 1]:
         host, colon, port = item.strip().rpartition(":")
-        host, port = (host.strip("[]"), port) if colon else (item.strip(), "26379")
+        if not colon or port.endswith("]"):  # no port: "host", "[::1]"
+            host, port = item.strip(), "26379"
+        host = host.removeprefix("[").removesuffix("]")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ConfigError("PENDO_REDIS_URL: a Sentinel address is not host:port")
         sentinels.append((host, int(port)))

@@ -15,7 +15,7 @@ from pendo_plugin.cli._common import Check, fail, ok
 from pendo_plugin.cli.fleet_status import INSTALL, TIMEOUT, _errors, _text
 from pendo_plugin.config import Settings, redacted_url
 from pendo_plugin.delivery.fleet.link import KEY_PREFIX
-from pendo_plugin.delivery.fleet.topology import CLUSTER, SENTINEL, connect_sync
+from pendo_plugin.delivery.fleet.topology import CLUSTER, SENTINEL, UnusableUrl, connect_sync
 
 WARN = "WARN"
 
@@ -101,6 +101,8 @@ def doctor_checks(settings: Settings) -> list[Check]:
         client, shape = connect_sync(url, TIMEOUT)
     except ImportError:
         return [fail(f"PENDO_REDIS_URL is set but the redis extra is missing: {INSTALL}")]
+    except UnusableUrl as exc:
+        return [fail(f"PENDO_REDIS_URL {shown}: {exc}: fleet mode is off, each process delivers alone")]
     except _errors() as exc:
         return [fail(f"Redis at {shown} does not answer: {type(exc).__name__}")]
     try:

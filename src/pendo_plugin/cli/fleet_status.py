@@ -12,7 +12,7 @@ from typing import Any
 from pendo_plugin import shown
 from pendo_plugin.config import redacted_url
 from pendo_plugin.delivery.fleet.entries import GROUP, STREAM
-from pendo_plugin.delivery.fleet.topology import connect_sync
+from pendo_plugin.delivery.fleet.topology import UnusableUrl, connect_sync
 
 TIMEOUT = 5.0
 INSTALL = "pip install 'segment-pendo-plugin[redis]'"
@@ -26,7 +26,7 @@ def _client(url: str) -> Any:
 def _errors() -> tuple[type[BaseException], ...]:
     import redis
 
-    return (redis.RedisError, OSError)
+    return (redis.RedisError, OSError, UnusableUrl)
 
 
 def _text(value: Any, limit: int = 80) -> str:
@@ -50,7 +50,9 @@ def stream_status(url: str) -> list[str]:
     except ImportError:
         return [f"stream    (the redis extra is missing: {INSTALL})"]
     except _errors() as exc:
-        return [f"stream    Redis at {shown} does not answer: {type(exc).__name__}"]
+        unusable = isinstance(exc, UnusableUrl)
+        problem = f"cannot be used: {exc}" if unusable else f"does not answer: {type(exc).__name__}"
+        return [f"stream    Redis at {shown} {problem}"]
     lines = [
         f"stream    {STREAM} at {shown}",
         f"entries   {int(length):,}",

@@ -164,7 +164,7 @@ class Worker:
         False when there was nothing to do."""
         closing = self._closing
         space = PUMP_BATCH if closing else min(PUMP_BATCH, settings.queue_size - len(self._backlog))
-        live = self._take_live(max(space, 0))
+        live = self._take_live(max(space, 0)) if closing or self._fleet.flags_known() else []
         overflow = self._take(self._overflow, PUMP_BATCH)
         if overflow:
             counters.record("overflowed", amount=len(overflow))

@@ -152,6 +152,7 @@ class FlagPoller:
     def __init__(self) -> None:
         self._next = 0.0
         self._script: tuple[Any, Any] | None = None  # (client, its registered READ_SCRIPT)
+        self.tried = False  # a first poll ended (read, refused or Redis not answering)
 
     def due(self) -> bool:
         return time.monotonic() >= self._next
@@ -159,6 +160,12 @@ class FlagPoller:
     async def poll(self, link: RedisLink) -> None:
         """Read and apply the flags once; Redis not answering keeps the flags last applied."""
         self._next = time.monotonic() + POLL_INTERVAL
+        try:
+            await self._poll(link)
+        finally:
+            self.tried = True
+
+    async def _poll(self, link: RedisLink) -> None:
         import redis
 
         try:

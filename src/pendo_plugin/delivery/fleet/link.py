@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from typing import Any
 
 from pendo_plugin import counters
 from pendo_plugin.config import redacted_url
-from pendo_plugin.delivery.fleet.topology import CLUSTER, connect
+from pendo_plugin.delivery.fleet.topology import CLUSTER, UnusableUrl, connect
 from pendo_plugin.logs import log
 
 # Every key of a fleet starts with this prefix. Its hash tag (the part in braces) puts them all in
@@ -53,6 +54,7 @@ class RedisLink:
         self._down_until = 0.0
         self.down = False
         self.outages = 0
+        self.replicas_short = False  # the last WAIT saw fewer than PENDO_REDIS_REPLICAS replicas
 
     def available(self) -> bool:
         """Whether to try Redis now (it answered last time, or the retry pause has passed)."""
@@ -78,19 +80,49 @@ class RedisLink:
         target = {"target_nodes": self._client.get_node_from_key(KEY_PREFIX)} if self.shape == CLUSTER else {}
         pipe.execute_command("WAIT", replicas, round(REPLICA_WAIT * 1000), **target)
 
+    def confirmed(self, answer: Any, replicas: int) -> bool:
+        """Whether ``WAIT``'s answer says ``replicas`` replicas have the appends. A shortfall is logged
+        once until enough replicas confirm again: its payloads are also sent from the local spool, so
+        Pendo receives each of them twice meanwhile."""
+        enough = replicated(answer, replicas)
+        if enough == self.replicas_short:
+            self.replicas_short = not enough
+            if enough:
+                log.warning("pendo_plugin: %d replicas confirm appends again", replicas)
+            else:
+                log.warning(
+                    "pendo_plugin: %s of PENDO_REDIS_REPLICAS=%d replicas confirmed an append within %g s; "
+                    "until enough do, each append is also kept in the local spool and sent from there, "
+                    "so Pendo receives it twice (redis:not_replicated)",
+                    answer if isinstance(answer, int) else "none",
+                    replicas,
+                    REPLICA_WAIT,
+                )
+        return enough
+
     def failed(self, exc: BaseException) -> None:
-        """Redis did not answer: fall back for ``RETRY_AFTER`` seconds; one log line per outage."""
+        """Redis did not answer: fall back for ``RETRY_AFTER`` seconds (a URL redis-py cannot use: for good,
+        but for ``flush()``); one log line per outage."""
         counters.record("redis", "errors")
+        unusable = isinstance(exc, UnusableUrl)
         if not self.down:
             self.outages += 1
-            log.warning(
-                "pendo_plugin: Redis at %s is not answering (%s); falling back to this process alone "
-                "(local spool and rate budget) until it answers",
-                redacted_url(self.url),
-                type(exc).__name__,
-            )
+            if unusable:
+                log.error(
+                    "pendo_plugin: fleet mode is off (PENDO_REDIS_URL %s: %s); each process delivers "
+                    "alone, through its local routes and local spool",
+                    redacted_url(self.url),
+                    exc,
+                )
+            else:
+                log.warning(
+                    "pendo_plugin: Redis at %s is not answering (%s); falling back to this process alone "
+                    "(local spool and rate budget) until it answers",
+                    redacted_url(self.url),
+                    type(exc).__name__,
+                )
         self.down = True
-        self._down_until = time.monotonic() + RETRY_AFTER
+        self._down_until = math.inf if unusable else time.monotonic() + RETRY_AFTER
 
     def answered(self) -> bool:
         """Redis answered; True if it had been down (the caller may move local data back)."""

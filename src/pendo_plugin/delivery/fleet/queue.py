@@ -32,7 +32,7 @@ from pendo_plugin.config import Settings
 from pendo_plugin.delivery.dispatch import Dispatcher
 from pendo_plugin.delivery.fleet import legacy
 from pendo_plugin.delivery.fleet.entries import GROUP, SETTLE_SCRIPT, STREAM, consumer_name, decode, encode
-from pendo_plugin.delivery.fleet.link import RedisLink, redis_errors, replicated
+from pendo_plugin.delivery.fleet.link import RedisLink, redis_errors
 from pendo_plugin.delivery.senders import Outcome, Payload, Sender
 from pendo_plugin.delivery.spool import Spool
 from pendo_plugin.logs import log, log_once
@@ -223,7 +223,7 @@ class RedisQueue:
             counters.record("redis", "round_trips")
             results = await pipe.execute()
             del self._buffer[: len(batch)]
-            if not replicated(results[-1], settings.redis_replicas):  # durable only here: keep it locally too
+            if not self.link.confirmed(results[-1], settings.redis_replicas):  # keep it locally too
                 counters.record("redis", "not_replicated", amount=len(batch))
                 self._fallback(batch, settings)
             counters.record("redis", "appended", amount=len(batch))
