@@ -144,6 +144,23 @@ def test_configuration_problem_names_the_variable(box: Sandbox) -> None:
     assert box.counts()["requests"] == 0
 
 
+
+def test_every_unusable_variable_is_named_at_once(box: Sandbox) -> None:
+    """Four bad values: one FAIL line each (not the first one per run, fixed and run again four times)."""
+    bad = {
+        "PENDO_REGION": "mars",
+        "PENDO_ROLLOUT_PERCENT": "140",
+        "PENDO_QUEUE_SIZE": "lots",
+        "PENDO_TIMEOUT": "-1",
+    }
+    done = doctor(env_for(box, **bad))
+    assert done.returncode == 1
+    failed = [line for line in check_lines(done.stdout) if line.startswith("FAIL")]
+    assert len(failed) == 4, done.stdout
+    for variable, value in bad.items():
+        assert [line for line in failed if f"{variable}='{value}'" in line], (variable, done.stdout)
+    assert SECRET not in done.stdout + done.stderr and KEY not in done.stdout + done.stderr
+
 def test_schema_that_cannot_be_read_fails(tmp_path: Path) -> None:
     with Sandbox(track_secret=SECRET, integration_key=KEY) as box:  # no schema: the endpoint answers 404
         done = doctor(env_for(box))
