@@ -135,6 +135,14 @@ def test_unreachable_host_fails_without_a_traceback(box: Sandbox) -> None:
     assert "Traceback" not in done.stdout + done.stderr
 
 
+
+def test_one_unreachable_host_for_both_urls_is_one_fail_line(box: Sandbox) -> None:
+    """Data and API URL on the same (down) host, as with the region defaults: one FAIL line, not two."""
+    url = f"http://127.0.0.1:{closed_port()}"
+    done = doctor(env_for(box, PENDO_DATA_URL=url, PENDO_API_URL=url))
+    unreachable = [line for line in check_lines(done.stdout) if "is not reachable" in line]
+    assert len(unreachable) == 1, done.stdout
+
 def test_configuration_problem_names_the_variable(box: Sandbox) -> None:
     done = doctor(env_for(box, PENDO_ROLLOUT_PERCENT="140"))
     assert done.returncode == 1

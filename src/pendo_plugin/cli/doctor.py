@@ -292,7 +292,8 @@ async def network_checks(settings: Settings, traits: Traits | None, test_event: 
     try:
         checks = await _data_checks(transport, settings, test_event)
         if settings.mode != "webhook" or settings.integration_key:
-            checks += await _api_checks(transport, settings, traits)
+            data_host = checks[1]  # _data_checks: [secret, host, ...]
+            checks += await _api_checks(transport, settings, traits, data_host_ok=data_host.status == "OK")
         return checks
     finally:
         if settings.transport is None:
@@ -319,12 +320,14 @@ async def _data_checks(transport: Recorder, settings: Settings, test_event: bool
     return checks
 
 
-async def _api_checks(transport: Recorder, settings: Settings, traits: Traits | None) -> list[Check]:
+async def _api_checks(
+    transport: Recorder, settings: Settings, traits: Traits | None, *, data_host_ok: bool
+) -> list[Check]:
     """The /api/v1 host, the integration key, the field schemas and the traits against them."""
     checks = []
     host = await reachable(transport, settings, "api_url")
-    if settings.api_url != getattr(settings, _data_host(settings)) or host.status != "OK":
-        checks.append(host)  # the same host as the data host is reported once
+    if settings.api_url != getattr(settings, _data_host(settings)) or (host.status != "OK" and data_host_ok):
+        checks.append(host)  # the same host as the data host is reported once, unless only this try failed
     if host.status != "OK":
         return [*checks, skip("integration key, field schemas and traits not checked: host unreachable")]
     key = await verify_key(transport, settings)
