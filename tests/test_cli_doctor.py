@@ -168,6 +168,7 @@ def test_every_unusable_variable_is_named_at_once(box: Sandbox) -> None:
     for variable, value in bad.items():
         assert [line for line in failed if f"{variable}='{value}'" in line], (variable, done.stdout)
     assert SECRET not in done.stdout + done.stderr and KEY not in done.stdout + done.stderr
+    assert done.stderr == "", "the report says it all: no log line repeats it after the report"
 
 def test_schema_that_cannot_be_read_fails(tmp_path: Path) -> None:
     with Sandbox(track_secret=SECRET, integration_key=KEY) as box:  # no schema: the endpoint answers 404

@@ -377,6 +377,7 @@ def run(traits_path: str | None = None, send_test_event: bool = False, out: Text
     out = out or sys.stdout
     traits = read_traits(traits_path) if traits_path else None
     with quiet_logs():  # every problem the plugin would log becomes a FAIL line instead
+        config.current()  # loaded quietly: the exit hook reads it rather than logging it after the report
         flags = doctor_sources.fleet_flags(config.load().redis_url)
         settings, sources = doctor_sources.effective(flags), doctor_sources.sources(flags)
         _print_configuration(settings, out, sources)
