@@ -147,6 +147,11 @@ def config_checks(settings: Settings, sources: dict[str, str] | None = None) -> 
     return [ok("configuration: every PENDO_* variable is valid")]
 
 
+_REFUSED = (
+    "the plugin sends with it and Pendo will refuse each payload (auth_failed:*:{kind}, kept in the spool)"
+)
+
+
 def _format_problem(name: str, secret: str | None) -> str | None:
     if not secret:
         return f"{name} is not set"
@@ -163,7 +168,8 @@ def track_secret_format(settings: Settings) -> Check:
     """The track secret is set and looks like one (no request is made)."""
     problem = _format_problem("PENDO_TRACK_SECRET", settings.track_secret)
     if problem:
-        return fail(f"{problem}: track events are off (it is the Track Event Shared Secret under "
+        effect = "track events are off" if not settings.track_secret else _REFUSED.format(kind="track")
+        return fail(f"{problem}: {effect} (it is the Track Event Shared Secret under "
                     "Subscription Settings > Applications > App Details)")
     if settings.track_secret == settings.integration_key:
         return fail("PENDO_TRACK_SECRET equals PENDO_INTEGRATION_KEY: the track secret is the app's Track "
@@ -176,7 +182,10 @@ def api_key_format(settings: Settings) -> Check:
     problem = _format_problem("PENDO_API_KEY", settings.api_key)
     if problem is None and "/" in (settings.api_key or ""):
         problem = "PENDO_API_KEY contains '/'"
-    return fail(f"{problem}: PENDO_MODE=webhook sends nothing") if problem else ok("PENDO_API_KEY is set")
+    if not problem:
+        return ok("PENDO_API_KEY is set")
+    effect = "PENDO_MODE=webhook sends nothing" if not settings.api_key else _REFUSED.format(kind="webhook")
+    return fail(f"{problem}: {effect}")
 
 
 def _label(settings: Settings, name: str) -> str:
