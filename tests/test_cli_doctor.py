@@ -145,20 +145,18 @@ def test_one_unreachable_host_for_both_urls_is_one_fail_line(box: Sandbox) -> No
 
 
 @pytest.mark.parametrize(
-    ("extra", "kind"),
+    "extra",
     [
-        ({"PENDO_TRACK_SECRET": "short"}, "track"),
-        ({"PENDO_MODE": "webhook", "PENDO_API_KEY": "abc"}, "webhook"),
+        {"PENDO_TRACK_SECRET": "short"},
+        {"PENDO_MODE": "webhook", "PENDO_API_KEY": "abc"},
     ],
 )
-def test_a_malformed_secret_is_said_to_be_refused_not_off(
-    box: Sandbox, extra: dict[str, str], kind: str
-) -> None:
+def test_a_malformed_secret_is_said_to_be_used_not_off(box: Sandbox, extra: dict[str, str]) -> None:
     """Set but malformed, a secret is still used (the app sends, Pendo refuses): doctor must not say "off"."""
     done = doctor(env_for(box, **extra))
     lines = [line for line in check_lines(done.stdout) if "too short" in line]
     assert len(lines) == 1, done.stdout
-    assert f"Pendo will refuse each payload (auth_failed:*:{kind}" in lines[0]
+    assert "the plugin still sends with it" in lines[0]
     assert "are off" not in lines[0] and "sends nothing" not in lines[0]
 
 def test_configuration_problem_names_the_variable(box: Sandbox) -> None:

@@ -147,9 +147,10 @@ def config_checks(settings: Settings, sources: dict[str, str] | None = None) -> 
     return [ok("configuration: every PENDO_* variable is valid")]
 
 
-_REFUSED = (
-    "the plugin sends with it and Pendo will refuse each payload (auth_failed:*:{kind}, kept in the spool)"
-)
+_STILL_USED = {  # a secret that is set is used, however it looks: what then happens to the payloads
+    "track": "the plugin still sends with it, and Pendo refuses it: auth_failed:*:track, kept in the spool",
+    "webhook": "the plugin still sends with it, to an address Pendo does not know",
+}
 
 
 def _format_problem(name: str, secret: str | None) -> str | None:
@@ -168,7 +169,7 @@ def track_secret_format(settings: Settings) -> Check:
     """The track secret is set and looks like one (no request is made)."""
     problem = _format_problem("PENDO_TRACK_SECRET", settings.track_secret)
     if problem:
-        effect = "track events are off" if not settings.track_secret else _REFUSED.format(kind="track")
+        effect = "track events are off" if not settings.track_secret else _STILL_USED["track"]
         return fail(f"{problem}: {effect} (it is the Track Event Shared Secret under "
                     "Subscription Settings > Applications > App Details)")
     if settings.track_secret == settings.integration_key:
@@ -184,7 +185,7 @@ def api_key_format(settings: Settings) -> Check:
         problem = "PENDO_API_KEY contains '/'"
     if not problem:
         return ok("PENDO_API_KEY is set")
-    effect = "PENDO_MODE=webhook sends nothing" if not settings.api_key else _REFUSED.format(kind="webhook")
+    effect = "PENDO_MODE=webhook sends nothing" if not settings.api_key else _STILL_USED["webhook"]
     return fail(f"{problem}: {effect}")
 
 
