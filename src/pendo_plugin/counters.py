@@ -83,6 +83,8 @@ REASONS: dict[str, str] = {
     "off": "the kill switch is off or the settings are bad",
     "no_secret": "no track secret, integration key or API key for it",
     "shadow": "shadow mode",
+    "rollout": "the fleet's rollout flags now leave it out (a lowered percent, a deny list)",
+    "fleet_flags": "fleet mode: the fleet's flags are not known yet, or Redis has not confirmed them lately",
     "misconfigured": "bad settings: the plugin is off",
     "sdk_answer": "an SDK whose _enqueue no longer answers (accepted, message)",
     # skipped: the message or row

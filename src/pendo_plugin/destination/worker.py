@@ -69,6 +69,7 @@ class Worker:
         self._transport_source: Any = None
         self._fleet = Fleet(self._write_ahead)  # fleet mode (Redis) and the rate budget
         self._pacer = Pacer(self._in_flight, self._answered, self._shutting_down)
+        self._checked: tuple[Settings, bool] | None = None  # the settings and fleet hold last applied
 
     @property
     def router(self) -> Router:
@@ -97,7 +98,23 @@ class Worker:
             self._dispatcher.sender = self._sender
         self._fleet.update(settings)  # fleet mode
         self._sender.limiter.maximum = settings.max_concurrency
+        self._recheck(settings)
         return settings
+
+    def _recheck(self, settings: Settings) -> None:
+        """The settings or the fleet's flags changed (or Redis stopped confirming them): what waits in
+        memory that may no longer be sent is held (settled as failed: it stays in the spool or goes back
+        to the stream); after a hold ends, the spool is replayed at once."""
+        holding = self._fleet.holding()
+        checked = self._checked
+        if checked is not None and checked[0] is settings and checked[1] == holding:
+            return
+        self._checked = (settings, holding)
+        held = self._fleet.held(settings)
+        self._sends.recheck(held)
+        self._fleet.recheck(held)
+        if checked is not None and checked[1] and not holding:
+            self._spool_next_try = 0.0
 
     def _spool(self, settings: Settings) -> Spool | None:
         """The spool the settings name (one object per directory, so its size estimate carries over)."""
@@ -196,6 +213,8 @@ class Worker:
         self._backlog.extend((batch, payload) for payload in payloads)
 
     def _dispatch_backlog(self, settings: Settings) -> int:
+        if self._fleet.holding():  # fleet mode, flags not known: written ahead, it waits there
+            return self._hold_backlog(settings)
         if self._sender is not None and self._sender.failing and self._spool(settings) is not None:
             return self._park_backlog()
         room = self._room(settings)
@@ -207,6 +226,19 @@ class Worker:
                 room -= 1
             dispatched += 1
         return dispatched
+
+    def _hold_backlog(self, settings: Settings) -> int:
+        """Fleet mode without known flags: leave what waits for a slot in the spool it was written ahead
+        to (from there it goes to the stream when Redis answers); with the spool off it waits in memory."""
+        if self._spool(settings) is None:
+            return 0
+        held = len(self._backlog)
+        if held:
+            counters.record("held", "fleet_flags", amount=held)
+        while self._backlog:
+            batch, payload = self._backlog.popleft()
+            batch.finish(payload, "failed")
+        return held
 
     def _park_backlog(self) -> int:
         """Pendo looks down: leave what waits for a slot, or waits to retry, in the spool (it is written
@@ -255,7 +287,7 @@ class Worker:
         return self._exiting or self._closing or (self._stopping is not None and self._stopping.is_set())
 
     def _drain_spool_if_due(self, settings: Settings, *, force: bool = False) -> None:
-        if self._spool_draining or self._shutting_down():
+        if self._spool_draining or self._shutting_down() or self._fleet.holding():
             return
         if not force and time.monotonic() < self._spool_next_try:
             return
@@ -307,14 +339,13 @@ class Worker:
         sends = self._sends
         if self._intake or self._overflow or sends.rows_waiting:
             return "busy"
-        if not self._fleet.idle():  # fleet mode
-            return "busy"
-        if sends.moving(deadline, replays=replays):
+        fleet = self._fleet.left(deadline)  # fleet mode
+        if fleet == "busy" or sends.moving(deadline, replays=replays):
             return "busy"
         if self._backlog or sends.queued(replays=replays):  # it waits for room or a slot: one frees
             # when a send (a replay's too) moves on in time
             return "busy" if sends.moving(deadline) else "stuck"
-        return "stuck" if sends.pending(replays=replays) else "none"
+        return "stuck" if fleet == "stuck" or sends.pending(replays=replays) else "none"
 
     async def drain(self, timeout: float, *, replay_spool: bool = False, replays: bool = True) -> bool:
         """Deliver what is queued (``replay_spool``: replay the spool too), waiting out every retry and

@@ -77,6 +77,7 @@ class FlagPoller:
 
     def __init__(self) -> None:
         self._next = 0.0
+        self.read_at: float | None = None  # when the flags were last read (monotonic), None: never
 
     def due(self) -> bool:
         return time.monotonic() >= self._next
@@ -90,6 +91,7 @@ class FlagPoller:
         except redis_errors() as exc:
             link.failed(exc)
             return
+        self.read_at = time.monotonic()
         flags, problems = validate(raw if isinstance(raw, dict) else {})
         for problem in problems:
             counters.record("fleet_flags", "invalid")

@@ -13,19 +13,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from functools import partial
 from typing import Any
 
 from pendo_plugin import config
 from pendo_plugin.config import Settings
-from pendo_plugin.delivery.fleet.flags import FlagPoller
+from pendo_plugin.delivery.dispatch import Held
+from pendo_plugin.delivery.fleet.flags import POLL_INTERVAL, FlagPoller
 from pendo_plugin.delivery.fleet.link import RedisLink
 from pendo_plugin.delivery.fleet.queue import Fallback, RedisQueue
 from pendo_plugin.delivery.fleet.rate import GatedTransport, RateGate
+from pendo_plugin.delivery.holds import hold_reason
 from pendo_plugin.delivery.http import Transport
 from pendo_plugin.delivery.senders import Payload, Sender
 from pendo_plugin.delivery.spool import Spool
 from pendo_plugin.logs import log_once
 
+FLAGS_STALE = POLL_INTERVAL * 2  # flags not confirmed for this long may have changed: hold (within 5 s)
 
 def _redis_installed() -> bool:
     try:
@@ -65,6 +70,29 @@ class Fleet:
         self.link = RedisLink(url) if url and _redis_installed() else None
         self.queue = RedisQueue(self.link, self._fallback) if self.link is not None else None
 
+    def holding(self) -> bool:
+        """Fleet mode without flags in force: never read, or not confirmed for :data:`FLAGS_STALE` seconds
+        (Redis cannot be asked). The fleet's kill switch may be on: send nothing, write ahead and wait."""
+        if self.link is None:
+            return False
+        read_at = self.flags.read_at
+        return read_at is None or time.monotonic() - read_at > FLAGS_STALE
+
+    def reachable(self) -> bool:
+        """Whether Redis is to be tried now (it answered last, or its retry pause has passed)."""
+        return self.link is not None and self.link.available()
+
+    def held(self, settings: Settings) -> Held:
+        """The check of what may be sent now (``fleet_flags``: everything, while :meth:`holding`)."""
+        if self.holding():
+            return _held_by_unknown_flags
+        return partial(_held_by_settings, settings=settings)
+
+    def recheck(self, held: Held) -> None:
+        """Apply ``held`` to what the shared queue's reader holds in memory (it goes back to the stream)."""
+        if self.queue is not None:
+            self.queue.recheck(held)
+
     def wrap(self, transport: Transport) -> Transport:
         """``transport`` behind the rate gate (a no-op without a budget and without Redis)."""
         return GatedTransport(transport, self.gate, self._rate_and_link)
@@ -78,15 +106,20 @@ class Fleet:
 
     def pump(self, sender: Sender | None, settings: Settings, spool: Spool | None) -> bool:
         """Read the fleet's live flags and run the shared queue's next I/O cycle, if due; True if the
-        queue had work."""
+        queue had work (nothing is read from it while :meth:`holding`)."""
         polling = self._flag_task is not None and not self._flag_task.done()
         if self.link is not None and self.link.available() and self.flags.due() and not polling:
             self._flag_task = asyncio.ensure_future(self.flags.poll(self.link))
-        return self.queue is not None and sender is not None and self.queue.pump(sender, settings, spool)
+        if self.queue is None or sender is None:
+            return False
+        return self.queue.pump(sender, settings, spool, holding=self.holding())
 
-    def idle(self) -> bool:
-        """Whether nothing of this process's waits in fleet-mode memory."""
-        return self.queue is None or self.queue.idle()
+    def left(self, deadline: float) -> str:
+        """What of this process's waits in fleet mode before ``deadline`` (``none``, ``busy``, ``stuck``:
+        :meth:`RedisQueue.left`); while :meth:`holding`, ``busy`` as long as Redis may answer."""
+        if self.holding():
+            return "busy" if self.reachable() else "stuck"
+        return "none" if self.queue is None else self.queue.left(deadline)
 
     def kick(self) -> None:
         """``flush()``: read the shared queue, and take over abandoned entries, now."""
@@ -106,3 +139,11 @@ class Fleet:
         self._retired = []
         for link in links:
             await link.close()
+
+
+def _held_by_unknown_flags(_: Payload) -> str:
+    return "fleet_flags"
+
+
+def _held_by_settings(payload: Payload, settings: Settings) -> str | None:
+    return hold_reason(payload, settings)

@@ -29,9 +29,10 @@ from typing import Any
 
 from pendo_plugin import counters
 from pendo_plugin.config import Settings
-from pendo_plugin.delivery.dispatch import Dispatcher
+from pendo_plugin.delivery.dispatch import Dispatcher, Held
 from pendo_plugin.delivery.fleet.entries import GROUP, SETTLE_SCRIPT, STREAM, consumer_name, decode, encode
 from pendo_plugin.delivery.fleet.link import RedisLink, redis_errors
+from pendo_plugin.delivery.holds import hold_reason
 from pendo_plugin.delivery.senders import Outcome, Payload, Sender
 from pendo_plugin.delivery.spool import Spool
 from pendo_plugin.logs import log, log_once
@@ -67,8 +68,10 @@ class RedisQueue:
         self._group_ready = False
         self._settle_script: tuple[Any, Any] | None = None
         self._caught_up = False
+        self._taking = False
         self._next_read = 0.0
         self._paused_until = 0.0
+        self._failed_until = 0.0  # the part of the pause that came from failures (not from held entries)
         self._next_claim = 0.0
         self._claim_cursor = "0-0"
         self._next_move: float | None = 0.0  # when to move the local spool into the stream (None: no need)
@@ -94,11 +97,17 @@ class RedisQueue:
     def kick(self) -> None:
         """``flush()``: read the stream now and look for entries to take over."""
         self._caught_up = False
-        self._next_read = self._next_claim = self._paused_until = 0.0
+        self._next_read = self._next_claim = self._paused_until = self._failed_until = 0.0
         self.link.retry_now()
 
-    def pump(self, sender: Sender, settings: Settings, spool: Spool | None) -> bool:
-        """Start the next I/O cycle if one is due; True if it started one with work to do."""
+    def recheck(self, held: Held) -> None:
+        """Hold what is being sent from the stream that ``held`` names a reason for (it is appended anew)."""
+        if self._sends is not None:
+            self._sends.recheck(held)
+
+    def pump(self, sender: Sender, settings: Settings, spool: Spool | None, *, holding: bool = False) -> bool:
+        """Start the next I/O cycle if one is due; True if it started one with work to do (``holding``:
+        the fleet's flags are not known, read nothing to send)."""
         if self._sends is None:
             self._sends = Dispatcher(sender)
         self._sends.sender = sender
@@ -109,9 +118,10 @@ class RedisQueue:
         if sender.failing:
             self._hold_off(self._sends)
         now = time.monotonic()
-        sending = settings.active and not settings.shadow  # kill switch or shadow: leave entries waiting
+        sending = settings.active and not settings.shadow and not holding  # leave entries waiting
         reading = sending and now >= self._paused_until and now >= self._next_read and self._room() > 0
         claiming = now >= self._next_claim
+        self._taking = sending  # take over others' entries only when this process may send now
         work = bool(self._buffer) or self._settle_due(now)
         if not (work or reading or claiming) or not self.link.available():
             return False
@@ -125,19 +135,29 @@ class RedisQueue:
             return False
         return waiting >= SETTLE_BATCH or now - self._settle_since >= SETTLE_DELAY
 
-    def idle(self) -> bool:
-        """Nothing of this process's waits in memory: offered payloads are in the stream, outcomes
-        are settled, nothing read is being sent (a send waiting out a retry or a Retry-After pause
-        waits in the stream), and the stream was read to its end (or Pendo or Redis is down: it waits
-        there)."""
-        if self._buffer and self.link.available():
-            return False
-        if self._cycle is not None or self._acks or self._requeue:
-            return not self.link.available()
+    def left(self, deadline: float) -> str:
+        """What of this process's is left before ``deadline``, as the worker's flush sees it: ``none`` (the
+        offered payloads are in the stream, outcomes are settled, nothing read is being sent, and the
+        stream was read to its end since), ``busy`` (something moves on before ``deadline``: a send, a
+        retry or Retry-After pause that ends in time, a cycle, the stream still to read) or ``stuck`` (it
+        waits in the stream or in a retry past ``deadline``, or Redis does not answer, or this process
+        may not send now)."""
+        available = self.link.available()
+        if self._buffer or self._cycle is not None or self._acks or self._requeue:
+            return "busy" if available else "stuck"
         sends = self._sends
-        if sends is not None and sends.moving(time.monotonic()):
-            return False
-        return self._caught_up or time.monotonic() < self._paused_until or not self.link.available()
+        if sends is not None and sends.moving(deadline):
+            return "busy"
+        if sends is not None and sends.pending():
+            return "stuck"
+        if self._caught_up:
+            return "none"
+        if not available or not self._taking:
+            return "stuck"
+        now = time.monotonic()
+        if self._failed_until > now:
+            return "stuck" if self._failed_until >= deadline else "busy"
+        return "none" if self._paused_until > now else "busy"  # paused: held entries wait for others
 
     async def stop(self, grace: float) -> None:
         """Shutdown: stop sending (what was not delivered is requeued), then settle and append once
@@ -208,6 +228,7 @@ class RedisQueue:
             self._settle_since = time.monotonic() if self._acks or self._requeue else None
             counters.record("redis", "acked", amount=len(acks))
             if requeue:
+                self._caught_up = False  # appended anew: the stream is not read to its end
                 counters.record("redis", "requeued", amount=len(requeue))
         while self._buffer:
             batch = self._buffer[:APPEND_BATCH]
@@ -267,7 +288,7 @@ class RedisQueue:
         if self._held:
             counters.record("redis", "round_trips")
             await client.xclaim(STREAM, GROUP, self.consumer, 0, list(self._held), justid=True)
-        room = self._room()
+        room = self._room() if self._taking else 0
         if room <= 0:
             return
         counters.record("redis", "round_trips")
@@ -331,11 +352,15 @@ class RedisQueue:
             return
         if raw is not None:
             self._requeue.append((entry_id, raw))
-        self._paused_until = max(self._paused_until, time.monotonic() + PAUSE_AFTER_FAILURE)
+        until = time.monotonic() + PAUSE_AFTER_FAILURE
+        self._paused_until = max(self._paused_until, until)
+        if hold_reason(payload, _settings_now()) is None:  # it failed (not held here: left for others)
+            self._failed_until = max(self._failed_until, until)
 
     def _hold_off(self, sends: Dispatcher) -> None:
         """Pendo looks down: stop reading for a while and give back what waits to be retried."""
-        self._paused_until = max(self._paused_until, time.monotonic() + PAUSE_AFTER_FAILURE)
+        until = max(self._paused_until, time.monotonic() + PAUSE_AFTER_FAILURE)
+        self._paused_until = self._failed_until = until
         for task in sends.tasks & sends.sender.waiting.keys():
             task.cancel()
 
