@@ -69,7 +69,6 @@ class Worker:
         self._transport_source: Any = None
         self._fleet = Fleet(self._write_ahead)  # fleet mode (Redis) and the rate budget
         self._pacer = Pacer(self._in_flight, self._answered, self._shutting_down)
-        self._checked: tuple[Settings, bool] | None = None  # the settings and fleet hold last applied
 
     @property
     def router(self) -> Router:
@@ -98,23 +97,9 @@ class Worker:
             self._dispatcher.sender = self._sender
         self._fleet.update(settings)  # fleet mode
         self._sender.limiter.maximum = settings.max_concurrency
-        self._recheck(settings)
-        return settings
-
-    def _recheck(self, settings: Settings) -> None:
-        """The settings or the fleet's flags changed (or Redis stopped confirming them): what waits in
-        memory that may no longer be sent is held (settled as failed: it stays in the spool or goes back
-        to the stream); after a hold ends, the spool is replayed at once."""
-        holding = self._fleet.holding()
-        checked = self._checked
-        if checked is not None and checked[0] is settings and checked[1] == holding:
-            return
-        self._checked = (settings, holding)
-        held = self._fleet.held(settings)
-        self._sends.recheck(held)
-        self._fleet.recheck(held)
-        if checked is not None and checked[1] and not holding:
+        if self._fleet.apply_holds(settings, self._sends):  # a hold ended: replay the spool now
             self._spool_next_try = 0.0
+        return settings
 
     def _spool(self, settings: Settings) -> Spool | None:
         """The spool the settings name (one object per directory, so its size estimate carries over)."""
@@ -232,34 +217,34 @@ class Worker:
         to (from there it goes to the stream when Redis answers); with the spool off it waits in memory."""
         if self._spool(settings) is None:
             return 0
-        held = len(self._backlog)
-        if held:
-            counters.record("held", "fleet_flags", amount=held)
-        while self._backlog:
-            batch, payload = self._backlog.popleft()
-            batch.finish(payload, "failed")
-        return held
+        if self._backlog:
+            counters.record("held", "fleet_flags", amount=len(self._backlog))
+        return self._release_backlog()
 
     def _park_backlog(self) -> int:
         """Pendo looks down: leave what waits for a slot, or waits to retry, in the spool (it is written
         ahead already) instead of holding it in memory; the spool replay every 30 s probes whether
         Pendo is back."""
-        parked = len(self._backlog)
         if self._sender is not None:
             for task in set(self._sender.waiting) - self._sends.replays:  # retrying what is on disk already
                 task.cancel()  # its payload settles as failed: it stays in the spool
-        if parked:
+        if self._backlog:
             log_once(
                 "parked",
                 logging.WARNING,
                 "pendo_plugin: Pendo is not answering; new events go to the spool and are retried every %d s",
                 SPOOL_RETRY_INTERVAL,
             )
-            counters.record("parked", amount=parked)
+            counters.record("parked", amount=len(self._backlog))
+        return self._release_backlog()
+
+    def _release_backlog(self) -> int:
+        """Settle what waits for a slot as failed, unsent: it stays in the spool it was written ahead to."""
+        released = len(self._backlog)
         while self._backlog:
             batch, payload = self._backlog.popleft()
             batch.finish(payload, "failed")
-        return parked
+        return released
 
     @property
     def _sends(self) -> Dispatcher:
@@ -384,9 +369,7 @@ class Worker:
         await self._fleet.stop(CANCEL_GRACE)  # fleet mode
         while self._intake or self._overflow:
             self._pump(settings)  # with _closing set, what is left is written to the spool unsent
-        while self._backlog:
-            batch, payload = self._backlog.popleft()
-            batch.finish(payload, "failed")
+        self._release_backlog()
         self._sends.abandon()
         if self._sender is not None and self._transport_source is None:
             with contextlib.suppress(Exception):

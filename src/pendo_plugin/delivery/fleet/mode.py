@@ -4,9 +4,9 @@ shared queue.
 The worker calls it from a few places only: :meth:`Fleet.update` with each settings snapshot,
 :meth:`Fleet.wrap` on the transport it sends through, :meth:`Fleet.offer` with each routed slice
 (False: write it ahead locally as without Redis), :meth:`Fleet.pump` from its loop,
-:meth:`Fleet.idle` when flushing, :meth:`Fleet.kick` for ``flush()``, and :meth:`Fleet.stop` /
-:meth:`Fleet.close` at shutdown. With ``PENDO_REDIS_URL`` unset it holds no link and no queue,
-and only ``PENDO_RATE_LIMIT`` (per process) acts.
+:meth:`Fleet.apply_holds` as settings change, :meth:`Fleet.left` when flushing, :meth:`Fleet.kick`
+for ``flush()``, and :meth:`Fleet.stop` / :meth:`Fleet.close` at shutdown. With ``PENDO_REDIS_URL``
+unset it holds no link and no queue, and only ``PENDO_RATE_LIMIT`` (per process) acts.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 from pendo_plugin import config
 from pendo_plugin.config import Settings
-from pendo_plugin.delivery.dispatch import Held
+from pendo_plugin.delivery.dispatch import Dispatcher, Held
 from pendo_plugin.delivery.fleet.flags import POLL_INTERVAL, FlagPoller
 from pendo_plugin.delivery.fleet.link import RedisLink
 from pendo_plugin.delivery.fleet.queue import Fallback, RedisQueue
@@ -57,6 +57,7 @@ class Fleet:
         self._flag_task: asyncio.Task[Any] | None = None
         self._fallback = fallback
         self._retired: list[RedisLink] = []
+        self._checked: tuple[Settings, bool] | None = None  # the settings and hold last applied
 
     def update(self, settings: Settings) -> None:
         """Follow ``PENDO_REDIS_URL`` (a changed URL gets a new link; the old one is closed later)."""
@@ -88,10 +89,20 @@ class Fleet:
             return _held_by_unknown_flags
         return partial(_held_by_settings, settings=settings)
 
-    def recheck(self, held: Held) -> None:
-        """Apply ``held`` to what the shared queue's reader holds in memory (it goes back to the stream)."""
+    def apply_holds(self, settings: Settings, sends: Dispatcher) -> bool:
+        """When the settings or the fleet's flags changed (or Redis stopped confirming them), hold what
+        waits in memory that may no longer be sent (:meth:`Dispatcher.recheck`, for ``sends`` and the
+        shared queue's reader: it stays in the spool or goes back to the stream); True if a hold ended."""
+        holding = self.holding()
+        checked = self._checked
+        if checked is not None and checked[0] is settings and checked[1] == holding:
+            return False
+        self._checked = (settings, holding)
+        held = self.held(settings)
+        sends.recheck(held)
         if self.queue is not None:
             self.queue.recheck(held)
+        return checked is not None and checked[1] and not holding
 
     def wrap(self, transport: Transport) -> Transport:
         """``transport`` behind the rate gate (a no-op without a budget and without Redis)."""
