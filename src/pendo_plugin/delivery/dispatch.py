@@ -284,14 +284,14 @@ class Dispatcher:
     ) -> None:
         """Send one merged batch once the batch of that kind before it is settled (so, for a row in
         both, the newer values reach Pendo last)."""
-        outcome: Outcome = "failed"
+        failed: set[str] | None = None  # the ids kept for later (None: all of them, it did not finish)
         try:
             if previous is not None and not previous.done():
                 await asyncio.wait([previous])
-            outcome = await self.sender.send_metadata(rows.kind, merged, settings)
+            failed = await self.sender.send_metadata(rows.kind, merged, settings)
         finally:
             for settle, payload in rows.origins():
-                settle(payload, outcome)
+                settle(payload, "failed" if failed is None or payload.row_id in failed else "sent")
 
     # ----- what is in flight ---------------------------------------------------------------------
 

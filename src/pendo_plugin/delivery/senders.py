@@ -36,6 +36,7 @@ from pendo_plugin.pendo.payload import Payload
 Outcome = Literal["sent", "rejected", "failed"]
 Done = Callable[[Outcome], None]
 Spawn = Callable[[Coroutine[Any, Any, Outcome], Done], object]
+Prepared = list[dict[str, Any]]  # metadata rows as Pendo takes them
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 BREAKER_THRESHOLD = 32
@@ -46,11 +47,12 @@ class _Endpoints:
     """What every request of one :class:`Settings` shares, built once per settings object rather than
     per event: the retry policy, and the URL and headers of the track and webhook endpoints."""
 
-    __slots__ = ("policy", "settings", "track", "webhook")
+    __slots__ = ("policy", "settings", "split", "track", "webhook")
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.policy = RetryPolicy(max_retries=settings.max_retries, budget=settings.retry_budget)
+        self.split = RetryPolicy(max_retries=min(1, settings.max_retries), budget=settings.retry_budget)
         track_headers = {**JSON_HEADERS, "x-pendo-integration-key": settings.track_secret or ""}
         self.track = (f"{settings.data_url}/data/track", track_headers)
         self.webhook = (f"{settings.webhook_url}/data/segmentio/{settings.api_key}", JSON_HEADERS)
@@ -174,11 +176,16 @@ class Sender:
             self.limiter.release(time.monotonic() - started, congested)
 
     async def _with_retries(
-        self, request: Request, settings: Settings, retry: bool = True, failed: RetryableError | None = None
+        self,
+        request: Request,
+        settings: Settings,
+        retry: bool = True,
+        failed: RetryableError | None = None,
+        policy: RetryPolicy | None = None,
     ) -> bytes:
         """The answer's body, after retries if need be (``failed``: how the first attempt, already made,
-        failed)."""
-        policy = self._for(settings).policy
+        failed; ``policy``: other than the settings' own)."""
+        policy = policy or self._for(settings).policy
         if failed is None:
             try:
                 return await self._attempt(request, policy)  # the common case, without a retry controller
@@ -297,23 +304,18 @@ class Sender:
             endpoints = self._endpoints = _Endpoints(settings)
         return endpoints
 
-    async def send_metadata(self, kind: str, rows: list[Row], settings: Settings) -> Outcome:
-        """Deliver rows of one kind (visitor/account) as batches; a 400 splits a batch to isolate bad rows.
-
-        Returns ``failed`` if any row must be kept for later, else ``sent`` (rows Pendo refused are
-        counted as dropped).
-        """
+    async def send_metadata(self, kind: str, rows: list[Row], settings: Settings) -> set[str]:
+        """Deliver rows of one kind (visitor/account) as batches; a batch refused with 400, or failing
+        twice, is split to isolate bad rows. Returns the ids of the rows that must be kept for later (the
+        others were sent, or refused for good: counted as dropped)."""
+        failed: set[str] = set()
         if not rows:
-            return "sent"
+            return failed
         schema = await self.schemas.fields(self.transport, settings, kind)
         prepared = [row for row in (self._prepare(kind, item, schema) for item in rows) if row is not None]
-        if not prepared:
-            return "sent"
-        outcomes = [
-            await self._post_rows(kind, prepared[i : i + settings.metadata_batch_size], settings)
-            for i in range(0, len(prepared), settings.metadata_batch_size)
-        ]
-        return "failed" if "failed" in outcomes else "sent"
+        for i in range(0, len(prepared), settings.metadata_batch_size):
+            await self._post_rows(kind, prepared[i : i + settings.metadata_batch_size], settings, failed)
+        return failed
 
     def _prepare(self, kind: str, item: Row, schema: dict[str, str] | None) -> dict[str, Any] | None:
         row_id, raw_values = item
@@ -335,7 +337,8 @@ class Sender:
             return None
         return {f"{kind}Id": row_id, "values": values}
 
-    async def _post_rows(self, kind: str, rows: list[dict[str, Any]], settings: Settings) -> Outcome:
+    async def _post_rows(self, kind: str, rows: Prepared, settings: Settings, failed: set[str]) -> None:
+        """One batch; the ids of rows to keep for later are added to ``failed``."""
         request = Request(
             "POST",
             f"{settings.api_url}/api/v1/metadata/{kind}/custom/value?create=true",
@@ -343,17 +346,16 @@ class Sender:
             {**JSON_HEADERS, "x-pendo-integration-key": settings.integration_key or ""},
             settings.request_timeout,
         )
+        split = len(rows) > 1
         try:
-            body = await self._with_retries(request, settings)
+            body = await self._post(request, settings, split)
         except PermanentError as exc:
             if exc.status in AUTH_STATUSES:
                 self._auth_failed(exc, kind, len(rows))
-                return "failed"
-            if exc.status == 400 and len(rows) > 1:
-                middle = len(rows) // 2
-                first = await self._post_rows(kind, rows[:middle], settings)
-                second = await self._post_rows(kind, rows[middle:], settings)
-                return "failed" if "failed" in (first, second) else "sent"
+                failed.update(str(row[f"{kind}Id"]) for row in rows)
+                return
+            if exc.status == 400 and split:
+                return await self._halves(kind, rows, settings, failed)
             counters.record("dropped", f"http_{exc.status}", kind, len(rows))
             log.error(
                 "pendo_plugin: Pendo refused %d %s row(s) (%s ids %s) with HTTP %d: %s",
@@ -365,14 +367,36 @@ class Sender:
                 exc.detail,
             )
             self.on_drop(exc, rows)
-            return "rejected"
+            return
         except ShutdownInterrupted:
-            return "failed"
+            failed.update(str(row[f"{kind}Id"]) for row in rows)
+            return
         except RetryableError as exc:
+            if split and exc.status != 429 and exc.retry_after is None:  # failed twice: isolate the bad row
+                return await self._halves(kind, rows, settings, failed)
             self._exhausted(kind, len(rows), exc)
-            return "failed"
+            failed.update(str(row[f"{kind}Id"]) for row in rows)
+            return
         self._count_result(kind, rows, body)
-        return "sent"
+
+    async def _post(self, request: Request, settings: Settings, split: bool) -> bytes:
+        """One metadata batch's answer; a batch of several rows is tried twice before it is split, unless
+        Pendo asks it to wait (429, Retry-After: not a bad row), then it retries per the settings."""
+        if not split:
+            return await self._with_retries(request, settings)
+        try:
+            return await self._with_retries(request, settings, policy=self._for(settings).split)
+        except RetryableError as exc:
+            if exc.status != 429 and exc.retry_after is None:
+                raise
+            return await self._with_retries(request, settings, failed=exc)
+
+    async def _halves(self, kind: str, rows: Prepared, settings: Settings, failed: set[str]) -> None:
+        """A batch that failed twice (or was refused with 400) sent as two halves, down to one row, so a
+        bad row holds back no other."""
+        middle = len(rows) // 2
+        await self._post_rows(kind, rows[:middle], settings, failed)
+        await self._post_rows(kind, rows[middle:], settings, failed)
 
     @staticmethod
     def _count_result(kind: str, rows: list[dict[str, Any]], body: bytes) -> None:
