@@ -30,7 +30,15 @@ from typing import Any
 from pendo_plugin import counters
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.dispatch import Dispatcher, Held
-from pendo_plugin.delivery.fleet.entries import GROUP, SETTLE_SCRIPT, STREAM, consumer_name, decode, encode
+from pendo_plugin.delivery.fleet.entries import (
+    GROUP,
+    REPAIR_SCRIPT,
+    SETTLE_SCRIPT,
+    STREAM,
+    consumer_name,
+    decode,
+    encode,
+)
 from pendo_plugin.delivery.fleet.link import RedisLink, redis_errors
 from pendo_plugin.delivery.holds import hold_reason
 from pendo_plugin.delivery.senders import Outcome, Payload, Sender
@@ -194,6 +202,8 @@ class RedisQueue:
             if reading:
                 await self._read(client, sends, settings)
         except redis_errors() as exc:
+            if "last possible ID" in str(exc) and await self._repair(client):
+                return  # what waits to be appended goes at the next cycle
             if "NOGROUP" in str(exc):
                 self._group_ready = False
             self.link.failed(exc)
@@ -203,6 +213,19 @@ class RedisQueue:
         if self.link.outages != self._outages_seen:  # the local spool may hold what came meanwhile
             self._outages_seen = self.link.outages
             self._next_move = 0.0
+
+    async def _repair(self, client: Any) -> bool:
+        """The stream's last id is exhausted (an entry with the maximum id): delete the entries dated more
+        than a day ahead, counted as ``dropped:redis_corrupt``, and set the last ids back; True if done."""
+        try:
+            counters.record("redis", "round_trips")
+            deleted = await client.eval(REPAIR_SCRIPT, 1, STREAM, GROUP)
+        except redis_errors():
+            return False
+        deleted = deleted if isinstance(deleted, int) else 0
+        counters.record("dropped", "redis_corrupt", amount=deleted)
+        log.error("pendo_plugin: removed %d Redis stream entries dated far ahead (blocking appends)", deleted)
+        return True
 
     async def _create_group(self, client: Any) -> None:
         import redis
