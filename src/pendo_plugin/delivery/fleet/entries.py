@@ -13,7 +13,16 @@ from pendo_plugin.delivery.fleet.link import KEY_PREFIX
 from pendo_plugin.pendo import payload
 from pendo_plugin.pendo.payload import Payload, encode
 
-__all__ = ["GROUP", "REPAIR_SCRIPT", "SETTLE_SCRIPT", "STREAM", "consumer_name", "decode", "encode"]
+__all__ = [
+    "GROUP",
+    "MAX_ENTRY_BYTES",
+    "REPAIR_SCRIPT",
+    "SETTLE_SCRIPT",
+    "STREAM",
+    "consumer_name",
+    "decode",
+    "encode",
+]
 
 STREAM = KEY_PREFIX + "queue"
 GROUP = "pendo_plugin"

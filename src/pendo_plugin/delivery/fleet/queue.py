@@ -32,6 +32,7 @@ from pendo_plugin.config import Settings
 from pendo_plugin.delivery.dispatch import Dispatcher, Held
 from pendo_plugin.delivery.fleet.entries import (
     GROUP,
+    MAX_ENTRY_BYTES,
     REPAIR_SCRIPT,
     SETTLE_SCRIPT,
     STREAM,
@@ -46,6 +47,7 @@ from pendo_plugin.delivery.spool import Spool
 from pendo_plugin.logs import log, log_once
 
 MAX_IN_FLIGHT = 1024  # entries this process holds while sending
+MAX_IN_FLIGHT_BYTES = 32 << 20  # and their size: a read asks for no more than could fit (1 MB an entry)
 READ_COUNT = 200
 APPEND_BATCH = 1000
 MAX_BUFFER = 10_000  # offered payloads waiting for the next append; past it the local path takes them
@@ -68,6 +70,7 @@ class RedisQueue:
         self._fallback = fallback
         self._buffer: list[Payload] = []
         self._held: dict[bytes, bytes] = {}  # entry id -> its encoded payload, while being sent
+        self._held_bytes = 0
         self._acks: list[bytes] = []
         self._requeue: list[tuple[bytes, bytes]] = []
         self._settle_since: float | None = None  # when the oldest outcome waiting to be settled came
@@ -343,7 +346,10 @@ class RedisQueue:
     # ----- sending what was read ------------------------------------------------------------------
 
     def _room(self) -> int:
-        return MAX_IN_FLIGHT - len(self._held)
+        """How many more entries to read: bounded in count and, assuming each may be of the largest size
+        accepted, in bytes."""
+        by_size = (MAX_IN_FLIGHT_BYTES - self._held_bytes) // MAX_ENTRY_BYTES
+        return min(MAX_IN_FLIGHT - len(self._held), by_size)
 
     def _dispatch(self, entries: Any, sends: Dispatcher, settings: Settings) -> None:
         """Submit each entry read (or taken over) to ``sends``, settled by :meth:`_settle`; metadata rows
@@ -360,6 +366,7 @@ class RedisQueue:
                 self._settle_since = self._settle_since or time.monotonic()
                 continue
             self._held[entry_id] = fields[b"p"]  # checked by decode(): bytes of a valid payload
+            self._held_bytes += len(fields[b"p"])
             sends.submit(payload, settings, partial(self._settle, entry_id))
         sends.send_rows(settings, force=True)
 
@@ -370,6 +377,7 @@ class RedisQueue:
         if self._settle_since is None:
             self._settle_since = time.monotonic()
         raw = self._held.pop(entry_id, None)
+        self._held_bytes -= len(raw) if raw is not None else 0
         if outcome != "failed":
             self._acks.append(entry_id)
             return
