@@ -14,9 +14,9 @@ from segment.analytics import Client
 
 import pendo_plugin
 from pendo_plugin import counters
-from pendo_plugin.delivery.fleet.entries import GROUP, STREAM
+from pendo_plugin.delivery.fleet.entries import DEAD_AFTER, DEAD_STREAM, GROUP, STREAM
 from pendo_plugin.sandbox import Sandbox
-from tests.apps import app_env, app_script, run_app
+from tests.apps import app_env, app_script, run_app, wait_until
 from tests.fleet_redis import RedisServer
 
 MAX_ID = "18446744073709551615-18446744073709551615"
@@ -80,3 +80,43 @@ def test_a_flood_of_large_entries_is_held_in_memory_bounded_in_bytes(
     report = run.reports()[-1]
     assert redis.xlen(STREAM) == 0, run.describe()
     assert report["peak_mb"] < 300, run.describe()  # 32 MB of entries in flight (206 MB), not 135 MB (463)
+
+
+def test_an_entry_no_process_can_send_waits_without_stalling_the_reader(
+    plugin: Sandbox, segment: Client, redis_server: RedisServer
+) -> None:
+    redis = redis_server.client()
+    webhook = {"k": "webhook", "b": {"type": "track", "event": "Nobody", "userId": "u9"}}
+    redis.xadd(STREAM, {"p": json.dumps(webhook).encode()})  # no process here has an API key for it
+    pendo_plugin.configure(redis_url=redis_server.url)
+    sent_at: dict[int, float] = {}
+    for burst in range(5):
+        for n in range(burst * 10, burst * 10 + 10):
+            segment.track(user_id="u1", event="Good", properties={"n": n})
+            sent_at[n] = time.monotonic()
+        time.sleep(0.5)  # a steady trickle over 2.5 s, while the entry that cannot be sent waits
+    segment.flush()
+    assert plugin.wait_for(lambda box: box.counts()["track_events"] == 50, timeout=20)
+    accepted = [r.at for r in plugin.request_log() if r.path == "/data/track" and r.status == 200]
+    received = {e["properties"]["n"]: at for e, at in zip(plugin.track_events(), accepted, strict=True)}
+    lag = max(received[n] - sent_at[n] for n in sent_at)
+    assert lag < 2.5, f"a good event waited {lag:.2f} s behind the entry no process can send"
+    assert redis.xlen(STREAM) == 1  # it waits, pending here, for a process that may send it
+    assert "redis:requeued" not in counters.snapshot()  # and is not appended over and over
+
+
+def test_an_entry_that_always_fails_goes_to_the_dead_stream_after_its_budget(
+    plugin: Sandbox, redis_server: RedisServer
+) -> None:
+    redis = redis_server.client()
+    body = {"type": "track", "event": "Poison", "visitorId": "u1", "timestamp": int(time.time() * 1000),
+            "context": {}, "properties": {}}
+    redis.xadd(STREAM, {"p": json.dumps({"k": "track", "b": body}).encode()})
+    plugin.fail_next(1000, 500)  # every track request fails
+    pendo_plugin.configure(redis_url=redis_server.url, max_retries=0)
+    pendo_plugin.flush(5)  # starts the worker, which reads the stream
+    assert wait_until(lambda: redis.xlen(DEAD_STREAM) == 1, timeout=20), counters.snapshot()
+    assert wait_until(lambda: redis.xlen(STREAM) == 0, timeout=5)
+    assert counters.snapshot()["redis:dead_lettered"] == 1
+    tries = sum(1 for r in plugin.request_log() if r.path == "/data/track")
+    assert tries == DEAD_AFTER  # one attempt per delivery: no spinning on it

@@ -166,6 +166,7 @@ REASONS: dict[str, str] = {
     "moved_from_spool": "payloads moved from the local spool to the stream",
     "errors": "a Redis command failed",
     "round_trips": "a round trip to Redis",
+    "dead_lettered": "stream entries that failed too often, moved to the dead stream",
     # rate
     "waited": "a send waited for the shared budget",
     "paused": "a 429 paused the whole fleet",
