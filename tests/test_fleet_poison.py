@@ -5,6 +5,8 @@ bounded in bytes. A real redis-server, the real plugin and the Pendo stand-in.""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,8 @@ import pendo_plugin
 from pendo_plugin import counters
 from pendo_plugin.delivery.fleet.entries import DEAD_AFTER, DEAD_STREAM, GROUP, STREAM
 from pendo_plugin.sandbox import Sandbox
-from tests.apps import app_env, app_script, run_app, wait_until
+from tests.apps import app_env, app_script, pendo_env, run_app, wait_until
+from tests.conftest import INTEGRATION_KEY, TRACK_SECRET
 from tests.fleet_redis import RedisServer
 
 MAX_ID = "18446744073709551615-18446744073709551615"
@@ -120,3 +123,29 @@ def test_an_entry_that_always_fails_goes_to_the_dead_stream_after_its_budget(
     assert counters.snapshot()["redis:dead_lettered"] == 1
     tries = sum(1 for r in plugin.request_log() if r.path == "/data/track")
     assert tries == DEAD_AFTER  # one attempt per delivery: no spinning on it
+
+
+def test_the_dead_stream_is_shown_listed_retried_and_purged(
+    sandbox: Sandbox, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    redis = redis_server.client()
+    body = {"type": "track", "event": "Poison", "visitorId": "u7", "timestamp": 1, "properties": {}}
+    redis.xadd(DEAD_STREAM, {"p": json.dumps({"k": "track", "b": body}).encode(), "a": b"5"})
+    redis.xadd(DEAD_STREAM, {"p": b"not a payload", "a": b"5"})
+    env = pendo_env(sandbox.url, TRACK_SECRET, INTEGRATION_KEY, PENDO_REDIS_URL=redis_server.url,
+                    PENDO_SPOOL_DIR=str(tmp_path / "spool"))
+
+    def command(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "pendo_plugin.cli", "spool", *args], env=env,
+                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert f"dead      2 in {DEAD_STREAM}" in command("status")
+    listed = command("dead", "list")
+    assert "failed 5x  track 'Poison' of u7" in listed and "not a payload" in listed
+    command("dead", "retry")
+    assert redis.xlen(STREAM) == 1 and redis.xlen(DEAD_STREAM) == 1  # the payload is back, failures reset
+    assert b"a" not in redis.xrange(STREAM)[0][1]
+    command("dead", "purge", "--yes")
+    assert redis.xlen(DEAD_STREAM) == 0
