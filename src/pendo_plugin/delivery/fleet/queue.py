@@ -384,8 +384,16 @@ class RedisQueue:
         raw, failures = held
         self._held_bytes -= len(raw)
         if outcome == "failed":
-            failed = hold_reason(payload, _settings_now()) is None  # not held: it failed
-            self._requeue.append((entry_id, raw, failures + 1 if failed else failures))
+            counted = failures + 1 if self._its_own_failure(payload) else failures
+            self._requeue.append((entry_id, raw, counted))
+
+    def _its_own_failure(self, payload: Payload) -> bool:
+        """Whether a failed entry counts towards the dead stream: not when it was held, when this process
+        is stopping, or while Pendo looks down (its retries were cut short; an outage is not the entry's)."""
+        sends = self._sends
+        if self._paused_until == float("inf") or (sends is not None and sends.sender.failing):
+            return False
+        return hold_reason(payload, _settings_now()) is None
 
     def _hold_off(self, sends: Dispatcher) -> None:
         """Pendo looks down: stop reading for a while and give back what waits to be retried."""
