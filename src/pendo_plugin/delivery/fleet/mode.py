@@ -152,6 +152,16 @@ class Fleet:
             await link.close()
 
 
+def share_budget(sender: Sender, settings: Settings) -> RedisLink | None:
+    """Put a command's ``sender`` (``replay``, ``spool drain``) behind ``PENDO_RATE_LIMIT``, the fleet's
+    through Redis when ``PENDO_REDIS_URL`` is set, as a backfill: it takes only the slots live traffic
+    leaves free, and honours the fleet's 429 pauses. Returns the link to close when done (None: no Redis)."""
+    link = RedisLink(settings.redis_url) if settings.redis_url and _redis_installed() else None
+    rate = settings.rate_limit
+    sender.transport = GatedTransport(sender.transport, RateGate(), lambda: (rate, link), backfill=True)
+    return link
+
+
 def _held_by_unknown_flags(_: Payload) -> str:
     return "fleet_flags"
 
