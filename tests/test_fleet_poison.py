@@ -5,6 +5,7 @@ bounded in bytes. A real redis-server, the real plugin and the Pendo stand-in.""
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 import time
@@ -149,3 +150,24 @@ def test_the_dead_stream_is_shown_listed_retried_and_purged(
     assert b"a" not in redis.xrange(STREAM)[0][1]
     command("dead", "purge", "--yes")
     assert redis.xlen(DEAD_STREAM) == 0
+
+
+def test_a_restart_that_lost_the_stream_is_detected_logged_once_and_counted(
+    plugin: Sandbox, segment: Client, redis_server: RedisServer, blackhole_url: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    redis = redis_server.client()
+    pendo_plugin.configure(redis_url=redis_server.url, data_url=blackhole_url, request_timeout=60)
+    with caplog.at_level(logging.WARNING, logger="pendo_plugin"):
+        for n in range(30):
+            segment.track(user_id="u1", event="Waiting", properties={"n": n})
+        segment.flush()
+        assert wait_until(lambda: redis.xlen(STREAM) == 30, timeout=10)  # Pendo never answers: they wait
+        redis_server.restart()  # no persistence: the stream and its group are gone
+        assert wait_until(lambda: counters.snapshot().get("redis:group_lost", 0) >= 1, timeout=20)
+    stats = counters.snapshot()
+    assert stats["redis:group_lost"] == 1
+    assert stats["dropped:redis_lost"] == 30
+    messages = [record.getMessage() for record in caplog.records]
+    assert sum("lost its consumer group" in message for message in messages) == 1
+    assert not any("is not answering (ResponseError)" in message for message in messages)

@@ -139,6 +139,7 @@ REASONS: dict[str, str] = {
     "unknown_payload": "a spooled payload of a kind this version does not know",
     "redis_full": "the Redis stream is at its length cap",
     "redis_corrupt": "a Redis stream entry that is not a payload",
+    "redis_lost": "entries that waited in the stream when Redis lost it (a restart without persistence)",
     # spool_quarantined: the check that failed
     "not_regular": "not a regular file",
     "symlink": "a symlink",
@@ -167,6 +168,7 @@ REASONS: dict[str, str] = {
     "errors": "a Redis command failed",
     "round_trips": "a round trip to Redis",
     "dead_lettered": "stream entries that failed too often, moved to the dead stream",
+    "group_lost": "the stream's consumer group was gone (Redis lost the stream)",
     # rate
     "waited": "a send waited for the shared budget",
     "paused": "a 429 paused the whole fleet",

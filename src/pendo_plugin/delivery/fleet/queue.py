@@ -46,7 +46,7 @@ from pendo_plugin.delivery.fleet.entries import (
     failures_of,
 )
 from pendo_plugin.delivery.fleet.link import RedisLink, redis_errors
-from pendo_plugin.delivery.fleet.upkeep import count_dead, count_trimmed, repair_ids
+from pendo_plugin.delivery.fleet.upkeep import count_dead, count_trimmed, group_lost, repair_ids
 from pendo_plugin.delivery.holds import hold_reason
 from pendo_plugin.delivery.senders import Outcome, Payload, Sender
 from pendo_plugin.delivery.spool import Spool
@@ -93,6 +93,7 @@ class RedisQueue:
         self._claim_cursor = "0-0"
         self._next_move: float | None = 0.0  # when to move the local spool into the stream (None: no need)
         self._outages_seen = 0
+        self._last_length = 0  # the stream's length at the last append seen (what a restart would lose)
 
     # ----- the worker's side -------------------------------------------------------------------
 
@@ -215,8 +216,11 @@ class RedisQueue:
         except redis_errors() as exc:
             if "last possible ID" in str(exc) and await repair_ids(client):
                 return  # what waits to be appended goes at the next cycle
-            if "NOGROUP" in str(exc):
+            if "NOGROUP" in str(exc):  # answered, without the group: Redis lost the stream (a restart)
                 self._group_ready = False
+                group_lost(self._last_length)
+                self._last_length = 0
+                return
             self.link.failed(exc)
             self.hand_back(settings)
             return
@@ -266,6 +270,7 @@ class RedisQueue:
             del self._buffer[: len(batch)]
             counters.record("redis", "appended", amount=len(batch))
             self._caught_up = False
+            self._last_length = int(results[0]) + len(batch) if isinstance(results[0], int) else 0
             count_trimmed(results[0], len(batch), cap)
 
     async def _move_from_spool(self, client: Any, spool: Spool) -> None:

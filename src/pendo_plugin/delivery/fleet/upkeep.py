@@ -1,6 +1,6 @@
 """What the fleet's queue counts and repairs in the stream: trims past its cap, entries moved to the dead
-stream, and entries dated far ahead that would stop every append (see
-:mod:`pendo_plugin.delivery.fleet.queue`)."""
+stream, entries dated far ahead that would stop every append, and a stream lost with its consumer group
+(see :mod:`pendo_plugin.delivery.fleet.queue`)."""
 
 from __future__ import annotations
 
@@ -50,3 +50,20 @@ def count_dead(dead: Any) -> None:
             DEAD_AFTER,
             DEAD_STREAM,
         )
+
+
+def group_lost(last_length: int) -> None:
+    """Redis answered without the consumer group: the stream was lost (a restart without persistence, or
+    the key deleted). Logged once per loss and counted: ``redis:group_lost``, and the entries that waited
+    at this process's last append as ``dropped:redis_lost`` (at least; other processes' later ones are not
+    known here). The group is created again by the caller."""
+    counters.record("redis", "group_lost")
+    if last_length > 0:
+        counters.record("dropped", "redis_lost", amount=last_length)
+    log.error(
+        "pendo_plugin: the Redis stream %s lost its consumer group (Redis restarted without persistence, or "
+        "the key was deleted); about %d waiting payload(s) are lost (dropped:redis_lost). Turn on "
+        "appendonly in Redis; the group is created again",
+        STREAM,
+        last_length,
+    )
