@@ -38,3 +38,4 @@ def test_flush_in_fleet_mode_waits_out_429s_and_true_means_delivered(
         assert sum(e.at <= report["at"] for e in accepted) == EVENTS, run.describe()  # when it said True
         assert delivered == set(range(EVENTS)), f"{len(delivered)} of {EVENTS} delivered; {run.describe()}"
         assert redis_server.client().xlen(STREAM) == 0
+

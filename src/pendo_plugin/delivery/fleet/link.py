@@ -1,6 +1,8 @@
 """Fleet mode's connection to Redis, shared by the rate gate, the durable queue and the live flags.
 
-One asyncio client per worker loop, with short timeouts and no client-side retries: when Redis
+One asyncio client per worker loop, its connection pool sized to the sender's concurrency (every request
+may reserve a send time at once) and waiting, not failing, when all its connections are busy, so a burst
+is never taken for an outage; short timeouts and no client-side retries: when Redis
 does not answer, every part falls back to what a single process does alone (the local rate
 budget, the local spool, the environment's flags) and tries Redis again after ``RETRY_AFTER``
 seconds. Each outage is logged once and counted (``redis:errors``); the app never waits on Redis,
@@ -21,6 +23,8 @@ from pendo_plugin.logs import log
 KEY_PREFIX = "pendo_plugin:"
 TIMEOUT = 1.0
 RETRY_AFTER = 2.0
+DEFAULT_CONCURRENCY = 256  # PENDO_MAX_CONCURRENCY's default
+POOL_SPARE = 8
 
 
 def redis_errors() -> tuple[type[BaseException], ...]:
@@ -33,8 +37,9 @@ def redis_errors() -> tuple[type[BaseException], ...]:
 class RedisLink:
     """A lazily created ``redis.asyncio`` client and whether Redis is answering."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, concurrency: int = DEFAULT_CONCURRENCY) -> None:
         self.url = url
+        self.pool_size = concurrency + POOL_SPARE  # every request may reserve at once, plus the queue's I/O
         self._client: Any = None
         self._down_until = 0.0
         self.down = False
@@ -55,13 +60,16 @@ class RedisLink:
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
 
-            self._client = redis.asyncio.Redis.from_url(
+            pool = redis.asyncio.BlockingConnectionPool.from_url(  # a full pool waits: it is no outage
                 self.url,
+                max_connections=self.pool_size,
+                timeout=None,
                 socket_timeout=TIMEOUT,
                 socket_connect_timeout=TIMEOUT,
                 retry=Retry(NoBackoff(), 0),
                 client_name="pendo_plugin",
             )
+            self._client = redis.asyncio.Redis.from_pool(pool)  # closing the client closes the pool
         return self._client
 
     def failed(self, exc: BaseException) -> None:

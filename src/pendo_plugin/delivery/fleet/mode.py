@@ -68,7 +68,7 @@ class Fleet:
             self._retired.append(self.link)
         if self.queue is not None:
             self.queue.hand_back(settings)
-        self.link = RedisLink(url) if url and _redis_installed() else None
+        self.link = RedisLink(url, settings.max_concurrency) if url and _redis_installed() else None
         self.queue = RedisQueue(self.link, self._fallback) if self.link is not None else None
 
     def holding(self) -> bool:
@@ -156,7 +156,8 @@ def share_budget(sender: Sender, settings: Settings) -> RedisLink | None:
     """Put a command's ``sender`` (``replay``, ``spool drain``) behind ``PENDO_RATE_LIMIT``, the fleet's
     through Redis when ``PENDO_REDIS_URL`` is set, as a backfill: it takes only the slots live traffic
     leaves free, and honours the fleet's 429 pauses. Returns the link to close when done (None: no Redis)."""
-    link = RedisLink(settings.redis_url) if settings.redis_url and _redis_installed() else None
+    url = settings.redis_url
+    link = RedisLink(url, settings.max_concurrency) if url and _redis_installed() else None
     rate = settings.rate_limit
     sender.transport = GatedTransport(sender.transport, RateGate(), lambda: (rate, link), backfill=True)
     return link
