@@ -32,7 +32,14 @@ from pendo_plugin.delivery.spool import Claim, Spool
 from pendo_plugin.destination.leftovers import leave_in_spool, open_spool, report_drop, undeliverable
 from pendo_plugin.destination.queues import Intake
 from pendo_plugin.destination.route import Router
-from pendo_plugin.destination.tempo import WRITE_AHEAD_WAIT, Bell, Pacer, write_ahead_due
+from pendo_plugin.destination.tempo import (
+    OVERFLOW_FILE,
+    WRITE_AHEAD_WAIT,
+    Bell,
+    Pacer,
+    overflow_due,
+    write_ahead_due,
+)
 from pendo_plugin.logs import log_once
 
 PUMP_BATCH = 512
@@ -60,6 +67,7 @@ class Worker:
         self._exiting = False  # shutdown has begun: start no new replay of the spool
         self._flushing = 0
         self._intake_since: float | None = None  # since when events wait in the intake for more to join them
+        self._overflow_since: float | None = None  # the same for the messages past the queue
         self._backlog: deque[tuple[Batch, Payload]] = deque()
         self._dispatcher: Dispatcher | None = None  # sends and settles: the one send path
         self._spool_draining = False
@@ -157,6 +165,18 @@ class Worker:
         self._intake_since = None
         return self._take(intake, space)
 
+    def _take_overflow(self) -> list[Mapping[str, Any]]:
+        """A file's worth of the messages past the queue, when :func:`overflow_due` says so."""
+        if not self._overflow:
+            self._overflow_since = None
+            return []
+        now = time.monotonic()
+        since = self._overflow_since = self._overflow_since or now
+        if not overflow_due(len(self._overflow), now - since, bool(self._flushing or self._closing)):
+            return []
+        self._overflow_since = None
+        return self._take(self._overflow, OVERFLOW_FILE)
+
     def _room(self, settings: Settings) -> int:
         """How many more events may be handed to the dispatcher now."""
         return settings.max_concurrency * EVENTS_PER_SLOT - self._sends.load
@@ -167,7 +187,7 @@ class Worker:
         closing = self._closing
         space = PUMP_BATCH if closing else min(PUMP_BATCH, settings.queue_size - len(self._backlog))
         live = self._take_live(max(space, 0))
-        overflow = self._take(self._overflow, PUMP_BATCH)
+        overflow = self._take_overflow()
         if overflow:
             counters.record("overflowed", amount=len(overflow))
         if live:
