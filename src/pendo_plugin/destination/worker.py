@@ -29,17 +29,10 @@ from pendo_plugin.delivery.dispatch import EVENTS_PER_SLOT, Dispatcher
 from pendo_plugin.delivery.fleet.mode import Fleet
 from pendo_plugin.delivery.senders import Payload, Sender
 from pendo_plugin.delivery.spool import Claim, Spool
+from pendo_plugin.destination import tempo
 from pendo_plugin.destination.leftovers import leave_in_spool, open_spool, report_drop, undeliverable
 from pendo_plugin.destination.queues import Intake
 from pendo_plugin.destination.route import Router
-from pendo_plugin.destination.tempo import (
-    OVERFLOW_FILE,
-    WRITE_AHEAD_WAIT,
-    Bell,
-    Pacer,
-    overflow_due,
-    write_ahead_due,
-)
 from pendo_plugin.logs import log_once
 
 PUMP_BATCH = 512
@@ -60,7 +53,7 @@ class Worker:
             intake.router = Router()
         self._intake = intake.live
         self._overflow = intake.overflow
-        self._wake: Bell | None = None
+        self._wake: tempo.Bell | None = None
         self._stopping: asyncio.Event | None = None
         self._stopped: asyncio.Event | None = None
         self._closing = False
@@ -76,7 +69,7 @@ class Worker:
         self._sender: Sender | None = None
         self._transport_source: Any = None
         self._fleet = Fleet(self._write_ahead)  # fleet mode (Redis) and the rate budget
-        self._pacer = Pacer(self._in_flight, self._answered, self._shutting_down)
+        self._pacer = tempo.Pacer(self._in_flight, self._answered, self._shutting_down)
 
     @property
     def router(self) -> Router:
@@ -120,7 +113,7 @@ class Worker:
 
     async def main(self, ready: threading.Event) -> None:
         """The worker's loop: take, route, write ahead, send; until shutdown."""
-        self._wake = Bell()
+        self._wake = tempo.Bell()
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
         self._closing = False
@@ -137,7 +130,7 @@ class Worker:
                 continue
             since = self._intake_since
             if since is not None:  # events wait for more to join their spool file: no longer than that
-                await self._wake.wait(max(0.0, since + WRITE_AHEAD_WAIT - time.monotonic()))
+                await self._wake.wait(max(0.0, since + tempo.WRITE_AHEAD_WAIT - time.monotonic()))
                 continue
             await self._wake.wait(poll)
             poll = min(poll * 2, IDLE_POLL_MAX)
@@ -151,7 +144,7 @@ class Worker:
         return taken
 
     def _take_live(self, space: int) -> list[Mapping[str, Any]]:
-        """A slice of the intake to route and write ahead, when :func:`write_ahead_due` says so."""
+        """A slice of the intake to route and write ahead, when :func:`tempo.write_ahead_due` says so."""
         intake = self._intake
         if not intake:
             self._intake_since = None
@@ -160,22 +153,22 @@ class Worker:
         if self._intake_since is None:
             self._intake_since = now
         hurried = bool(self._flushing or self._closing)
-        if not write_ahead_due(len(intake), now - self._intake_since, bool(self._sends.load), hurried):
+        if not tempo.write_ahead_due(len(intake), now - self._intake_since, bool(self._sends.load), hurried):
             return []
         self._intake_since = None
         return self._take(intake, space)
 
     def _take_overflow(self) -> list[Mapping[str, Any]]:
-        """A file's worth of the messages past the queue, when :func:`overflow_due` says so."""
+        """A file's worth of the messages past the queue, when :func:`tempo.overflow_due` says so."""
         if not self._overflow:
             self._overflow_since = None
             return []
         now = time.monotonic()
         since = self._overflow_since = self._overflow_since or now
-        if not overflow_due(len(self._overflow), now - since, bool(self._flushing or self._closing)):
+        if not tempo.overflow_due(len(self._overflow), now - since, bool(self._flushing or self._closing)):
             return []
         self._overflow_since = None
-        return self._take(self._overflow, OVERFLOW_FILE)
+        return self._take(self._overflow, tempo.OVERFLOW_FILE)
 
     def _room(self, settings: Settings) -> int:
         """How many more events may be handed to the dispatcher now."""
