@@ -115,9 +115,11 @@ def test_redis_restarted_mid_run_with_appendonly_loses_nothing(
     assert _delivered(sandbox) == {("restart", n) for n in range(1000)}
 
 
-def test_redis_unreachable_from_the_start_harms_nothing(
-    sandbox: Sandbox, blackhole_url: str, tmp_path: Path
+def test_redis_unreachable_from_the_start_holds_and_harms_nothing(
+    sandbox: Sandbox, blackhole_url: str, redis_server: RedisServer, tmp_path: Path
 ) -> None:
+    """Without the fleet's flags (the kill switch may be on) a process sends nothing: what it routes waits
+    in its spool, and a process that reaches Redis later moves it to the stream and delivers it."""
     redis_url = "redis://" + blackhole_url.removeprefix("http://")  # accepts connections, never answers
     script = app_script(
         """
@@ -131,12 +133,21 @@ def test_redis_unreachable_from_the_start_harms_nothing(
         report(flushed=pendo_plugin.flush(30), slowest=slowest)
         """
     )
-    run = run_app(script, app_env(sandbox.url, tmp_path / "spool", sandbox.url, redis_url=redis_url))
+    spool = tmp_path / "spool"
+    run = run_app(script, app_env(sandbox.url, spool, sandbox.url, redis_url=redis_url))
     assert run.returncode == 0, run.describe()
     report = run.reports()[-1]
-    assert report["flushed"], run.describe()
+    assert not report["flushed"], run.describe()  # held, and flush says so at once
+    assert run.seconds < 20, run.describe()
     assert report["slowest"] < 0.25, run.describe()  # Redis's 1 s timeout never reaches track()
-    assert _delivered(sandbox) == {("alone", n) for n in range(200)}
+    assert _delivered(sandbox) == set()
     assert len(sandbox.segment_messages()) == 200  # Segment's own upload is untouched
     assert run.stderr.count("is not answering") == 1, run.describe()
     assert report["stats"]["redis:fallback"] >= 1
+
+    later = run_app(
+        app_script("report(flushed=pendo_plugin.flush(30))"),
+        app_env(sandbox.url, spool, sandbox.url, redis_url=redis_server.url),
+    )
+    assert later.reports()[-1]["flushed"], later.describe()
+    assert _delivered(sandbox) == {("alone", n) for n in range(200)}

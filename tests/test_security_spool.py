@@ -272,14 +272,17 @@ def make_temp(spool: Spool, events: list[str], *, torn: bool = False, age: float
 def test_temp_files_are_recovered_or_dropped_by_spool_drain(spool: Spool, pendo: Sandbox) -> None:
     complete = make_temp(spool, ["Kept1", "Kept2"])
     torn = make_temp(spool, ["Torn1", "Torn2", "Torn3"], torn=True)
-    # dated a minute ahead, so it stays "young" however slowly the two CLI runs below start
+    # empty and dated a minute ahead: one a writer may have created and not locked yet, however slowly
+    # the two CLI runs below start
     young = make_temp(spool, ["Young"], age=-60.0)
+    young.write_bytes(b"")
+    os.utime(young, (time.time() + 60, time.time() + 60))
     env = pendo_env(pendo.url, TRACK_SECRET, INTEGRATION_KEY, PENDO_SPOOL_DIR=str(spool.directory))
     status = cli(env, "spool", "status")
     assert "unfinished 3 temp file(s)" in status.stdout, status.stdout
     drained = cli(env, "spool", "drain")
     assert drained.returncode == 0, drained.stdout + drained.stderr
-    assert events_at(pendo) == {"Kept1", "Kept2"}
+    assert events_at(pendo) == {"Kept1", "Kept2", "Torn1"}  # the torn file's complete line kept
     assert not complete.exists() and not torn.exists()
     assert "half-written" in drained.stderr
     assert young.exists(), "a temp file a live writer may be about to lock was touched"
@@ -289,7 +292,8 @@ def test_temp_files_are_recovered_or_dropped_by_spool_drain(spool: Spool, pendo:
 def test_temp_files_are_recovered_when_the_worker_starts(pendo: Sandbox, tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool", 1 << 30)
     make_temp(spool, ["Recovered"])
-    make_temp(spool, ["Torn1", "Torn2"], torn=True)
+    make_temp(spool, ["Torn1", "Torn2", "Torn3"], torn=True)
+    make_temp(spool, ["Fresh"], age=0.0)  # its writer died a moment ago: no grace period to wait out
     script = app_script(
         """
         client = make_client()
@@ -303,6 +307,6 @@ def test_temp_files_are_recovered_when_the_worker_starts(pendo: Sandbox, tmp_pat
     run = run_app(script, app_env(pendo.url, spool.directory, pendo.url))
     assert run.returncode == 0, run.describe()
     stats = run.reports()[-1]["stats"]
-    assert pendo.wait_for(lambda box: events_at(box) == {"Recovered", "Live"}, timeout=10)
-    assert stats["dropped:spool_torn"] == 2 and stats["spool_recovered"] == 1, stats
+    assert pendo.wait_for(lambda box: events_at(box) == {"Recovered", "Live", "Torn1", "Fresh"}, timeout=10)
+    assert stats["dropped:spool_torn"] == 2 and stats["spool_recovered"] == 3, stats
     assert spool_files.temp_files(spool.directory) == []

@@ -89,6 +89,8 @@ REASONS: dict[str, str] = {
     "off": "the kill switch is off or the settings are bad",
     "no_secret": "no track secret, integration key or API key for it",
     "shadow": "shadow mode",
+    "rollout": "the fleet's rollout flags now leave it out (a lowered percent, a deny list)",
+    "fleet_flags": "fleet mode: the fleet's flags are not known yet, or Redis has not confirmed them lately",
     "misconfigured": "bad settings: the plugin is off",
     "sdk_answer": "an SDK whose _enqueue no longer answers (accepted, message)",
     # skipped: the message or row
@@ -144,6 +146,7 @@ REASONS: dict[str, str] = {
     "unknown_payload": "a spooled payload of a kind this version does not know",
     "redis_full": "the Redis stream is at its length cap",
     "redis_corrupt": "a Redis stream entry that is not a payload",
+    "redis_lost": "entries that waited in the stream when Redis lost it (a restart without persistence)",
     # spool_quarantined: the check that failed
     "not_regular": "not a regular file",
     "symlink": "a symlink",
@@ -185,6 +188,8 @@ REASONS: dict[str, str] = {
     "transform_error": "the pendo_transform hook raised, or a plugin that may implement it failed to load: "
     "the payload dropped (fail closed)",
     "transform_invalid": "the pendo_transform hook returned what does not fit Pendo's rules",
+    "dead_lettered": "stream entries that failed too often, moved to the dead stream",
+    "group_lost": "the stream's consumer group was gone (Redis lost the stream)",
     # rate
     "waited": "a send waited for the shared budget",
     "paused": "a 429 paused the whole fleet",

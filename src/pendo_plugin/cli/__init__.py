@@ -96,6 +96,10 @@ def _spool(args: argparse.Namespace) -> int:
         return spool_commands.spool_status()
     if args.action == "drain":
         return spool_commands.spool_drain()
+    if args.action == "dead":  # fleet mode's dead stream
+        from pendo_plugin.cli.dead_letters import dead_letters
+
+        return dead_letters(args.dead_action, assume_yes=args.yes)
     return spool_commands.spool_purge(assume_yes=args.yes)
 
 
@@ -227,7 +231,9 @@ def _add_replay(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_spool(subparsers: argparse._SubParsersAction) -> None:
     parser = _add(subparsers, "spool", _spool, "Inspect, send or delete what waits in PENDO_SPOOL_DIR.")
-    parser.add_argument("action", choices=("status", "drain", "purge"))
+    parser.add_argument("action", choices=("status", "drain", "purge", "dead"))
+    parser.add_argument("dead_action", nargs="?", choices=("list", "retry", "purge"), default="list",
+                        help="spool dead: list, retry or purge fleet mode's dead stream (default: list)")
     parser.add_argument("--yes", action="store_true", help="purge without asking")
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from pendo_plugin import shown
 from pendo_plugin.config import redacted_url
-from pendo_plugin.delivery.fleet.entries import GROUP, STREAM
+from pendo_plugin.delivery.fleet.entries import DEAD_STREAM, GROUP, STREAM
 from pendo_plugin.delivery.fleet.topology import UnusableUrl, connect_sync
 
 TIMEOUT = 5.0
@@ -47,6 +47,7 @@ def stream_status(url: str) -> list[str]:
         )
         group = groups.get(GROUP)
         consumers = client.xinfo_consumers(STREAM, GROUP) if group else []
+        dead = client.xlen(DEAD_STREAM)
     except ImportError:
         return [f"stream    (the redis extra is missing: {INSTALL})"]
     except _errors() as exc:
@@ -58,6 +59,7 @@ def stream_status(url: str) -> list[str]:
         f"entries   {int(length):,}",
         f"pending   {int(group.get('pending', 0)) if group else 0:,} (read, not yet acknowledged)",
         f"consumers {len(consumers)}",
+        f"dead      {int(dead):,} in {DEAD_STREAM} (failed too often: pendo-plugin spool dead)",
     ]
     for consumer in consumers[:MAX_CONSUMERS_SHOWN]:
         idle = int(consumer.get("idle", 0)) / 1000

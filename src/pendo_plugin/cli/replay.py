@@ -42,8 +42,10 @@ from pendo_plugin.cli.replay_input import (
 from pendo_plugin.cli.replay_report import Tally, print_summary
 from pendo_plugin.config import SECRET_FIELDS, Settings
 from pendo_plugin.delivery.dispatch import EVENTS_PER_SLOT, Dispatcher
-from pendo_plugin.delivery.senders import Outcome, Payload, Sender
+from pendo_plugin.delivery.fleet.mode import share_budget
+from pendo_plugin.delivery.senders import Outcome, Sender
 from pendo_plugin.destination.route import Router
+from pendo_plugin.pendo.payload import Payload
 from pendo_plugin.pendo.translate import translate
 
 SAVE_INTERVAL = 0.5
@@ -293,6 +295,7 @@ def _install_signal_handlers(replayer: Replayer) -> None:
 async def _replay(jobs: list[Job], checkpoints: list[Checkpoint], settings: Settings, filters: Filters,
                   dry_run: bool, err: TextIO) -> Replayer:
     sender = None if dry_run else Sender.for_settings(settings, asyncio.Event())
+    link = None if sender is None else share_budget(sender, settings)  # PENDO_RATE_LIMIT, after live traffic
     replayer = Replayer(settings, filters, sender, [] if dry_run else checkpoints, err)
     _install_signal_handlers(replayer)
     saver = asyncio.ensure_future(replayer.save_periodically())
@@ -313,6 +316,8 @@ async def _replay(jobs: list[Job], checkpoints: list[Checkpoint], settings: Sett
         replayer.save(force=True)
         if sender is not None and settings.transport is None:
             await sender.transport.close()
+        if link is not None:
+            await link.close()
     return replayer
 
 

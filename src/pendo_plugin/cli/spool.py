@@ -20,6 +20,7 @@ from pendo_plugin.cli.replay import EXIT_FAILED, EXIT_OK, load_settings
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.batch import Batch
 from pendo_plugin.delivery.dispatch import dispatch
+from pendo_plugin.delivery.fleet.mode import share_budget
 from pendo_plugin.delivery.rows import FieldClock
 from pendo_plugin.delivery.senders import Sender
 from pendo_plugin.delivery.spool import Claim, Spool
@@ -95,6 +96,7 @@ async def _drain(spool: Spool, settings: Settings, files: int, err: TextIO) -> N
     from tqdm import tqdm
 
     sender = Sender.for_settings(settings, asyncio.Event())
+    link = share_budget(sender, settings)  # PENDO_RATE_LIMIT (the fleet's), after live traffic
     try:
         with tqdm(total=files, desc="spool", unit="file", file=err, disable=None) as bar:
             clock = FieldClock()
@@ -104,6 +106,8 @@ async def _drain(spool: Spool, settings: Settings, files: int, err: TextIO) -> N
     finally:
         if settings.transport is None:
             await sender.transport.close()
+        if link is not None:
+            await link.close()
 
 
 def spool_drain(out: TextIO | None = None, err: TextIO | None = None) -> int:

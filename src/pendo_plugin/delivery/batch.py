@@ -14,8 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pendo_plugin import counters
-from pendo_plugin.delivery.senders import Outcome, Payload
+from pendo_plugin.delivery.senders import Outcome
 from pendo_plugin.delivery.spool import Claim, Spool
+from pendo_plugin.pendo.payload import Payload
 
 Undeliverable = Callable[[list[Payload]], None]
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from pendo_plugin import counters
 from pendo_plugin.config import Settings
+from pendo_plugin.delivery.holds import hold_reason
 from pendo_plugin.delivery.rows import FieldClock, MergedRows, Row
 from pendo_plugin.delivery.senders import Outcome, Sender
 from pendo_plugin.pendo.payload import METADATA_KINDS, Payload
@@ -38,6 +39,7 @@ SLICE = 512  # sends a drain of one spool file keeps in flight at most
 EVENTS_PER_SLOT = 8  # events an owner lets wait or be in flight per request allowed in flight
 
 Settle = Callable[[Payload, Outcome], None]
+Held = Callable[[Payload], str | None]
 Origins = MergedRows[tuple[Settle, Payload]]
 
 
@@ -81,7 +83,7 @@ def admit(payload: Payload, settings: Settings, settle: Settle) -> bool:
     (``held:<reason>:<kind>``; in fleet mode it goes back to the stream). (What a spool file or the
     stream holds that is no payload was dropped when it was read: ``spool.Claim`` counts and acknowledges
     such spool lines, :func:`pendo_plugin.pendo.payload.decode` drops such stream entries.)"""
-    reason = settings.hold_reason(payload.route)
+    reason = hold_reason(payload, settings)
     if reason is not None:
         counters.record("held", reason, payload.kind)
         settle(payload, "failed")
@@ -106,6 +108,7 @@ class Dispatcher:
         self._rows_since: float | None = None  # when the oldest waiting row came
         self._last_rows: dict[str, asyncio.Task[Any]] = {}  # per kind: batches go out in order
         self._follows: dict[asyncio.Task[Any], asyncio.Task[Any]] = {}  # a batch -> the one before it
+        self._carries: dict[asyncio.Task[Any], list[Payload]] = {}  # a retry or a batch -> its payloads
 
     @property
     def sender(self) -> Sender:
@@ -160,7 +163,8 @@ class Dispatcher:
     ) -> None:
         """The first attempt failed: the task that retries it is what is in flight now."""
         event.attempt = None
-        self.spawn(self._retried(retrying, done), replay=not event.retry)
+        task = self.spawn(self._retried(retrying, done), replay=not event.retry)
+        self._carries[task] = [event.payload]
 
     @staticmethod
     async def _retried(retrying: Coroutine[Any, Any, Outcome], done: Callable[[Outcome], None]) -> None:
@@ -193,10 +197,52 @@ class Dispatcher:
                 self._rows[kind] = MergedRows(kind)
                 previous = self._last_rows.get(kind)
                 task = self.spawn(self._send_rows(rows, rows.rows(self.clock), settings, previous))
+                self._carries[task] = [payload for _, payload in rows.origins()]
                 self._last_rows[kind] = task
                 if previous is not None and not previous.done():
                     self._follows[task] = previous
         self._rows_since = None
+
+    def recheck(self, held: Held) -> int:
+        """Settle as failed (so it is kept: spool or stream) everything not yet delivered that ``held``
+        now names a reason for, counted ``held:<reason>:<kind>``: events waiting for a slot, first
+        attempts (cancelled, also while they wait for the rate gate), retries, and metadata rows waiting
+        or in a batch (the whole batch). Called when the settings or the fleet's flags change, so a
+        kill switch reaches what already waits in memory. Returns how many payloads it held."""
+        count = 0
+        for event in list(self._events):
+            if not event.queued and event.attempt is None:
+                continue  # in a retry task: below
+            reason = held(event.payload)
+            if reason is None:
+                continue
+            counters.record("held", reason, event.payload.kind)
+            count += 1
+            if event.queued:
+                event.queued = False  # the limiter passes it over now
+                self._settle(event, "failed")
+            elif event.attempt is not None:
+                event.attempt.cancel()  # its outcome: failed
+        for task, payloads in list(self._carries.items()):
+            reasons = [reason for reason in map(held, payloads) if reason is not None]
+            if reasons and not task.done():
+                counters.record("held", reasons[0], payloads[0].kind, len(payloads))
+                count += len(payloads)
+                task.cancel()  # every payload it carries settles as failed
+        for kind, rows in self._rows.items():
+            kept: Origins = MergedRows(kind)
+            for settle, payload in rows.origins():
+                reason = held(payload)
+                if reason is None:
+                    kept.add(payload, (settle, payload))
+                    continue
+                counters.record("held", reason, kind)
+                count += 1
+                settle(payload, "failed")
+            self._rows[kind] = kept
+        if not any(self._rows.values()):
+            self._rows_since = None
+        return count
 
     def abandon(self) -> None:
         """Settle every event waiting for a slot and every metadata row as failed without sending it
@@ -227,6 +273,7 @@ class Dispatcher:
         self.tasks.discard(task)
         self.replays.discard(task)
         self._follows.pop(task, None)
+        self._carries.pop(task, None)
         if self._progress is not None:
             self._progressed()
         if self.on_done is not None:
@@ -237,15 +284,16 @@ class Dispatcher:
     ) -> None:
         """Send one merged batch once the batch of that kind before it is settled (so, for a row in
         both, the newer values reach Pendo last)."""
-        outcome: Outcome = "failed"
+        failed: set[str] | None = None  # the ids kept for later (None: all of them, it did not finish)
         set_aside: set[str] = set()  # rows whose preparation raised: settled as rejected, never resent
         try:
             if previous is not None and not previous.done():
                 await asyncio.wait([previous])
-            outcome = await self.sender.send_metadata(rows.kind, merged, settings, set_aside)
+            failed = await self.sender.send_metadata(rows.kind, merged, settings, set_aside)
         finally:
             for settle, payload in rows.origins():
-                settle(payload, "rejected" if payload.row_id in set_aside else outcome)
+                kept = failed is None or payload.row_id in failed
+                settle(payload, "rejected" if payload.row_id in set_aside else "failed" if kept else "sent")
 
     # ----- what is in flight ---------------------------------------------------------------------
 

@@ -96,15 +96,18 @@ def _read_at_most(fd: int, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def read_items(fd: int) -> list[Payload | None]:
+def read_items(fd: int, *, torn_tail: bool = False) -> list[Payload | None]:
     """Every payload of an open, checked spool file, None for a JSON object that is not one this version
-    can send; raises :class:`Unreadable` at the first line that is not a JSON object."""
+    can send; raises :class:`Unreadable` at the first line that is not a JSON object, and for an
+    incomplete last line unless ``torn_tail`` (a dead writer's temp file: that line is left out)."""
     os.lseek(fd, 0, os.SEEK_SET)
     data = _read_at_most(fd, MAX_FILE_BYTES)
     if len(data) > MAX_FILE_BYTES:
         raise Unreadable(f"over the {MAX_FILE_BYTES:,}-byte bound", "too_large")
     if data and not data.endswith(b"\n"):
-        raise Unreadable("its last line is incomplete", "torn")
+        if not torn_tail:
+            raise Unreadable("its last line is incomplete", "torn")
+        data = data[: data.rfind(b"\n") + 1]
     lines = data.split(b"\n")[:-1]
     if len(lines) > MAX_FILE_ITEMS:
         raise Unreadable(f"{len(lines):,} lines, over the {MAX_FILE_ITEMS:,}-line bound", "too_many_lines")
@@ -177,7 +180,8 @@ def quarantined_files(directory: Path) -> int:
 
 TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"
 TEMP_GRACE = 2.0
-"""A temp file younger than this (seconds) may be one a writer has created but not locked yet."""
+"""An empty temp file younger than this (seconds) may be one a writer has created but not locked yet (it
+writes only once it holds the lock, so a temp file with data and no lock is a dead writer's)."""
 
 
 def temp_files(directory: Path) -> list[Path]:
@@ -204,8 +208,10 @@ def _expected_items(name: str) -> int:
 def recover_temp(directory: Path, now: float) -> None:
     """Rename complete temp files of dead writers into place; drop torn ones (``dropped:spool_torn``).
 
-    A live writer holds its temp file's lock from creation to rename, so only unlocked ones (older than
-    :data:`TEMP_GRACE`) are touched. Complete means: every line a payload, as many as the name says.
+    A live writer holds its temp file's lock from before its first byte to the rename, so an unlocked temp
+    file with data is a dead writer's, however young: it is recovered at once (only an empty one younger
+    than :data:`TEMP_GRACE` is left alone). Complete means: as many payload lines as the name says; a torn
+    one gives up its complete lines, and only the torn rest is counted as dropped.
     """
     for temp in temp_files(directory):
         try:
@@ -225,35 +231,66 @@ def _recover_one(directory: Path, temp: Path, fd: int, now: float) -> None:
     expected = _expected_items(temp.name)
     try:
         info = check_open_file(fd)
-        if now - info.st_mtime < TEMP_GRACE:
-            return
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if info.st_size == 0 and now - info.st_mtime < TEMP_GRACE:
+            return  # a writer may have created it and not locked it yet: it writes only once locked
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a writer holds it from before its first byte
         if os.fstat(fd).st_ino != os.stat(temp, follow_symlinks=False).st_ino:
             return
-        items = read_items(fd)
-        if len(items) != expected:
-            raise Unreadable(f"{len(items)} of {expected} payloads", "torn")
+        items = read_items(fd, torn_tail=True)
+        if len(items) > expected:
+            raise Unreadable(f"{len(items)} payloads, its name says {expected}", "torn")
+        if len(items) < expected:  # torn: keep its complete lines, in a file named for them
+            _cut_to(temp, os.fstat(fd).st_ino, _complete_length(fd))
     except (BlockingIOError, FileNotFoundError):
         return  # a live writer, or gone already
     except Unreadable as problem:
         if problem.kind != "torn":
             quarantine(directory, temp, problem.reason, problem.kind)
-            return
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        counters.record("dropped", "spool_torn", amount=max(expected, 0))
-        log_once(
-            "spool-torn",
-            logging.WARNING,
-            "pendo_plugin: dropped a half-written spool file (%s: %s) left by a process that ended while "
-            "writing it; counted as dropped:spool_torn",
-            shown.escape(temp.name),
-            problem.reason,
-        )
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
         return
     except OSError:
         return
-    final = directory / temp.name[len(TEMP_PREFIX) : -len(TEMP_SUFFIX)]
+    _into_place(directory, temp, items, expected)
+
+
+def _complete_length(fd: int) -> int:
+    """How many bytes of the open file are complete lines."""
+    os.lseek(fd, 0, os.SEEK_SET)
+    return _read_at_most(fd, MAX_FILE_BYTES).rfind(b"\n") + 1
+
+
+def _cut_to(path: Path, inode: int, length: int) -> None:
+    """Truncate ``path`` (the same file as the one read: ``inode``, never through a symlink) to ``length``."""
+    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    try:
+        if os.fstat(fd).st_ino != inode:
+            raise FileNotFoundError(path)
+        os.ftruncate(fd, length)
+    finally:
+        os.close(fd)
+
+
+def _into_place(directory: Path, temp: Path, items: list[Payload | None], expected: int) -> None:
+    """Rename a dead writer's temp file into place (named for the payloads it holds); its torn tail, if
+    any, counted as ``dropped:spool_torn``."""
+    name = temp.name[len(TEMP_PREFIX) : -len(TEMP_SUFFIX)]
+    if len(items) < expected:
+        name = f"{name.rsplit('-n', 1)[0]}-n{len(items)}.jsonl"
+        counters.record("dropped", "spool_torn", amount=expected - len(items))
+        log_once(
+            "spool-torn",
+            logging.WARNING,
+            "pendo_plugin: a spool file left half-written by a process that ended while writing it (%s): "
+            "its %d complete payload(s) kept, the torn rest counted as dropped:spool_torn",
+            shown.escape(temp.name),
+            len(items),
+        )
+    if not items:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        return
     with contextlib.suppress(OSError):
-        os.rename(temp, final)
+        os.rename(temp, directory / name)
         counters.record("spool_recovered", amount=len(items))

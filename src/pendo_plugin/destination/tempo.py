@@ -26,6 +26,8 @@ from collections.abc import Callable
 
 WRITE_AHEAD_BATCH = 256  # while sends are under way, the intake is taken once this many events wait,
 WRITE_AHEAD_WAIT = 0.02  # or once the first of them waited this long (seconds): fewer, larger spool files
+OVERFLOW_FILE = 512  # overflow is spooled in files of this many messages,
+OVERFLOW_WAIT = 1.0  # or once the first of them waited this long (seconds): a few files a second at most
 PACE_INTERVAL = 0.002  # seconds the loop pauses between turns while it paces
 PACE_MIN_IN_FLIGHT = 8  # requests in flight from which it paces,
 PACE_QUIET_TURNS = 10  # until this many paced turns in a row (20 ms) handled no answer
@@ -36,6 +38,13 @@ def write_ahead_due(waiting: int, waited: float, sends_under_way: bool, hurried:
     ahead now: at once when nothing is in flight, or a flush or shutdown hurries them; else once
     ``WRITE_AHEAD_BATCH`` wait or the first waited ``WRITE_AHEAD_WAIT``."""
     return hurried or not sends_under_way or waiting >= WRITE_AHEAD_BATCH or waited >= WRITE_AHEAD_WAIT
+
+
+def overflow_due(waiting: int, waited: float, hurried: bool) -> bool:
+    """Whether the ``waiting`` messages past the queue (the first for ``waited`` seconds) are spooled now:
+    once a file's worth (:data:`OVERFLOW_FILE`) waits, the first waited :data:`OVERFLOW_WAIT`, or a flush
+    or shutdown hurries them; so sustained overload writes files of hundreds of payloads, not a handful."""
+    return hurried or waiting >= OVERFLOW_FILE or waited >= OVERFLOW_WAIT
 
 
 class Bell:

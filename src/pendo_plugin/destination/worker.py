@@ -27,13 +27,14 @@ from pendo_plugin.config import Settings
 from pendo_plugin.delivery.batch import Batch
 from pendo_plugin.delivery.dispatch import EVENTS_PER_SLOT, Dispatcher
 from pendo_plugin.delivery.fleet.mode import Fleet
-from pendo_plugin.delivery.senders import Payload, Sender
+from pendo_plugin.delivery.senders import Sender
 from pendo_plugin.delivery.spool import Claim, Spool
+from pendo_plugin.destination import tempo
 from pendo_plugin.destination.leftovers import leave_in_spool, open_spool, report_drop, undeliverable
 from pendo_plugin.destination.queues import Intake
 from pendo_plugin.destination.route import Router
-from pendo_plugin.destination.tempo import WRITE_AHEAD_WAIT, Bell, Pacer, write_ahead_due
 from pendo_plugin.logs import log_once
+from pendo_plugin.pendo.payload import Payload
 
 PUMP_BATCH = 512
 SPOOL_RETRY_INTERVAL = 30.0
@@ -53,13 +54,14 @@ class Worker:
             intake.router = Router()
         self._intake = intake.live
         self._overflow = intake.overflow
-        self._wake: Bell | None = None
+        self._wake: tempo.Bell | None = None
         self._stopping: asyncio.Event | None = None
         self._stopped: asyncio.Event | None = None
         self._closing = False
         self._exiting = False  # shutdown has begun: start no new replay of the spool
         self._flushing = 0
         self._intake_since: float | None = None  # since when events wait in the intake for more to join them
+        self._overflow_since: float | None = None  # the same for the messages past the queue
         self._backlog: deque[tuple[Batch, Payload]] = deque()
         self._dispatcher: Dispatcher | None = None  # sends and settles: the one send path
         self._spool_draining = False
@@ -68,7 +70,7 @@ class Worker:
         self._sender: Sender | None = None
         self._transport_source: Any = None
         self._fleet = Fleet(self._write_ahead)  # fleet mode (Redis) and the rate budget
-        self._pacer = Pacer(self._in_flight, self._answered, self._shutting_down)
+        self._pacer = tempo.Pacer(self._in_flight, self._answered, self._shutting_down)
 
     @property
     def router(self) -> Router:
@@ -97,6 +99,8 @@ class Worker:
             self._dispatcher.sender = self._sender
         self._fleet.update(settings)  # fleet mode
         self._sender.limiter.maximum = settings.max_concurrency
+        if self._fleet.apply_holds(settings, self._sends):  # a hold ended: replay the spool now
+            self._spool_next_try = 0.0
         return settings
 
     def _spool(self, settings: Settings) -> Spool | None:
@@ -110,7 +114,7 @@ class Worker:
 
     async def main(self, ready: threading.Event) -> None:
         """The worker's loop: take, route, write ahead, send; until shutdown."""
-        self._wake = Bell()
+        self._wake = tempo.Bell()
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
         self._closing = False
@@ -127,7 +131,7 @@ class Worker:
                 continue
             since = self._intake_since
             if since is not None:  # events wait for more to join their spool file: no longer than that
-                await self._wake.wait(max(0.0, since + WRITE_AHEAD_WAIT - time.monotonic()))
+                await self._wake.wait(max(0.0, since + tempo.WRITE_AHEAD_WAIT - time.monotonic()))
                 continue
             await self._wake.wait(poll)
             poll = min(poll * 2, IDLE_POLL_MAX)
@@ -141,7 +145,7 @@ class Worker:
         return taken
 
     def _take_live(self, space: int) -> list[Mapping[str, Any]]:
-        """A slice of the intake to route and write ahead, when :func:`write_ahead_due` says so."""
+        """A slice of the intake to route and write ahead, when :func:`tempo.write_ahead_due` says so."""
         intake = self._intake
         if not intake:
             self._intake_since = None
@@ -150,10 +154,22 @@ class Worker:
         if self._intake_since is None:
             self._intake_since = now
         hurried = bool(self._flushing or self._closing)
-        if not write_ahead_due(len(intake), now - self._intake_since, bool(self._sends.load), hurried):
+        if not tempo.write_ahead_due(len(intake), now - self._intake_since, bool(self._sends.load), hurried):
             return []
         self._intake_since = None
         return self._take(intake, space)
+
+    def _take_overflow(self) -> list[Mapping[str, Any]]:
+        """A file's worth of the messages past the queue, when :func:`tempo.overflow_due` says so."""
+        if not self._overflow:
+            self._overflow_since = None
+            return []
+        now = time.monotonic()
+        since = self._overflow_since = self._overflow_since or now
+        if not tempo.overflow_due(len(self._overflow), now - since, bool(self._flushing or self._closing)):
+            return []
+        self._overflow_since = None
+        return self._take(self._overflow, tempo.OVERFLOW_FILE)
 
     def _room(self, settings: Settings) -> int:
         """How many more events may be handed to the dispatcher now."""
@@ -164,8 +180,8 @@ class Worker:
         False when there was nothing to do."""
         closing = self._closing
         space = PUMP_BATCH if closing else min(PUMP_BATCH, settings.queue_size - len(self._backlog))
-        live = self._take_live(max(space, 0)) if closing or self._fleet.flags_known() else []
-        overflow = self._take(self._overflow, PUMP_BATCH)
+        live = self._take_live(max(space, 0))
+        overflow = self._take_overflow()
         if overflow:
             counters.record("overflowed", amount=len(overflow))
         if live:
@@ -196,6 +212,8 @@ class Worker:
         self._backlog.extend((batch, payload) for payload in payloads)
 
     def _dispatch_backlog(self, settings: Settings) -> int:
+        if self._fleet.holding():  # fleet mode, flags not known: written ahead, it waits there
+            return self._hold_backlog(settings)
         if self._sender is not None and self._sender.failing and self._spool(settings) is not None:
             return self._park_backlog()
         room = self._room(settings)
@@ -208,26 +226,39 @@ class Worker:
             dispatched += 1
         return dispatched
 
+    def _hold_backlog(self, settings: Settings) -> int:
+        """Fleet mode without known flags: leave what waits for a slot in the spool it was written ahead
+        to (from there it goes to the stream when Redis answers); with the spool off it waits in memory."""
+        if self._spool(settings) is None:
+            return 0
+        if self._backlog:
+            counters.record("held", "fleet_flags", amount=len(self._backlog))
+        return self._release_backlog()
+
     def _park_backlog(self) -> int:
         """Pendo looks down: leave what waits for a slot, or waits to retry, in the spool (it is written
         ahead already) instead of holding it in memory; the spool replay every 30 s probes whether
         Pendo is back."""
-        parked = len(self._backlog)
         if self._sender is not None:
             for task in set(self._sender.waiting) - self._sends.replays:  # retrying what is on disk already
                 task.cancel()  # its payload settles as failed: it stays in the spool
-        if parked:
+        if self._backlog:
             log_once(
                 "parked",
                 logging.WARNING,
                 "pendo_plugin: Pendo is not answering; new events go to the spool and are retried every %d s",
                 SPOOL_RETRY_INTERVAL,
             )
-            counters.record("parked", amount=parked)
+            counters.record("parked", amount=len(self._backlog))
+        return self._release_backlog()
+
+    def _release_backlog(self) -> int:
+        """Settle what waits for a slot as failed, unsent: it stays in the spool it was written ahead to."""
+        released = len(self._backlog)
         while self._backlog:
             batch, payload = self._backlog.popleft()
             batch.finish(payload, "failed")
-        return parked
+        return released
 
     @property
     def _sends(self) -> Dispatcher:
@@ -255,7 +286,7 @@ class Worker:
         return self._exiting or self._closing or (self._stopping is not None and self._stopping.is_set())
 
     def _drain_spool_if_due(self, settings: Settings, *, force: bool = False) -> None:
-        if self._spool_draining or self._shutting_down():
+        if self._spool_draining or self._shutting_down() or self._fleet.holding():
             return
         if not force and time.monotonic() < self._spool_next_try:
             return
@@ -307,14 +338,13 @@ class Worker:
         sends = self._sends
         if self._intake or self._overflow or sends.rows_waiting:
             return "busy"
-        if not self._fleet.idle():  # fleet mode
-            return "busy"
-        if sends.moving(deadline, replays=replays):
+        fleet = self._fleet.left(deadline)  # fleet mode
+        if fleet == "busy" or sends.moving(deadline, replays=replays):
             return "busy"
         if self._backlog or sends.queued(replays=replays):  # it waits for room or a slot: one frees
             # when a send (a replay's too) moves on in time
             return "busy" if sends.moving(deadline) else "stuck"
-        return "stuck" if sends.pending(replays=replays) else "none"
+        return "stuck" if fleet == "stuck" or sends.pending(replays=replays) else "none"
 
     def _down_and_kept(self, probe_from: int | None) -> bool:
         """Pendo refuses or times out every connection (the sender's breaker) and what is left is kept
@@ -371,9 +401,7 @@ class Worker:
         await self._fleet.stop(CANCEL_GRACE)  # fleet mode
         while self._intake or self._overflow:
             self._pump(settings)  # with _closing set, what is left is written to the spool unsent
-        while self._backlog:
-            batch, payload = self._backlog.popleft()
-            batch.finish(payload, "failed")
+        self._release_backlog()
         self._sends.abandon()
         if self._sender is not None and self._transport_source is None:
             with contextlib.suppress(Exception):

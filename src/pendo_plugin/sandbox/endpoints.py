@@ -50,6 +50,7 @@ class PendoEndpoints(Recordings):
     _api_key: str | None
     _schema: dict[str, dict[str, str]] | None
     _write_access: bool
+    _poison_rows: dict[str, int]
     _segment_latency: float
 
     def _api_auth(self, request: web.Request) -> web.Response | None:
@@ -117,6 +118,9 @@ class PendoEndpoints(Recordings):
             return _text(400, "Bad Request: body must be a JSON array of rows")
         create = request.query.get("create", "").lower() == "true"
         with self._cond:
+            poisoned = [self._poison_rows[i] for i in _row_ids(kind, rows) if i in self._poison_rows]
+            if poisoned:
+                return _text(poisoned[0], "the stand-in refuses a batch with this row (fail_rows)")
             unmapped = self._unmapped_fields(kind, rows)
             if unmapped:
                 self._violate(
@@ -219,3 +223,7 @@ class PendoEndpoints(Recordings):
         return web.json_response({})
 
     # -------------------------------------------------------------- the page
+
+
+def _row_ids(kind: str, rows: list[Any]) -> list[str]:
+    return [str(row.get(f"{kind}Id")) for row in rows if isinstance(row, dict)]

@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from http import HTTPStatus
 from importlib import resources
 
@@ -65,6 +65,7 @@ class Sandbox(PendoEndpoints):
         self._cond = threading.Condition(threading.Lock())
         self._version = 0
         self._faults: list[_Fault] = []
+        self._poison_rows: dict[str, int] = {}  # a metadata row id -> the status every batch with it gets
         self._rate_limit = rate_limit
         self._recent: dict[str, deque[float]] = {}  # accepted request times per path, for rate_limit
         self._log: deque[RecordedRequest] = deque(maxlen=log_limit)
@@ -316,6 +317,11 @@ class Sandbox(PendoEndpoints):
         if count:
             with self._cond:
                 self._faults.append(_Fault(path_prefix, status, dict(headers or {}), count))
+
+    def fail_rows(self, row_ids: Iterable[str], status: int = 500) -> None:
+        """Answer ``status`` to every metadata batch holding a row of ``row_ids`` (a poison row)."""
+        with self._cond:
+            self._poison_rows.update((str(row_id), status) for row_id in row_ids)
 
     def set_rate_limit(self, per_second: float | None) -> None:
         """Answer 429 (``Retry-After: 1``) past ``per_second`` requests per path and second (None: off)."""

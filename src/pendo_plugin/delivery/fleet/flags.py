@@ -152,7 +152,7 @@ class FlagPoller:
     def __init__(self) -> None:
         self._next = 0.0
         self._script: tuple[Any, Any] | None = None  # (client, its registered READ_SCRIPT)
-        self.tried = False  # a first poll ended (read, refused or Redis not answering)
+        self.read_at: float | None = None  # when the flags were last read (monotonic), None: never
 
     def due(self) -> bool:
         return time.monotonic() >= self._next
@@ -160,12 +160,6 @@ class FlagPoller:
     async def poll(self, link: RedisLink) -> None:
         """Read and apply the flags once; Redis not answering keeps the flags last applied."""
         self._next = time.monotonic() + POLL_INTERVAL
-        try:
-            await self._poll(link)
-        finally:
-            self.tried = True
-
-    async def _poll(self, link: RedisLink) -> None:
         import redis
 
         try:
@@ -181,6 +175,7 @@ class FlagPoller:
         except redis_errors() as exc:
             link.failed(exc)
             return
+        self.read_at = time.monotonic()
         flags, problems = read_flags(reply) if reply is not None else ({}, [problem])
         for problem in problems:
             counters.record("fleet_flags", "invalid")

@@ -1,6 +1,8 @@
 """Fleet mode's connection to Redis, shared by the rate gate, the durable queue and the live flags.
 
-One asyncio client per worker loop, with short timeouts and no client-side retries: when Redis
+One asyncio client per worker loop, its connection pool sized to the sender's concurrency (every request
+may reserve a send time at once) and waiting, not failing, when all its connections are busy, so a burst
+is never taken for an outage; short timeouts and no client-side retries: when Redis
 does not answer, every part falls back to what a single process does alone (the local rate
 budget, the local spool, the environment's flags) and tries Redis again after ``RETRY_AFTER``
 seconds. Each outage is logged once and counted (``redis:errors``); the app never waits on Redis,

@@ -9,8 +9,10 @@ entries a silent process held longer than ``PENDO_REDIS_CLAIM_AFTER`` (``XAUTOCL
 refreshing the idle time of its own entries still being sent) and reads new entries
 (``XREADGROUP``) to send. What is read is sent through a :class:`~pendo_plugin.delivery.dispatch.Dispatcher`,
 the one send path (its checks, metadata merged per kind newest-wins), each entry settled by its outcome:
-an entry leaves the stream only after Pendo's 2xx or a final refusal; one that failed, or that this
-process may not send (``held:<reason>:<kind>``: it is left for a process that may), is appended anew.
+an entry leaves the stream only after Pendo's 2xx or a final refusal; one that failed is appended anew
+with its count of failures (past ``DEAD_AFTER`` it goes to the dead stream instead); one this process may
+not send (``held:<reason>:<kind>``) is left pending, parked, for a process that may send it to take over
+(or for this one, after its settings change). Neither pauses the reader.
 
 When Redis does not answer, what was offered goes back to the worker's local path (spool and
 direct sending), so nothing waits on Redis. Entries read back are untrusted: size, JSON and
@@ -29,20 +31,36 @@ from typing import Any
 
 from pendo_plugin import counters
 from pendo_plugin.config import Settings
-from pendo_plugin.delivery.dispatch import Dispatcher
+from pendo_plugin.delivery.dispatch import Dispatcher, Held
 from pendo_plugin.delivery.fleet import legacy
-from pendo_plugin.delivery.fleet.entries import GROUP, SETTLE_SCRIPT, STREAM, consumer_name, decode, encode
+from pendo_plugin.delivery.fleet.entries import (
+    DEAD_AFTER,
+    DEAD_MAX_LEN,
+    DEAD_STREAM,
+    GROUP,
+    MAX_ENTRY_BYTES,
+    SETTLE_SCRIPT,
+    STREAM,
+    consumer_name,
+    decode,
+    encode,
+    failures_of,
+)
 from pendo_plugin.delivery.fleet.link import RedisLink, redis_errors
-from pendo_plugin.delivery.senders import Outcome, Payload, Sender
+from pendo_plugin.delivery.fleet.upkeep import count_dead, count_trimmed, group_lost, repair_ids
+from pendo_plugin.delivery.holds import hold_reason
+from pendo_plugin.delivery.senders import Outcome, Sender
 from pendo_plugin.delivery.spool import Spool
-from pendo_plugin.logs import log, log_once
+from pendo_plugin.logs import log_once
+from pendo_plugin.pendo.payload import Payload
 
 MAX_IN_FLIGHT = 1024  # entries this process holds while sending
+MAX_IN_FLIGHT_BYTES = 32 << 20  # and their size: a read asks for no more than could fit (1 MB an entry)
 READ_COUNT = 200
 APPEND_BATCH = 1000
 MAX_BUFFER = 10_000  # offered payloads waiting for the next append; past it the local path takes them
 READ_IDLE = 0.2  # after the stream was found empty, look again this often
-PAUSE_AFTER_FAILURE = 5.0  # an entry not delivered (or not sendable here): read nothing new for this long
+PAUSE_AFTER_FAILURE = 5.0  # Pendo looks down (the sender's breaker): read nothing new for this long
 MOVE_FILES_PER_CYCLE = 20
 MOVE_RETRY = 2.0
 SETTLE_BATCH = 100  # acknowledge in batches: this many outcomes, or the oldest waited SETTLE_DELAY
@@ -59,21 +77,25 @@ class RedisQueue:
         self.consumer = consumer_name()
         self._fallback = fallback
         self._buffer: list[Payload] = []
-        self._held: dict[bytes, bytes] = {}  # entry id -> its encoded payload, while being sent
+        self._held: dict[bytes, tuple[bytes, int]] = {}  # entry id -> (its payload, failures), while sent
+        self._held_bytes = 0
         self._acks: list[bytes] = []
-        self._requeue: list[tuple[bytes, bytes]] = []
+        self._requeue: list[tuple[bytes, bytes, int]] = []  # (id, payload, failures) to append anew
         self._settle_since: float | None = None  # when the oldest outcome waiting to be settled came
         self._sends: Dispatcher | None = None  # sends what was read (made on the loop, with the first sender)
         self._cycle: asyncio.Task[Any] | None = None
         self._group_ready = False
         self._settle_script: tuple[Any, Any] | None = None
         self._caught_up = False
+        self._taking = False
         self._next_read = 0.0
         self._paused_until = 0.0
+        self._reread = False  # read this consumer's own pending entries again (parked ones: held here)
         self._next_claim = 0.0
         self._claim_cursor = "0-0"
         self._next_move: float | None = 0.0  # when to move the local spool into the stream (None: no need)
         self._outages_seen = 0
+        self._last_length = 0  # the stream's length at the last append seen (what a restart would lose)
 
     # ----- the worker's side -------------------------------------------------------------------
 
@@ -96,10 +118,18 @@ class RedisQueue:
         """``flush()``: read the stream now and look for entries to take over."""
         self._caught_up = False
         self._next_read = self._next_claim = self._paused_until = 0.0
+        self._reread = True
         self.link.retry_now()
 
-    def pump(self, sender: Sender, settings: Settings, spool: Spool | None) -> bool:
-        """Start the next I/O cycle if one is due; True if it started one with work to do."""
+    def recheck(self, held: Held) -> None:
+        """Hold what is being sent from the stream that ``held`` names a reason for (it is appended anew)."""
+        if self._sends is not None:
+            self._sends.recheck(held)
+        self._reread = True  # what was parked may be sendable now
+
+    def pump(self, sender: Sender, settings: Settings, spool: Spool | None, *, holding: bool = False) -> bool:
+        """Start the next I/O cycle if one is due; True if it started one with work to do (``holding``:
+        the fleet's flags are not known, read nothing to send)."""
         if self._sends is None:
             self._sends = Dispatcher(sender)
         self._sends.sender = sender
@@ -110,9 +140,10 @@ class RedisQueue:
         if sender.failing:
             self._hold_off(self._sends)
         now = time.monotonic()
-        sending = settings.active and not settings.shadow  # kill switch or shadow: leave entries waiting
+        sending = settings.active and not settings.shadow and not holding  # leave entries waiting
         reading = sending and now >= self._paused_until and now >= self._next_read and self._room() > 0
         claiming = now >= self._next_claim
+        self._taking = sending  # take over others' entries only when this process may send now
         work = bool(self._buffer) or self._settle_due(now)
         if not (work or reading or claiming) or not self.link.available():
             return False
@@ -126,19 +157,29 @@ class RedisQueue:
             return False
         return waiting >= SETTLE_BATCH or now - self._settle_since >= SETTLE_DELAY
 
-    def idle(self) -> bool:
-        """Nothing of this process's waits in memory: offered payloads are in the stream, outcomes
-        are settled, nothing read is being sent (a send waiting out a retry or a Retry-After pause
-        waits in the stream), and the stream was read to its end (or Pendo or Redis is down: it waits
-        there)."""
-        if self._buffer and self.link.available():
-            return False
-        if self._cycle is not None or self._acks or self._requeue:
-            return not self.link.available()
+    def left(self, deadline: float) -> str:
+        """What of this process's is left before ``deadline``, as the worker's flush sees it: ``none`` (the
+        offered payloads are in the stream, outcomes are settled, nothing read is being sent, and the
+        stream was read to its end since), ``busy`` (something moves on before ``deadline``: a send, a
+        retry or Retry-After pause that ends in time, a cycle, the stream still to read) or ``stuck`` (it
+        waits in the stream or in a retry past ``deadline``, or Redis does not answer, or this process
+        may not send now)."""
+        available = self.link.available()
+        if self._buffer or self._cycle is not None or self._acks or self._requeue:
+            return "busy" if available else "stuck"
         sends = self._sends
-        if sends is not None and sends.moving(time.monotonic()):
-            return False
-        return self._caught_up or time.monotonic() < self._paused_until or not self.link.available()
+        if sends is not None and sends.moving(deadline):
+            return "busy"
+        if sends is not None and sends.pending():
+            return "stuck"
+        if self._caught_up:
+            return "none"
+        if not available or not self._taking:
+            return "stuck"
+        now = time.monotonic()
+        if self._paused_until > now:
+            return "stuck" if self._paused_until >= deadline else "busy"
+        return "busy"
 
     async def stop(self, grace: float) -> None:
         """Shutdown: stop sending (what was not delivered is requeued), then settle and append once
@@ -176,8 +217,13 @@ class RedisQueue:
             if reading:
                 await self._read(client, sends, settings)
         except redis_errors() as exc:
-            if "NOGROUP" in str(exc):
+            if "last possible ID" in str(exc) and await repair_ids(client):
+                return  # what waits to be appended goes at the next cycle
+            if "NOGROUP" in str(exc):  # answered, without the group: Redis lost the stream (a restart)
                 self._group_ready = False
+                group_lost(self._last_length)
+                self._last_length = 0
+                return
             self.link.failed(exc)
             self.hand_back(settings)
             return
@@ -203,13 +249,17 @@ class RedisQueue:
         if acks or requeue:
             if self._settle_script is None or self._settle_script[0] is not client:
                 self._settle_script = (client, client.register_script(SETTLE_SCRIPT))
-            pairs = [part for entry_id, raw in requeue for part in (entry_id, raw)]
+            triples = [part for entry_id, raw, failures in requeue for part in (entry_id, raw, failures)]
             counters.record("redis", "round_trips")
-            await self._settle_script[1](keys=[STREAM], args=[GROUP, len(acks), *acks, *pairs])
+            dead = await self._settle_script[1](
+                keys=[STREAM, DEAD_STREAM], args=[GROUP, len(acks), DEAD_AFTER, DEAD_MAX_LEN, *acks, *triples]
+            )
+            count_dead(dead)
             del self._acks[: len(acks)], self._requeue[: len(requeue)]
             self._settle_since = time.monotonic() if self._acks or self._requeue else None
             counters.record("redis", "acked", amount=len(acks))
             if requeue:
+                self._caught_up = False  # appended anew: the stream is not read to its end
                 counters.record("redis", "requeued", amount=len(requeue))
         while self._buffer:
             batch = self._buffer[:APPEND_BATCH]
@@ -228,19 +278,8 @@ class RedisQueue:
                 self._fallback(batch, settings)
             counters.record("redis", "appended", amount=len(batch))
             self._caught_up = False
-            self._count_trimmed(results[0], len(batch), cap)
-
-    @staticmethod
-    def _count_trimmed(length_before: Any, added: int, cap: int) -> None:
-        dropped = max(0, int(length_before) + added - cap) if isinstance(length_before, int) else 0
-        if dropped:
-            counters.record("dropped", "redis_full", amount=dropped)
-            log.warning(
-                "pendo_plugin: the Redis stream is at its cap (PENDO_REDIS_MAX_LEN=%d); its oldest %d "
-                "entries were dropped and counted as dropped:redis_full",
-                cap,
-                dropped,
-            )
+            self._last_length = int(results[0]) + len(batch) if isinstance(results[0], int) else 0
+            count_trimmed(results[0], len(batch), cap)
 
     async def _move_from_spool(self, client: Any, spool: Spool) -> None:
         """Put what the local spool holds (left while Redis was down) into the stream."""
@@ -274,7 +313,7 @@ class RedisQueue:
         if self._held:
             counters.record("redis", "round_trips")
             await client.xclaim(STREAM, GROUP, self.consumer, 0, list(self._held), justid=True)
-        room = self._room()
+        room = self._room() if self._taking else 0
         if room <= 0:
             return
         counters.record("redis", "round_trips")
@@ -294,6 +333,13 @@ class RedisQueue:
             self._dispatch(entries, sends, settings)
 
     async def _read(self, client: Any, sends: Dispatcher, settings: Settings) -> None:
+        """Read new entries; after a change of settings or a flush, first this consumer's own pending ones
+        (those it parked because it could not send them then)."""
+        if self._reread and self._room() > 0:
+            self._reread = False
+            counters.record("redis", "round_trips")
+            own = await client.xreadgroup(GROUP, self.consumer, {STREAM: "0"}, count=READ_COUNT)
+            self._dispatch(own[0][1] if own else [], sends, settings)
         counters.record("redis", "round_trips")
         answer = await client.xreadgroup(
             GROUP, self.consumer, {STREAM: ">"}, count=min(self._room(), READ_COUNT)
@@ -306,7 +352,10 @@ class RedisQueue:
     # ----- sending what was read ------------------------------------------------------------------
 
     def _room(self) -> int:
-        return MAX_IN_FLIGHT - len(self._held)
+        """How many more entries to read: bounded in count and, assuming each may be of the largest size
+        accepted, in bytes."""
+        by_size = (MAX_IN_FLIGHT_BYTES - self._held_bytes) // MAX_ENTRY_BYTES
+        return min(MAX_IN_FLIGHT - len(self._held), by_size)
 
     def _dispatch(self, entries: Any, sends: Dispatcher, settings: Settings) -> None:
         """Submit each entry read (or taken over) to ``sends``, settled by :meth:`_settle`; metadata rows
@@ -315,6 +364,9 @@ class RedisQueue:
             entry_id, fields = entry if isinstance(entry, (list, tuple)) and len(entry) == 2 else (None, {})
             if not isinstance(entry_id, bytes) or entry_id in self._held:
                 continue
+            if fields is None:  # pending, but gone from the stream (trimmed: counted then)
+                self._acks.append(entry_id)
+                continue
             payload = decode(fields)
             if payload is None:
                 counters.record("dropped", "redis_corrupt")
@@ -322,23 +374,39 @@ class RedisQueue:
                 self._acks.append(entry_id)
                 self._settle_since = self._settle_since or time.monotonic()
                 continue
-            self._held[entry_id] = fields[b"p"]  # checked by decode(): bytes of a valid payload
+            reason = hold_reason(payload, settings)
+            if reason is not None:  # parked: left pending, taken over by a process that may send it
+                counters.record("held", reason, payload.kind)
+                continue
+            self._held[entry_id] = (fields[b"p"], failures_of(fields))  # decode() checked the bytes
+            self._held_bytes += len(fields[b"p"])
             sends.submit(payload, settings, partial(self._settle, entry_id))
         sends.send_rows(settings, force=True)
 
     def _settle(self, entry_id: bytes, payload: Payload, outcome: Outcome) -> None:
-        """One entry's outcome: sent or refused for good, acknowledged; failed (or held: this process may
-        not send it), appended anew for any process to retry, and nothing new read for a while (so a
-        process without the secret for it does not spin)."""
+        """One entry's outcome: sent or refused for good, acknowledged; failed (or held since it was read),
+        appended anew for any process to retry, its failures counted: past :data:`DEAD_AFTER` it goes to
+        the dead stream instead. A failure does not pause the reader: other entries go on."""
         if self._settle_since is None:
             self._settle_since = time.monotonic()
-        raw = self._held.pop(entry_id, None)
+        held = self._held.pop(entry_id, None)
         if outcome != "failed":
             self._acks.append(entry_id)
+        if held is None:
             return
-        if raw is not None:
-            self._requeue.append((entry_id, raw))
-        self._paused_until = max(self._paused_until, time.monotonic() + PAUSE_AFTER_FAILURE)
+        raw, failures = held
+        self._held_bytes -= len(raw)
+        if outcome == "failed":
+            counted = failures + 1 if self._its_own_failure(payload) else failures
+            self._requeue.append((entry_id, raw, counted))
+
+    def _its_own_failure(self, payload: Payload) -> bool:
+        """Whether a failed entry counts towards the dead stream: not when it was held, when this process
+        is stopping, or while Pendo looks down (its retries were cut short; an outage is not the entry's)."""
+        sends = self._sends
+        if self._paused_until == float("inf") or (sends is not None and sends.sender.failing):
+            return False
+        return hold_reason(payload, _settings_now()) is None
 
     def _hold_off(self, sends: Dispatcher) -> None:
         """Pendo looks down: stop reading for a while and give back what waits to be retried."""

@@ -29,10 +29,14 @@ MAX_DELAY = 60.0  # a reservation read back from Redis is trusted up to this far
 MAX_PAUSE = 300.0
 PAUSE_WITHOUT_RETRY_AFTER = 1.0
 PAUSE_CHECK_INTERVAL = 0.25  # without a budget, look for a fleet pause in Redis this often per endpoint
+BACKFILL_SLACK = 0.05  # a backfill (replay, spool drain) takes a slot only if it is free within this
+BACKFILL_LOOK_AGAIN = 0.5  # longest wait before a backfill asks for a slot again
 
 RESERVE_SCRIPT = """
 -- KEYS[1]: the endpoint's theoretical arrival time, KEYS[2]: its pause end (both server microseconds)
--- ARGV[1]: emission interval in microseconds (0: no budget, only the pause), ARGV[2]: burst tolerance
+-- ARGV[1]: emission interval in microseconds (0: no budget, only the pause), ARGV[2]: burst tolerance,
+-- ARGV[3]: a backfill's bound (-1 for live traffic): a backfill reserves only a slot that is free within
+-- it, so live traffic goes first; else nothing is reserved and the answer is negative (look again then)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local at = math.max(now, tonumber(redis.call('GET', KEYS[2]) or '0') or 0)
@@ -40,6 +44,10 @@ local interval = tonumber(ARGV[1])
 if interval > 0 then
   local tat = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
   at = math.max(at, tat - tonumber(ARGV[2]))
+  local bound = tonumber(ARGV[3] or '-1')
+  if bound >= 0 and at - now > bound then
+    return string.format('%.0f', -(at - now))
+  end
   local next_tat = math.max(tat, at) + interval
   redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', math.ceil((next_tat - now) / 1000) + 1000)
 end
@@ -75,13 +83,16 @@ def endpoint_of(url: str) -> str:
 
 
 def reserve(
-    now: float, tat: float, pause_end: float, interval: float, tolerance: float
+    now: float, tat: float, pause_end: float, interval: float, tolerance: float, bound: float = -1.0
 ) -> tuple[float, float]:
-    """GCRA reservation: ``(send_at, next_tat)`` for one request (the Lua script does the same)."""
+    """GCRA reservation: ``(send_at, next_tat)`` for one request (the Lua script does the same); with a
+    ``bound`` (a backfill), a slot later than ``now + bound`` is not taken: ``(-(its delay), tat)``."""
     at = max(now, pause_end)
     if interval <= 0:
         return at, tat
     at = max(at, tat - tolerance)
+    if 0 <= bound < at - now:
+        return now - (at - now), tat
     return at, max(tat, at) + interval
 
 
@@ -112,8 +123,21 @@ class RateGate:
             )
         return self._scripts[1], self._scripts[2]
 
-    async def delay(self, endpoint: str, rate: float | None, link: RedisLink | None) -> float:
-        """Seconds to wait before sending to ``endpoint`` (a slot is reserved for the caller)."""
+    async def delay(
+        self, endpoint: str, rate: float | None, link: RedisLink | None, *, backfill: bool = False
+    ) -> float:
+        """Seconds to wait before sending to ``endpoint`` (a slot is reserved for the caller). A
+        ``backfill`` (replay, spool drain) takes only a slot that live traffic left free: it waits, without
+        a reservation, until one is."""
+        while True:
+            wait = await self._reserve(endpoint, rate, link, BACKFILL_SLACK if backfill else -1.0)
+            if wait >= 0:
+                return wait
+            await asyncio.sleep(min(-wait, BACKFILL_LOOK_AGAIN))
+
+    async def _reserve(
+        self, endpoint: str, rate: float | None, link: RedisLink | None, bound: float
+    ) -> float:
         interval, tolerance = budget(rate)
         now = time.monotonic()
         if interval <= 0 and now < self._pause_checked.get(endpoint, 0.0) + PAUSE_CHECK_INTERVAL:
@@ -123,11 +147,11 @@ class RateGate:
                 script, _ = await self._registered(link)
                 answer = await script(
                     keys=[f"{KEY_PREFIX}rate:{endpoint}", f"{KEY_PREFIX}pause:{endpoint}"],
-                    args=[round(interval * 1e6), round(tolerance * 1e6)],
+                    args=[round(interval * 1e6), round(tolerance * 1e6), round(bound * 1e6)],
                 )
                 link.answered()
                 counters.record("redis", "round_trips")
-                delay = min(max(float(answer) / 1e6, 0.0), MAX_DELAY)
+                delay = min(max(float(answer) / 1e6, -MAX_DELAY), MAX_DELAY)
                 if interval <= 0:
                     self._pause_checked[endpoint] = now
                     self._pause_end[endpoint] = max(self._pause_end.get(endpoint, 0.0), now + delay)
@@ -138,7 +162,7 @@ class RateGate:
         if interval <= 0 and not self._pause_end:
             return 0.0
         at, self._tat[endpoint] = reserve(
-            now, self._tat.get(endpoint, 0.0), self._pause_end.get(endpoint, 0.0), interval, tolerance
+            now, self._tat.get(endpoint, 0.0), self._pause_end.get(endpoint, 0.0), interval, tolerance, bound
         )
         return at - now
 
@@ -160,8 +184,11 @@ class RateGate:
 class GatedTransport:
     """A transport that waits for the rate gate before each request and reports 429s to it."""
 
-    def __init__(self, inner: Transport, gate: RateGate, settings_link: Any) -> None:
+    def __init__(
+        self, inner: Transport, gate: RateGate, settings_link: Any, *, backfill: bool = False
+    ) -> None:
         self.inner = inner
+        self.backfill = backfill  # a replay's or a spool drain's: live traffic goes first
         self._start_inner = starter(inner)
         self.gate = gate
         self._settings_link = settings_link  # () -> (rate, link): read per request, so configure() applies
@@ -180,7 +207,7 @@ class GatedTransport:
     async def _gated(self, request: Request, rate: float | None, link: RedisLink | None) -> Response:
         """``request`` sent once the gate lets it; a 429 (or a 503 with Retry-After) pauses the gate."""
         endpoint = endpoint_of(request.url)
-        wait = await self.gate.delay(endpoint, rate, link)
+        wait = await self.gate.delay(endpoint, rate, link, backfill=self.backfill)
         if wait > 0:
             counters.record("rate", "waited")
             await asyncio.sleep(wait)
