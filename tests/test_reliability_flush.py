@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 import pendo_plugin
-from pendo_plugin.delivery.transmit import BREAKER_THRESHOLD
 from pendo_plugin.delivery.spool import Spool
+from pendo_plugin.delivery.transmit import BREAKER_THRESHOLD
 from pendo_plugin.sandbox import Sandbox
 from tests.apps import app_env, app_script, run_app
 

@@ -57,6 +57,7 @@ class RedisLink:
         self.down = False
         self.outages = 0
         self.replicas_short = False  # the last WAIT saw fewer than PENDO_REDIS_REPLICAS replicas
+        self.unusable = False  # redis-py cannot use the URL: fleet mode is off, no flags to wait for
 
     def available(self) -> bool:
         """Whether to try Redis now (it answered last time, or the retry pause has passed)."""
@@ -124,6 +125,7 @@ class RedisLink:
                     type(exc).__name__,
                 )
         self.down = True
+        self.unusable = self.unusable or unusable
         self._down_until = math.inf if unusable else time.monotonic() + RETRY_AFTER
 
     def answered(self) -> bool:

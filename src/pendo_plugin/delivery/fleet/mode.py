@@ -74,8 +74,9 @@ class Fleet:
 
     def holding(self) -> bool:
         """Fleet mode without flags in force: never read, or not confirmed for :data:`FLAGS_STALE` seconds
-        (Redis cannot be asked). The fleet's kill switch may be on: send nothing, write ahead and wait."""
-        if self.link is None:
+        (Redis cannot be asked). The fleet's kill switch may be on: send nothing, write ahead and wait.
+        A URL redis-py cannot use turns fleet mode off: nothing to wait for."""
+        if self.link is None or self.link.unusable:
             return False
         read_at = self.flags.read_at
         return read_at is None or time.monotonic() - read_at > FLAGS_STALE
@@ -131,7 +132,9 @@ class Fleet:
         :meth:`RedisQueue.left`); while :meth:`holding`, ``busy`` as long as Redis may answer."""
         if self.holding():
             return "busy" if self.reachable() else "stuck"
-        return "none" if self.queue is None else self.queue.left(deadline)
+        if self.queue is None or (self.link is not None and self.link.unusable):  # fleet mode off
+            return "none"
+        return self.queue.left(deadline)
 
     def kick(self) -> None:
         """``flush()``: read the shared queue, and take over abandoned entries, now."""
