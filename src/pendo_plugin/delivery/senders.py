@@ -405,5 +405,5 @@ class Sender:
         except RetryableError as exc:
             self._exhausted(kind, len(rows), exc)
             return "failed"
-        count_metadata_result(kind, len(rows), body)
+        count_metadata_result(kind, len(rows), body, settings.secrets)
         return "sent"
