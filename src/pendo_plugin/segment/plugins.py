@@ -19,7 +19,7 @@ from typing import Any
 
 import pluggy
 
-from pendo_plugin import _fork, counters
+from pendo_plugin import _fork, counters, shown
 from pendo_plugin.logs import log, log_once
 from pendo_plugin.segment import hookspecs
 
@@ -114,6 +114,10 @@ def implemented(hook_name: str) -> bool:
     return bool(impls if impls is not None else _implementations(hook_name))
 
 
+MAX_ERROR_CHARS = 300
+"""The most of a plugin's exception text a log line carries."""
+
+
 def _report(plugin: str, hook_name: str, exc: BaseException) -> None:
     counters.record("plugin_error", hook_name)
     log_once(
@@ -123,7 +127,7 @@ def _report(plugin: str, hook_name: str, exc: BaseException) -> None:
         plugin,
         hook_name,
         type(exc).__name__,
-        exc,
+        shown.escape(exc, MAX_ERROR_CHARS),  # it may quote the message: escaped, cut
     )
 
 
