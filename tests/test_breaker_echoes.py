@@ -23,6 +23,8 @@ import pytest
 
 import pendo_plugin
 from pendo_plugin import config, counters, logs, shown
+from pendo_plugin.sandbox import Sandbox
+from tests import conftest
 from tests.apps import wait_until
 from tests.conftest import stop_runtime
 
@@ -211,3 +213,22 @@ def test_doctor_never_prints_a_password_in_a_url_written_without_slashes(tmp_pat
     assert "PENDO_REDIS_URL" in output and "PENDO_DATA_URL" in output and "PENDO_API_URL" in output
     for secret in ("s3cr3t-redis-pw", "s3cr3t-data-pw", "s3cr3t-api-token", "doctor-track-secret"):
         assert secret not in output
+
+
+def test_doctor_shows_pendos_field_names_cut(sandbox: Sandbox, tmp_path: Path) -> None:
+    sandbox.set_schema({"visitor": {"n" * 1_000_000: "string", "plan\x1b[2J": "t" * 500_000}, "account": {}})
+    env = {
+        **{name: value for name, value in os.environ.items() if not name.startswith("PENDO_")},
+        "PENDO_TRACK_SECRET": conftest.TRACK_SECRET,
+        "PENDO_INTEGRATION_KEY": conftest.INTEGRATION_KEY,
+        "PENDO_DATA_URL": sandbox.url,
+        "PENDO_API_URL": sandbox.url,
+        "XDG_STATE_HOME": str(tmp_path),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "pendo_plugin.cli", "doctor"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )
+    line = next(line for line in done.stdout.splitlines() if "visitor field schema" in line)
+    assert "nnnnnnnnnn..." in line and "plan\\x1b[2J" in line
+    assert len(done.stdout) < 20_000  # 1.5 MB before: every byte of Pendo's names and types
