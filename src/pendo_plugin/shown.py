@@ -107,8 +107,9 @@ def excerpt(body: bytes | str, secrets: Iterable[str | None] = (), limit: int = 
 
 
 _NAMED_ENTITIES = {"&": "amp", "<": "lt", ">": "gt", '"': "quot", "'": "apos"}
-_LINE_BREAK = r"(?:(?:\\r|\\n|[\r\n])+[ \t]*)?"
-"""What an echo may put between two characters of a secret: a folded or wrapped line, raw or JSON-escaped."""
+_LINE_BREAK = r"(?:(?:\\r|\\n|[\r\n])+[ \t]*|\x00)?"
+"""What an echo may put between two characters of a secret: a folded or wrapped line, raw or JSON-escaped,
+or the NUL of UTF-16 text read as UTF-8."""
 
 
 @functools.lru_cache(maxsize=8)
