@@ -13,6 +13,8 @@ using a real ``segment.analytics`` client:
 3. ``no budget, fleet mode`` and 4. ``no budget, alone``: no limit anywhere, ``--cpu-events`` per
    process (enough to amortise each interpreter's imports); track() latency and the CPU per event of
    each process (all its threads, from its first event to the end of its last flush), on against off.
+5. ``no budget, WAIT 1 replica``: run 3 on a Redis with one replica and ``PENDO_REDIS_REPLICAS=1``
+   (every append waits for the replica): the cost of durable writes per event, against run 3.
 
 Needs ``redis-server`` on PATH (Debian's package) and the plugin installed with the ``redis`` extra.
 """
@@ -65,15 +67,18 @@ print(json.dumps({
 
 
 class Redis:
-    """A throwaway ``redis-server`` on a free loopback port, without persistence."""
+    """A throwaway ``redis-server`` on a free loopback port, without persistence (``primary``: a
+    replica of that server)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, primary: Redis | None = None) -> None:
         self.port = closed_port()
+        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(directory), "--save", ""]
+        args += ["--replicaof", "127.0.0.1", str(primary.port)] if primary is not None else []
         server = shutil.which("redis-server")
         if server is None:
             raise SystemExit("redis-server is not installed (Debian: apt-get install redis-server)")
         self.process = subprocess.Popen(
-            [server, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(directory), "--save", ""],
+            [server, *args],
             stdout=subprocess.DEVNULL,
         )
         import redis
@@ -83,7 +88,9 @@ class Redis:
         while True:
             try:
                 client.ping()
-                break
+                if primary is None or client.info("replication")["master_link_status"] == "up":
+                    break
+                time.sleep(0.02)
             except redis.ConnectionError:
                 if time.monotonic() > deadline:
                     raise
@@ -106,7 +113,13 @@ class Redis:
 
 
 def run_fleet(
-    processes: int, events: int, redis: Redis | None, budget: float | None, limit: int | None, workdir: Path
+    processes: int,
+    events: int,
+    redis: Redis | None,
+    budget: float | None,
+    limit: int | None,
+    workdir: Path,
+    replicas: int = 0,
 ) -> dict[str, Any]:
     """Start ``processes`` apps at once; delivered rate, 429 ratio and the apps' own figures."""
     with Sandbox(track_secret=TRACK_SECRET, rate_limit=limit, log_limit=1_000_000) as box:
@@ -120,7 +133,7 @@ def run_fleet(
             BENCH_EVENTS=str(events),
         )
         if redis is not None:
-            base["PENDO_REDIS_URL"] = redis.url
+            base.update(PENDO_REDIS_URL=redis.url, PENDO_REDIS_REPLICAS=str(replicas))
         redis_cpu = redis.cpu_seconds() if redis is not None else 0.0
         if budget:
             base["PENDO_RATE_LIMIT"] = str(budget)
@@ -159,6 +172,7 @@ def run_fleet(
         "track_p99_us": round(max(r["p99_us"] for r in results), 1),
         "cpu_ms_per_1000_events": round(sum(r["cpu"] for r in results) / total * 1e6, 1),
         "redis_cpu_ms_per_1000_events": round(redis_cpu / total * 1e6, 1),
+        "not_replicated": sum(s.get("redis:not_replicated", 0) for s in stats),
     }
 
 
@@ -172,6 +186,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="pendo-fleet-bench-") as temp:
         workdir = Path(temp)
         redis = Redis(workdir)
+        (workdir / "r").mkdir()
+        (workdir / "p").mkdir()
+        primary = Redis(workdir / "p")
+        replica = Redis(workdir / "r", primary)
         try:
             runs = {
                 "budget, fleet mode": run_fleet(
@@ -184,16 +202,20 @@ def main() -> int:
                 "no budget, alone": run_fleet(
                     args.processes, args.cpu_events, None, None, None, workdir / "d"
                 ),
+                "no budget, WAIT 1 replica": run_fleet(
+                    args.processes, args.cpu_events, primary, None, None, workdir / "e", replicas=1
+                ),
             }
         finally:
-            redis.stop()
+            for server in (redis, replica, primary):
+                server.stop()
     if args.json:
         print(json.dumps(runs, indent=2))
         return 0
     names = list(next(iter(runs.values())))
-    print(f"{'':32}" + "".join(f"{name:>24}" for name in runs))
+    print(f"{'':32}" + "".join(f"{name:>28}" for name in runs))
     for key in names:
-        print(f"{key:32}" + "".join(f"{run[key]!s:>24}" for run in runs.values()))
+        print(f"{key:32}" + "".join(f"{run[key]!s:>28}" for run in runs.values()))
     return 0
 
 

@@ -263,6 +263,10 @@ def cpu(args: argparse.Namespace) -> None:
     import pendo_plugin
 
     client = make_client(args.url, max_queue_size=max(10_000, args.n + 1000))
+    if args.transport != "plugin":  # another HTTP client under the same plugin (bench/clients.py)
+        from transports import make
+
+        pendo_plugin.configure(transport=make(args.transport, pendo_plugin.config.current().max_concurrency))
     per_event: dict[str, list[float]] = {"on": [], "off": []}
     by_thread: dict[str, dict[str, float]] = {"on": {}, "off": {}}
     sent_before = 0
@@ -383,6 +387,7 @@ def main() -> int:
     cpu_parser.add_argument("--n", type=int, default=3000)
     cpu_parser.add_argument("--rounds", type=int, default=5)
     cpu_parser.add_argument("--warmup", type=int, default=1)
+    cpu_parser.add_argument("--transport", choices=("plugin", "aiohttp", "pycurl"), default="plugin")
     args = parser.parse_args()
     scenarios = {"hot": hot, "pace": pace, "first": first, "cpu": cpu, "memory": memory}
     scenarios[args.scenario](args)

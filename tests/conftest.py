@@ -15,6 +15,7 @@ import pendo_plugin
 from pendo_plugin import config, counters, destination
 from pendo_plugin.sandbox import Sandbox
 from tests.fleet_redis import redis_server, redis_server_aof  # noqa: F401  (fixtures)
+from tests.fleet_topologies import redis_cluster, redis_cluster_with_replicas, replica_set  # noqa: F401  (fixtures)
 
 TRACK_SECRET = "test-track-secret-0001"
 INTEGRATION_KEY = "test-integration-key-0001"

@@ -6,7 +6,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -23,11 +23,21 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """One ``redis-server`` process on 127.0.0.1; ``appendonly``: persist every write (for restarts)."""
+    """One ``redis-server`` process on 127.0.0.1; ``appendonly``: persist every write (for restarts);
+    ``config``: a configuration file to start from (a Sentinel's), ``extra``: more arguments."""
 
-    def __init__(self, directory: Path, *, appendonly: bool = False) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        appendonly: bool = False,
+        config: Path | None = None,
+        extra: Sequence[str] = (),
+    ) -> None:
         self.directory = directory
         self.appendonly = appendonly
+        self.config = config
+        self.extra = list(extra)
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -43,12 +53,14 @@ class RedisServer:
         self.process = subprocess.Popen(
             [
                 REDIS_SERVER,
+                *([str(self.config)] if self.config else []),
                 "--port", str(self.port),
                 "--bind", "127.0.0.1",
                 "--dir", str(self.directory),
                 "--save", "",
                 "--appendonly", "no",
                 *persistence,
+                *self.extra,
                 "--daemonize", "no",
                 "--logfile", str(self.directory / "redis.log"),
             ],
@@ -81,6 +93,13 @@ class RedisServer:
         try:
             process.wait(STOP_WAIT)
         except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(STOP_WAIT)
+
+    def kill(self) -> None:
+        """Kill the server at once (SIGKILL: a crashed host), without flushing anything."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
             process.kill()
             process.wait(STOP_WAIT)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import signal
 import stat
 import subprocess
@@ -187,6 +188,8 @@ def test_interrupted_replay_resumes_without_resending(box: Sandbox, tmp_path: Pa
         process.kill()
     assert process.returncode == 130, err
     assert "Replay interrupted" in out
+    stopping = re.search(r"stopping: waiting for (\d+) request\(s\) in flight", err)
+    assert stopping is not None and int(stopping.group(1)) <= 2, err  # PENDO_MAX_CONCURRENCY bounds it
     sent_before = len(box.track_events())
     assert 40 <= sent_before < 300
     box.set_latency(0)

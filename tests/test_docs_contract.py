@@ -22,6 +22,7 @@ def hook_names() -> list[str]:
 def test_every_hook_is_specified() -> None:
     assert sorted(hook_names()) == [
         "pendo_rollout",
+        "pendo_transform",
         "segment_flush",
         "segment_message",
         "segment_shutdown",

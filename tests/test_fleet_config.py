@@ -6,7 +6,9 @@ import logging
 
 import pytest
 
+from pendo_plugin import logs
 from pendo_plugin.config import load
+from pendo_plugin.config_values import sentinel_parts
 from tests.fleet_redis import RedisServer
 
 SECRETS = {"PENDO_TRACK_SECRET": "track-secret-123456", "PENDO_INTEGRATION_KEY": "integration-key-123456"}
@@ -21,7 +23,14 @@ def test_fleet_mode_is_off_by_default() -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["redis://127.0.0.1:6379/0", "rediss://cache.example.com:6380", "unix:///run/redis/redis.sock"]
+    "url",
+    [
+        "redis://127.0.0.1:6379/0",
+        "rediss://cache.example.com:6380",
+        "unix:///run/redis/redis.sock",
+        "redis+sentinel://127.0.0.1:26379/pm/0",
+        "rediss+sentinel://app:pw@s1:26379,s2:26380,[::1]:26381/pendo-fleet/2",
+    ],
 )
 def test_redis_urls_accepted(url: str) -> None:
     settings = load(environ={**SECRETS, "PENDO_REDIS_URL": url})
@@ -29,15 +38,48 @@ def test_redis_urls_accepted(url: str) -> None:
     assert settings.redis_url == url
 
 
-def test_bad_redis_url_turns_plugin_off_without_repeating_the_password(
-    caplog: pytest.LogCaptureFixture,
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://user:hunter2@cache:6379",
+        "redis+sentinel://user:hunter2@s1:26379/",  # no service name
+        "redis+sentinel://user:hunter2@s1:port/pm/0",
+        "redis+sentinel://user:hunter2@s1:26379/pm/zero",
+    ],
+)
+def test_unusable_redis_url_turns_fleet_mode_off_not_the_plugin(
+    url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    logs.forget()  # the line is logged once per process and problem
     with caplog.at_level(logging.ERROR, logger="pendo_plugin"):
-        settings = load(environ={**SECRETS, "PENDO_REDIS_URL": "http://user:hunter2@cache:6379"})
-    assert not settings.active
+        settings = load(environ={**SECRETS, "PENDO_REDIS_URL": url})
+    assert settings.active and not settings.problems
+    assert settings.redis_url is None
+    assert settings.redis_url_problem is not None and "PENDO_REDIS_URL" in settings.redis_url_problem
     [record] = caplog.records
-    assert "PENDO_REDIS_URL" in record.getMessage()
+    assert "fleet mode is off" in record.getMessage() and "delivers alone" in record.getMessage()
     assert "hunter2" not in record.getMessage()
+
+
+def test_sentinel_url_parts() -> None:
+    assert sentinel_parts("redis+sentinel://u:p@s1:26379,s2:26380/pendo-fleet/3") == (
+        [("s1", 26379), ("s2", 26380)],
+        "pendo-fleet",
+        3,
+    )
+    assert sentinel_parts("redis+sentinel://s1/pm") == ([("s1", 26379)], "pm", 0)
+
+
+def test_sentinel_ipv6_address_without_a_port_takes_the_default() -> None:
+    assert sentinel_parts("redis+sentinel://[::1]/pm/0") == ([("::1", 26379)], "pm", 0)
+    two = sentinel_parts("redis+sentinel://[fd00::2],[::1]:26380/pm/0")[0]
+    assert two == [("fd00::2", 26379), ("::1", 26380)]
+
+
+def test_redis_replicas_setting() -> None:
+    assert load(environ=SECRETS).redis_replicas == 0
+    assert load(environ={**SECRETS, "PENDO_REDIS_REPLICAS": "2"}).redis_replicas == 2
+    assert not load(environ={**SECRETS, "PENDO_REDIS_REPLICAS": "-1"}).active
 
 
 def test_redis_password_never_in_repr_or_describe() -> None:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from pendo_plugin import counters
-from pendo_plugin.cli.fleet_status import doctor_checks
+from pendo_plugin.cli.fleet_doctor import doctor_checks
 from pendo_plugin.config import load
 from pendo_plugin.delivery.fleet.entries import GROUP, STREAM
 from pendo_plugin.integrations.metrics import families, register_otel, register_prometheus
@@ -70,13 +70,16 @@ def _settings(url: str):  # type: ignore[no-untyped-def]
 
 def test_doctor_warns_when_redis_keeps_nothing_on_disk(redis_server: RedisServer) -> None:
     checks = doctor_checks(_settings(redis_server.url))
-    assert [c.status for c in checks] == ["OK", "WARN"]
-    assert "appendonly no and no RDB snapshots" in checks[1].text
+    assert [c.status for c in checks] == ["OK", "WARN", "WARN"]
+    assert checks[0].text.endswith("single node")
+    assert "persistence: none (appendonly no and no RDB snapshots)" in checks[1].text
+    assert checks[2].text.startswith("replicas: none")
 
 
 def test_doctor_is_content_with_an_append_only_redis(redis_server_aof: RedisServer) -> None:
     checks = doctor_checks(_settings(redis_server_aof.url))
-    assert [c.status for c in checks] == ["OK"]
+    assert [c.status for c in checks[:2]] == ["OK", "OK"]
+    assert checks[1].text.startswith("persistence: AOF, fsync always")
 
 
 def test_doctor_fails_when_redis_does_not_answer_and_hides_the_password(closed_url: str) -> None:
@@ -97,7 +100,7 @@ def test_doctor_command_reports_redis(sandbox: Sandbox, redis_server: RedisServe
         timeout=60,
     )
     assert f"OK    Redis at {redis_server.url} answers" in done.stdout
-    assert "WARN  Redis keeps no data on disk" in done.stdout
+    assert "WARN  persistence: none" in done.stdout
 
 
 def test_spool_status_shows_the_stream(sandbox: Sandbox, redis_server: RedisServer, tmp_path: Path) -> None:

@@ -30,6 +30,7 @@ from pendo_plugin.config_values import (
     ConfigError,
     as_bool,
     as_choice,
+    as_consent_categories,
     as_integer,
     as_number,
     as_rate_limit,
@@ -37,11 +38,13 @@ from pendo_plugin.config_values import (
     as_spool_dir,
     as_text,
     as_url,
+    property_rules,
     rollout_rules,
 )
 from pendo_plugin.config_values import default_spool_dir as default_spool_dir
 from pendo_plugin.config_values import is_loopback as is_loopback
 from pendo_plugin.logs import forget, log, log_once
+from pendo_plugin.pendo.property_rules import PropertyRules
 from pendo_plugin.pendo.rollout import ID_LIST_FIELDS, RolloutRules
 from pendo_plugin.shown import url as _shown_url
 
@@ -80,9 +83,14 @@ class Settings:
     redis_claim_after: float = 60.0
     redis_max_len: int = 1_000_000
     event_loop: str = "uvloop"
+    consent_categories: frozenset[str] = frozenset()
+    properties: PropertyRules = field(default_factory=PropertyRules)  # deny/allow/hash rules and the key
     on_error: Callable[[Exception, list[Any]], None] | None = field(default=None, repr=False)
     transport: Any = field(default=None, repr=False)
+    ca_bundle: str | None = None  # a PEM file of CAs trusted besides the system's
     problems: tuple[str, ...] = ()
+    redis_replicas: int = 0
+    redis_url_problem: str | None = None  # PENDO_REDIS_URL unusable: fleet mode off, delivery goes on
 
     @property
     def send_track(self) -> bool:
@@ -143,6 +151,13 @@ class Settings:
         for name in ENV_NAMES:
             if name in SECRET_FIELDS:
                 shown[name] = mask(getattr(self, name))
+            elif name in ("deny_properties", "allow_properties", "hash_properties", "consent_categories"):
+                values = self.consent_categories if name == "consent_categories" else getattr(
+                    self.properties, name.split("_", 1)[0])
+                shown[name] = ",".join(sorted(values)) or None
+            elif name == "hash_key":
+                key = self.properties.hash_key  # bytes, not always UTF-8 (configure(hash_key=b"..."))
+                shown[name] = mask(key.decode("utf-8", "replace") if key else None)
             elif name == "redis_url":
                 shown[name] = redacted_url(self.redis_url)
             elif name in (
@@ -194,8 +209,9 @@ def parse(raw: Mapping[str, Any]) -> Settings:
         if mode == "webhook"
         else bool(secrets["track_secret"] or secrets["integration_key"])
     )
-    rollout = rollout_rules(raw, has_secret)
+    rollout = rollout_rules(raw)
     age = as_number("max_event_age_days", raw.get("max_event_age_days", 7), 0, 36500)
+    redis_url, redis_url_problem = _fleet_url(raw.get("redis_url"))
     return Settings(
         track_secret=secrets["track_secret"],
         integration_key=secrets["integration_key"],
@@ -222,14 +238,27 @@ def parse(raw: Mapping[str, Any]) -> Settings:
         max_event_age_days=age or None,
         schema_check=as_bool("schema_check", raw.get("schema_check", True)),
         schema_ttl=as_number("schema_ttl", raw.get("schema_ttl", 600), 1, 86400 * 7),
-        redis_url=as_redis_url(raw["redis_url"]) if raw.get("redis_url") else None,
+        redis_url=redis_url,
         rate_limit=as_rate_limit(raw["rate_limit"]) if raw.get("rate_limit") is not None else None,
         redis_claim_after=as_number("redis_claim_after", raw.get("redis_claim_after", 60), 0.1, 86400),
         redis_max_len=as_integer("redis_max_len", raw.get("redis_max_len", 1_000_000), 100, 1_000_000_000),
         event_loop=as_choice("event_loop", raw.get("event_loop", "uvloop"), EVENT_LOOPS),
+        consent_categories=as_consent_categories(raw.get("consent_categories", "")),
+        properties=property_rules(raw),
         on_error=raw.get("on_error"),
         transport=raw.get("transport"),
+        redis_replicas=as_integer("redis_replicas", raw.get("redis_replicas", 0), 0, 16),
+        redis_url_problem=redis_url_problem,
+        ca_bundle=as_text(raw["ca_bundle"]) or None if raw.get("ca_bundle") else None,
     )
+
+
+def _fleet_url(raw: Any) -> tuple[str | None, str | None]:
+    """PENDO_REDIS_URL, or why it is unusable: a bad URL turns fleet mode off, not the plugin."""
+    try:
+        return (as_redis_url(raw) if raw else None), None
+    except ConfigError as exc:
+        return None, str(exc)
 
 
 def raw_from_env(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -247,7 +276,38 @@ def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] 
         log.error("pendo_plugin is off: %s", exc)
         return Settings(active=False, problems=(str(exc),), on_error=raw.get("on_error"))
     _warn_missing_secrets(settings)
+    if settings.redis_url_problem and settings.active:
+        log_once(
+            f"fleet-url:{settings.redis_url_problem}",
+            logging.ERROR,
+            "pendo_plugin: fleet mode is off (%s); each process delivers alone, through its local "
+            "routes and local spool",
+            settings.redis_url_problem,
+        )
     return settings
+
+
+def missing_secret(settings: Settings) -> str | None:
+    """The variable(s) whose absence keeps the plugin from sending anything, or None."""
+    if settings.problems or settings.send_track or settings.send_metadata:
+        return None
+    if settings.mode == "webhook":
+        return "PENDO_API_KEY (PENDO_MODE=webhook)"
+    return "PENDO_TRACK_SECRET and PENDO_INTEGRATION_KEY"
+
+
+def warn_no_secret(settings: Settings) -> None:
+    """One warning per process naming the secret(s) whose absence keeps the plugin off (the kill switch
+    set on purpose, or bad settings, are not that)."""
+    missing = missing_secret(settings)
+    if missing is not None and settings.rollout.enabled:
+        log_once(
+            "no-secret",
+            logging.WARNING,
+            "pendo_plugin is off: %s not set, so nothing is sent to Pendo "
+            "(each message is counted as skipped:no_secret:<call>)",
+            missing + (" are" if " and " in missing else " is"),
+        )
 
 
 def _warn_missing_secrets(settings: Settings) -> None:

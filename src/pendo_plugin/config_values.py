@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from pendo_plugin.pendo.property_rules import PropertyRules
 from pendo_plugin.pendo.rollout import CALLS, ID_LIST_FIELDS, RolloutRules
 from pendo_plugin.shown import url
 
@@ -72,6 +74,13 @@ ENV_NAMES: dict[str, str] = {
     "redis_claim_after": "PENDO_REDIS_CLAIM_AFTER",
     "redis_max_len": "PENDO_REDIS_MAX_LEN",
     "event_loop": "PENDO_EVENT_LOOP",
+    "consent_categories": "PENDO_CONSENT_CATEGORIES",
+    "deny_properties": "PENDO_DENY_PROPERTIES",
+    "allow_properties": "PENDO_ALLOW_PROPERTIES",
+    "hash_properties": "PENDO_HASH_PROPERTIES",
+    "hash_key": "PENDO_HASH_KEY",
+    "redis_replicas": "PENDO_REDIS_REPLICAS",
+    "ca_bundle": "PENDO_CA_BUNDLE",
 }
 
 OBJECT_SETTINGS = frozenset({"on_error", "transport"})
@@ -81,17 +90,50 @@ class ConfigError(ValueError):
     """A setting has a value the plugin cannot use; the message names the variable."""
 
 
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+MAX_SENTINELS = 16
+
+
 def as_redis_url(raw: Any) -> str | None:
-    """``redis://``, ``rediss://`` or ``unix://``; the value is not repeated in errors (a password)."""
+    """``redis://``, ``rediss://``, ``unix://`` or ``redis+sentinel://``; the value is not repeated in
+    errors (a password)."""
     text = as_text(raw)
     if not text:
         return None
     parts = urlsplit(text)
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        raise ConfigError("PENDO_REDIS_URL is not a redis://, rediss:// or unix:// URL")
+    if parts.scheme in SENTINEL_SCHEMES:
+        sentinel_parts(text)
+        return text
+    if parts.scheme not in REDIS_SCHEMES:
+        raise ConfigError(
+            "PENDO_REDIS_URL is not a redis://, rediss://, unix:// or redis+sentinel:// URL"
+        )
     if parts.scheme != "unix" and not parts.hostname:
         raise ConfigError("PENDO_REDIS_URL has no host")
     return text
+
+
+def sentinel_parts(url: str) -> tuple[list[tuple[str, int]], str, int]:
+    """``redis+sentinel://[user:pass@]host:port[,host:port...]/<service>/<db>``: the Sentinels, the
+    service (master) name and the database number."""
+    parts = urlsplit(url)
+    hosts_text = parts.netloc.rpartition("@")[2]
+    sentinels: list[tuple[str, int]] = []
+    for item in hosts_text.split(",")[: MAX_SENTINELS + 1]:
+        host, colon, port = item.strip().rpartition(":")
+        if not colon or port.endswith("]"):  # no port: "host", "[::1]"
+            host, port = item.strip(), "26379"
+        host = host.removeprefix("[").removesuffix("]")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError("PENDO_REDIS_URL: a Sentinel address is not host:port")
+        sentinels.append((host, int(port)))
+    if len(sentinels) > MAX_SENTINELS:
+        raise ConfigError(f"PENDO_REDIS_URL lists more than {MAX_SENTINELS} Sentinels")
+    path = [piece for piece in parts.path.split("/") if piece]
+    if not path or len(path) > 2 or (len(path) == 2 and not path[1].isdigit()):
+        raise ConfigError("PENDO_REDIS_URL: a Sentinel URL ends in /<service name>/<database number>")
+    return sentinels, path[0], int(path[1]) if len(path) == 2 else 0
 
 
 def as_rate_limit(raw: Any) -> float | None:
@@ -142,15 +184,24 @@ def as_choice(name: str, raw: Any, choices: Mapping[str, Any] | frozenset[str]) 
 
 def as_id_list(name: str, raw: Any) -> frozenset[str]:
     """A comma-separated list, or ``@/path/file`` with one entry per line (``#`` starts a comment)."""
+    try:
+        return read_list(raw)
+    except OSError as exc:
+        raise ConfigError(f"{ENV_NAMES[name]}: cannot read {as_text(raw)[1:]!r}: {exc.strerror}") from None
+
+
+_COMMENT = re.compile(r"(?:^|\s)#")  # a comment starts a line or follows a space: ids may hold "#"
+
+
+def read_list(raw: Any) -> frozenset[str]:
+    """The entries of a list value (``a,b``, ``@file`` or a Python collection); raises OSError for a file
+    that cannot be read. The one parser of lists, for settings and the command line alike."""
     if isinstance(raw, (set, frozenset, list, tuple)):
         return frozenset(str(item) for item in raw)
     text = as_text(raw)
     if text.startswith("@"):
-        try:
-            lines = Path(text[1:]).expanduser().read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise ConfigError(f"{ENV_NAMES[name]}: cannot read {text[1:]!r}: {exc.strerror}") from None
-        items = (line.split("#", 1)[0].strip() for line in lines)
+        lines = Path(text[1:]).expanduser().read_text(encoding="utf-8").splitlines()
+        items = (_COMMENT.split(line, 1)[0].strip() for line in lines)
     else:
         items = (part.strip() for part in text.split(","))
     return frozenset(item for item in items if item)
@@ -183,6 +234,8 @@ def as_url(name: str, raw: Any) -> str:
     """A scheme and host (and port) only: no userinfo, path, query or fragment, which would change where
     requests go or put text from the variable into every request."""
     text = as_text(raw).rstrip("/")
+    if any(ord(char) < 0x20 or char == "\x7f" for char in text):  # urlsplit would drop CR/LF/tab silently
+        raise ConfigError(f"{ENV_NAMES[name]}: the URL has a control character (CR, LF or tab)")
     try:
         parts = urlsplit(text)
         parts.port  # noqa: B018 (raises ValueError for a bad port)
@@ -221,16 +274,56 @@ def as_spool_dir(raw: Any) -> Path | None:
     return Path(text).expanduser()
 
 
-def rollout_rules(raw: Mapping[str, Any], has_secret: bool) -> RolloutRules:
+def rollout_rules(raw: Mapping[str, Any]) -> RolloutRules:
     percent = as_number("rollout_percent", raw.get("rollout_percent", 100), 0, 100)
     if round(percent * 100) != round(percent * 100, 6):
         raise ConfigError(f"PENDO_ROLLOUT_PERCENT={raw['rollout_percent']!r} has steps finer than 0.01")
     lists = {name: as_id_list(name, raw[name]) if name in raw else frozenset() for name in ID_LIST_FIELDS}
     return RolloutRules(
-        enabled=as_bool("enabled", raw["enabled"]) if "enabled" in raw else has_secret,
+        enabled=as_bool("enabled", raw["enabled"]) if "enabled" in raw else True,
         percent=percent,
         unit=as_choice("rollout_unit", raw.get("rollout_unit", "visitor"), frozenset({"visitor", "account"})),  # type: ignore[arg-type]
         salt=as_text(raw.get("rollout_salt", "pendo-rollout-v1")) or "pendo-rollout-v1",
         calls=as_calls(raw["calls"]) if "calls" in raw else CALLS,
         **lists,
     )
+
+
+def property_rules(raw: Mapping[str, Any]) -> PropertyRules:
+    """``PENDO_DENY_PROPERTIES``, ``PENDO_ALLOW_PROPERTIES``, ``PENDO_HASH_PROPERTIES`` (lists as above)
+    and ``PENDO_HASH_KEY``."""
+    lists = {
+        rule: as_id_list(f"{rule}_properties", raw[f"{rule}_properties"])
+        if f"{rule}_properties" in raw else frozenset()
+        for rule in ("deny", "allow", "hash")
+    }
+    for rule, paths in lists.items():
+        bad = sorted(path for path in paths if "" in path.split("."))
+        if bad:
+            raise ConfigError(f"{ENV_NAMES[rule + '_properties']} has an empty name in {bad[0]!r}")
+    key = as_hash_key(raw.get("hash_key"))
+    return PropertyRules(deny=lists["deny"], allow=lists["allow"], hash=lists["hash"], hash_key=key or None)
+
+
+def as_consent_categories(raw: Any) -> frozenset[str]:
+    """``PENDO_CONSENT_CATEGORIES``; a value that is set but names no category (an empty ``@file``, ``,``) is
+    refused rather than read as "consent not enforced": a privacy control must not fail open."""
+    categories = as_id_list("consent_categories", raw)
+    if not categories and isinstance(raw, str) and raw.strip():
+        raise ConfigError(f"PENDO_CONSENT_CATEGORIES={raw.strip()!r} names no category; unset it to enforce "
+                          "no consent")
+    return categories
+
+
+def as_hash_key(raw: Any) -> bytes:
+    """``PENDO_HASH_KEY``: bytes are the key itself, text its UTF-8, ``@/path`` the file's bytes (a mounted
+    secret; the trailing newline dropped). Never the text ``@/path`` itself: a key anyone can read is none."""
+    if isinstance(raw, (bytes, bytearray)):
+        return bytes(raw)
+    text = as_text(raw) if raw is not None else ""
+    if not text.startswith("@"):
+        return text.encode()
+    try:
+        return Path(text[1:]).expanduser().read_bytes().rstrip(b"\r\n")
+    except OSError as exc:
+        raise ConfigError(f"PENDO_HASH_KEY: cannot read {text[1:]!r}: {exc.strerror}") from None

@@ -25,6 +25,7 @@ Outcome = Literal[
     "already_acknowledged", "spool_write_failed", "spool_ack_failed", "spool_dir_refused", "spool_recovered",
     "spool_quarantined", "plugin_error", "redis", "rate", "fleet_flags", "bad_counter",
     "answer_unreadable",
+    "consent", "redacted", "transformed",
 ]
 
 OUTCOMES: dict[str, str] = {
@@ -62,6 +63,9 @@ OUTCOMES: dict[str, str] = {
     "fleet_flags": "fleet mode: the live rollout flags read from Redis",
     "bad_counter": "a counter outside this vocabulary was recorded (a bug in this package; logged once)",
     "answer_unreadable": "a 2xx answer from Pendo that could not be read (too deep, not JSON, odd counts)",
+    "consent": "a message carrying consent preferences that no configured category applies to",
+    "redacted": "a property or trait value removed or hashed by the property rules",
+    "transformed": "a payload the pendo_transform hook replaced",
 }
 
 REASONS: dict[str, str] = {
@@ -166,8 +170,22 @@ REASONS: dict[str, str] = {
     "claimed": "stream entries taken over from a dead consumer",
     "fallback": "payloads kept in the local spool because Redis failed",
     "moved_from_spool": "payloads moved from the local spool to the stream",
+    "moved_from_old_keys": "stream entries moved from the key names used before the hash tag",
+    "not_replicated": "payloads also written to the local spool: WAIT saw too few replicas",
     "errors": "a Redis command failed",
     "round_trips": "a round trip to Redis",
+    "pendo_transform": "the pendo_transform hook",
+    # privacy (docs/privacy.md): skipped, consent, redacted, dropped
+    "consent": "the message's consent preferences refuse Pendo's categories",
+    "unmapped": "consent preferences while PENDO_CONSENT_CATEGORIES is unset: sent",
+    "denied_property": "a value named in PENDO_DENY_PROPERTIES, removed",
+    "not_allowed_property": "a track property not in PENDO_ALLOW_PROPERTIES, removed",
+    "hashed": "a value named in PENDO_HASH_PROPERTIES, hashed",
+    "hash_no_key": "a value named in PENDO_HASH_PROPERTIES without PENDO_HASH_KEY, removed",
+    "transform": "the pendo_transform hook dropped the payload",
+    "transform_error": "the pendo_transform hook raised, or a plugin that may implement it failed to load: "
+    "the payload dropped (fail closed)",
+    "transform_invalid": "the pendo_transform hook returned what does not fit Pendo's rules",
     # rate
     "waited": "a send waited for the shared budget",
     "paused": "a 429 paused the whole fleet",

@@ -56,11 +56,13 @@ def escape(text: object, limit: int | None = None) -> str:
 def url(text: str | None) -> str | None:
     """``text`` as a URL fit to show: a password in the userinfo masked (a user without a password, which
     may be a token, masked whole), every ``password=``-style value of the query or the fragment masked,
-    the rest escaped. Userinfo without ``//`` before it (``user:pw@host``, ``redis:/user:pw@host``) is
-    masked up to its last ``@``. A value that does not parse as a URL loses everything between ``//``
+    the rest escaped. Userinfo without ``//`` before it (``user:pw@host:3128``, ``redis:/user:pw@host``)
+    is masked up to its last ``@``. A value that does not parse as a URL loses everything between ``//``
     and ``@``. None stays None."""
     if text is None:
         return None
+    if "://" not in text and "@" in text:  # no scheme (``user:pw@host:3128``): all before ``@`` hidden
+        text = f"{MASK}@{text.rsplit('@', 1)[1]}"  # and its query and fragment checked below
     try:
         parts = urlsplit(text)
         netloc, path = parts.netloc, parts.path

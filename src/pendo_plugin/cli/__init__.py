@@ -1,4 +1,5 @@
-"""The ``pendo-plugin`` command: ``demo``, ``doctor``, ``replay``, ``spool``, ``sandbox`` and ``rollout``.
+"""The ``pendo-plugin`` command: ``demo``, ``doctor``, ``replay``, ``spool``, ``sandbox``, ``rollout`` and
+``forget``.
 
 Thin on purpose: each subcommand parses its flags and delegates to a module (imported only when that
 subcommand runs, so ``--help`` stays fast). Every error is one sentence on stderr and a non-zero exit:
@@ -98,6 +99,12 @@ def _spool(args: argparse.Namespace) -> int:
     return spool_commands.spool_purge(assume_yes=args.yes)
 
 
+def _forget(args: argparse.Namespace) -> int:
+    from pendo_plugin.cli import forget
+
+    return forget.run(args.visitors, assume_yes=args.yes, deny_file=args.deny_file)
+
+
 def _rollout(args: argparse.Namespace) -> int:
     from pendo_plugin.cli import rollout as rollout_commands
 
@@ -150,6 +157,11 @@ def _read_schema(path: str) -> dict[str, dict[str, str]]:
     if not valid:
         raise CommandError(f'the schema file {path} must look like {{"visitor": {{"plan": "string"}}, '
                            '"account": {...}}')
+    from pendo_plugin.sandbox.rules import schema_problem
+
+    problem = schema_problem(schema)
+    if problem is not None:
+        raise CommandError(f"the schema file {path}: {problem}")
     return schema
 
 
@@ -219,6 +231,16 @@ def _add_spool(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--yes", action="store_true", help="purge without asking")
 
 
+def _add_forget(subparsers: argparse._SubParsersAction) -> None:
+    parser = _add(subparsers, "forget", _forget, "Remove every waiting payload of these visitors from the "
+                  "spool and, in fleet mode, the Redis stream (nothing is sent to Pendo).")
+    parser.add_argument("visitors", nargs="+", metavar="VISITOR", help="visitor ids, a,b, or @file "
+                        "(one a line)")
+    parser.add_argument("--yes", action="store_true", help="remove without asking")
+    parser.add_argument("--deny-file", metavar="PATH", help="append the ids to PATH, for "
+                        "PENDO_DENY_VISITORS=@PATH")
+
+
 _ID_LISTS = (
     "allow_visitors", "deny_visitors", "allow_accounts", "deny_accounts", "allow_events", "deny_events"
 )
@@ -260,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_spool(subparsers)
     _add_sandbox(subparsers)
     _add_rollout(subparsers)
+    _add_forget(subparsers)
     return parser
 
 

@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from pendo_plugin import config, shown
+from pendo_plugin.cli import doctor_sources
 from pendo_plugin.cli._common import Check, CommandError, fail, ok, quiet_logs, skip
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.answers import read_json
 from pendo_plugin.delivery.http import Request, Response, Transport
 from pendo_plugin.delivery.schema import fetch_schema
+from pendo_plugin.pendo.property_rules import PropertyRules, apply_rules
 from pendo_plugin.pendo.sanitize import clean_metadata_values
 from pendo_plugin.segment import sdks
 
@@ -115,14 +117,16 @@ def _kind_and_traits(value: Any) -> tuple[str, Any] | None:
     return "visitor", value.get("traits", value)
 
 
-def read_traits(path: str) -> Traits:
-    """The traits in ``path``, named as the plugin would send them (cleaned like the live path)."""
+def read_traits(documents: list[Any], rules: PropertyRules) -> Traits:
+    """The traits in ``documents``, named as the plugin would send them (the property rules applied and
+    names cleaned, like the live path)."""
     found: dict[str, dict[str, str]] = {kind: {} for kind in KINDS}
-    for _, value in _documents(path):
+    for value in documents:
         parsed = _kind_and_traits(value)
         if parsed is None or not isinstance(parsed[1], dict):
             continue
         kind, traits = parsed
+        traits = apply_rules({"type": "identify", "traits": traits}, rules)[0]["traits"]
         for original in traits:
             cleaned, _ = clean_metadata_values({original: traits[original]})
             for name in cleaned:
@@ -133,12 +137,16 @@ def read_traits(path: str) -> Traits:
 # ----------------------------------------------------------------------------------- checks
 
 
-def config_checks(settings: Settings) -> list[Check]:
-    """Problems in the PENDO_* variables, each naming its variable."""
+def config_checks(settings: Settings, sources: dict[str, str] | None = None) -> list[Check]:
+    """Problems in the PENDO_* variables, each naming its variable (and where a switch was set)."""
     if settings.problems:
         return [fail(f"configuration: {problem}") for problem in settings.problems]
     if not settings.rollout.enabled:
-        return [fail("configuration: PENDO_ENABLED is false, so nothing is sent to Pendo")]
+        source = (sources or {}).get("enabled", "environment")
+        return [fail(f"configuration: PENDO_ENABLED is false (set by {source}), so nothing is sent to Pendo")]
+    missing = config.missing_secret(settings)
+    if missing is not None:
+        return [fail(f"configuration: no secret is set ({missing}), so nothing is sent to Pendo")]
     return [ok("configuration: every PENDO_* variable is valid")]
 
 
@@ -290,7 +298,7 @@ async def network_checks(settings: Settings, traits: Traits | None, test_event: 
     """Every check that talks to Pendo, in order; later ones are skipped when an earlier one fails."""
     from pendo_plugin.delivery.client import HttpTransport
 
-    transport = Recorder(settings.transport or HttpTransport(pool_size=4))
+    transport = Recorder(settings.transport or HttpTransport(4, settings.ca_bundle))
     try:
         checks = await _data_checks(transport, settings, test_event)
         if settings.mode != "webhook" or settings.integration_key:
@@ -311,9 +319,12 @@ async def _data_checks(transport: Recorder, settings: Settings, test_event: bool
     secret = api_key_format(settings) if webhook else track_secret_format(settings)
     host = await reachable(transport, settings, _data_host(settings))
     checks = [secret, host]
-    if test_event and not webhook:
+    if test_event:
+        from pendo_plugin.cli.doctor_webhook import send_test_webhook
+
         usable = host.status == "OK" and secret.status == "OK"
-        checks.append(await send_test_event(transport, settings) if usable
+        send = send_test_webhook if webhook else send_test_event
+        checks.append(await send(transport, settings) if usable
                       else skip("test event not sent: see the failures above"))
     return checks
 
@@ -337,20 +348,22 @@ async def _api_checks(transport: Recorder, settings: Settings, traits: Traits | 
     return checks + (trait_checks(traits, schemas) if traits is not None else [])
 
 
-def _print_configuration(settings: Settings, out: TextIO) -> None:
+def _print_configuration(settings: Settings, out: TextIO, sources: dict[str, str]) -> None:
     if settings.problems:  # the settings are a placeholder then: show what the environment says instead
         variables = {var: os.environ[var] for var in config.ENV_NAMES.values() if var in os.environ}
-        secrets = {config.ENV_NAMES[name] for name in config.SECRET_FIELDS}
+        secrets = {config.ENV_NAMES[name] for name in (*config.SECRET_FIELDS, "hash_key")}
         print("Configuration is not usable; the PENDO_* variables set (secrets masked):", file=out)
         for var, value in variables.items():
             shown_value = config.mask(value) if var in secrets else _shown_value(var, value)
             print(f"  {var}={shown_value}", file=out)
         return
-    listed = settings.describe()
+    described = settings.describe().items()
+    listed = {name: "(off)" if value is None else shown.escape(value) for name, value in described}
     width = max(len(name) for name in listed)
-    print("Configuration (secrets masked):", file=out)
+    values = max(len(value) for value in listed.values())
+    print("Configuration (secrets masked; where each value comes from):", file=out)
     for name, value in listed.items():
-        print(f"  {name:<{width}}  {'(off)' if value is None else shown.escape(value)}", file=out)
+        print(f"  {name:<{width}}  {value:<{values}}  {sources.get(name, 'derived')}".rstrip(), file=out)
 
 
 def _shown_value(variable: str, value: str) -> str:
@@ -369,16 +382,22 @@ def _print_checks(checks: list[Check], out: TextIO) -> None:
 def run(traits_path: str | None = None, send_test_event: bool = False, out: TextIO | None = None) -> int:
     """Print the configuration and the checks; 0 when every check passed, 1 otherwise."""
     out = out or sys.stdout
-    traits = read_traits(traits_path) if traits_path else None
+    documents = [value for _, value in _documents(traits_path)] if traits_path else None
     with quiet_logs():  # every problem the plugin would log becomes a FAIL line instead
-        settings = config.load()
-        _print_configuration(settings, out)
+        flags = doctor_sources.fleet_flags(config.load().redis_url)
+        settings, sources = doctor_sources.effective(flags), doctor_sources.sources(flags)
+        _print_configuration(settings, out, sources)
+        traits = read_traits(documents, settings.properties) if documents is not None else None
         print("\nSDKs found and patched:", *(f"  {line}" for line in sdks.survey()), sep="\n", file=out)
-        checks = config_checks(settings)
+        checks = config_checks(settings, sources)
+        if not settings.problems:
+            from pendo_plugin.cli.privacy_checks import privacy_checks
+
+            checks += privacy_checks(settings, documents)
         if not settings.problems:
             checks += asyncio.run(network_checks(settings, traits, send_test_event))
-        if not settings.problems and settings.redis_url:  # fleet mode
-            from pendo_plugin.cli.fleet_status import doctor_checks
+        if not settings.problems and (settings.redis_url or settings.redis_url_problem):  # fleet mode
+            from pendo_plugin.cli.fleet_doctor import doctor_checks
 
             checks += doctor_checks(settings)
     _print_checks(checks, out)

@@ -1,4 +1,4 @@
-"""Fleet mode for the operator: ``doctor``'s Redis checks and the stream in ``spool status``.
+"""Fleet mode for the operator: the stream in ``spool status`` (and what ``doctor``'s checks share).
 
 Synchronous redis-py calls with short timeouts (these run in a command, not in the app). What
 Redis answers is shown bounded and escaped (:func:`pendo_plugin.shown.escape`): consumer names are cut
@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from pendo_plugin import shown
-from pendo_plugin.cli._common import Check, fail, ok
-from pendo_plugin.config import Settings, redacted_url
+from pendo_plugin.config import redacted_url
 from pendo_plugin.delivery.fleet.entries import GROUP, STREAM
+from pendo_plugin.delivery.fleet.topology import UnusableUrl, connect_sync
 
 TIMEOUT = 5.0
 INSTALL = "pip install 'segment-pendo-plugin[redis]'"
@@ -20,58 +20,18 @@ MAX_CONSUMERS_SHOWN = 20
 
 
 def _client(url: str) -> Any:
-    import redis
-
-    return redis.Redis.from_url(url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT)
+    return connect_sync(url, TIMEOUT)[0]
 
 
 def _errors() -> tuple[type[BaseException], ...]:
     import redis
 
-    return (redis.RedisError, OSError)
+    return (redis.RedisError, OSError, UnusableUrl)
 
 
 def _text(value: Any, limit: int = 80) -> str:
     text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
     return shown.escape(text[:limit])
-
-
-def _persistence(client: Any) -> str | None:
-    """Why Redis would lose the stream on a restart, or None when it keeps data on disk."""
-    try:
-        appendonly = client.config_get("appendonly").get("appendonly")
-        save = client.config_get("save").get("save")
-    except _errors():  # CONFIG is often disabled on managed Redis: ask INFO instead
-        info = client.info("persistence")
-        if info.get("aof_enabled") or info.get("rdb_last_save_time", 0) > 0:
-            return None
-        return "no append-only file and no RDB snapshot seen"
-    if _text(appendonly) == "yes" or _text(save).strip():
-        return None
-    return "appendonly no and no RDB snapshots (save '')"
-
-
-def doctor_checks(settings: Settings) -> list[Check]:
-    """Redis answers, and keeps its data on disk (a WARN line if not)."""
-    url = settings.redis_url
-    if not url:
-        return []
-    shown = redacted_url(url)
-    try:
-        client = _client(url)
-    except ImportError:
-        return [fail(f"PENDO_REDIS_URL is set but the redis extra is missing: {INSTALL}")]
-    try:
-        version = _text(client.info("server").get("redis_version", "?"), 20)
-        problem = _persistence(client)
-    except _errors() as exc:
-        return [fail(f"Redis at {shown} does not answer: {type(exc).__name__}")]
-    checks = [ok(f"Redis at {shown} answers (version {version})")]
-    if problem:
-        checks.append(
-            Check("WARN", f"Redis keeps no data on disk ({problem}): a Redis restart loses what waits in it")
-        )
-    return checks
 
 
 def stream_status(url: str) -> list[str]:
@@ -90,7 +50,9 @@ def stream_status(url: str) -> list[str]:
     except ImportError:
         return [f"stream    (the redis extra is missing: {INSTALL})"]
     except _errors() as exc:
-        return [f"stream    Redis at {shown} does not answer: {type(exc).__name__}"]
+        unusable = isinstance(exc, UnusableUrl)
+        problem = f"cannot be used: {exc}" if unusable else f"does not answer: {type(exc).__name__}"
+        return [f"stream    Redis at {shown} {problem}"]
     lines = [
         f"stream    {STREAM} at {shown}",
         f"entries   {int(length):,}",

@@ -218,12 +218,13 @@ class Replayer:
                 sends.cancel()
             return
         self.stop_requested = True
-        in_flight = 0
+        in_flight = unsettled = 0
         if sends is not None:
             sends.sender.stopping.set()  # retry waits end now; those lines stay unacknowledged
-            in_flight = sends.load
-        _write(self.err, f"stopping: waiting for {in_flight} request(s) in flight "
-                         "(Ctrl-C again to stop at once)")
+            in_flight = sends.sender.limiter.in_flight  # HTTP requests: at most PENDO_MAX_CONCURRENCY
+            unsettled = sends.load  # payloads handed over and not yet settled, those requests' included
+        _write(self.err, f"stopping: waiting for {in_flight} request(s) in flight, {unsettled} payload(s) "
+                         "not yet settled (Ctrl-C again to stop at once)")
 
     def save(self, force: bool = False) -> None:
         """Write the checkpoints if lines were settled since the last save (or now, with ``force``)."""

@@ -21,6 +21,7 @@ from pendo_plugin.delivery.fleet.flags import (
     read_flags,
     script_args,
 )
+from pendo_plugin.delivery.fleet.topology import connect_sync
 
 EXIT_OK = 0
 
@@ -33,11 +34,14 @@ def _client() -> Any:
         import redis
     except ImportError:
         raise CommandError("fleet mode needs: pip install 'segment-pendo-plugin[redis]'") from None
+    settings = config.parse({"redis_url": raw})
+    if settings.redis_url is None:
+        raise CommandError(settings.redis_url_problem or "PENDO_REDIS_URL is not usable")
     try:
-        url = config.parse({"redis_url": raw}).redis_url
-    except config.ConfigError as exc:
-        raise CommandError(str(exc)) from None
-    return redis.Redis.from_url(str(url), socket_timeout=5, socket_connect_timeout=5)
+        return connect_sync(settings.redis_url, 5)[0]
+    except (redis.RedisError, OSError) as exc:
+        shown = config.redacted_url(raw)
+        raise CommandError(f"could not reach Redis at {shown}: {type(exc).__name__}") from None
 
 
 def _call(what: str, action: Any) -> Any:

@@ -107,13 +107,14 @@ async def _drain(spool: Spool, settings: Settings, files: int, err: TextIO) -> N
 
 
 def spool_drain(out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """Send what waits in the spool now; 0 when the spool ends up empty, 1 if something is left."""
+    """Send what waits in the spool now (fleet mode: and in the Redis stream); 0 when both end up empty,
+    1 if something is left."""
     out, err = out or sys.stdout, err or sys.stderr
     settings = load_settings()
     spool = _spool(settings)
     spool.recover()
     status = spool.status()
-    if not status.files:
+    if not status.files and not settings.redis_url:
         print(f"The spool at {spool.directory} is empty; nothing to send.", file=out)
         return EXIT_OK
     if not (settings.track_secret or settings.integration_key or settings.api_key):
@@ -122,15 +123,27 @@ def spool_drain(out: TextIO | None = None, err: TextIO | None = None) -> int:
     if not settings.rollout.enabled or settings.shadow:
         switch = "PENDO_SHADOW is on" if settings.shadow else "PENDO_ENABLED is false"
         raise CommandError(f"{switch}, so the spool is left as it is")
-    print(f"Draining {spool.directory}: {status.files:,} file(s), {status.items:,} payload(s)", file=out)
-    before = counters.snapshot()
-    asyncio.run(_drain(spool, settings, status.files, err))
-    delta = counter_delta(before, counters.snapshot())
-    left = spool.status()
-    print(f"  sent      {format_counts(with_prefix(delta, 'sent:'))}", file=out)
-    print(f"  rejected  {format_counts(rejected_counts(delta))}", file=out)
-    print(f"  left      {left.files:,} file(s), {left.items:,} payload(s)", file=out)
-    return EXIT_OK if not left.files else EXIT_FAILED
+    empty = True
+    if status.files:
+        print(f"Draining {spool.directory}: {status.files:,} file(s), {status.items:,} payload(s)", file=out)
+        before = counters.snapshot()
+        asyncio.run(_drain(spool, settings, status.files, err))
+        delta = counter_delta(before, counters.snapshot())
+        left = spool.status()
+        print(f"  sent      {format_counts(with_prefix(delta, 'sent:'))}", file=out)
+        print(f"  rejected  {format_counts(rejected_counts(delta))}", file=out)
+        print(f"  left      {left.files:,} file(s), {left.items:,} payload(s)", file=out)
+        empty = not left.files
+    else:
+        print(f"The spool at {spool.directory} is empty.", file=out)
+    if settings.redis_url:  # fleet mode: what waits in the shared stream too
+        from pendo_plugin.cli.spool_stream import drain_stream
+
+        before = counters.snapshot()
+        empty = drain_stream(settings, out) and empty
+        delta = counter_delta(before, counters.snapshot())
+        print(f"  sent      {format_counts(with_prefix(delta, 'sent:'))}", file=out)
+    return EXIT_OK if empty else EXIT_FAILED
 
 
 def _confirm(question: str, stdin: TextIO) -> bool:

@@ -5,59 +5,63 @@ Pendo takes one track event per request, so this runs once per event: it is kept
 ``write`` and one parse per request, with the request head encoded once per endpoint, one parser
 per connection, and answers read into one buffer per transport. On an idle connection a request is
 written at once and its future is the connection's (:meth:`HttpTransport.start`: no task). It replaces
-an aiohttp session, whose general machinery (per-request objects, tracing hooks, cookie jar,
-multidict headers, a task per connection) cost about four times the CPU per request here (see
-docs/performance.md).
+an aiohttp session, which costs more process CPU per delivered event (``bench/clients.py``; figures
+in docs/design.md).
 
-What it keeps from a full client: a keep-alive pool per origin, TLS with the system's trust store
-and host name checks (``ssl.create_default_context``), ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``
-read once from the environment (``CONNECT`` tunnels for https, absolute URLs for http; userinfo in
-the proxy URL becomes ``Proxy-Authorization``), a total timeout per request (checked every
-``DEADLINE_TICK`` by one timer per transport), bounded answers, and
-no redirects (:func:`~pendo_plugin.delivery.http.refuse_redirect`). A request that fails on a
-reused connection before any answer arrived (the server closed it while idle) is sent once more on
-a new connection.
+What it keeps from a full client: a keep-alive pool per origin whose idle connections expire after
+``IDLE_SECONDS``; Happy Eyeballs (RFC 8305, ``aiohappyeyeballs``: the next address is tried after
+``HAPPY_EYEBALLS_DELAY``, families interleaved); TLS with the system's trust store plus
+``PENDO_CA_BUNDLE``'s extra CAs and host name checks, a failure naming the certificate problem; proxies
+from the environment (:mod:`~pendo_plugin.delivery.proxies`: ``CONNECT`` tunnels for https, absolute URLs
+for http, ``Proxy-Authorization`` from the proxy URL's userinfo), a failure naming the proxy; a total
+timeout per request (checked every ``DEADLINE_TICK`` by one timer per transport); bounded answers; no
+redirects (:func:`~pendo_plugin.delivery.http.refuse_redirect`). A request is never sent twice by the
+transport: a failure after it was written (the server may have processed it, RFC 9112 section 9.3.1) goes
+to the senders, whose retries are counted and bounded by the retry settings.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
+import ipaddress
+import logging
+import os
+import socket
 import ssl
-import urllib.request
 from collections.abc import Mapping
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
+
+import aiohappyeyeballs
 
 from pendo_plugin.delivery.connection import Connection, Key, Origin
 from pendo_plugin.delivery.http import USER_AGENT, Request, Response
+from pendo_plugin.delivery.proxies import Proxy, ProxyTable
+from pendo_plugin.logs import log_once
 
 READ_BUFFER_BYTES = 64 * 1024
 DEADLINE_TICK = 0.05  # how often requests in flight are checked against their deadline (seconds)
 MAX_HEADS_CACHED = 64
+IDLE_SECONDS = 15.0  # a pooled connection unused this long is closed (aiohttp's default keep-alive)
+HAPPY_EYEBALLS_DELAY = 0.25  # RFC 8305's recommended connection attempt delay
+METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})  # HEAD's answer has no body to read
 
 
 class HttpTransport:
-    """Keep-alive pooled HTTP/1.1 (see the module docstring); create it on the loop that will use it."""
+    """Keep-alive pooled HTTP/1.1 (see the module docstring); create it on the loop that will use it.
+    ``ca_bundle``: a PEM file of CAs trusted besides the system's (``PENDO_CA_BUNDLE``)."""
 
-    def __init__(self, pool_size: int = 100) -> None:
+    def __init__(self, pool_size: int = 100, ca_bundle: str | None = None) -> None:
         self._pool_size = max(1, pool_size)
+        self._ca_bundle = ca_bundle
         self._idle: dict[Key, list[Connection]] = {}
         self._busy: set[Connection] = set()
-        self._proxies = urllib.request.getproxies()
-        self._proxy_by_origin: dict[Origin, str | None] = {}
+        self._proxies = ProxyTable(os.environ)
         self._heads: dict[tuple[str, str, tuple[tuple[str, str], ...]], tuple[bytes, Key]] = {}
         self._last_head: tuple[Mapping[str, str], str, str, tuple[bytes, Key]] | None = None
         self._ssl: ssl.SSLContext | None = None
         self.buffer = memoryview(bytearray(READ_BUFFER_BYTES))  # every connection reads into it
         self._watch: asyncio.TimerHandle | None = None
-        self._resends: set[asyncio.Task[Response]] = set()
-
-    def _proxy_for(self, origin: Origin) -> str | None:
-        if origin not in self._proxy_by_origin:
-            proxy = self._proxies.get(origin[0])
-            bypass = proxy is None or urllib.request.proxy_bypass(origin[1])
-            self._proxy_by_origin[origin] = None if bypass else proxy
-        return self._proxy_by_origin[origin]
+        self._sweep: asyncio.TimerHandle | None = None
 
     def _head(self, request: Request) -> tuple[bytes, Key]:
         """The request line and headers up to ``Content-Length``, encoded once per endpoint. The last
@@ -76,6 +80,10 @@ class HttpTransport:
         return cached
 
     def _encode_head(self, request: Request) -> tuple[bytes, Key]:
+        if request.method not in METHODS:
+            raise ValueError(f"method {request.method[:16]!r} is not supported")
+        if any(char in request.url for char in "\0\r\n\t"):
+            raise ValueError("a control character in the URL")
         parts = urlsplit(request.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("only http and https URLs with a host are supported")
@@ -84,7 +92,7 @@ class HttpTransport:
             parts.hostname,
             parts.port or (443 if parts.scheme == "https" else 80),
         )
-        proxy = self._proxy_for(origin)
+        proxy = self._proxies.for_origin(*origin)  # ProxyRefused (a ValueError) names the variable
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
@@ -92,8 +100,8 @@ class HttpTransport:
             target = f"http://{parts.netloc}{target}"  # through a plain proxy: the absolute form
         lines = [f"{request.method} {target} HTTP/1.1", f"Host: {parts.netloc}", f"User-Agent: {USER_AGENT}"]
         lines += [f"{name}: {value}" for name, value in request.headers.items()]
-        if proxy is not None and parts.scheme == "http" and (auth := _proxy_auth(proxy)):
-            lines.append(f"Proxy-Authorization: {auth}")
+        if proxy is not None and parts.scheme == "http" and proxy.auth:
+            lines.append(f"Proxy-Authorization: {proxy.auth}")
         if any(char in line for line in lines for char in "\0\r\n"):
             raise ValueError("a line break or NUL in the URL or a header")
         text = "\r\n".join(lines)
@@ -102,7 +110,7 @@ class HttpTransport:
     def start(self, request: Request) -> asyncio.Future[Response]:
         """Send ``request``; the future gets its answer. On an idle keep-alive connection (the common
         case) the request is written at once and the future is that connection's: no task, no
-        coroutine. Raises ValueError for a URL or header it will not send."""
+        coroutine. Raises ValueError for a URL, method or header it will not send."""
         head, key = self._head(request)
         data = b"%s%d\r\n\r\n%s" % (head, len(request.body), request.body)
         connection = self._reuse(key)
@@ -117,29 +125,10 @@ class HttpTransport:
     async def _fresh(self, key: Key, data: bytes, deadline: float) -> Response:
         """``data`` sent on a new connection."""
         connection = await self._connection(*key, deadline)
+        if not connection.open:  # the server closed it as soon as it accepted it: nothing was written
+            connection.abort()
+            raise ConnectionResetError("connection closed by the server before the request was sent")
         return await self._exchange(connection, data, deadline)
-
-    def resend(
-        self, waiter: asyncio.Future[Response], key: Key, data: bytes, deadline: float
-    ) -> None:
-        """Send ``data`` once more on a new connection (the reused one was stale); ``waiter`` gets the
-        outcome."""
-
-        def chain(task: asyncio.Task[Response]) -> None:
-            self._resends.discard(task)
-            if waiter.done():
-                return
-            if task.cancelled():
-                waiter.cancel()
-            elif (error := task.exception()) is not None:
-                waiter.set_exception(error)
-            else:
-                waiter.set_result(task.result())
-
-        task = asyncio.ensure_future(self._fresh(key, data, deadline))
-        self._resends.add(task)
-        task.add_done_callback(chain)
-        waiter.add_done_callback(lambda _: task.cancel() if waiter.cancelled() else None)
 
     def _exchange(self, connection: Connection, data: bytes, deadline: float) -> asyncio.Future[Response]:
         self._busy.add(connection)
@@ -156,10 +145,26 @@ class HttpTransport:
             return
         idle = self._idle.setdefault(key, [])
         if len(idle) < self._pool_size:
-            connection.reused = True
+            connection.idle_since = connection.loop.time()
             idle.append(connection)
+            if self._sweep is None:
+                self._sweep = connection.loop.call_later(IDLE_SECONDS, self._close_idle, connection.loop)
         else:
             connection.abort()
+
+    def _close_idle(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close the pooled connections unused for ``IDLE_SECONDS``: one timer per transport, armed
+        while any connection is pooled."""
+        self._sweep = None
+        oldest = loop.time() - IDLE_SECONDS
+        for key, idle in list(self._idle.items()):
+            for connection in [connection for connection in idle if connection.idle_since <= oldest]:
+                idle.remove(connection)
+                connection.abort()
+            if not idle:
+                del self._idle[key]
+        if self._idle:
+            self._sweep = loop.call_later(IDLE_SECONDS / 3, self._close_idle, loop)
 
     def _expire_overdue(self) -> None:
         """Fail the requests whose time is up: one timer per transport while requests are in flight,
@@ -174,78 +179,134 @@ class HttpTransport:
         self._watch = loop.call_later(DEADLINE_TICK, self._expire_overdue)
 
     def _reuse(self, key: Key) -> Connection | None:
-        """An idle connection for ``key`` (origin, proxy) that is still open, if any."""
+        """The most recently used idle connection for ``key`` (origin, proxy) that is still open and
+        has not been idle for ``IDLE_SECONDS``, if any."""
         idle = self._idle.get(key)
         while idle:
             connection = idle.pop()
-            if connection.open:
+            if connection.open and connection.loop.time() - connection.idle_since < IDLE_SECONDS:
                 return connection
+            connection.abort()
         return None
 
-    async def _connection(self, origin: Origin, proxy: str | None, deadline: float) -> Connection:
+    async def _connection(self, origin: Origin, proxy: Proxy | None, deadline: float) -> Connection:
         """A new connection to ``origin``, made within ``deadline``."""
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining <= 0:
             raise TimeoutError("no time left to connect")
-        connection = await asyncio.wait_for(self._connect(origin, proxy), remaining)
+        connection = Connection(asyncio.get_running_loop(), self)
+        try:
+            await asyncio.wait_for(self._connect(connection, origin, proxy), remaining)
+        except BaseException as exc:
+            connection.abort()
+            if isinstance(exc, asyncio.TimeoutError) and proxy is not None:
+                raise _noted(ConnectionError(f"proxy {proxy.shown}: no tunnel within the timeout")) from exc
+            raise
         connection.key = (origin, proxy)
         return connection
 
     def _context(self) -> ssl.SSLContext:
+        """The system's trust store (``SSL_CERT_FILE``/``SSL_CERT_DIR`` as OpenSSL reads them) plus the
+        CAs of ``PENDO_CA_BUNDLE``; certificate and host name verified."""
         if self._ssl is None:
-            self._ssl = ssl.create_default_context()  # verifies the certificate and the host name
+            context = ssl.create_default_context()
+            if self._ca_bundle:
+                try:
+                    context.load_verify_locations(cafile=self._ca_bundle)
+                except (OSError, ssl.SSLError, ValueError) as exc:
+                    log_once(
+                        "ca-bundle",
+                        logging.ERROR,
+                        "pendo_plugin: PENDO_CA_BUNDLE=%s could not be loaded (%s); only the system's "
+                        "trust store is used",
+                        self._ca_bundle,
+                        exc.__class__.__name__,
+                    )
+            self._ssl = context
         return self._ssl
 
-    async def _connect(self, origin: Origin, proxy: str | None) -> Connection:
-        loop = asyncio.get_running_loop()
+    async def _dial(
+        self, connection: Connection, host: str, port: int, tls: ssl.SSLContext | None, name: str
+    ) -> None:
+        """Open ``connection`` to ``host``:``port``, each address tried in turn (Happy Eyeballs), TLS
+        verified for ``name`` if ``tls``."""
+        loop = connection.loop
+        infos = _literal(host, port) or await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        sock = await aiohappyeyeballs.start_connection(
+            infos, happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY, interleave=1
+        )
+        try:
+            await loop.create_connection(
+                lambda: connection, sock=sock, ssl=tls, server_hostname=name if tls else None
+            )
+        except ssl.SSLCertVerificationError as exc:
+            sock.close()
+            raise _noted(ssl.SSLError(f"TLS with {name}:{port}: {_certificate_problem(exc)}")) from exc
+        except BaseException:
+            sock.close()
+            raise
+
+    async def _connect(self, connection: Connection, origin: Origin, proxy: Proxy | None) -> None:
         scheme, host, port = origin
         tls = self._context() if scheme == "https" else None
-        connection = Connection(loop, self)
         if proxy is None:
-            await loop.create_connection(
-                lambda: connection, host, port, ssl=tls, server_hostname=host if tls else None
-            )
-            return connection
-        via = urlsplit(proxy)
-        via_host = via.hostname or ""
-        via_tls = self._context() if via.scheme == "https" else None
-        via_port = via.port or (443 if via.scheme == "https" else 80)
-        await loop.create_connection(
-            lambda: connection, via_host, via_port, ssl=via_tls, server_hostname=via_host if via_tls else None
-        )
-        if tls is None:
-            return connection  # plain http through the proxy: absolute URLs on this connection
+            await self._dial(connection, host, port, tls, host)
+            return
         try:
-            await connection.tunnel(f"{host}:{port}", _proxy_auth(proxy))
-            assert connection.transport is not None
-            secured = await loop.start_tls(connection.transport, connection, tls, server_hostname=host)
-        except BaseException:
-            connection.abort()
-            raise
+            via_tls = self._context() if proxy.tls else None
+            await self._dial(connection, proxy.host, proxy.port, via_tls, proxy.host)
+            if tls is None:
+                return  # plain http through the proxy: absolute URLs on this connection
+            await connection.tunnel(f"[{host}]:{port}" if ":" in host else f"{host}:{port}", proxy.auth)
+        except (OSError, ValueError) as exc:
+            raise _noted(ConnectionError(f"proxy {proxy.shown}: {_reason(exc)}")) from exc
+        assert connection.transport is not None
+        try:
+            secured = await connection.loop.start_tls(
+                connection.transport, connection, tls, server_hostname=host
+            )
+        except ssl.SSLCertVerificationError as exc:
+            raise _noted(ssl.SSLError(f"TLS with {host}:{port}: {_certificate_problem(exc)}")) from exc
         if secured is None:
-            raise ConnectionError("TLS through the proxy could not start")
+            raise ConnectionError(f"TLS with {host}:{port} through proxy {proxy.shown} could not start")
         connection.transport = secured  # type: ignore[assignment]
-        return connection
 
     async def close(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            self._watch = None
+        for timer in (self._watch, self._sweep):
+            if timer is not None:
+                timer.cancel()
+        self._watch = self._sweep = None
         for connections in self._idle.values():
             for connection in connections:
                 connection.abort()
         for connection in list(self._busy):
             connection.abort()
-        for task in list(self._resends):
-            task.cancel()
         self._idle.clear()
         self._busy.clear()
 
 
-def _proxy_auth(proxy: str) -> str | None:
-    """``Proxy-Authorization`` for a proxy URL with userinfo (``http://user:pw@proxy:3128``)."""
-    parts = urlsplit(proxy)
-    if parts.username is None:
+def _literal(host: str, port: int) -> list[aiohappyeyeballs.AddrInfoType] | None:
+    """The address of an IP literal without a lookup (which would wait for a thread), else None."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
         return None
-    pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}".encode()
-    return "Basic " + base64.b64encode(pair).decode("ascii")
+    if address.version == 6:
+        return [(socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port, 0, 0))]
+    return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))]
+
+
+def _certificate_problem(exc: ssl.SSLCertVerificationError) -> str:
+    """What was wrong with the certificate, as OpenSSL says it (``self-signed certificate``,
+    ``certificate has expired``, ``Hostname mismatch, ...``)."""
+    return f"certificate verify failed: {exc.verify_message or exc.reason or 'unknown reason'}"
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _noted(error: OSError) -> OSError:
+    """``error`` (a proxy or certificate problem: the setup's, not Pendo's) logged once by its text."""
+    log_once(f"connect:{error}", logging.ERROR, "pendo_plugin: cannot reach Pendo: %s", error)
+    return error

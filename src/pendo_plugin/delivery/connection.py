@@ -6,9 +6,11 @@ A connection carries one request at a time. It reads into a buffer its pool shar
 read, which costs an ``mmap``, an ``mremap`` and a ``munmap`` per answer), keeps one parser for its
 life, bounds the answer's head (``MAX_HEAD_BYTES``) and body (``MAX_RESPONSE_BYTES``: the rest is not
 read), and hands the answer to the request's future with nothing in between: the future is what the sender's
-callback waits on (no task). A 3xx is refused there (never followed). A request that fails on a reused
-connection before any byte of an answer arrived (the server closed it while idle) goes back to the pool,
-which sends it once more on a new connection.
+callback waits on (no task). Interim answers (1xx: ``100 Continue``, ``103 Early Hints``) are skipped, as
+every HTTP/1.1 client must; the final answer is the request's. A 3xx is refused there (never followed).
+An answer whose ``Content-Length`` or chunked body the server did not complete before closing is an
+error, never a short answer. A request is written once: a failure after that (the server may have
+processed it) is the request's error, which the senders retry and count.
 """
 
 from __future__ import annotations
@@ -23,10 +25,11 @@ from multidict import CIMultiDict
 
 from pendo_plugin import counters
 from pendo_plugin.delivery.http import MAX_RESPONSE_BYTES, RedirectRefused, Response, refuse_redirect
+from pendo_plugin.delivery.proxies import Proxy
 
 MAX_HEAD_BYTES = 64 * 1024
 Origin = tuple[str, str, int]  # scheme, host, port
-Key = tuple[Origin, "str | None"]  # origin, proxy
+Key = tuple[Origin, "Proxy | None"]  # origin, proxy
 
 
 class Pool(Protocol):
@@ -36,14 +39,16 @@ class Pool(Protocol):
 
     def done_with(self, connection: Connection) -> None: ...
 
-    def resend(self, waiter: asyncio.Future[Response], key: Key, data: bytes, deadline: float) -> None: ...
-
 
 class _HeadReader:
-    """Collects the header lines of an answer's head read again (:class:`_Headers`)."""
+    """Collects the header lines of an answer's head read again (:class:`_Headers`): the final
+    answer's only (each message, an interim 1xx too, starts the list anew)."""
 
     def __init__(self) -> None:
         self.pairs: list[tuple[bytes, bytes]] = []
+
+    def on_message_begin(self) -> None:
+        self.pairs = []
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.pairs.append((name, value))
@@ -90,10 +95,9 @@ class Connection(asyncio.BufferedProtocol):
         self._buffer = owner.buffer
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        self.reused = False
         self.key: Key | None = None
         self.deadline = 0.0  # loop time by which the current request must have its answer
-        self._data = b""  # the current request (sent once more elsewhere if this connection was stale)
+        self.idle_since = 0.0  # loop time it went back to the pool
         self._waiter: asyncio.Future[Response] | None = None
         # the answer being read: the bytes up to the end of its head (bounded by ``MAX_HEAD_BYTES``) and a
         # body bounded by ``MAX_RESPONSE_BYTES``; fresh for each request (``send``)
@@ -122,7 +126,11 @@ class Connection(asyncio.BufferedProtocol):
 
     def eof_received(self) -> bool:
         if self._waiter is not None and self._head_done:
-            self._finish(keep=False)  # an answer without a length ends at EOF
+            headers = _Headers(self._head)
+            if "Content-Length" in headers or "chunked" in headers.get("Transfer-Encoding", "").lower():
+                self._fail(ConnectionError("the server closed the connection before the answer's end"))
+            else:
+                self._finish(keep=False)  # an answer without a length ends at EOF
         return False
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -173,6 +181,9 @@ class Connection(asyncio.BufferedProtocol):
         self._body += chunk
 
     def on_message_complete(self) -> None:
+        if self._parser.get_status_code() < 200:  # an interim answer: the final one follows
+            self._head_done = False
+            return
         if not self._truncated:
             self._finish(keep=bool(self._parser.should_keep_alive()))
 
@@ -188,7 +199,6 @@ class Connection(asyncio.BufferedProtocol):
         self._truncated = False
         if self._parser is None:
             self._parser = httptools.HttpResponseParser(self)
-        self._data = data
         self.deadline = deadline
         waiter: asyncio.Future[Response] = self.loop.create_future()
         self._waiter = waiter
@@ -220,18 +230,13 @@ class Connection(asyncio.BufferedProtocol):
         waiter.set_result(response)
 
     def _fail(self, error: Exception) -> None:
-        """The request failed: on a reused connection that got no byte of an answer (the server
-        closed it while idle) it is sent once more on a new one, else the waiter gets ``error``."""
+        """The request failed: the waiter gets ``error`` (never sent again here: the server may have
+        processed it) and the connection is dropped."""
         waiter = self._waiter
-        stale = self.reused and not self._head and not isinstance(error, TimeoutError)
         self._waiter = None
         self.abort()
         self._owner.done_with(self)
-        if waiter is None or waiter.done():
-            return
-        if stale and self.key is not None:
-            self._owner.resend(waiter, self.key, self._data, self.deadline)
-        else:
+        if waiter is not None and not waiter.done():
             waiter.set_exception(error)
 
     def expire(self) -> None:

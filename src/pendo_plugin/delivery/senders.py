@@ -39,6 +39,7 @@ Spawn = Callable[[Coroutine[Any, Any, Outcome], Done], object]
 
 JSON_HEADERS = {"Content-Type": "application/json"}
 BREAKER_THRESHOLD = 32
+UNREACHABLE_THRESHOLD = 3  # connections refused or timed out this many times in a row: Pendo is down
 AUTH_STATUSES = frozenset({401, 403})  # a wrong or revoked key: keep the payloads for a fixed config
 
 
@@ -63,7 +64,7 @@ class Sender:
     def for_settings(cls, settings: Settings, stopping: asyncio.Event) -> Sender:
         """The configured transport (or a keep-alive pool) with adaptive concurrency up to
         ``max_concurrency``; create it on the loop that will use it."""
-        transport: Transport = settings.transport or HttpTransport(pool_size=settings.max_concurrency)
+        transport = settings.transport or HttpTransport(settings.max_concurrency, settings.ca_bundle)
         return cls(transport, AdaptiveLimiter(settings.max_concurrency), stopping)
 
     def __init__(self, transport: Transport, limiter: AdaptiveLimiter, stopping: asyncio.Event) -> None:
@@ -75,6 +76,7 @@ class Sender:
         self.acquiring: set[asyncio.Task[Any]] = set()  # tasks waiting for a slot (or a Retry-After pause)
         self.on_drop: Callable[[Exception, list[Any]], None] = lambda exc, items: None
         self.consecutive_failures = 0  # retryable failures since the last answer Pendo gave
+        self.unanswered = 0  # attempts in a row that got no HTTP answer at all (refused, timed out)
         self._endpoints: _Endpoints | None = None  # for the settings of the last event sent
 
     @property
@@ -92,6 +94,11 @@ class Sender:
         """Whether Pendo looks down: many network errors, timeouts or 5xx without a Retry-After in a
         row, no answer between."""
         return self.consecutive_failures >= BREAKER_THRESHOLD
+
+    @property
+    def unreachable(self) -> bool:
+        """Pendo is down: refused or timed-out connections in a row (a 503 or 429 is an answer)."""
+        return self.unanswered >= UNREACHABLE_THRESHOLD
 
     def blocked_until(self, task: asyncio.Task[Any]) -> float | None:
         """When ``task`` can next make progress (monotonic time) if it is waiting out a retry backoff or
@@ -152,6 +159,7 @@ class Sender:
                 raise error
             assert response is not None
             status = response.status
+            self.unanswered = 0
             congested = status == 429 or status >= 500 or status == 408
             if not 200 <= status < 300:  # a 2xx needs no classification (the common case)
                 policy.check(response)
@@ -169,6 +177,7 @@ class Sender:
             raise
         except Exception as exc:  # network errors and timeouts
             self.consecutive_failures += 1
+            self.unanswered += 1
             raise RetryableError(f"network:{type(exc).__name__}") from exc
         finally:
             self.limiter.release(time.monotonic() - started, congested)

@@ -12,14 +12,18 @@ uWSGI forks the workers (see :mod:`pendo_plugin.integrations.uwsgi`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
 from collections.abc import Mapping
+from importlib import metadata
 from typing import Any
 
 from pendo_plugin import _fork, config, counters
 from pendo_plugin.integrations import celery, uwsgi
+from pendo_plugin.logs import log
+from pendo_plugin.segment import sdks
 from pendo_plugin.segment.hookspecs import hookimpl
 
 _lock = threading.Lock()
@@ -27,6 +31,7 @@ _runtime: Any = None
 _pid = os.getpid()
 _uwsgi_exit_registered = False
 _held_at_fork: Any = None  # the uWSGI master's held runtime, in a worker until uWSGI's post-fork hook
+_announced = 0  # the pid that logged "pendo_plugin is live" (once per process)
 
 
 def runtime() -> Any:
@@ -111,13 +116,37 @@ def _shutdown_at_exit() -> None:
 _fork.register(after_in_child=_after_fork_in_child)
 
 
+def _announce(client: Any, settings: config.Settings) -> None:
+    """One INFO line per process when the plugin goes live: the SDK, the mode and the rollout."""
+    global _announced
+    if _announced == os.getpid():
+        return
+    _announced = os.getpid()
+    sdk = sdks.sdk_of(type(client))
+    name = sdk.distribution if sdk is not None else type(client).__module__
+    with contextlib.suppress(metadata.PackageNotFoundError, ValueError):
+        name += " " + metadata.version(name)
+    rules = settings.rollout
+    redis = config.redacted_url(settings.redis_url)
+    fleet = f"fleet mode on {redis}" if redis else "no fleet mode"
+    log.info(
+        "pendo_plugin is live in this process (pid %d): SDK %s, mode %s, %s, rollout %s%% of %ss%s",
+        _announced, name, settings.mode, fleet, f"{rules.percent:g}", rules.unit,
+        ", shadow (nothing is sent)" if settings.shadow else "",
+    )
+
+
 @hookimpl
 def segment_startup(client: Any) -> None:
     """Load the settings and start the worker now, so the app's first message pays for neither: the
     worker's thread start and imports happen while the app creates its client, not in its first call.
     Nothing starts when the plugin is off, nor in a process about to fork from C (uWSGI's master)."""
-    if config.current().active:
+    settings = config.current()
+    if settings.active:
         runtime().prepare()
+        _announce(client, settings)
+    else:
+        config.warn_no_secret(settings)
 
 
 @hookimpl
@@ -129,10 +158,13 @@ def segment_message(client: Any, message: Mapping[str, Any]) -> None:
             counters.record("skipped", "misconfigured")
         elif not settings.rollout.enabled:
             counters.record("rollout", "off_kill_switch")
-        else:
-            counters.record("skipped", "no_secret")
+        else:  # no secret at all: one warning names the variable
+            config.warn_no_secret(settings)
+            counters.record("skipped", "no_secret", counters.call_kind(message.get("type")))
         return
     current = runtime()
+    if _announced != _pid:
+        _announce(client, settings)
     if getattr(client, "sync_mode", False) and not current.held:  # held: queued for after the fork
         current.deliver_now(message, settings.flush_timeout)
     else:

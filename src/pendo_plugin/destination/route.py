@@ -14,6 +14,7 @@ from typing import Any
 
 from pendo_plugin import counters, shown
 from pendo_plugin.config import Settings
+from pendo_plugin.destination import privacy
 from pendo_plugin.logs import log_once
 from pendo_plugin.pendo import payload
 from pendo_plugin.pendo.coerce import parse_timestamp_ms
@@ -155,6 +156,8 @@ class Router:
         if call not in _CALLS:
             tally.add("skipped", "call", kind)
             return []
+        if privacy.consent_refuses(message, settings, kind, tally):
+            return []
         visitor = visitor_id_of(message)
         remembered = self.accounts.get(visitor)
         account = account_id_of(message, remembered)
@@ -170,10 +173,12 @@ class Router:
         tally.add("rollout", decision.reason)
         if not decision.send:
             return []
+        message = privacy.redacted(message, settings, kind, tally)
         if settings.mode == "webhook":
-            if not self._deliverable(settings, "webhook", "webhook", tally):
+            body = privacy.transformed("webhook", to_webhook_body(message), message, tally)
+            if body is None or not self._deliverable(settings, "webhook", "webhook", tally):
                 return []
-            webhook = _encoded("webhook", payload.event, "webhook", to_webhook_body(message))
+            webhook = _encoded("webhook", payload.event, "webhook", body)
             return [webhook] if webhook is not None else []
         age = settings.max_event_age_days if max_age_days is True else max_age_days
         now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
@@ -209,15 +214,28 @@ class Router:
         payloads = []
         for item in translation.payloads:  # at most one
             kind, route = ("track", "track") if isinstance(item, TrackEvent) else (item.kind, "meta")
-            if self._deliverable(settings, kind, route, tally):  # checked first: a held one is not encoded
+            kept = self._transformed(item, kind, message, tally)
+            # the settings are checked before encoding: a held payload is not encoded
+            if kept is not None and self._deliverable(settings, kind, route, tally):
                 stamp = now_ms  # only a metadata row carries it: the message's time, now if ahead
                 if route == "meta":
                     sent_at = parse_timestamp_ms(message.get("timestamp"))
                     stamp = now_ms if sent_at is None else min(sent_at, now_ms)
-                built = to_payload(item, stamp)
+                built = to_payload(kept, stamp)
                 if built is not None:
                     payloads.append(built)
         return payloads
+
+    @staticmethod
+    def _transformed(
+        item: TrackEvent | MetadataRow, kind: str, message: Mapping[str, Any], tally: counters.Tally
+    ) -> TrackEvent | MetadataRow | None:
+        """``item`` after the ``pendo_transform`` hook (itself when there is none), or None when dropped."""
+        body = item.body if isinstance(item, TrackEvent) else item.values
+        changed = privacy.transformed(kind, body, message, tally)
+        if changed is None or changed is body:
+            return None if changed is None else item
+        return item._replace(body=changed) if isinstance(item, TrackEvent) else item._replace(values=changed)
 
     @staticmethod
     def _deliverable(settings: Settings, kind: str, route: str, tally: counters.Tally) -> bool:

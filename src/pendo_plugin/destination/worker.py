@@ -164,7 +164,7 @@ class Worker:
         False when there was nothing to do."""
         closing = self._closing
         space = PUMP_BATCH if closing else min(PUMP_BATCH, settings.queue_size - len(self._backlog))
-        live = self._take_live(max(space, 0))
+        live = self._take_live(max(space, 0)) if closing or self._fleet.flags_known() else []
         overflow = self._take(self._overflow, PUMP_BATCH)
         if overflow:
             counters.record("overflowed", amount=len(overflow))
@@ -316,12 +316,25 @@ class Worker:
             return "busy" if sends.moving(deadline) else "stuck"
         return "stuck" if sends.pending(replays=replays) else "none"
 
+    def _down_and_kept(self, probe_from: int | None) -> bool:
+        """Pendo refuses or times out every connection (the sender's breaker) and what is left is kept
+        on disk or in Redis: waiting for it would cost flush() and exit their whole budget for nothing.
+        ``probe_from``: attempts ended before this flush began, when it probes Pendo itself (a replay
+        of the spool): only an attempt of its own, failed too, shows Pendo is still down."""
+        sender = self._sender
+        if sender is None or not sender.unreachable:
+            return False
+        if probe_from is not None and sender.limiter.released <= probe_from:
+            return False
+        return self._spool(self._settings()) is not None or self._fleet.queue is not None
+
     async def drain(self, timeout: float, *, replay_spool: bool = False, replays: bool = True) -> bool:
         """Deliver what is queued (``replay_spool``: replay the spool too), waiting out every retry and
         Retry-After pause that ends within ``timeout``; True once nothing is left in progress, False
         when the time ran out or the rest cannot be tried again in time."""
         deadline = time.monotonic() + timeout
         self._flushing += 1
+        probe_from = self._answered() if replay_spool else None
         try:
             if replay_spool:
                 self._drain_spool_if_due(self._settings(), force=True)
@@ -331,6 +344,11 @@ class Worker:
                 self._pump(settings)
                 self._sends.send_rows(settings, force=True)
                 left = self._left(deadline, replays=replays or replay_spool)
+                if left == "busy" and self._down_and_kept(probe_from):
+                    # Pendo is down: stop waiting for this process's own sends (they wait in the spool or
+                    # the stream); a replay of the spool this flush asked for still ends (one try each)
+                    own = self._left(deadline, replays=False)
+                    left = "busy" if own == "none" and replay_spool else "stuck"
                 if left != "busy":
                     return left == "none"
                 if time.monotonic() >= deadline:

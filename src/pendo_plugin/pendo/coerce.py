@@ -72,7 +72,7 @@ def parse_timestamp_ms(value: Any) -> int | None:
 # ------------------------------------------------------------------------------ schema coercion
 
 
-_TYPE_ALIASES = {
+TYPE_ALIASES = {  # every spelling of Pendo's four field types the schema may use -> the type
     "string": "text", "text": "text", "str": "text",
     "number": "number", "integer": "number", "int": "number", "float": "number", "double": "number",
     "boolean": "boolean", "bool": "boolean",
@@ -170,7 +170,7 @@ def coerce_metadata(
         if kind is None:
             unknown.append(name)
             continue
-        alias = _TYPE_ALIASES.get(str(kind).strip().lower())
+        alias = TYPE_ALIASES.get(str(kind).strip().lower())
         try:
             coerced = _coerce_one(value, alias)
         except Exception:  # a value no rule foresaw: left out like any other it cannot coerce

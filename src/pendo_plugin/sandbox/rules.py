@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from pendo_plugin.config import is_loopback
+from pendo_plugin.pendo.coerce import TYPE_ALIASES
 
 Schema = Mapping[str, Mapping[str, str]]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -129,18 +130,32 @@ def _track_warnings(body: dict[str, Any], now_ms: int) -> list[str]:
     return warnings
 
 
+# Pendo's custom field types (text, number, boolean, date) in every spelling the plugin reads them in
+FIELD_TYPES = frozenset(TYPE_ALIASES)
+
+
+def schema_problem(schema: Schema) -> str | None:
+    """Why ``schema`` is not one Pendo could have (a field type Pendo does not have), or None."""
+    for kind, fields in schema.items():
+        for name, type_name in fields.items():
+            if str(type_name).lower() not in FIELD_TYPES:
+                return (f"{kind} field {name!r} has the type {type_name!r}, which Pendo does not have "
+                        "(text, number, boolean or date)")
+    return None
+
+
 def _type_matches(expected: str, value: Any) -> bool:
-    """Whether ``value`` fits a Pendo field type; None clears any field; unknown types accept anything."""
-    kind = expected.lower()
+    """Whether ``value`` fits a Pendo field type (:data:`FIELD_TYPES`); None clears any field."""
     if value is None:
         return True
-    if kind in ("string", "text"):
+    if expected.lower() == "integer":
+        return _is_int(value)
+    kind = TYPE_ALIASES.get(expected.lower())
+    if kind == "text":
         return isinstance(value, str)
     if kind == "boolean":
         return isinstance(value, bool)
-    if kind == "integer":
-        return _is_int(value)
-    if kind in ("number", "float", "date"):  # dates are epoch milliseconds
+    if kind in ("number", "date"):  # dates are epoch milliseconds
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     return True
 

@@ -27,6 +27,7 @@ from pendo_plugin.sandbox.rules import (
     _mask_path,
     allowed_hosts,
     request_problem,
+    schema_problem,
 )
 
 
@@ -81,6 +82,9 @@ class Sandbox(PendoEndpoints):
     def _copy_schema(schema: Schema | None) -> dict[str, dict[str, str]] | None:
         if schema is None:
             return None
+        problem = schema_problem(schema)
+        if problem is not None:
+            raise ValueError(f"sandbox schema: {problem}")
         return {kind: dict(fields) for kind, fields in schema.items()}
 
     # -------------------------------------------------------------- lifecycle

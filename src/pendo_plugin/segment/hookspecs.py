@@ -41,3 +41,11 @@ def segment_shutdown(client: Any, timeout: float) -> None:
 @hookspec(firstresult=True)
 def pendo_rollout(message: Mapping[str, Any]) -> bool | None:
     """Decide whether one message goes to Pendo: True, False, or None for the built-in flags."""
+
+
+@hookspec
+def pendo_transform(
+    kind: str, payload: dict[str, Any], message: Mapping[str, Any]
+) -> dict[str, Any] | bool | None:
+    """Change one translated payload (a copy; ``kind``: track, visitor, account, webhook) on the worker
+    thread: return a new payload dict to replace it, ``False`` to drop it, or ``None`` to keep it."""

@@ -41,6 +41,7 @@ def _new_lock_in_child() -> None:
 _fork.register(after_in_child=_new_lock_in_child)
 _manager: pluggy.PluginManager | None = None
 _impls: dict[str, tuple[Impl, ...]] = {}
+_failed_to_load: frozenset[str] = frozenset()  # entry points whose import raised (their hooks are unknown)
 
 
 def _names(value: str) -> set[str]:
@@ -55,12 +56,14 @@ def _wanted(name: str) -> bool:
 
 
 def _load_entry_points(manager: pluggy.PluginManager) -> None:
+    global _failed_to_load
     for entry in entry_points(group=hookspecs.PROJECT):
         if not _wanted(entry.name) or manager.has_plugin(entry.name):
             continue
         try:
             manager.register(entry.load(), name=entry.name)
         except Exception as exc:
+            _failed_to_load |= {entry.name}
             counters.record("plugin_error", "load")
             log.error(
                 "segment_analytics plugin %r failed to load: %s: %s", entry.name, type(exc).__name__, exc
@@ -108,6 +111,17 @@ def _implementations(hook_name: str) -> tuple[Impl, ...]:
     return impls
 
 
+def implementations(hook_name: str) -> tuple[Impl, ...]:
+    """``(plugin name, function, argument names)`` of each implementation of ``hook_name``, in call order,
+    for a caller that chains their answers (errors are its to handle, with :func:`report_error`)."""
+    return _implementations(hook_name)
+
+
+def failed_to_load() -> frozenset[str]:
+    """The entry-point plugins that could not be imported: which hooks they would implement is unknown."""
+    return _failed_to_load
+
+
 def implemented(hook_name: str) -> bool:
     """Whether any plugin implements ``hook_name`` (cached until a plugin is registered or removed)."""
     impls = _impls.get(hook_name)  # asked per message: the cached answer without a further call
@@ -118,16 +132,20 @@ MAX_ERROR_CHARS = 300
 """The most of a plugin's exception text a log line carries."""
 
 
-def _report(plugin: str, hook_name: str, exc: BaseException) -> None:
+def report_error(plugin: str, hook_name: str, exc: BaseException, *, with_text: bool = True) -> None:
+    """Count ``plugin_error:<hook>`` and log once, naming the plugin; ``with_text=False`` leaves the
+    exception's text out (it may quote the values a redacting hook was handling). The text is escaped
+    and cut (it may quote the message), and an exception whose ``__str__`` raises is named by its type."""
     counters.record("plugin_error", hook_name)
     log_once(
         f"plugin:{plugin}:{hook_name}:{type(exc).__name__}",
         logging.ERROR,
-        "segment_analytics plugin %r raised in %s: %s: %s (logged once; see stats())",
+        "segment_analytics plugin %r raised in %s: %s%s (logged once; see stats())",
         plugin,
         hook_name,
         type(exc).__name__,
-        shown.escape(exc, MAX_ERROR_CHARS),  # it may quote the message: escaped, cut
+        f": {shown.escape(exc, MAX_ERROR_CHARS)}" if with_text
+        else " (its text is not logged: it may quote the payload's values)",
     )
 
 
@@ -137,7 +155,7 @@ def call_all(hook_name: str, **kwargs: Any) -> None:
         try:
             function(*[kwargs[name] for name in argnames])
         except Exception as exc:
-            _report(plugin, hook_name, exc)
+            report_error(plugin, hook_name, exc)
 
 
 def first_result(hook_name: str, **kwargs: Any) -> Any:
@@ -146,7 +164,7 @@ def first_result(hook_name: str, **kwargs: Any) -> Any:
         try:
             answer = function(*[kwargs[name] for name in argnames])
         except Exception as exc:
-            _report(plugin, hook_name, exc)
+            report_error(plugin, hook_name, exc)
             continue
         if answer is not None:
             return answer

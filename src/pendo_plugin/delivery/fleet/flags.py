@@ -160,6 +160,7 @@ class FlagPoller:
     def __init__(self) -> None:
         self._next = 0.0
         self._script: tuple[Any, Any] | None = None  # (client, its registered READ_SCRIPT)
+        self.tried = False  # a first poll ended (read, refused or Redis not answering)
 
     def due(self) -> bool:
         return time.monotonic() >= self._next
@@ -167,14 +168,21 @@ class FlagPoller:
     async def poll(self, link: RedisLink) -> None:
         """Read and apply the flags once; Redis not answering keeps the flags last applied."""
         self._next = time.monotonic() + POLL_INTERVAL
+        try:
+            await self._poll(link)
+        finally:
+            self.tried = True
+
+    async def _poll(self, link: RedisLink) -> None:
         import redis
 
-        client = link.client()
-        if self._script is None or self._script[0] is not client:
-            self._script = (client, client.register_script(READ_SCRIPT))
         try:
+            client = await link.client()
+            if self._script is None or self._script[0] is not client:
+                self._script = (client, client.register_script(READ_SCRIPT))
             reply = await self._script[1](keys=[FLAGS_KEY], args=script_args())
             counters.record("redis", "round_trips")
+            link.answered()
         except redis.ResponseError as exc:  # Redis answered: a refusal (no scripting, ACL), not an outage
             reply = None
             problem = f"the flags could not be read: {shown.escape(exc, 120)}"

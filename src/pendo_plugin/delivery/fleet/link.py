@@ -9,18 +9,30 @@ since only the worker thread talks to it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import math
 import time
 from typing import Any
 
 from pendo_plugin import counters
 from pendo_plugin.config import redacted_url
+from pendo_plugin.delivery.fleet.topology import CLUSTER, UnusableUrl, connect
 from pendo_plugin.logs import log
 
-KEY_PREFIX = "pendo_plugin:"
+# Every key of a fleet starts with this prefix. Its hash tag (the part in braces) puts them all in
+# one Redis Cluster slot, so the rate script, the pause keys and the stream work together there.
+KEY_PREFIX = "{pendo_plugin}:"
+LEGACY_KEY_PREFIX = "pendo_plugin:"  # before the hash tag (taken over once: fleet/legacy.py)
 TIMEOUT = 1.0
 RETRY_AFTER = 2.0
+REPLICA_WAIT = 0.5  # seconds an append waits for PENDO_REDIS_REPLICAS replicas to confirm it
+
+
+def replicated(answer: Any, replicas: int) -> bool:
+    """Whether the pipeline's last answer says ``replicas`` replicas have the appended entries."""
+    return not replicas or (isinstance(answer, int) and answer >= replicas)
 
 
 def redis_errors() -> tuple[type[BaseException], ...]:
@@ -36,9 +48,13 @@ class RedisLink:
     def __init__(self, url: str) -> None:
         self.url = url
         self._client: Any = None
+        self._others: list[Any] = []  # closed with the client (a Sentinel's own connections)
+        self._connecting = asyncio.Lock()
+        self.shape: str | None = None  # single, sentinel or cluster, once connected
         self._down_until = 0.0
         self.down = False
         self.outages = 0
+        self.replicas_short = False  # the last WAIT saw fewer than PENDO_REDIS_REPLICAS replicas
 
     def available(self) -> bool:
         """Whether to try Redis now (it answered last time, or the retry pause has passed)."""
@@ -48,35 +64,65 @@ class RedisLink:
         """Try Redis at the next call even if it did not answer a moment ago (``flush()``)."""
         self._down_until = 0.0
 
-    def client(self) -> Any:
-        """The client, created on first use on the calling (worker) loop."""
-        if self._client is None:
-            import redis.asyncio
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-
-            self._client = redis.asyncio.Redis.from_url(
-                self.url,
-                socket_timeout=TIMEOUT,
-                socket_connect_timeout=TIMEOUT,
-                retry=Retry(NoBackoff(), 0),
-                client_name="pendo_plugin",
-            )
+    async def client(self) -> Any:
+        """The client for the shape of Redis found at the URL, created on first use on the calling
+        (worker) loop; raises redis-py's errors when Redis does not answer."""
+        async with self._connecting:
+            if self._client is None:
+                self._client, self.shape, self._others = await connect(self.url, TIMEOUT)
         return self._client
 
+    def wait_for_replicas(self, pipe: Any, replicas: int) -> None:
+        """End an append pipeline with ``WAIT`` for ``replicas`` replicas (none: nothing to wait for),
+        on the connection of the appends: in a cluster, the node holding the fleet's slot."""
+        if not replicas:
+            return
+        target = {"target_nodes": self._client.get_node_from_key(KEY_PREFIX)} if self.shape == CLUSTER else {}
+        pipe.execute_command("WAIT", replicas, round(REPLICA_WAIT * 1000), **target)
+
+    def confirmed(self, answer: Any, replicas: int) -> bool:
+        """Whether ``WAIT``'s answer says ``replicas`` replicas have the appends. A shortfall is logged
+        once until enough replicas confirm again: its payloads are also sent from the local spool, so
+        Pendo receives each of them twice meanwhile."""
+        enough = replicated(answer, replicas)
+        if enough == self.replicas_short:
+            self.replicas_short = not enough
+            if enough:
+                log.warning("pendo_plugin: %d replicas confirm appends again", replicas)
+            else:
+                log.warning(
+                    "pendo_plugin: %s of PENDO_REDIS_REPLICAS=%d replicas confirmed an append within %g s; "
+                    "until enough do, each append is also kept in the local spool and sent from there, "
+                    "so Pendo receives it twice (redis:not_replicated)",
+                    answer if isinstance(answer, int) else "none",
+                    replicas,
+                    REPLICA_WAIT,
+                )
+        return enough
+
     def failed(self, exc: BaseException) -> None:
-        """Redis did not answer: fall back for ``RETRY_AFTER`` seconds; one log line per outage."""
+        """Redis did not answer: fall back for ``RETRY_AFTER`` seconds (a URL redis-py cannot use: for good,
+        but for ``flush()``); one log line per outage."""
         counters.record("redis", "errors")
+        unusable = isinstance(exc, UnusableUrl)
         if not self.down:
             self.outages += 1
-            log.warning(
-                "pendo_plugin: Redis at %s is not answering (%s); falling back to this process alone "
-                "(local spool and rate budget) until it answers",
-                redacted_url(self.url),
-                type(exc).__name__,
-            )
+            if unusable:
+                log.error(
+                    "pendo_plugin: fleet mode is off (PENDO_REDIS_URL %s: %s); each process delivers "
+                    "alone, through its local routes and local spool",
+                    redacted_url(self.url),
+                    exc,
+                )
+            else:
+                log.warning(
+                    "pendo_plugin: Redis at %s is not answering (%s); falling back to this process alone "
+                    "(local spool and rate budget) until it answers",
+                    redacted_url(self.url),
+                    type(exc).__name__,
+                )
         self.down = True
-        self._down_until = time.monotonic() + RETRY_AFTER
+        self._down_until = math.inf if unusable else time.monotonic() + RETRY_AFTER
 
     def answered(self) -> bool:
         """Redis answered; True if it had been down (the caller may move local data back)."""
@@ -87,7 +133,8 @@ class RedisLink:
         return True
 
     async def close(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            with contextlib.suppress(Exception):
-                await client.aclose()
+        clients, self._client, self._others = [self._client, *self._others], None, []
+        for client in clients:
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.aclose()

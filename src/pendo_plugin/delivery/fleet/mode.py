@@ -76,12 +76,23 @@ class Fleet:
         """Hand ``payloads`` to the shared queue; False: no Redis now, write them ahead locally."""
         return self.queue is not None and self.queue.offer(payloads)
 
-    def pump(self, sender: Sender | None, settings: Settings, spool: Spool | None) -> bool:
-        """Read the fleet's live flags and run the shared queue's next I/O cycle, if due; True if the
-        queue had work."""
+    def flags_known(self) -> bool:
+        """Whether new events may be routed: without Redis, or once the fleet's flags were read (or
+        Redis did not answer), so a fleet-wide kill switch holds a new process's first events too."""
+        if self.link is None or self.flags.tried or not self.link.available():
+            return True
+        self._poll_flags()
+        return False
+
+    def _poll_flags(self) -> None:
         polling = self._flag_task is not None and not self._flag_task.done()
         if self.link is not None and self.link.available() and self.flags.due() and not polling:
             self._flag_task = asyncio.ensure_future(self.flags.poll(self.link))
+
+    def pump(self, sender: Sender | None, settings: Settings, spool: Spool | None) -> bool:
+        """Read the fleet's live flags and run the shared queue's next I/O cycle, if due; True if the
+        queue had work."""
+        self._poll_flags()
         return self.queue is not None and sender is not None and self.queue.pump(sender, settings, spool)
 
     def idle(self) -> bool:

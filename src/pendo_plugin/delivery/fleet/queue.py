@@ -30,6 +30,7 @@ from typing import Any
 from pendo_plugin import counters
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.dispatch import Dispatcher
+from pendo_plugin.delivery.fleet import legacy
 from pendo_plugin.delivery.fleet.entries import GROUP, SETTLE_SCRIPT, STREAM, consumer_name, decode, encode
 from pendo_plugin.delivery.fleet.link import RedisLink, redis_errors
 from pendo_plugin.delivery.senders import Outcome, Payload, Sender
@@ -162,9 +163,10 @@ class RedisQueue:
     async def _run_cycle(
         self, sends: Dispatcher, settings: Settings, spool: Spool | None, reading: bool, claiming: bool
     ) -> None:
-        client = self.link.client()
         try:
+            client = await self.link.client()
             if not self._group_ready:
+                await legacy.take_over(client)
                 await self._create_group(client)
             await self._settle_and_append(settings)
             if self._next_move is not None and time.monotonic() >= self._next_move and spool is not None:
@@ -196,7 +198,7 @@ class RedisQueue:
         self._group_ready = True
 
     async def _settle_and_append(self, settings: Settings | None) -> None:
-        client = self.link.client()
+        client = await self.link.client()
         acks, requeue = list(self._acks), list(self._requeue)  # more may settle while this runs
         if acks or requeue:
             if self._settle_script is None or self._settle_script[0] is not client:
@@ -211,14 +213,19 @@ class RedisQueue:
                 counters.record("redis", "requeued", amount=len(requeue))
         while self._buffer:
             batch = self._buffer[:APPEND_BATCH]
-            cap = (settings or _settings_now()).redis_max_len
+            settings = settings or _settings_now()
+            cap = settings.redis_max_len
             pipe = client.pipeline(transaction=False)
             pipe.xlen(STREAM)
             for payload in batch:
                 pipe.xadd(STREAM, {"p": encode(payload)}, maxlen=cap, approximate=False)
+            self.link.wait_for_replicas(pipe, settings.redis_replicas)
             counters.record("redis", "round_trips")
             results = await pipe.execute()
             del self._buffer[: len(batch)]
+            if not self.link.confirmed(results[-1], settings.redis_replicas):  # keep it locally too
+                counters.record("redis", "not_replicated", amount=len(batch))
+                self._fallback(batch, settings)
             counters.record("redis", "appended", amount=len(batch))
             self._caught_up = False
             self._count_trimmed(results[0], len(batch), cap)

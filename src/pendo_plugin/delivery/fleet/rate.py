@@ -102,8 +102,8 @@ class RateGate:
         self._pause_checked: dict[str, float] = {}
         self._scripts: tuple[Any, Any, Any] | None = None  # (client, reserve, pause)
 
-    def _registered(self, link: RedisLink) -> tuple[Any, Any]:
-        client = link.client()
+    async def _registered(self, link: RedisLink) -> tuple[Any, Any]:
+        client = await link.client()
         if self._scripts is None or self._scripts[0] is not client:
             self._scripts = (
                 client,
@@ -119,8 +119,8 @@ class RateGate:
         if interval <= 0 and now < self._pause_checked.get(endpoint, 0.0) + PAUSE_CHECK_INTERVAL:
             link = None  # no budget to share: the pause read a moment ago still holds
         if link is not None and link.available():
-            script, _ = self._registered(link)
             try:
+                script, _ = await self._registered(link)
                 answer = await script(
                     keys=[f"{KEY_PREFIX}rate:{endpoint}", f"{KEY_PREFIX}pause:{endpoint}"],
                     args=[round(interval * 1e6), round(tolerance * 1e6)],
@@ -148,8 +148,8 @@ class RateGate:
         self._pause_end[endpoint] = max(self._pause_end.get(endpoint, 0.0), time.monotonic() + seconds)
         counters.record("rate", "paused")
         if link is not None and link.available():
-            _, script = self._registered(link)
             try:
+                _, script = await self._registered(link)
                 await script(keys=[f"{KEY_PREFIX}pause:{endpoint}"], args=[round(seconds * 1e6)])
                 counters.record("redis", "round_trips")
                 link.answered()
