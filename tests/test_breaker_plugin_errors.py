@@ -60,3 +60,25 @@ def test_a_plugins_exception_quoting_the_message_is_logged_escaped(
         assert "\n" not in line and "\x1b" not in line
     assert any("_Unprintable" in line for line in lines)
     assert "Logging error" not in capsys.readouterr().err
+
+
+class _Silent:
+    @hookimpl
+    def segment_message(self, message: dict[str, Any]) -> None:
+        raise _Unprintable()
+
+
+def test_a_plugin_exception_that_cannot_be_written_never_reaches_the_app(
+    plugin: Sandbox, segment_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = plugins.register_plugin(_Silent(), name="silent")
+    try:
+        try:
+            segment_client.track("user-1", "Signed Up", {"plan": "pro"})  # the app's thread
+        except Exception as exc:  # any exception here is the failure
+            pytest.fail(f"the app saw {type(exc).__name__}")
+        segment_client.flush()
+        assert plugin.wait_for(lambda box: box.counts()["track_events"] == 1, timeout=15)
+    finally:
+        plugins.unregister_plugin(name=name)
+    assert any("raised in segment_message: _Unprintable" in message for message in caplog.messages)
