@@ -135,6 +135,30 @@ def test_unreachable_host_fails_without_a_traceback(box: Sandbox) -> None:
     assert "Traceback" not in done.stdout + done.stderr
 
 
+
+def test_one_unreachable_host_for_both_urls_is_one_fail_line(box: Sandbox) -> None:
+    """Data and API URL on the same (down) host, as with the region defaults: one FAIL line, not two."""
+    url = f"http://127.0.0.1:{closed_port()}"
+    done = doctor(env_for(box, PENDO_DATA_URL=url, PENDO_API_URL=url))
+    unreachable = [line for line in check_lines(done.stdout) if "is not reachable" in line]
+    assert len(unreachable) == 1, done.stdout
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"PENDO_TRACK_SECRET": "short"},
+        {"PENDO_MODE": "webhook", "PENDO_API_KEY": "abc"},
+    ],
+)
+def test_a_malformed_secret_is_said_to_be_used_not_off(box: Sandbox, extra: dict[str, str]) -> None:
+    """Set but malformed, a secret is still used (the app sends, Pendo refuses): doctor must not say "off"."""
+    done = doctor(env_for(box, **extra))
+    lines = [line for line in check_lines(done.stdout) if "too short" in line]
+    assert len(lines) == 1, done.stdout
+    assert "the plugin still sends with it" in lines[0]
+    assert "are off" not in lines[0] and "sends nothing" not in lines[0]
+
 def test_configuration_problem_names_the_variable(box: Sandbox) -> None:
     done = doctor(env_for(box, PENDO_ROLLOUT_PERCENT="140"))
     assert done.returncode == 1
@@ -143,6 +167,24 @@ def test_configuration_problem_names_the_variable(box: Sandbox) -> None:
     assert SECRET not in done.stdout and KEY not in done.stdout
     assert box.counts()["requests"] == 0
 
+
+
+def test_every_unusable_variable_is_named_at_once(box: Sandbox) -> None:
+    """Four bad values: one FAIL line each (not the first one per run, fixed and run again four times)."""
+    bad = {
+        "PENDO_REGION": "mars",
+        "PENDO_ROLLOUT_PERCENT": "140",
+        "PENDO_QUEUE_SIZE": "lots",
+        "PENDO_TIMEOUT": "-1",
+    }
+    done = doctor(env_for(box, **bad))
+    assert done.returncode == 1
+    failed = [line for line in check_lines(done.stdout) if line.startswith("FAIL")]
+    assert len(failed) == 4, done.stdout
+    for variable, value in bad.items():
+        assert [line for line in failed if f"{variable}='{value}'" in line], (variable, done.stdout)
+    assert SECRET not in done.stdout + done.stderr and KEY not in done.stdout + done.stderr
+    assert done.stderr == "", "the report says it all: no log line repeats it after the report"
 
 def test_schema_that_cannot_be_read_fails(tmp_path: Path) -> None:
     with Sandbox(track_secret=SECRET, integration_key=KEY) as box:  # no schema: the endpoint answers 404

@@ -83,3 +83,27 @@ def test_every_cli_command_and_flag_documented(command: str, flag: str) -> None:
     """Each command has its section in operations.md, naming each of its flags and actions."""
     section = command_section(command)
     assert not flag or re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", section), f"{flag} of {command}"
+
+
+def rows_outside_tables(text: str) -> list[str]:
+    """Lines that look like table rows but render as plain text: a Markdown table starts with a header row
+    and a delimiter row, and a row after a paragraph line merely continues that paragraph."""
+    lines, outside, in_table, fenced = text.split("\n"), [], False, False
+    for index, line in enumerate(lines):
+        if line.startswith("```"):
+            fenced = not fenced
+        if fenced or not line.startswith("|"):
+            in_table = False
+            continue
+        if not in_table:
+            delimiter = lines[index + 1] if index + 1 < len(lines) else ""
+            previous = lines[index - 1] if index else ""
+            in_table = not previous.strip() and re.fullmatch(r"\|[\s:|-]+\|", delimiter) is not None
+            if not in_table:
+                outside.append(line[:60])
+    return outside
+
+
+@pytest.mark.parametrize("page", sorted(path.name for path in DOCS.glob("*.md")))
+def test_every_table_row_renders_in_a_table(page: str) -> None:
+    assert rows_outside_tables((DOCS / page).read_text()) == []

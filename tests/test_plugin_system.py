@@ -92,10 +92,12 @@ def recorder_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return python
 
 
-def run_app(python: Path, sandbox: Sandbox, tmp_path: Path, **env: str) -> tuple[list[dict], dict[str, int]]:
+def run_app(
+    python: Path, sandbox: Sandbox, tmp_path: Path, app_prefix: str = "", **env: str
+) -> tuple[list[dict], dict[str, int]]:
     record = tmp_path / "record.jsonl"
     app = tmp_path / "app.py"
-    app.write_text(APP)
+    app.write_text(app_prefix + APP)
     environment = {
         **os.environ,
         "RECORDER_FILE": str(record),
@@ -132,6 +134,24 @@ def test_entry_point_plugin_is_called_once_per_message_in_order(
     assert stats["plugin_error:segment_message"] == 5
     assert sorted(event["properties"]["n"] for event in sandbox.track_events()) == [0, 1, 2]
     assert len(sandbox.segment_messages()) == 5
+
+
+def test_registering_an_installed_plugin_by_hand_keeps_it_once(
+    recorder_venv: Path, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """hooks.md's register_plugin() beside a pip-installed entry point: no ValueError into the app, and
+    each message still reaches the plugin once."""
+    registering = (
+        "import recorder_plugin\n"
+        "from pendo_plugin.segment.bridge import register_plugin\n"
+        "assert register_plugin(recorder_plugin, name='recorder') == 'recorder'\n"
+    )
+    records, _ = run_app(recorder_venv, sandbox, tmp_path, app_prefix=registering)
+
+    messages = [record for record in records if record["type"] != "flush"]
+    assert [(m["type"], m["n"]) for m in messages] == [
+        ("identify", None), ("track", 0), ("track", 1), ("track", 2), ("page", None)
+    ]
 
 
 def test_disabled_plugins_are_not_loaded(recorder_venv: Path, sandbox: Sandbox, tmp_path: Path) -> None:

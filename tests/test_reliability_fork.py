@@ -145,3 +145,30 @@ def test_gunicorn_preload_worker_delivers_at_graceful_exit(
         server.terminate()  # graceful: workers leave through sys.exit(), running atexit
         server.communicate(timeout=30)
     assert Counter(event["properties"]["n"] for event in sandbox.track_events()) == Counter(range(10))
+
+
+EARLY_FORK_BODY = """
+import logging
+logging.basicConfig(level=logging.INFO, format="%(process)d %(message)s")
+client = make_client()
+send(client, 1, user="P")  # the worker thread is still importing asyncio and aiohttp at the fork
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0)
+client.flush()
+report(pid=os.getpid())
+"""
+
+
+def test_a_fork_while_the_worker_imports_writes_nothing_to_stderr(sandbox: Sandbox, spool_dir: Path) -> None:
+    """fork() waits for the worker's imports; a module they import registers its own at-fork pair
+    (concurrent.futures: acquire before, release after) during that wait. Its release must not run
+    without its acquire ("Exception ignored ... RuntimeError: release unlocked lock" in the app's stderr)."""
+    for _ in range(3):  # the race is narrow on a fast machine: three fresh processes
+        app = run_app(app_script(EARLY_FORK_BODY), app_env(sandbox.url, spool_dir, sandbox.url))
+        assert app.returncode == 0, app.describe()
+        assert "Exception ignored" not in app.stderr, app.describe()
+        live = [line for line in app.stderr.splitlines() if "is live in this process" in line]
+        assert live == [line for line in live if line.startswith(f"{app.reports()[-1]['pid']} ")], live
+        assert len(live) == 1, app.describe()

@@ -274,7 +274,7 @@ def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] 
         settings = parse(raw)
     except ConfigError as exc:
         log.error("pendo_plugin is off: %s", exc)
-        return Settings(active=False, problems=(str(exc),), on_error=raw.get("on_error"))
+        return Settings(active=False, problems=every_problem(raw, exc), on_error=raw.get("on_error"))
     _warn_missing_secrets(settings)
     if settings.redis_url_problem and settings.active:
         log_once(
@@ -285,6 +285,18 @@ def load(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] 
             settings.redis_url_problem,
         )
     return settings
+
+
+def every_problem(raw: Mapping[str, Any], first: ConfigError) -> tuple[str, ...]:
+    """``first`` (what :func:`parse` stopped at), then every other setting unusable on its own: doctor
+    names them all at once instead of one per run."""
+    problems = [str(first)]
+    for name, value in raw.items():
+        try:
+            parse({name: value})
+        except ConfigError as exc:
+            problems.append(str(exc))
+    return tuple(dict.fromkeys(problems))
 
 
 def missing_secret(settings: Settings) -> str | None:

@@ -150,6 +150,12 @@ def config_checks(settings: Settings, sources: dict[str, str] | None = None) -> 
     return [ok("configuration: every PENDO_* variable is valid")]
 
 
+_STILL_USED = {  # a secret that is set is used, however it looks: what then happens to the payloads
+    "track": "the plugin still sends with it, and Pendo refuses it: auth_failed:*:track, kept in the spool",
+    "webhook": "the plugin still sends with it, to an address Pendo does not know",
+}
+
+
 def _format_problem(name: str, secret: str | None) -> str | None:
     if not secret:
         return f"{name} is not set"
@@ -166,7 +172,8 @@ def track_secret_format(settings: Settings) -> Check:
     """The track secret is set and looks like one (no request is made)."""
     problem = _format_problem("PENDO_TRACK_SECRET", settings.track_secret)
     if problem:
-        return fail(f"{problem}: track events are off (it is the Track Event Shared Secret under "
+        effect = "track events are off" if not settings.track_secret else _STILL_USED["track"]
+        return fail(f"{problem}: {effect} (it is the Track Event Shared Secret under "
                     "Subscription Settings > Applications > App Details)")
     if settings.track_secret == settings.integration_key:
         return fail("PENDO_TRACK_SECRET equals PENDO_INTEGRATION_KEY: the track secret is the app's Track "
@@ -179,7 +186,10 @@ def api_key_format(settings: Settings) -> Check:
     problem = _format_problem("PENDO_API_KEY", settings.api_key)
     if problem is None and "/" in (settings.api_key or ""):
         problem = "PENDO_API_KEY contains '/'"
-    return fail(f"{problem}: PENDO_MODE=webhook sends nothing") if problem else ok("PENDO_API_KEY is set")
+    if not problem:
+        return ok("PENDO_API_KEY is set")
+    effect = "PENDO_MODE=webhook sends nothing" if not settings.api_key else _STILL_USED["webhook"]
+    return fail(f"{problem}: {effect}")
 
 
 def _label(settings: Settings, name: str) -> str:
@@ -302,7 +312,8 @@ async def network_checks(settings: Settings, traits: Traits | None, test_event: 
     try:
         checks = await _data_checks(transport, settings, test_event)
         if settings.mode != "webhook" or settings.integration_key:
-            checks += await _api_checks(transport, settings, traits)
+            data_host = checks[1]  # _data_checks: [secret, host, ...]
+            checks += await _api_checks(transport, settings, traits, data_host_ok=data_host.status == "OK")
         return checks
     finally:
         if settings.transport is None:
@@ -329,12 +340,14 @@ async def _data_checks(transport: Recorder, settings: Settings, test_event: bool
     return checks
 
 
-async def _api_checks(transport: Recorder, settings: Settings, traits: Traits | None) -> list[Check]:
+async def _api_checks(
+    transport: Recorder, settings: Settings, traits: Traits | None, *, data_host_ok: bool
+) -> list[Check]:
     """The /api/v1 host, the integration key, the field schemas and the traits against them."""
     checks = []
     host = await reachable(transport, settings, "api_url")
-    if settings.api_url != getattr(settings, _data_host(settings)) or host.status != "OK":
-        checks.append(host)  # the same host as the data host is reported once
+    if settings.api_url != getattr(settings, _data_host(settings)) or (host.status != "OK" and data_host_ok):
+        checks.append(host)  # the same host as the data host is reported once, unless only this try failed
     if host.status != "OK":
         return [*checks, skip("integration key, field schemas and traits not checked: host unreachable")]
     key = await verify_key(transport, settings)
@@ -384,6 +397,7 @@ def run(traits_path: str | None = None, send_test_event: bool = False, out: Text
     out = out or sys.stdout
     documents = [value for _, value in _documents(traits_path)] if traits_path else None
     with quiet_logs():  # every problem the plugin would log becomes a FAIL line instead
+        config.current()  # loaded quietly: the exit hook reads it rather than logging it after the report
         flags = doctor_sources.fleet_flags(config.load().redis_url)
         settings, sources = doctor_sources.effective(flags), doctor_sources.sources(flags)
         _print_configuration(settings, out, sources)

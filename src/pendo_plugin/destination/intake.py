@@ -9,7 +9,11 @@ thread imports those itself.
 It imports them while holding ``_import_guard``, and ``os.fork()`` waits for that guard (for at
 most ``IMPORT_WAIT`` seconds). Otherwise a fork in the middle of the worker's imports would leave
 the child a half-initialised module in ``sys.modules``, imported by a thread the child does not
-have, and the child's own worker would fail on it.
+have, and the child's own worker would fail on it. ``concurrent.futures.thread`` (which asyncio imports)
+is imported here, on the app's thread, for that reason too: it registers an at-fork pair of its own
+(``acquire`` before, ``release`` after). Imported by the worker while a fork waits for the guard, its
+``release`` would run after that fork without its ``acquire``, and the app's stderr would show
+"Exception ignored ... RuntimeError: release unlocked lock" (0.8 ms once per process, -X importtime).
 
 A runtime created where uWSGI is about to fork from C (its master, no ``--lazy-apps``) is *held*:
 it queues but starts no thread until :meth:`Runtime.release` (see :mod:`pendo_plugin.integrations.uwsgi`).
@@ -17,6 +21,7 @@ it queues but starts no thread until :meth:`Runtime.release` (see :mod:`pendo_pl
 
 from __future__ import annotations
 
+import concurrent.futures.thread  # noqa: F401  (its at-fork pair: see the module's docstring)
 import logging
 import threading
 from collections.abc import Callable, Mapping

@@ -83,9 +83,13 @@ def manager() -> pluggy.PluginManager:
 
 
 def register_plugin(plugin: object, name: str | None = None) -> str | None:
-    """Register a plugin object or module by hand (in addition to entry points)."""
+    """Register a plugin object or module by hand (in addition to entry points). A plugin already
+    registered (the module its installed entry point loaded) stays registered once: its name is returned."""
     with _lock:
-        registered = manager().register(plugin, name=name)
+        plugins = manager()
+        if plugins.is_registered(plugin):
+            return plugins.get_name(plugin)
+        registered = plugins.register(plugin, name=name)
         _impls.clear()
         return registered
 
