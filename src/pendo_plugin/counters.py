@@ -116,6 +116,7 @@ REASONS: dict[str, str] = {
     "value_set": "a set made a sorted list",
     "value_other": "another type made text",
     "value_huge_int": "an integer beyond the float range (10**400) left out",
+    "value_unreadable": "a value whose conversion raised (an object's own method) left out",
     "nested_flattened": "a nested object flattened into dotted names",
     "nested_stringified": "a nested object sent as JSON text",
     "list_stringified": "a list sent as JSON text",

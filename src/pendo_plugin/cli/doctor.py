@@ -254,8 +254,15 @@ async def send_test_event(transport: Recorder, settings: Settings) -> Check:
     return ok(f"PENDO_TRACK_SECRET accepted: sent track event {TEST_EVENT} for visitor {TEST_VISITOR}")
 
 
+SHOWN_NAME_CHARS = 60
+"""The most of a field's name (and of its type) a check shows: Pendo's answer sets their length."""
+
+
 def _field_list(fields: dict[str, str], limit: int = 8) -> str:
-    names = [f"{name}:{kind}" for name, kind in sorted(fields.items())]
+    names = [
+        f"{shown.escape(name, SHOWN_NAME_CHARS)}:{shown.escape(kind, SHOWN_NAME_CHARS)}"
+        for name, kind in sorted(fields.items())
+    ]
     more = f", and {len(names) - limit} more" if len(names) > limit else ""
     return ", ".join(names[:limit]) + more
 

@@ -52,9 +52,10 @@ def _unreadable(kind: str, why: str) -> None:
     )
 
 
-def count_metadata_result(kind: str, rows: int, body: bytes) -> None:
+def count_metadata_result(kind: str, rows: int, body: bytes, secrets: tuple[str, ...] = ()) -> None:
     """Count what a 2xx answer of the metadata endpoint says about ``rows`` rows of ``kind``:
-    ``sent:<kind>`` (updated), ``failed:<kind>`` (not updated, logged once with a few of the ids)."""
+    ``sent:<kind>`` (updated), ``failed:<kind>`` (not updated, logged once with a few of the ids and
+    errors, ``secrets`` masked in them: an answer may echo the request's headers)."""
     result = read_json(body) if body else {}
     if not isinstance(result, dict):
         _unreadable(kind, "not a JSON object" if result is not None else "not bounded JSON")
@@ -75,12 +76,14 @@ def count_metadata_result(kind: str, rows: int, body: bytes) -> None:
             "pendo_plugin: Pendo did not update %d %s row(s): missing %s; errors %s (see stats())",
             failed,
             kind,
-            _first(missing),
-            _first(errors),
+            _first(missing, secrets),
+            _first(errors, secrets),
         )
 
 
-def _first(items: Any) -> str:
-    """The first few entries of an answer's list, escaped and cut, for a log line."""
+def _first(items: Any, secrets: tuple[str, ...]) -> str:
+    """The first few entries of an answer's list for a log line: secrets masked, escaped and cut
+    (:func:`pendo_plugin.shown.excerpt`)."""
     listed = items[:SHOWN_ITEMS] if isinstance(items, list) else []
-    return "[" + ", ".join(shown.escape(item, 80) for item in listed) + "]"
+    return "[" + ", ".join(shown.excerpt(item if isinstance(item, str) else repr(item), secrets, 80)
+                           for item in listed) + "]"

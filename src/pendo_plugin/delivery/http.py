@@ -93,6 +93,7 @@ def refuse_redirect(response: Response) -> None:
         "request carries a secret), so nothing was sent there: check PENDO_DATA_URL / PENDO_API_URL",
         response.status,
         target[:200],
+        family="redirect",
     )
     raise RedirectRefused(response.status, target[:200])
 

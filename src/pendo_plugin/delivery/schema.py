@@ -42,6 +42,7 @@ async def fetch_schema(transport: Transport, settings: Settings, kind: str) -> d
                 "pendo_plugin: reading the %s field schema got HTTP %d; sending every field unchecked",
                 kind,
                 response.status,
+                family=f"schema:{kind}",  # the status is the answer's to choose: bounded keys
             )
             return None
         document = read_json(response.body)

@@ -142,7 +142,7 @@ class Sender(Transmitter):
             self._exhausted(kind, len(rows), exc)
             failed.update(str(row[f"{kind}Id"]) for row in rows)
             return
-        count_metadata_result(kind, len(rows), body)
+        count_metadata_result(kind, len(rows), body, settings.secrets)
 
     async def _post(self, request: Request, settings: Settings, split: bool) -> bytes:
         """One metadata batch's answer; a batch of several rows is tried twice before it is split, unless

@@ -232,6 +232,7 @@ class Transmitter:
             exc.detail,
             exc.status,
             what,
+            family=f"permanent:{what}",  # the status is the answer's to choose: bounded keys
         )
         self.on_drop(exc, [item])
         return "rejected"
@@ -261,6 +262,7 @@ class Transmitter:
             "pendo_plugin: giving up on %s payloads for now after retries (%s); kept in the spool if on",
             what,
             exc.reason,
+            family=f"exhausted:{what}",  # http_<status>: the answer's to choose
         )
 
     def launch(

@@ -12,7 +12,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pendo_plugin import counters
+from pendo_plugin import counters, shown
 from pendo_plugin.config import Settings
 from pendo_plugin.destination import privacy
 from pendo_plugin.logs import log_once
@@ -135,9 +135,9 @@ class Router:
                 f"route:{type(exc).__name__}",
                 logging.ERROR,
                 "pendo_plugin: could not translate a %s message: %s: %s",
-                message.get("type") if isinstance(message, Mapping) else "?",
+                shown.escape(message.get("type") if type(message) is dict else "?", 40),
                 type(exc).__name__,
-                exc,
+                shown.escape(exc, 200),  # an app object's error may quote anything
             )
             return []
 

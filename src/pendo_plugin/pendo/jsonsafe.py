@@ -56,7 +56,7 @@ def _clean_str(value: str, fixes: set[str]) -> str:
 
 def _clean_float(value: float, fixes: set[str]) -> float | None:
     if math.isfinite(value):
-        return float(value)
+        return float.__float__(value)  # a subclass's own __float__ may raise
     fixes.add("value_nan" if math.isnan(value) else "value_infinity")
     return None
 
@@ -64,7 +64,7 @@ def _clean_float(value: float, fixes: set[str]) -> float | None:
 def _clean_int(value: int, fixes: set[str]) -> int | None:
     """An integer within the float range as is; None past it (``10**400``: ``float()`` of it raises
     OverflowError, ``math.isfinite`` too, and ``str()`` of one over 4,300 digits ValueError)."""
-    value = int(value)
+    value = int.__int__(value)  # a subclass's own __int__ may raise
     if _MIN_INT <= value <= _MAX_INT:
         return value
     fixes.add("value_huge_int")
@@ -121,6 +121,9 @@ def _safe(value: Any, fixes: set[str], path: list[int]) -> Any:
         if kind is list or kind is tuple:
             return [_safe(item, fixes, path) for item in value]
         return _safe_other(value, fixes, path)
+    except Exception:  # an object of the app's whose methods raise: this value alone is left out
+        fixes.add("value_unreadable")
+        return None
     finally:
         path.pop()
 
@@ -182,7 +185,8 @@ def json_safe(value: Any) -> tuple[Any, frozenset[str]]:
     Decimal -> float (int when integral), UUID -> str, datetime/date/time -> ISO string, bytes -> UTF-8
     text (bad bytes -> U+FFFD), set -> sorted list, tuple -> list, Enum -> its value, NaN/±Infinity -> None,
     an integer beyond the float range (``10**400``) -> None, lone surrogates -> U+FFFD,
-    non-string keys -> ``str(key)``, nesting deeper than 32 (or a cycle) -> None, anything else -> ``str()``.
+    non-string keys -> ``str(key)``, nesting deeper than 32 (or a cycle) -> None, anything else -> ``str()``;
+    a value whose conversion raises (an object whose ``items()`` or ``__float__`` raises) -> None.
     The result is ``json.dumps``-able with ``allow_nan=False`` and no ``default=`` hook.
     """
     fixes: set[str] = set()

@@ -24,6 +24,9 @@ EVENT_KINDS = ("track", "webhook")
 METADATA_KINDS = ("visitor", "account")
 UNSTAMPED = -math.inf
 """The stamp of a metadata payload without a usable timestamp: older than any that has one."""
+MAX_STAMP = 2**53
+"""The largest ``ts`` read back as a number (milliseconds: 285,000 years; a float holds every integer
+up to it)."""
 MAX_LINE_BYTES = 4 * 1024 * 1024
 """A spool line or Redis entry longer than this is not decoded."""
 
@@ -86,7 +89,11 @@ def encode(payload: Payload) -> bytes:
 
 
 def _stamp(value: Any) -> float:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+    """A line's ``ts`` read back: a finite number, else unstamped (an integer past the float range too:
+    ``math.isfinite`` raises ``OverflowError`` on it)."""
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) <= MAX_STAMP:
         return value
     return UNSTAMPED
 
@@ -105,7 +112,7 @@ def from_document(document: Any) -> Payload | None:
         if not isinstance(row_id, (str, int)) or isinstance(row_id, bool):
             return None
         return metadata(row_kind, str(row_id), values, _stamp(document.get("ts")))
-    except (ValueError, TypeError):  # not JSON-safe (a value Pendo's rules would never produce)
+    except (ValueError, TypeError, ArithmeticError):  # not JSON-safe (a value Pendo's rules never produce)
         return None
 
 

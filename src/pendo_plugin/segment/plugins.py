@@ -19,7 +19,7 @@ from typing import Any
 
 import pluggy
 
-from pendo_plugin import _fork, counters
+from pendo_plugin import _fork, counters, shown
 from pendo_plugin.logs import log, log_once
 from pendo_plugin.segment import hookspecs
 
@@ -132,9 +132,14 @@ def implemented(hook_name: str) -> bool:
     return bool(impls if impls is not None else _implementations(hook_name))
 
 
+MAX_ERROR_CHARS = 300
+"""The most of a plugin's exception text a log line carries."""
+
+
 def report_error(plugin: str, hook_name: str, exc: BaseException, *, with_text: bool = True) -> None:
     """Count ``plugin_error:<hook>`` and log once, naming the plugin; ``with_text=False`` leaves the
-    exception's text out (it may quote the values a redacting hook was handling)."""
+    exception's text out (it may quote the values a redacting hook was handling). The text is escaped
+    and cut (it may quote the message), and an exception whose ``__str__`` raises is named by its type."""
     counters.record("plugin_error", hook_name)
     log_once(
         f"plugin:{plugin}:{hook_name}:{type(exc).__name__}",
@@ -143,7 +148,8 @@ def report_error(plugin: str, hook_name: str, exc: BaseException, *, with_text: 
         plugin,
         hook_name,
         type(exc).__name__,
-        f": {exc}" if with_text else " (its text is not logged: it may quote the payload's values)",
+        f": {shown.escape(exc, MAX_ERROR_CHARS)}" if with_text
+        else " (its text is not logged: it may quote the payload's values)",
     )
 
 

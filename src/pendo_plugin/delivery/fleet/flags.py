@@ -9,7 +9,8 @@ refused: Redis must not make a process read its local files); a bad flag is logg
 (``fleet_flags:invalid``) and ignored, the others still apply.
 
 The hash is read by one script (:data:`READ_SCRIPT`) that checks the key's type and each field's size
-in Redis before any value leaves it: a value over :data:`MAX_VALUE_BYTES` comes back as its size only,
+in Redis before any value leaves it: a field that is no known flag comes back without its value, a
+value over :data:`MAX_VALUE_BYTES` as its size only,
 a hash of more than :data:`MAX_FIELDS` fields as its known flags only, and a key of another type
 (``WRONGTYPE`` for ``HGETALL``) as an invalid flag, never as Redis being down. Problems are logged
 once each, at most 20 of them (:func:`pendo_plugin.logs.log_once`'s family bound), escaped and cut.
@@ -40,6 +41,8 @@ local kind = redis.call('TYPE', key)['ok']
 if kind ~= 'hash' then return {kind, 0} end
 local count = redis.call('HLEN', key)
 local most_fields, most_name, most_value = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local known = {}
+for i = 4, #ARGV do known[ARGV[i]] = true end
 local names = {}
 if count <= most_fields then
   names = redis.call('HKEYS', key)
@@ -53,6 +56,9 @@ for _, name in ipairs(names) do
   if #name > most_name then
     table.insert(out, #name)
     table.insert(out, 0)
+  elseif not known[name] then
+    table.insert(out, name)
+    table.insert(out, '')
   else
     table.insert(out, name)
     local size = redis.call('HSTRLEN', key, name)
@@ -63,7 +69,9 @@ end
 return out
 """
 """Reads the flags hash bounded: ``{type, field count, name, value or size, ...}``; ARGV: the most
-fields, name bytes and value bytes, then the known flag names (read alone when there are too many)."""
+fields, name bytes and value bytes, then the known flag names (read alone when there are too many). The
+value of a field that is no known flag is never read (``''``: reported as an unknown flag): 64 such
+fields of 1 MB took an app from 55 to 194 MB RSS in 12 s."""
 
 
 def _text(value: Any) -> str | None:
