@@ -201,6 +201,8 @@ class HttpTransport:
             connection.abort()
             if isinstance(exc, asyncio.TimeoutError) and proxy is not None:
                 raise _noted(ConnectionError(f"proxy {proxy.shown}: no tunnel within the timeout")) from exc
+            if isinstance(exc, asyncio.TimeoutError):
+                raise TimeoutError(f"no connection to {origin[1]}:{origin[2]} within the timeout") from exc
             raise
         connection.key = (origin, proxy)
         return connection
@@ -241,7 +243,7 @@ class HttpTransport:
             )
         except ssl.SSLCertVerificationError as exc:
             sock.close()
-            raise _noted(ssl.SSLError(f"TLS with {name}:{port}: {_certificate_problem(exc)}")) from exc
+            raise _noted(_tls_refused(name, port, exc)) from exc
         except BaseException:
             sock.close()
             raise
@@ -266,7 +268,10 @@ class HttpTransport:
                 connection.transport, connection, tls, server_hostname=host
             )
         except ssl.SSLCertVerificationError as exc:
-            raise _noted(ssl.SSLError(f"TLS with {host}:{port}: {_certificate_problem(exc)}")) from exc
+            raise _noted(_tls_refused(host, port, exc)) from exc
+        except OSError as exc:  # the proxy granted the tunnel, then closed it or sent what is not TLS
+            tunnel = f"proxy {proxy.shown}: TLS with {host}:{port} through the tunnel failed"
+            raise _noted(ConnectionError(f"{tunnel}: {_reason(exc)}")) from exc
         if secured is None:
             raise ConnectionError(f"TLS with {host}:{port} through proxy {proxy.shown} could not start")
         connection.transport = secured  # type: ignore[assignment]
@@ -296,10 +301,12 @@ def _literal(host: str, port: int) -> list[aiohappyeyeballs.AddrInfoType] | None
     return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))]
 
 
-def _certificate_problem(exc: ssl.SSLCertVerificationError) -> str:
-    """What was wrong with the certificate, as OpenSSL says it (``self-signed certificate``,
-    ``certificate has expired``, ``Hostname mismatch, ...``)."""
-    return f"certificate verify failed: {exc.verify_message or exc.reason or 'unknown reason'}"
+def _tls_refused(host: str, port: int, exc: ssl.SSLCertVerificationError) -> ssl.SSLError:
+    """The error naming what was wrong with the certificate, as OpenSSL says it (``self-signed
+    certificate``, ``certificate has expired``, ``Hostname mismatch, ...``). Made with an error number:
+    an ``SSLError`` of one argument shows as a tuple (``('TLS with ...',)``)."""
+    problem = exc.verify_message or exc.reason or "unknown reason"
+    return ssl.SSLError(ssl.SSL_ERROR_SSL, f"TLS with {host}:{port}: certificate verify failed: {problem}")
 
 
 def _reason(exc: BaseException) -> str:

@@ -153,6 +153,9 @@ class Connection(asyncio.BufferedProtocol):
             self._head += data  # kept for the headers, read only if asked for (``_Headers``)
         try:
             self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:  # not an HttpParserError: it would escape into the loop
+            self._fail(ConnectionError("invalid HTTP answer: a protocol switch (101) nobody asked for"))
+            return
         except httptools.HttpParserError as exc:
             self._fail(ConnectionError(f"invalid HTTP answer: {type(exc).__name__}"))
             return
@@ -261,8 +264,11 @@ class Connection(asyncio.BufferedProtocol):
         head = await self._tunnel
         self._tunnel = None
         self._raw = bytearray()
-        line = head.split(b"\r\n", 1)[0].split()
-        if len(line) < 2 or not line[1].startswith(b"2"):
+        if b"\r\n\r\n" not in head:
             self.abort()
-            code = line[1][:3].decode("ascii", "replace") if len(line) >= 2 else "?"
+            raise ConnectionRefusedError(f"the proxy's answer has a head over {MAX_HEAD_BYTES} bytes")
+        line = head.split(b"\r\n", 1)[0].split()
+        if len(line) < 2 or not (len(line[1]) == 3 and line[1].isdigit() and line[1].startswith(b"2")):
+            self.abort()
+            code = line[1][:8].decode("ascii", "replace") if len(line) >= 2 else "?"
             raise ConnectionRefusedError(f"the proxy refused the tunnel (HTTP {code})")

@@ -1,0 +1,288 @@
+"""What an outside review of the HTTP client found (issue 25b), on real loopback sockets and both event
+loops: a ``101`` answer that escaped the protocol into the loop's error handler, proxy tunnels that
+failed after the proxy granted them without naming the proxy, a proxy answer without a head end taken as
+a granted tunnel, certificate errors shown as a tuple and connect timeouts without a word.
+
+The servers are stand-ins for what no real server does on purpose: each reads a request (or a
+``CONNECT``), answers a fixed byte string, and counts what it read."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import ipaddress
+import logging
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from pendo_plugin.delivery.client import HttpTransport
+from pendo_plugin.delivery.http import Request
+from pendo_plugin.destination.loop import new_loop
+from pendo_plugin.sandbox import Sandbox
+from tests.apps import app_env, app_script, run_app
+from tests.test_reliability_flush import spooled
+
+PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+SWITCH = b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+GRANTED = b"HTTP/1.1 200 Connection established\r\n\r\n"
+
+
+class Scripted:
+    """A loopback server that reads each request head (and its ``Content-Length`` body), counts it and
+    answers ``answer``; then closes the connection if ``close``."""
+
+    def __init__(self, answer: bytes, close: bool = False) -> None:
+        self.answer = answer
+        self.close = close
+        self.requests = 0
+        self.heads: list[bytes] = []
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self._sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        with client:
+            client.settimeout(10)
+            try:
+                while self._read_request(client):
+                    client.sendall(self.answer)
+                    if self.close:
+                        return
+            except OSError:
+                return
+
+    def _read_request(self, client: socket.socket) -> bool:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = client.recv(65536)
+            if not chunk:
+                return False
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = next(
+            (
+                int(line.split(b":")[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            ),
+            0,
+        )
+        while len(body) < length:
+            chunk = client.recv(65536)
+            if not chunk:
+                return False
+            body += chunk
+        self.requests += 1
+        self.heads.append(head)
+        return True
+
+    def stop(self) -> None:
+        self._sock.close()
+
+
+@pytest.fixture
+def scripted() -> Iterator[Callable[..., Scripted]]:
+    servers: list[Scripted] = []
+
+    def start(answer: bytes, close: bool = False) -> Scripted:
+        servers.append(Scripted(answer, close))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def loop_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    for name in (*PROXY_VARS, "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    return str(request.param)
+
+
+def _failure(loop_kind: str, url: str, timeout: float = 5.0, ca_bundle: str | None = None) -> BaseException:
+    """The error one POST to ``url`` fails with, on a new loop of ``loop_kind``."""
+
+    async def post() -> BaseException:
+        transport = HttpTransport(pool_size=2, ca_bundle=ca_bundle)
+        try:
+            await transport.send(
+                Request("POST", url, b'{"a":1}', {"Content-Type": "application/json"}, timeout)
+            )
+        except Exception as exc:  # what the senders receive
+            return exc
+        finally:
+            await transport.close()
+        raise AssertionError("the request succeeded")
+
+    loop = new_loop(loop_kind)
+    try:
+        return loop.run_until_complete(post())
+    finally:
+        loop.close()
+
+
+def test_a_protocol_switch_fails_the_request_without_a_loop_error(
+    loop_kind: str, scripted: Callable[..., Scripted], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ``101`` with ``Upgrade`` to a POST: httptools raises ``HttpParserUpgrade``, which is not an
+    ``HttpParserError``. It escaped ``buffer_updated`` into the loop ("Fatal error: protocol.buffer_updated()
+    call failed", a traceback at ERROR in the app's log) and the request failed as "closed by the server"."""
+    server = scripted(SWITCH + b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    with caplog.at_level(logging.WARNING, logger="asyncio"):
+        error = _failure(loop_kind, f"http://127.0.0.1:{server.port}/data/track")
+    assert isinstance(error, ConnectionError)
+    assert "protocol switch (101)" in str(error)
+    assert [record.getMessage() for record in caplog.records if record.name == "asyncio"] == []
+    assert server.requests == 1, "sent once"
+
+
+def test_a_proxy_that_grants_the_tunnel_then_closes_is_named(
+    loop_kind: str, scripted: Callable[..., Scripted], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``200 Connection established`` and then a close: the TLS handshake inside fails. It was an
+    empty ``ConnectionResetError('')``, naming neither the proxy nor the host."""
+    proxy = scripted(GRANTED, close=True)
+    monkeypatch.setenv("HTTPS_PROXY", f"http://user:s3cret@127.0.0.1:{proxy.port}")
+    error = _failure(loop_kind, "https://pendo.invalid/data/track")
+    text = str(error)
+    assert isinstance(error, ConnectionError)
+    assert f"proxy http://user:****@127.0.0.1:{proxy.port}: TLS with pendo.invalid:443" in text
+    assert "s3cret" not in text
+    assert proxy.heads[0].startswith(b"CONNECT pendo.invalid:443 HTTP/1.1")
+
+
+@pytest.mark.parametrize(
+    ("answer", "named"),
+    [
+        (b"HTTP/1.1 200 OK\r\nX-Filler: " + b"a" * 200_000, "the proxy's answer has a head over 65536 bytes"),
+        (b"HTTP/1.1 2000 OK\r\n\r\n", "the proxy refused the tunnel (HTTP 2000)"),
+    ],
+    ids=["head-without-end", "four-digit-status"],
+)
+def test_a_proxy_answer_that_is_not_a_2xx_head_is_no_tunnel(
+    loop_kind: str,
+    scripted: Callable[..., Scripted],
+    monkeypatch: pytest.MonkeyPatch,
+    answer: bytes,
+    named: str,
+) -> None:
+    """Past 64 KiB without an end, or a status that is not three digits starting with 2, the proxy's
+    answer to ``CONNECT`` was taken as granted (its status line began with "2") and TLS was started on
+    the rest of its head (``WRONG_VERSION_NUMBER``, the proxy not named)."""
+    proxy = scripted(answer)
+    monkeypatch.setenv("HTTPS_PROXY", f"127.0.0.1:{proxy.port}")
+    error = _failure(loop_kind, "https://pendo.invalid/data/track")
+    assert isinstance(error, ConnectionError)
+    assert str(error) == f"proxy http://127.0.0.1:{proxy.port}: {named}"
+
+
+def _expired_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 that expired yesterday, and its key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=10))
+        .not_valid_after(now - datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "expired.pem", directory / "expired.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+def test_a_certificate_problem_reads_as_a_sentence(loop_kind: str, tmp_path: Path) -> None:
+    """``ssl.SSLError(text)`` shows as ``('TLS with ...',)`` (its ``__str__`` is its args' tuple), in the
+    log line and in doctor's output."""
+    cert_path, key_path = _expired_certificate(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        with listener, contextlib.suppress(OSError):
+            client, _ = listener.accept()
+            with client, contextlib.suppress(OSError):
+                context.wrap_socket(client, server_side=True)
+
+    threading.Thread(target=serve, daemon=True).start()
+    error = _failure(loop_kind, f"https://127.0.0.1:{port}/data/track", ca_bundle=str(cert_path))
+    assert str(error) == f"TLS with 127.0.0.1:{port}: certificate verify failed: certificate has expired"
+
+
+def test_a_connection_not_made_in_time_says_where_to(loop_kind: str, tmp_path: Path) -> None:
+    """A server that accepts and never finishes the TLS handshake: the request failed with an empty
+    ``TimeoutError()``, which the log and doctor showed as a bare class name."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    with listener:
+        error = _failure(loop_kind, f"https://127.0.0.1:{port}/data/track", timeout=0.5)
+    assert isinstance(error, TimeoutError)
+    assert str(error) == f"no connection to 127.0.0.1:{port} within the timeout"
+
+
+@pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
+def test_a_real_app_whose_pendo_switches_protocols_keeps_every_event(
+    sandbox: Sandbox, scripted: Callable[..., Scripted], spool_dir: Path, event_loop: str
+) -> None:
+    """Through the real plugin path: a Segment app whose Pendo answers ``101``. Every event is sent
+    (never more often than its retries allow) and kept in the spool, Segment's own upload is whole, and
+    the app's stderr has no traceback from the worker's loop."""
+    server = scripted(SWITCH)
+    events = 3
+    script = app_script(
+        f"""
+        client = make_client()
+        send(client, {events})
+        client.flush()
+        """
+    )
+    env = app_env(
+        f"http://127.0.0.1:{server.port}",
+        spool_dir,
+        sandbox.url,
+        max_retries=1,
+        retry_budget=2,
+        shutdown_timeout=5,
+    )
+    env["PENDO_EVENT_LOOP"] = event_loop
+    app = run_app(script, env)
+    assert app.returncode == 0, app.describe()
+    assert "Traceback" not in app.stderr and "Fatal error" not in app.stderr, app.describe()
+    assert len(sandbox.segment_messages()) == events, "Segment's own upload is whole"
+    assert spooled(spool_dir) == events, app.describe()
+    assert events <= server.requests <= 2 * events, "each event sent, at most once more (max_retries=1)"
