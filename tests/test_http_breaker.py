@@ -24,8 +24,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from pendo_plugin import logs
 from pendo_plugin.delivery.client import HttpTransport
 from pendo_plugin.delivery.http import Request
+from pendo_plugin.delivery.proxies import ProxyRefused, ProxyTable
 from pendo_plugin.destination.loop import new_loop
 from pendo_plugin.sandbox import Sandbox
 from tests.apps import app_env, app_script, run_app
@@ -286,3 +288,17 @@ def test_a_real_app_whose_pendo_switches_protocols_keeps_every_event(
     assert len(sandbox.segment_messages()) == events, "Segment's own upload is whole"
     assert spooled(spool_dir) == events, app.describe()
     assert events <= server.requests <= 2 * events, "each event sent, at most once more (max_retries=1)"
+
+
+@pytest.mark.parametrize("value", ["http:// proxy.corp:3128", "http://proxy.corp :3128", "proxy .corp:3128"])
+def test_a_proxy_url_with_a_space_inside_is_refused_at_start_up(
+    value: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A space inside a proxy URL (leading and trailing ones are trimmed) was kept in the host name: every
+    request looked ``' proxy.corp'`` up and failed, with no line at start-up saying why."""
+    logs.forget()  # the line is logged once per variable and process
+    with caplog.at_level(logging.ERROR, logger="pendo_plugin"):
+        table = ProxyTable({"HTTPS_PROXY": value})
+    with pytest.raises(ProxyRefused, match="a space inside the proxy URL"):
+        table.for_origin("https", "app.pendo.io", 443)
+    assert any("HTTPS_PROXY=" in record.getMessage() for record in caplog.records)
