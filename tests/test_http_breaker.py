@@ -302,3 +302,24 @@ def test_a_proxy_url_with_a_space_inside_is_refused_at_start_up(
     with pytest.raises(ProxyRefused, match="a space inside the proxy URL"):
         table.for_origin("https", "app.pendo.io", 443)
     assert any("HTTPS_PROXY=" in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("template", "refused"),
+    [
+        ("http://127.0.0.1:{port}/data/segmentio/a key", "a space"),
+        ("http://user:s3cret@127.0.0.1:{port}/data/track", "a user or password"),
+    ],
+    ids=["space-in-path", "userinfo"],
+)
+def test_a_url_that_cannot_be_sent_as_written_is_refused_before_sending(
+    loop_kind: str, scripted: Callable[..., Scripted], template: str, refused: str
+) -> None:
+    """A space in the path (the webhook URL carries the API key in it) made the request line
+    ``POST /data/segmentio/a key HTTP/1.1``; a userinfo went out in the ``Host`` header
+    (``Host: user:s3cret@127.0.0.1:port``). Both are refused before a byte is written."""
+    server = scripted(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    error = _failure(loop_kind, template.format(port=server.port))
+    assert isinstance(error, ValueError)
+    assert refused in str(error) and "s3cret" not in str(error)
+    assert server.requests == 0

@@ -82,11 +82,13 @@ class HttpTransport:
     def _encode_head(self, request: Request) -> tuple[bytes, Key]:
         if request.method not in METHODS:
             raise ValueError(f"method {request.method[:16]!r} is not supported")
-        if any(char in request.url for char in "\0\r\n\t"):
-            raise ValueError("a control character in the URL")
+        if any(char in request.url for char in "\0\r\n\t "):  # a space would end the request target
+            raise ValueError("a space or control character in the URL")
         parts = urlsplit(request.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("only http and https URLs with a host are supported")
+        if "@" in parts.netloc:  # it would be sent in the Host header (and to a proxy)
+            raise ValueError("a user or password in the URL")
         origin: Origin = (
             parts.scheme,
             parts.hostname,
