@@ -323,3 +323,54 @@ def test_a_url_that_cannot_be_sent_as_written_is_refused_before_sending(
     assert isinstance(error, ValueError)
     assert refused in str(error) and "s3cret" not in str(error)
     assert server.requests == 0
+
+
+PROXY_REFUSAL = (
+    b"HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic realm=corp\r\n"
+    b"Content-Length: 6\r\n\r\ndenied"
+)
+
+
+def test_a_plain_proxy_that_asks_for_authentication_is_named_not_taken_for_pendo(
+    loop_kind: str, scripted: Callable[..., Scripted], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``HTTP_PROXY`` with a wrong password, for an ``http://`` Pendo (a local stand-in or forwarder):
+    the proxy's 407 was handed up as Pendo's answer, a permanent refusal."""
+    proxy = scripted(PROXY_REFUSAL)
+    monkeypatch.setenv("HTTP_PROXY", f"http://user:wrong@127.0.0.1:{proxy.port}")
+    error = _failure(loop_kind, "http://127.0.0.1:9/data/track")
+    assert isinstance(error, ConnectionError)
+    assert (
+        str(error)
+        == f"proxy http://user:****@127.0.0.1:{proxy.port}: proxy authentication required (HTTP 407)"
+    )
+    assert proxy.heads[0].startswith(b"POST http://127.0.0.1:9/data/track HTTP/1.1")
+    assert proxy.requests == 1
+
+
+def test_a_real_app_behind_a_proxy_that_refuses_it_keeps_every_event(
+    sandbox: Sandbox, scripted: Callable[..., Scripted], spool_dir: Path
+) -> None:
+    """Through the real plugin path: every payload the proxy refused with 407 was counted
+    ``dropped:http_407`` and lost. Now each is kept in the spool, none dropped."""
+    proxy = scripted(PROXY_REFUSAL)
+    events = 3
+    script = app_script(
+        f"""
+        client = make_client()
+        send(client, {events})
+        client.flush()
+        report(counters=pendo_plugin.counters.snapshot())
+        """
+    )
+    segment_host = sandbox.url.replace("127.0.0.1", "localhost")  # requests' NO_PROXY matches no IP:port
+    env = app_env(
+        "http://127.0.0.1:9", spool_dir, segment_host, max_retries=1, retry_budget=2, shutdown_timeout=5
+    )
+    env.update(HTTP_PROXY=f"http://user:wrong@127.0.0.1:{proxy.port}", NO_PROXY="localhost")
+    app = run_app(script, env)
+    assert app.returncode == 0, app.describe()
+    assert len(sandbox.segment_messages()) == events, "Segment's own upload is whole (not proxied)"
+    assert proxy.requests >= events, app.describe()
+    assert spooled(spool_dir) == events, app.describe()
+    assert not [name for name in app.reports()[-1]["counters"] if name.startswith("dropped")], app.describe()

@@ -7,7 +7,8 @@ read, which costs an ``mmap``, an ``mremap`` and a ``munmap`` per answer), keeps
 life, bounds the answer's head (``MAX_HEAD_BYTES``) and body (``MAX_RESPONSE_BYTES``: the rest is not
 read), and hands the answer to the request's future with nothing in between: the future is what the sender's
 callback waits on (no task). Interim answers (1xx: ``100 Continue``, ``103 Early Hints``) are skipped, as
-every HTTP/1.1 client must; the final answer is the request's. A 3xx is refused there (never followed).
+every HTTP/1.1 client must; the final answer is the request's. A 3xx is refused there (never followed); a
+407 is a proxy's refusal, never Pendo's answer: a network error naming the proxy.
 An answer whose ``Content-Length`` or chunked body the server did not complete before closing is an
 error, never a short answer. A request is written once: a failure after that (the server may have
 processed it) is the request's error, which the senders retry and count.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol, cast
 
@@ -26,8 +28,10 @@ from multidict import CIMultiDict
 from pendo_plugin import counters
 from pendo_plugin.delivery.http import MAX_RESPONSE_BYTES, RedirectRefused, Response, refuse_redirect
 from pendo_plugin.delivery.proxies import Proxy
+from pendo_plugin.logs import log_once
 
 MAX_HEAD_BYTES = 64 * 1024
+PROXY_AUTHENTICATION_REQUIRED = 407
 Origin = tuple[str, str, int]  # scheme, host, port
 Key = tuple[Origin, "Proxy | None"]  # origin, proxy
 
@@ -230,7 +234,20 @@ class Connection(asyncio.BufferedProtocol):
             except RedirectRefused as exc:
                 waiter.set_exception(exc)
                 return
+        elif response.status == PROXY_AUTHENTICATION_REQUIRED:
+            waiter.set_exception(self._proxy_refusal())
+            return
         waiter.set_result(response)
+
+    def _proxy_refusal(self) -> ConnectionError:
+        """A 407 is a proxy's answer (plain http through ``HTTP_PROXY``, or one on the way), never
+        Pendo's: a network error naming the proxy, retried and kept in the spool (as the answer, it was
+        a permanent refusal: the payload dropped as ``dropped:http_407``)."""
+        proxy = self.key[1] if self.key is not None else None
+        who = f"proxy {proxy.shown}" if proxy is not None else "a proxy on the way"
+        error = ConnectionError(f"{who}: proxy authentication required (HTTP 407)")
+        log_once(f"connect:{error}", logging.ERROR, "pendo_plugin: cannot reach Pendo: %s", error)
+        return error
 
     def _fail(self, error: Exception) -> None:
         """The request failed: the waiter gets ``error`` (never sent again here: the server may have
