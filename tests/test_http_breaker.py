@@ -196,8 +196,8 @@ def test_a_proxy_answer_that_is_not_a_2xx_head_is_no_tunnel(
     assert str(error) == f"proxy http://127.0.0.1:{proxy.port}: {named}"
 
 
-def _expired_certificate(directory: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1 that expired yesterday, and its key."""
+def _certificate(directory: Path, expired: bool = False) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (``expired``: yesterday, else in a day), and its key."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -208,7 +208,7 @@ def _expired_certificate(directory: Path) -> tuple[Path, Path]:
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(days=10))
-        .not_valid_after(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=-1 if expired else 1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .add_extension(
             x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
@@ -216,7 +216,7 @@ def _expired_certificate(directory: Path) -> tuple[Path, Path]:
         )
         .sign(key, hashes.SHA256())
     )
-    cert_path, key_path = directory / "expired.pem", directory / "expired.key"
+    cert_path, key_path = directory / "cert.pem", directory / "cert.key"
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
         key.private_bytes(
@@ -229,7 +229,7 @@ def _expired_certificate(directory: Path) -> tuple[Path, Path]:
 def test_a_certificate_problem_reads_as_a_sentence(loop_kind: str, tmp_path: Path) -> None:
     """``ssl.SSLError(text)`` shows as ``('TLS with ...',)`` (its ``__str__`` is its args' tuple), in the
     log line and in doctor's output."""
-    cert_path, key_path = _expired_certificate(tmp_path)
+    cert_path, key_path = _certificate(tmp_path, expired=True)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_path, key_path)
     listener = socket.create_server(("127.0.0.1", 0))
@@ -374,3 +374,43 @@ def test_a_real_app_behind_a_proxy_that_refuses_it_keeps_every_event(
     assert proxy.requests >= events, app.describe()
     assert spooled(spool_dir) == events, app.describe()
     assert not [name for name in app.reports()[-1]["counters"] if name.startswith("dropped")], app.describe()
+
+
+def test_an_answer_read_to_its_end_over_tls_without_close_notify_is_complete(
+    loop_kind: str, tmp_path: Path
+) -> None:
+    """An answer without a length ends when the server closes. Over TLS without ``close_notify`` (a
+    plain TCP close, as many servers do), asyncio's loop gave the answer and uvloop's failed the request
+    ("connection closed by the server (EOF)": no ``eof_received``), so the senders sent again a request
+    the server had processed."""
+    cert_path, key_path = _certificate(tmp_path)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        with listener, contextlib.suppress(OSError):
+            client, _ = listener.accept()
+            with context.wrap_socket(client, server_side=True) as secured:
+                secured.recv(65536)
+                secured.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{}")
+            # closed without unwrap(): no close_notify
+
+    threading.Thread(target=serve, daemon=True).start()
+
+    async def post() -> tuple[int, bytes]:
+        transport = HttpTransport(pool_size=2, ca_bundle=str(cert_path))
+        try:
+            response = await transport.send(
+                Request("POST", f"https://127.0.0.1:{port}/data/track", b"{}", {}, 5.0)
+            )
+        finally:
+            await transport.close()
+        return response.status, response.body
+
+    loop = new_loop(loop_kind)
+    try:
+        assert loop.run_until_complete(post()) == (200, b"{}")
+    finally:
+        loop.close()

@@ -120,6 +120,8 @@ class Connection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if exc is None and self._waiter is not None:
+            self.eof_received()  # uvloop's TLS ends so, without eof_received, when no close_notify came
         error = ConnectionResetError(
             f"connection closed by the server ({type(exc).__name__ if exc else 'EOF'})"
         )
