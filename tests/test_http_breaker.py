@@ -414,3 +414,18 @@ def test_an_answer_read_to_its_end_over_tls_without_close_notify_is_complete(
         assert loop.run_until_complete(post()) == (200, b"{}")
     finally:
         loop.close()
+
+
+def test_a_pendo_host_that_does_not_resolve_is_named(
+    caplog: pytest.LogCaptureFixture, loop_kind: str
+) -> None:
+    """A typo in ``PENDO_DATA_URL`` or a container without DNS: the error was ``[Errno -2] Name or
+    service not known`` and the app's log said only ``network:gaierror``, naming no host."""
+    logs.forget()
+    with caplog.at_level(logging.ERROR, logger="pendo_plugin"):
+        error = _failure(loop_kind, "https://pendo.invalid/data/track")
+    assert isinstance(error, socket.gaierror)
+    assert "pendo.invalid does not resolve" in str(error)
+    assert any(
+        "cannot reach Pendo" in r.getMessage() and "pendo.invalid" in r.getMessage() for r in caplog.records
+    )

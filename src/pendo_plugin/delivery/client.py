@@ -235,7 +235,10 @@ class HttpTransport:
         """Open ``connection`` to ``host``:``port``, each address tried in turn (Happy Eyeballs), TLS
         verified for ``name`` if ``tls``."""
         loop = connection.loop
-        infos = _literal(host, port) or await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        try:
+            infos = _literal(host, port) or await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:  # its own text names no host
+            raise socket.gaierror(exc.errno, f"{host} does not resolve: {exc.strerror}") from exc
         sock = await aiohappyeyeballs.start_connection(
             infos, happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY, interleave=1
         )
@@ -254,7 +257,11 @@ class HttpTransport:
         scheme, host, port = origin
         tls = self._context() if scheme == "https" else None
         if proxy is None:
-            await self._dial(connection, host, port, tls, host)
+            try:
+                await self._dial(connection, host, port, tls, host)
+            except socket.gaierror as exc:
+                _noted(exc)  # the setup's problem (a typo, no DNS), logged as a proxy's is
+                raise
             return
         try:
             via_tls = self._context() if proxy.tls else None
