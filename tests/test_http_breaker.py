@@ -17,6 +17,7 @@ import ssl
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 from cryptography import x509
@@ -26,7 +27,7 @@ from cryptography.x509.oid import NameOID
 
 from pendo_plugin import logs
 from pendo_plugin.delivery.client import HttpTransport
-from pendo_plugin.delivery.http import Request
+from pendo_plugin.delivery.http import Request, Response
 from pendo_plugin.delivery.proxies import ProxyRefused, ProxyTable
 from pendo_plugin.destination.loop import new_loop
 from pendo_plugin.sandbox import Sandbox
@@ -60,40 +61,25 @@ class Scripted:
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
-        with client:
-            client.settimeout(10)
-            try:
-                while self._read_request(client):
-                    client.sendall(self.answer)
-                    if self.close:
-                        return
-            except OSError:
-                return
+        client.settimeout(10)
+        with client, client.makefile("rb") as reader, contextlib.suppress(OSError, ValueError):
+            while head := self._read_request(reader):
+                self.requests += 1
+                self.heads.append(head)
+                client.sendall(self.answer)
+                if self.close:
+                    return
 
-    def _read_request(self, client: socket.socket) -> bool:
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = client.recv(65536)
-            if not chunk:
-                return False
-            data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        length = next(
-            (
-                int(line.split(b":")[1])
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-length:")
-            ),
-            0,
-        )
-        while len(body) < length:
-            chunk = client.recv(65536)
-            if not chunk:
-                return False
-            body += chunk
-        self.requests += 1
-        self.heads.append(head)
-        return True
+    @staticmethod
+    def _read_request(reader: BinaryIO) -> bytes:
+        """The request's head (its body read and skipped), or b"" at the end of the connection."""
+        lines = [reader.readline()]
+        while lines[-1] not in (b"\r\n", b""):
+            lines.append(reader.readline())
+        head = b"".join(lines[:-1]).rstrip(b"\r\n")
+        length = [int(line.split(b":")[1]) for line in lines if line.lower().startswith(b"content-length:")]
+        reader.read(length[0] if length else 0)
+        return head if lines[-1] else b""
 
     def stop(self) -> None:
         self._sock.close()
@@ -119,26 +105,51 @@ def loop_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
     return str(request.param)
 
 
-def _failure(loop_kind: str, url: str, timeout: float = 5.0, ca_bundle: str | None = None) -> BaseException:
-    """The error one POST to ``url`` fails with, on a new loop of ``loop_kind``."""
+def _post(
+    loop_kind: str, url: str, timeout: float = 5.0, ca_bundle: str | None = None
+) -> Response | Exception:
+    """The answer to one POST to ``url``, or the error it fails with, on a new loop of ``loop_kind``."""
 
-    async def post() -> BaseException:
+    async def post() -> Response | Exception:
         transport = HttpTransport(pool_size=2, ca_bundle=ca_bundle)
+        headers = {"Content-Type": "application/json"}
         try:
-            await transport.send(
-                Request("POST", url, b'{"a":1}', {"Content-Type": "application/json"}, timeout)
-            )
+            return await transport.send(Request("POST", url, b'{"a":1}', headers, timeout))
         except Exception as exc:  # what the senders receive
             return exc
         finally:
             await transport.close()
-        raise AssertionError("the request succeeded")
 
     loop = new_loop(loop_kind)
     try:
         return loop.run_until_complete(post())
     finally:
         loop.close()
+
+
+def _failure(loop_kind: str, url: str, timeout: float = 5.0, ca_bundle: str | None = None) -> Exception:
+    outcome = _post(loop_kind, url, timeout, ca_bundle)
+    assert isinstance(outcome, Exception), outcome
+    return outcome
+
+
+def _tls_once(directory: Path, answer: bytes, expired: bool = False) -> tuple[int, Path]:
+    """A TLS server on 127.0.0.1 for one connection: it reads a request, sends ``answer`` and closes
+    without ``close_notify`` (a plain TCP close). Its port, and its certificate (self-signed)."""
+    cert_path, key_path = _certificate(directory, expired)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_path, key_path)
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        with listener, contextlib.suppress(OSError):
+            client, _ = listener.accept()
+            with context.wrap_socket(client, server_side=True) as secured:
+                secured.recv(65536)
+                secured.sendall(answer)
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener.getsockname()[1], cert_path
 
 
 def test_a_protocol_switch_fails_the_request_without_a_loop_error(
@@ -229,19 +240,7 @@ def _certificate(directory: Path, expired: bool = False) -> tuple[Path, Path]:
 def test_a_certificate_problem_reads_as_a_sentence(loop_kind: str, tmp_path: Path) -> None:
     """``ssl.SSLError(text)`` shows as ``('TLS with ...',)`` (its ``__str__`` is its args' tuple), in the
     log line and in doctor's output."""
-    cert_path, key_path = _certificate(tmp_path, expired=True)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert_path, key_path)
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-
-    def serve() -> None:
-        with listener, contextlib.suppress(OSError):
-            client, _ = listener.accept()
-            with client, contextlib.suppress(OSError):
-                context.wrap_socket(client, server_side=True)
-
-    threading.Thread(target=serve, daemon=True).start()
+    port, cert_path = _tls_once(tmp_path, b"", expired=True)
     error = _failure(loop_kind, f"https://127.0.0.1:{port}/data/track", ca_bundle=str(cert_path))
     assert str(error) == f"TLS with 127.0.0.1:{port}: certificate verify failed: certificate has expired"
 
@@ -383,37 +382,10 @@ def test_an_answer_read_to_its_end_over_tls_without_close_notify_is_complete(
     plain TCP close, as many servers do), asyncio's loop gave the answer and uvloop's failed the request
     ("connection closed by the server (EOF)": no ``eof_received``), so the senders sent again a request
     the server had processed."""
-    cert_path, key_path = _certificate(tmp_path)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert_path, key_path)
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-
-    def serve() -> None:
-        with listener, contextlib.suppress(OSError):
-            client, _ = listener.accept()
-            with context.wrap_socket(client, server_side=True) as secured:
-                secured.recv(65536)
-                secured.sendall(b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{}")
-            # closed without unwrap(): no close_notify
-
-    threading.Thread(target=serve, daemon=True).start()
-
-    async def post() -> tuple[int, bytes]:
-        transport = HttpTransport(pool_size=2, ca_bundle=str(cert_path))
-        try:
-            response = await transport.send(
-                Request("POST", f"https://127.0.0.1:{port}/data/track", b"{}", {}, 5.0)
-            )
-        finally:
-            await transport.close()
-        return response.status, response.body
-
-    loop = new_loop(loop_kind)
-    try:
-        assert loop.run_until_complete(post()) == (200, b"{}")
-    finally:
-        loop.close()
+    port, cert_path = _tls_once(tmp_path, b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n{}")
+    response = _post(loop_kind, f"https://127.0.0.1:{port}/data/track", ca_bundle=str(cert_path))
+    assert isinstance(response, Response), response
+    assert (response.status, response.body) == (200, b"{}")
 
 
 def test_a_pendo_host_that_does_not_resolve_is_named(
