@@ -401,3 +401,22 @@ def test_a_pendo_host_that_does_not_resolve_is_named(
     assert any(
         "cannot reach Pendo" in r.getMessage() and "pendo.invalid" in r.getMessage() for r in caplog.records
     )
+
+
+def test_a_tls_proxy_with_a_bad_certificate_is_one_line_naming_it(
+    loop_kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``HTTPS_PROXY=https://...`` whose certificate has expired: two lines were logged for one failure, the
+    first ("cannot reach Pendo: TLS with localhost:port: ...") not saying it was the proxy."""
+    port, cert_path = _tls_once(tmp_path, b"", expired=True)
+    monkeypatch.setenv("HTTPS_PROXY", f"https://user:s3cret@127.0.0.1:{port}")
+    logs.forget()
+    with caplog.at_level(logging.ERROR, logger="pendo_plugin"):
+        error = _failure(loop_kind, "https://pendo.invalid/data/track", ca_bundle=str(cert_path))
+    expected = (
+        f"proxy https://user:****@127.0.0.1:{port}: TLS with 127.0.0.1:{port}: certificate verify failed"
+    )
+    assert str(error).startswith(expected)
+    assert [record.getMessage() for record in caplog.records] == [
+        f"pendo_plugin: cannot reach Pendo: {error}"
+    ]

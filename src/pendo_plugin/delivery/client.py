@@ -248,7 +248,7 @@ class HttpTransport:
             )
         except ssl.SSLCertVerificationError as exc:
             sock.close()
-            raise _noted(_tls_refused(name, port, exc)) from exc
+            raise _tls_refused(name, port, exc) from exc
         except BaseException:
             sock.close()
             raise
@@ -259,8 +259,8 @@ class HttpTransport:
         if proxy is None:
             try:
                 await self._dial(connection, host, port, tls, host)
-            except socket.gaierror as exc:
-                _noted(exc)  # the setup's problem (a typo, no DNS), logged as a proxy's is
+            except (socket.gaierror, ssl.SSLError) as exc:
+                _noted(exc)  # the setup's problem (a typo, no DNS, a missing CA), logged as a proxy's is
                 raise
             return
         try:
