@@ -82,11 +82,13 @@ class HttpTransport:
     def _encode_head(self, request: Request) -> tuple[bytes, Key]:
         if request.method not in METHODS:
             raise ValueError(f"method {request.method[:16]!r} is not supported")
-        if any(char in request.url for char in "\0\r\n\t"):
-            raise ValueError("a control character in the URL")
+        if any(char in request.url for char in "\0\r\n\t "):  # a space would end the request target
+            raise ValueError("a space or control character in the URL")
         parts = urlsplit(request.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("only http and https URLs with a host are supported")
+        if "@" in parts.netloc:  # it would be sent in the Host header (and to a proxy)
+            raise ValueError("a user or password in the URL")
         origin: Origin = (
             parts.scheme,
             parts.hostname,
@@ -201,6 +203,8 @@ class HttpTransport:
             connection.abort()
             if isinstance(exc, asyncio.TimeoutError) and proxy is not None:
                 raise _noted(ConnectionError(f"proxy {proxy.shown}: no tunnel within the timeout")) from exc
+            if isinstance(exc, asyncio.TimeoutError):
+                raise TimeoutError(f"no connection to {origin[1]}:{origin[2]} within the timeout") from exc
             raise
         connection.key = (origin, proxy)
         return connection
@@ -231,7 +235,10 @@ class HttpTransport:
         """Open ``connection`` to ``host``:``port``, each address tried in turn (Happy Eyeballs), TLS
         verified for ``name`` if ``tls``."""
         loop = connection.loop
-        infos = _literal(host, port) or await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        try:
+            infos = _literal(host, port) or await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:  # its own text names no host
+            raise socket.gaierror(exc.errno, f"{host} does not resolve: {exc.strerror}") from exc
         sock = await aiohappyeyeballs.start_connection(
             infos, happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY, interleave=1
         )
@@ -241,7 +248,7 @@ class HttpTransport:
             )
         except ssl.SSLCertVerificationError as exc:
             sock.close()
-            raise _noted(ssl.SSLError(f"TLS with {name}:{port}: {_certificate_problem(exc)}")) from exc
+            raise _tls_refused(name, port, exc) from exc
         except BaseException:
             sock.close()
             raise
@@ -250,7 +257,11 @@ class HttpTransport:
         scheme, host, port = origin
         tls = self._context() if scheme == "https" else None
         if proxy is None:
-            await self._dial(connection, host, port, tls, host)
+            try:
+                await self._dial(connection, host, port, tls, host)
+            except (socket.gaierror, ssl.SSLError) as exc:
+                _noted(exc)  # the setup's problem (a typo, no DNS, a missing CA), logged as a proxy's is
+                raise
             return
         try:
             via_tls = self._context() if proxy.tls else None
@@ -266,7 +277,10 @@ class HttpTransport:
                 connection.transport, connection, tls, server_hostname=host
             )
         except ssl.SSLCertVerificationError as exc:
-            raise _noted(ssl.SSLError(f"TLS with {host}:{port}: {_certificate_problem(exc)}")) from exc
+            raise _noted(_tls_refused(host, port, exc)) from exc
+        except OSError as exc:  # the proxy granted the tunnel, then closed it or sent what is not TLS
+            tunnel = f"proxy {proxy.shown}: TLS with {host}:{port} through the tunnel failed"
+            raise _noted(ConnectionError(f"{tunnel}: {_reason(exc)}")) from exc
         if secured is None:
             raise ConnectionError(f"TLS with {host}:{port} through proxy {proxy.shown} could not start")
         connection.transport = secured  # type: ignore[assignment]
@@ -296,10 +310,12 @@ def _literal(host: str, port: int) -> list[aiohappyeyeballs.AddrInfoType] | None
     return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (host, port))]
 
 
-def _certificate_problem(exc: ssl.SSLCertVerificationError) -> str:
-    """What was wrong with the certificate, as OpenSSL says it (``self-signed certificate``,
-    ``certificate has expired``, ``Hostname mismatch, ...``)."""
-    return f"certificate verify failed: {exc.verify_message or exc.reason or 'unknown reason'}"
+def _tls_refused(host: str, port: int, exc: ssl.SSLCertVerificationError) -> ssl.SSLError:
+    """The error naming what was wrong with the certificate, as OpenSSL says it (``self-signed
+    certificate``, ``certificate has expired``, ``Hostname mismatch, ...``). Made with an error number:
+    an ``SSLError`` of one argument shows as a tuple (``('TLS with ...',)``)."""
+    problem = exc.verify_message or exc.reason or "unknown reason"
+    return ssl.SSLError(ssl.SSL_ERROR_SSL, f"TLS with {host}:{port}: certificate verify failed: {problem}")
 
 
 def _reason(exc: BaseException) -> str:

@@ -7,7 +7,8 @@ read, which costs an ``mmap``, an ``mremap`` and a ``munmap`` per answer), keeps
 life, bounds the answer's head (``MAX_HEAD_BYTES``) and body (``MAX_RESPONSE_BYTES``: the rest is not
 read), and hands the answer to the request's future with nothing in between: the future is what the sender's
 callback waits on (no task). Interim answers (1xx: ``100 Continue``, ``103 Early Hints``) are skipped, as
-every HTTP/1.1 client must; the final answer is the request's. A 3xx is refused there (never followed).
+every HTTP/1.1 client must; the final answer is the request's. A 3xx is refused there (never followed); a
+407 is a proxy's refusal, never Pendo's answer: a network error naming the proxy.
 An answer whose ``Content-Length`` or chunked body the server did not complete before closing is an
 error, never a short answer. A request is written once: a failure after that (the server may have
 processed it) is the request's error, which the senders retry and count.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol, cast
 
@@ -26,8 +28,10 @@ from multidict import CIMultiDict
 from pendo_plugin import counters
 from pendo_plugin.delivery.http import MAX_RESPONSE_BYTES, RedirectRefused, Response, refuse_redirect
 from pendo_plugin.delivery.proxies import Proxy
+from pendo_plugin.logs import log_once
 
 MAX_HEAD_BYTES = 64 * 1024
+PROXY_AUTHENTICATION_REQUIRED = 407
 Origin = tuple[str, str, int]  # scheme, host, port
 Key = tuple[Origin, "Proxy | None"]  # origin, proxy
 
@@ -116,6 +120,8 @@ class Connection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if exc is None and self._waiter is not None:
+            self.eof_received()  # uvloop's TLS ends so, without eof_received, when no close_notify came
         error = ConnectionResetError(
             f"connection closed by the server ({type(exc).__name__ if exc else 'EOF'})"
         )
@@ -153,6 +159,9 @@ class Connection(asyncio.BufferedProtocol):
             self._head += data  # kept for the headers, read only if asked for (``_Headers``)
         try:
             self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:  # not an HttpParserError: it would escape into the loop
+            self._fail(ConnectionError("invalid HTTP answer: a protocol switch (101) nobody asked for"))
+            return
         except httptools.HttpParserError as exc:
             self._fail(ConnectionError(f"invalid HTTP answer: {type(exc).__name__}"))
             return
@@ -227,7 +236,20 @@ class Connection(asyncio.BufferedProtocol):
             except RedirectRefused as exc:
                 waiter.set_exception(exc)
                 return
+        elif response.status == PROXY_AUTHENTICATION_REQUIRED:
+            waiter.set_exception(self._proxy_refusal())
+            return
         waiter.set_result(response)
+
+    def _proxy_refusal(self) -> ConnectionError:
+        """A 407 is a proxy's answer (plain http through ``HTTP_PROXY``, or one on the way), never
+        Pendo's: a network error naming the proxy, retried and kept in the spool (as the answer, it was
+        a permanent refusal: the payload dropped as ``dropped:http_407``)."""
+        proxy = self.key[1] if self.key is not None else None
+        who = f"proxy {proxy.shown}" if proxy is not None else "a proxy on the way"
+        error = ConnectionError(f"{who}: proxy authentication required (HTTP 407)")
+        log_once(f"connect:{error}", logging.ERROR, "pendo_plugin: cannot reach Pendo: %s", error)
+        return error
 
     def _fail(self, error: Exception) -> None:
         """The request failed: the waiter gets ``error`` (never sent again here: the server may have
@@ -261,8 +283,11 @@ class Connection(asyncio.BufferedProtocol):
         head = await self._tunnel
         self._tunnel = None
         self._raw = bytearray()
-        line = head.split(b"\r\n", 1)[0].split()
-        if len(line) < 2 or not line[1].startswith(b"2"):
+        if b"\r\n\r\n" not in head:
             self.abort()
-            code = line[1][:3].decode("ascii", "replace") if len(line) >= 2 else "?"
+            raise ConnectionRefusedError(f"the proxy's answer has a head over {MAX_HEAD_BYTES} bytes")
+        line = head.split(b"\r\n", 1)[0].split()
+        if len(line) < 2 or not (len(line[1]) == 3 and line[1].isdigit() and line[1].startswith(b"2")):
+            self.abort()
+            code = line[1][:8].decode("ascii", "replace") if len(line) >= 2 else "?"
             raise ConnectionRefusedError(f"the proxy refused the tunnel (HTTP {code})")

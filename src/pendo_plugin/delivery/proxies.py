@@ -4,9 +4,10 @@ and ``NO_PROXY``. Pure logic: no sockets.
 
 - A proxy URL without a scheme (``HTTPS_PROXY=127.0.0.1:3128``, common in corporate setups) is an
   ``http://`` proxy, as curl takes it.
-- A proxy URL with another scheme (``socks5://``), with CR/LF or without a host is refused: one log line
-  naming the variable (userinfo masked), and requests that would use it fail with an error naming it
-  (retried and kept in the spool like any network failure). Requests it does not cover are unaffected.
+- A proxy URL with another scheme (``socks5://``), with CR/LF or a space inside, or without a host is
+  refused: one log line naming the variable (userinfo masked), and requests that would use it fail with
+  an error naming it (retried and kept in the spool like any network failure). Requests it does not
+  cover are unaffected.
 - ``NO_PROXY`` entries: ``*``; a host name, which also covers its subdomains (a leading ``.`` or ``*.``
   is ignored); an IP address (``[::1]`` or ``::1``); a CIDR block (``10.0.0.0/8``, ``fd00::/8``); any of
   these with ``:port``, which then matches that port only.
@@ -52,6 +53,8 @@ def parse_proxy(name: str, value: str) -> Proxy:
     display = shown.url(text) or ""
     if any(ord(char) < 0x20 or char == "\x7f" for char in text):
         raise ProxyRefused(f"{name}={display!r}: a control character (CR/LF) in the proxy URL")
+    if any(char.isspace() for char in text):  # 'http:// proxy:3128' would look the host ' proxy' up
+        raise ProxyRefused(f"{name}={display!r}: a space inside the proxy URL")
     try:
         parts = urlsplit(text)
         port = parts.port
