@@ -38,6 +38,13 @@ def send(client, count, user="u1", event="Reliability", start=0):
 
 def report(**extra):
     print(json.dumps({"stats": pendo_plugin.stats(), "at": time.monotonic(), **extra}), flush=True)
+
+
+def peak_rss_kb():
+    # this program's own peak (VmHWM); getrusage's ru_maxrss keeps the peak of the process it was
+    # exec'd from (a pytest process of several hundred MB)
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
 """
 
 

@@ -62,9 +62,8 @@ FLOOD = 150
 BIG = 900_000  # bytes of one entry's property: 0.9 MB entries, under the 1 MB an entry may have
 
 DRAINING_APP = """
-import resource
 flushed = pendo_plugin.flush(60)
-report(flushed=flushed, peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+report(flushed=flushed, peak_mb=peak_rss_kb() / 1024)
 """
 
 

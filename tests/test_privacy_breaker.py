@@ -6,6 +6,7 @@ real Segment SDK, the sandbox, real spool files and the real ``pendo-plugin`` co
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
 import json
@@ -106,9 +107,11 @@ def test_forget_reports_a_temp_file_still_being_written(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool", 10 * 1024 * 1024)
     written = spool.write([track_event("Paid", "alice")])
     assert written is not None
-    written.rename(written.with_name(f".{written.name}.tmp"))  # just written: its writer may rename it next
-
-    done = forget(spool.directory, "alice")
+    temp = written.with_name(f".{written.name}.tmp")
+    written.rename(temp)
+    with temp.open("rb") as held:  # a live writer holds its temp file's lock until the rename
+        fcntl.flock(held, fcntl.LOCK_EX)
+        done = forget(spool.directory, "alice")
 
     assert done.returncode == 1
     assert "in use" in done.stdout

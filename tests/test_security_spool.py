@@ -225,14 +225,13 @@ def test_worker_flush_is_not_blocked_by_a_fifo_or_dev_zero(pendo: Sandbox, tmp_p
     (directory / spool_name(1, prefix="0" * 19 + "2")).symlink_to("/dev/zero")
     script = app_script(
         """
-        import resource
         client = make_client()
         send(client, 3, event="Live")
         client.flush()
         started = time.monotonic()
         flushed = pendo_plugin.flush(timeout=20)
         report(flushed=flushed, seconds=time.monotonic() - started,
-               rss_kb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+               rss_kb=peak_rss_kb())
         """
     )
     run = run_app(script, app_env(pendo.url, directory, pendo.url))
