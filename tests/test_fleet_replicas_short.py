@@ -32,7 +32,11 @@ def _wait(check, what: str) -> None:  # type: ignore[no-untyped-def]
 
 def _replica_of(primary: RedisServer, directory: Path) -> RedisServer:
     replica = RedisServer(directory, extra=["--replicaof", "127.0.0.1", str(primary.port)]).start()
-    _wait(lambda: replica.client().info("replication")["master_link_status"] == "up", "the replica did not sync")
+
+    def synced() -> bool:
+        return bool(replica.client().info("replication")["master_link_status"] == "up")
+
+    _wait(synced, "the replica did not sync")
     return replica
 
 
@@ -74,7 +78,8 @@ def test_enough_replicas_go_through_the_stream_alone(
             report(flushed=pendo_plugin.flush(20))
             """
         )
-        env = app_env(sandbox.url, tmp_path / "spool", sandbox.url, redis_url=redis_server.url, redis_replicas=1)
+        redis_url = redis_server.url
+        env = app_env(sandbox.url, tmp_path / "spool", sandbox.url, redis_url=redis_url, redis_replicas=1)
         run = run_app(script, env)
     finally:
         replica.stop()
