@@ -91,42 +91,55 @@ def test_enough_replicas_go_through_the_stream_alone(
     _delivered_once(sandbox, 300)
 
 
-def test_a_replica_that_comes_back_brings_appends_back_to_the_stream(
+def test_a_replica_lost_then_back_moves_appends_to_the_spool_and_back_each_sent_once(
     sandbox: Sandbox, redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    half, go = tmp_path / "half", tmp_path / "go"
+    """Phase 1 (replica up): the stream. Phase 2 (replica stopped): the append WAIT does not confirm is
+    taken back out of the stream (XDEL) and sent from the spool. Phase 3 (replica back): the stream again."""
     script = app_script(
-        f"""
+        """
+        def phase(number, start):
+            deadline = time.monotonic() + 30
+            while not os.path.exists(os.path.join(os.environ["PHASES"], f"go{number}")):
+                assert time.monotonic() < deadline, f"phase {number} never began"
+                time.sleep(0.05)
+            for chunk in range(5):
+                send(client, 20, user="back", start=start + chunk * 20)
+                time.sleep(0.5)  # several appends, past the 2 s between asks whether replicas are back
+            client.flush()
+            report(flushed=pendo_plugin.flush(20))
+            open(os.path.join(os.environ["PHASES"], f"done{number}"), "w").close()
+
         client = make_client()
-        send(client, 100, user="back")
-        client.flush()
-        report(flushed=pendo_plugin.flush(20))
-        open({str(half)!r}, "w").close()
-        deadline = time.monotonic() + 30
-        while not os.path.exists({str(go)!r}) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        for chunk in range(10):
-            send(client, 20, user="back", start=100 + chunk * 20)
-            time.sleep(0.5)  # past the 2 s between asks whether replicas are back
-        client.flush()
-        report(flushed=pendo_plugin.flush(20))
+        for number in range(3):
+            phase(number, number * 100)
         """
     )
+    phases = tmp_path / "phases"
+    phases.mkdir()
     env = app_env(sandbox.url, tmp_path / "spool", sandbox.url, redis_url=redis_server.url, redis_replicas=1)
+    env["PHASES"] = str(phases)
+    replica = _replica_of(redis_server, tmp_path / "replica")
     started = time.monotonic()
     process = start_app(script, env)
-    replica = None
     try:
-        _wait(half.exists, "the app did not finish its first half")
-        replica = _replica_of(redis_server, tmp_path / "replica")
-        go.touch()
+        (phases / "go0").touch()
+        _wait((phases / "done0").exists, "phase 0 did not end")
+        replica.stop()
+        _wait(lambda: redis_server.client().info("replication")["connected_slaves"] == 0, "replica stays")
+        (phases / "go1").touch()
+        _wait((phases / "done1").exists, "phase 1 did not end")
+        replica.start()
+        _wait(lambda: replica.client().info("replication")["master_link_status"] == "up", "no resync")
+        (phases / "go2").touch()
         run = finish_app(process, started)
     finally:
-        if replica is not None:
-            replica.stop()
+        replica.stop()
     assert run.returncode == 0, run.describe()
-    first, last = run.reports()[0]["stats"], run.reports()[-1]["stats"]
-    assert first["redis:not_replicated"] == 100, first
+    with_replica, without, back = (report["stats"] for report in run.reports())
+    assert with_replica["redis:appended"] == 100 and "redis:not_replicated" not in with_replica, with_replica
+    assert without["redis:not_replicated"] == 100 and without["redis:appended"] == 100, without
+    assert back["redis:appended"] > 100, back  # the replica confirms again: the stream again
     assert run.stderr.count(SHORT_LINE) == 1 and run.stderr.count(BACK_LINE) == 1, run.describe()
-    assert last.get("redis:appended", 0) > 0, last  # once the replica confirms, appends go to the stream
+    assert redis_server.client().xlen("{pendo_plugin}:queue") == 0
     _delivered_once(sandbox, 300)

@@ -104,6 +104,20 @@ def test_wait_counts_the_replicas_of_the_shard_holding_the_fleets_keys(
     assert asyncio.run(appended_and_waited(url, 2))[-1] == 1
 
 
+def test_the_replicas_are_asked_on_the_shard_holding_the_fleets_keys_before_the_first_append(
+    redis_cluster_with_replicas: Cluster,
+) -> None:
+    async def appends_go_to_the_stream(replicas: int) -> bool:
+        link = RedisLink(redis_cluster_with_replicas.url)
+        try:
+            return await link.replicas_back(replicas)  # a WAIT with no payload, on that shard
+        finally:
+            await link.close()
+
+    assert asyncio.run(appends_go_to_the_stream(1))
+    assert not asyncio.run(appends_go_to_the_stream(2))  # one replica each: the payloads stay local
+
+
 FAILOVER_APP = """
 client = make_client()
 for chunk in range(16):

@@ -57,7 +57,7 @@ class RedisLink:
         self.down = False
         self.outages = 0
         self.replicas_short = False  # the last WAIT saw fewer than PENDO_REDIS_REPLICAS replicas
-        self._replicas_asked = 0.0  # when WAIT last answered (while short: ask again after RETRY_AFTER)
+        self._replicas_asked: float | None = None  # when WAIT last answered (None: not since Redis answered)
         self.unusable = False  # redis-py cannot use the URL: fleet mode is off, no flags to wait for
 
     def available(self) -> bool:
@@ -105,12 +105,13 @@ class RedisLink:
         return enough
 
     async def replicas_back(self, replicas: int) -> bool:
-        """Whether to append to the stream: yes unless the last ``WAIT`` fell short; then, every
-        ``RETRY_AFTER`` seconds, a ``WAIT`` with no new payload asks whether enough replicas have caught up
-        (no entry is exposed to the fleet's readers while they have not)."""
-        if not replicas or not self.replicas_short:
+        """Whether to append to the stream: yes while the last ``WAIT`` found enough replicas. First (and
+        after Redis stopped answering), and every ``RETRY_AFTER`` seconds while they fell short, a ``WAIT``
+        with no new payload asks, so no entry is shown to the fleet's readers that will be taken back."""
+        asked = self._replicas_asked
+        if not replicas or (asked is not None and not self.replicas_short):
             return True
-        if time.monotonic() < self._replicas_asked + RETRY_AFTER:
+        if asked is not None and time.monotonic() < asked + RETRY_AFTER:
             return False
         pipe = (await self.client()).pipeline(transaction=False)
         self.wait_for_replicas(pipe, replicas)
@@ -139,6 +140,7 @@ class RedisLink:
                     type(exc).__name__,
                 )
         self.down = True
+        self._replicas_asked = None  # a failover may have changed the replicas: ask again first
         self.unusable = self.unusable or unusable
         self._down_until = math.inf if unusable else time.monotonic() + RETRY_AFTER
 
