@@ -15,6 +15,8 @@ using a real ``segment.analytics`` client:
    each process (all its threads, from its first event to the end of its last flush), on against off.
 5. ``no budget, WAIT 1 replica``: run 3 on a Redis with one replica and ``PENDO_REDIS_REPLICAS=1``
    (every append waits for the replica): the cost of durable writes per event, against run 3.
+6. ``no budget, WAIT, no replica``: ``PENDO_REDIS_REPLICAS=1`` on the Redis without replica: appends are
+   taken back out of the stream and each process delivers from its local spool (``requests`` = events).
 
 Needs ``redis-server`` on PATH (Debian's package) and the plugin installed with the ``redis`` extra.
 """
@@ -204,6 +206,9 @@ def main() -> int:
                 ),
                 "no budget, WAIT 1 replica": run_fleet(
                     args.processes, args.cpu_events, primary, None, None, workdir / "e", replicas=1
+                ),
+                "no budget, WAIT, no replica": run_fleet(
+                    args.processes, args.cpu_events, redis, None, None, workdir / "f", replicas=1
                 ),
             }
         finally:

@@ -5,6 +5,7 @@ primary is killed mid-run (with and without PENDO_REDIS_REPLICAS)."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,6 +104,20 @@ def test_wait_counts_the_replicas_of_the_shard_holding_the_fleets_keys(
     assert asyncio.run(appended_and_waited(url, 2))[-1] == 1
 
 
+def test_the_replicas_are_asked_on_the_shard_holding_the_fleets_keys_before_the_first_append(
+    redis_cluster_with_replicas: Cluster,
+) -> None:
+    async def appends_go_to_the_stream(replicas: int) -> bool:
+        link = RedisLink(redis_cluster_with_replicas.url)
+        try:
+            return await link.replicas_back(replicas)  # a WAIT with no payload, on that shard
+        finally:
+            await link.close()
+
+    assert asyncio.run(appends_go_to_the_stream(1))
+    assert not asyncio.run(appends_go_to_the_stream(2))  # one replica each: the payloads stay local
+
+
 FAILOVER_APP = """
 client = make_client()
 for chunk in range(16):
@@ -157,7 +172,8 @@ def _run_failover(box: Sandbox, replicas: ReplicaSet, tmp_path: Path, **settings
     after = {(f"after{run.reports()[-1]['pid']}", n) for run in runs for n in range(100)}
     assert after <= _delivered(box), "events tracked after the failover were lost"
     appended = _entries_added(replicas.replica) - added_before
-    assert appended >= len(after), [(r.reports()[-1]["stats"], r.stderr) for r in runs]  # on the new primary
+    if not settings.get("redis_replicas"):  # with it, the new primary has no replica: they stay local
+        assert appended >= len(after), [(r.reports()[-1]["stats"], r.stderr) for r in runs]  # the new primary
     return runs
 
 
@@ -176,5 +192,9 @@ def test_sentinel_failover_with_one_replica_write_loses_nothing(
     runs = _run_failover(sandbox, replica_set, tmp_path, redis_replicas=1)
     before = {(user, n) for user, n in _delivered(sandbox) if user == "before"}
     assert before == {("before", n) for n in range(400)}
-    # the new primary has no replica left: its appends are kept in the local spool as well
+    # the new primary has no replica left: what is appended there is kept in the local spool instead,
+    # and sent from there only (each event once)
     assert any(run.reports()[-1]["stats"].get("redis:not_replicated", 0) for run in runs)
+    sent = collections.Counter((e["visitorId"], e["properties"]["n"]) for e in sandbox.track_events())
+    after = [key for key in sent if key[0].startswith("after")]
+    assert len(after) == 200 and all(sent[key] == 1 for key in after), sent

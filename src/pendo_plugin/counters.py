@@ -174,7 +174,7 @@ REASONS: dict[str, str] = {
     "fallback": "payloads kept in the local spool because Redis failed",
     "moved_from_spool": "payloads moved from the local spool to the stream",
     "moved_from_old_keys": "stream entries moved from the key names used before the hash tag",
-    "not_replicated": "payloads also written to the local spool: WAIT saw too few replicas",
+    "not_replicated": "payloads kept in the local spool, not the stream: WAIT saw too few replicas",
     "errors": "a Redis command failed",
     "round_trips": "a round trip to Redis",
     "pendo_transform": "the pendo_transform hook",

@@ -82,8 +82,8 @@ def replicas(client: Any, shape: str, wanted: int) -> Check:
     """Whether the node holding the fleet's keys has replicas (and enough for PENDO_REDIS_REPLICAS)."""
     count = int(_node_info(client, shape, "replication").get("connected_slaves", 0) or 0)
     if count < wanted:
-        return Check(WARN, f"replicas: {count} connected, PENDO_REDIS_REPLICAS={wanted}: every append waits "
-                           "and is also kept in the local spool")  # fmt: skip
+        return Check(WARN, f"replicas: {count} connected, PENDO_REDIS_REPLICAS={wanted}: appends are kept "
+                           "in each process's local spool instead of the stream")  # fmt: skip
     if not count:
         return Check(WARN, "replicas: none: losing this node loses what waits in it")
     return ok(f"replicas: {count} connected")

@@ -57,6 +57,7 @@ class RedisLink:
         self.down = False
         self.outages = 0
         self.replicas_short = False  # the last WAIT saw fewer than PENDO_REDIS_REPLICAS replicas
+        self._replicas_asked: float | None = None  # when WAIT last answered (None: not since Redis answered)
         self.unusable = False  # redis-py cannot use the URL: fleet mode is off, no flags to wait for
 
     def available(self) -> bool:
@@ -85,8 +86,8 @@ class RedisLink:
 
     def confirmed(self, answer: Any, replicas: int) -> bool:
         """Whether ``WAIT``'s answer says ``replicas`` replicas have the appends. A shortfall is logged
-        once until enough replicas confirm again: its payloads are also sent from the local spool, so
-        Pendo receives each of them twice meanwhile."""
+        once until enough replicas confirm again: meanwhile appends are kept only in the local spool."""
+        self._replicas_asked = time.monotonic()
         enough = replicated(answer, replicas)
         if enough == self.replicas_short:
             self.replicas_short = not enough
@@ -95,13 +96,27 @@ class RedisLink:
             else:
                 log.warning(
                     "pendo_plugin: %s of PENDO_REDIS_REPLICAS=%d replicas confirmed an append within %g s; "
-                    "until enough do, each append is also kept in the local spool and sent from there, "
-                    "so Pendo receives it twice (redis:not_replicated)",
+                    "until enough do, this process keeps what it appends in its local spool and sends it "
+                    "from there, not through the stream (redis:not_replicated)",
                     answer if isinstance(answer, int) else "none",
                     replicas,
                     REPLICA_WAIT,
                 )
         return enough
+
+    async def replicas_back(self, replicas: int) -> bool:
+        """Whether to append to the stream: yes while the last ``WAIT`` found enough replicas. First (and
+        after Redis stopped answering), and every ``RETRY_AFTER`` seconds while they fell short, a ``WAIT``
+        with no new payload asks, so no entry is shown to the fleet's readers that will be taken back."""
+        asked = self._replicas_asked
+        if not replicas or (asked is not None and not self.replicas_short):
+            return True
+        if asked is not None and time.monotonic() < asked + RETRY_AFTER:
+            return False
+        pipe = (await self.client()).pipeline(transaction=False)
+        self.wait_for_replicas(pipe, replicas)
+        counters.record("redis", "round_trips")
+        return self.confirmed((await pipe.execute())[-1], replicas)
 
     def failed(self, exc: BaseException) -> None:
         """Redis did not answer: fall back for ``RETRY_AFTER`` seconds (a URL redis-py cannot use: for good,
@@ -125,6 +140,7 @@ class RedisLink:
                     type(exc).__name__,
                 )
         self.down = True
+        self._replicas_asked = None  # a failover may have changed the replicas: ask again first
         self.unusable = self.unusable or unusable
         self._down_until = math.inf if unusable else time.monotonic() + RETRY_AFTER
 

@@ -210,7 +210,8 @@ class RedisQueue:
                 await legacy.take_over(client)
                 await self._create_group(client)
             await self._settle_and_append(settings)
-            if self._next_move is not None and time.monotonic() >= self._next_move and spool is not None:
+            due = self._next_move is not None and time.monotonic() >= self._next_move
+            if due and spool is not None and not self.link.replicas_short:  # too few replicas: it stays local
                 await self._move_from_spool(client, spool)
             if claiming:
                 await self._claim(client, sends, settings)
@@ -264,6 +265,11 @@ class RedisQueue:
         while self._buffer:
             batch = self._buffer[:APPEND_BATCH]
             settings = settings or _settings_now()
+            if not await self.link.replicas_back(settings.redis_replicas):  # too few replicas: keep it local
+                del self._buffer[: len(batch)]
+                counters.record("redis", "not_replicated", amount=len(batch))
+                self._fallback(batch, settings)
+                continue
             cap = settings.redis_max_len
             pipe = client.pipeline(transaction=False)
             pipe.xlen(STREAM)
@@ -273,13 +279,22 @@ class RedisQueue:
             counters.record("redis", "round_trips")
             results = await pipe.execute()
             del self._buffer[: len(batch)]
-            if not self.link.confirmed(results[-1], settings.redis_replicas):  # keep it locally too
-                counters.record("redis", "not_replicated", amount=len(batch))
-                self._fallback(batch, settings)
-            counters.record("redis", "appended", amount=len(batch))
+            if not self.link.confirmed(results[-1], settings.redis_replicas):
+                await self._take_back(client, batch, results[1 : 1 + len(batch)], settings)
+            else:
+                counters.record("redis", "appended", amount=len(batch))
             self._caught_up = False
             self._last_length = int(results[0]) + len(batch) if isinstance(results[0], int) else 0
             count_trimmed(results[0], len(batch), cap)
+
+    async def _take_back(self, client: Any, batch: list[Payload], ids: list[Any], settings: Settings) -> None:
+        """Too few replicas confirmed ``batch``'s append: keep it in the local spool (this process sends it
+        from there), then delete its entries from the stream before this process reads it again; another
+        process may have read them during ``WAIT`` (docs/fleet.md, durable writes)."""
+        counters.record("redis", "not_replicated", amount=len(batch))
+        self._fallback(batch, settings)  # written ahead to the spool before the stream loses them
+        counters.record("redis", "round_trips")
+        await client.xdel(STREAM, *ids)
 
     async def _move_from_spool(self, client: Any, spool: Spool) -> None:
         """Put what the local spool holds (left while Redis was down) into the stream."""
