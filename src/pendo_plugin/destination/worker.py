@@ -41,6 +41,8 @@ SPOOL_RETRY_INTERVAL = 30.0
 IDLE_POLL_MIN = 0.01
 IDLE_POLL_MAX = 0.2
 DRAIN_POLL = 0.005
+DRAIN_POLL_MAX = 0.05  # a flush looks again at most this late when no send ended (sends waiting at the
+# rate gate, a retry's pause); the end of a send wakes it at once
 CANCEL_GRACE = 1.0
 REPLAY_SLICE = 512  # payloads of one spool file dispatched at a time
 
@@ -66,6 +68,7 @@ class Worker:
         self._dispatcher: Dispatcher | None = None  # sends and settles: the one send path
         self._spool_draining = False
         self._spool_next_try = 0.0
+        self._drain_bells: set[tempo.Bell] = set()  # one per flush or shutdown under way: rung as sends end
         self._spool_cache: tuple[tuple[Any, float], Spool | None] | None = None
         self._sender: Sender | None = None
         self._transport_source: Any = None
@@ -267,14 +270,19 @@ class Worker:
         return self._dispatcher
 
     def _task_done(self) -> None:
+        for bell in self._drain_bells:
+            bell.ring()
         if self._wake is None:
             return
         if self._backlog or (self._intake_since is not None and not self._sends.load):
             self._wake.ring()  # a slot is free, or every send ended: go on now, not at the next poll
 
     def _in_flight(self) -> int:
-        """Requests in flight now (what the pacer reads)."""
-        return self._sender.limiter.in_flight if self._sender is not None else 0
+        """Requests on the wire now (what the pacer reads): not those waiting at the rate gate for their
+        slot, which no answer will end soon (pacing for them would only wake the loop for nothing)."""
+        if self._sender is None:
+            return 0
+        return max(0, self._sender.limiter.in_flight - self._fleet.gate.waiting)
 
     def _answered(self) -> int:
         """Attempts ended so far (what the pacer reads)."""
@@ -365,6 +373,8 @@ class Worker:
         deadline = time.monotonic() + timeout
         self._flushing += 1
         probe_from = self._answered() if replay_spool else None
+        bell, poll = tempo.Bell(), DRAIN_POLL
+        self._drain_bells.add(bell)
         try:
             if replay_spool:
                 self._drain_spool_if_due(self._settings(), force=True)
@@ -383,9 +393,11 @@ class Worker:
                     return left == "none"
                 if time.monotonic() >= deadline:
                     return False
-                await asyncio.sleep(DRAIN_POLL)
+                await bell.wait(min(poll, max(0.0, deadline - time.monotonic())))
+                poll = min(poll * 2, DRAIN_POLL_MAX)  # waiting, not spinning: a send's end rings the bell
         finally:
             self._flushing -= 1
+            self._drain_bells.discard(bell)
 
     async def shutdown(self, timeout: float) -> bool:
         """Deliver what fits in ``timeout`` (retries included), cancel the rest (it stays in the spool,
