@@ -25,6 +25,7 @@ from typing import Any
 from pendo_plugin import config, counters
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.batch import Batch
+from pendo_plugin.delivery.dead_letters import own_failure
 from pendo_plugin.delivery.dispatch import EVENTS_PER_SLOT, Dispatcher
 from pendo_plugin.delivery.fleet.mode import Fleet
 from pendo_plugin.delivery.senders import Sender
@@ -211,7 +212,7 @@ class Worker:
         claim = spool.write_claimed(payloads) if spool is not None else None
         if claim is not None:
             counters.record("written_ahead", amount=len(payloads))
-        batch = Batch(len(payloads), claim, spool, undeliverable)
+        batch = Batch(len(payloads), claim, spool, undeliverable, counts=self._own_failure)
         self._backlog.extend((batch, payload) for payload in payloads)
 
     def _dispatch_backlog(self, settings: Settings) -> int:
@@ -290,6 +291,14 @@ class Worker:
 
     # ----- the spool, drained oldest first -------------------------------------------------
 
+    def _own_failure(self, payload: Payload) -> bool:
+        """Whether a failed payload's failure counts towards its dead letter: not while this process stops,
+        while Pendo looks down (the breaker, or its last attempt got no answer) or while it is held (the
+        rules of fleet mode's ``RedisQueue._its_own_failure``)."""
+        if self._shutting_down() or self._fleet.holding():
+            return False
+        return self._sender is not None and own_failure(self._sender, payload, self._settings())
+
     def _shutting_down(self) -> bool:
         return self._exiting or self._closing or (self._stopping is not None and self._stopping.is_set())
 
@@ -322,7 +331,9 @@ class Worker:
             return True
         done = asyncio.Event()
         total = len(claim.items)
-        batch = Batch(total, claim, spool, undeliverable, on_settled=done.set, replay=True)
+        batch = Batch(
+            total, claim, spool, undeliverable, on_settled=done.set, replay=True, counts=self._own_failure
+        )
         for start in range(0, total, REPLAY_SLICE):  # bounded slices: memory, and room for live traffic
             while start - (total - batch.outstanding) > REPLAY_SLICE // 2 and not self._shutting_down():
                 await asyncio.sleep(DRAIN_POLL)
@@ -432,7 +443,9 @@ class Worker:
         spool = self._spool(settings)
         claim = spool.write_claimed(payloads) if spool is not None else None
         done = asyncio.Event()
-        batch = Batch(len(payloads), claim, spool, undeliverable, on_settled=done.set)
+        batch = Batch(
+            len(payloads), claim, spool, undeliverable, on_settled=done.set, counts=self._own_failure
+        )
         for payload in payloads:
             self._sends.submit(payload, settings, batch.finish)
         self._sends.send_rows(settings, force=True)

@@ -406,9 +406,11 @@ class RedisQueue:
 
     def _its_own_failure(self, payload: Payload) -> bool:
         """Whether a failed entry counts towards the dead stream: not when it was held, when this process
-        is stopping, or while Pendo looks down (its retries were cut short; an outage is not the entry's)."""
+        is stopping, or while Pendo looks down (the breaker, or the last attempt got no answer: an outage is
+        not the entry's)."""
         sends = self._sends
-        if self._paused_until == float("inf") or (sends is not None and sends.sender.failing):
+        down = sends is not None and (sends.sender.failing or sends.sender.unanswered > 0)
+        if self._paused_until == float("inf") or down:
             return False
         return hold_reason(payload, _settings_now()) is None
 
