@@ -159,6 +159,7 @@ REASONS: dict[str, str] = {
     "too_deep": "a line nested too deep",
     "not_json": "a line that is not JSON",
     "not_object": "a line that is not a JSON object",
+    "dead_letter": "payloads that failed 5 times on their own account, in any processes (the dead letter)",
     # plugin_error: the hook (the plugin is named in the log line)
     "load": "the plugin failed to import",
     "segment_message": "the segment_message hook",

@@ -1,5 +1,6 @@
 """``pendo-plugin spool dead list|retry|purge``: the fleet's dead stream, where an entry goes after it
-failed :data:`~pendo_plugin.delivery.fleet.entries.DEAD_AFTER` times in any processes (docs/fleet.md).
+failed :data:`~pendo_plugin.delivery.fleet.entries.DEAD_AFTER` times in any processes (docs/fleet.md);
+without fleet mode, the local spool's dead letters (:mod:`.dead_letters_local`).
 
 ``list`` shows each entry bounded (its id, failures, kind and who it is about; never a whole body),
 ``retry`` appends every entry to the live stream again with its failures reset, ``purge`` deletes them
@@ -13,24 +14,14 @@ import sys
 from typing import Any, TextIO
 
 from pendo_plugin.cli._common import CommandError
+from pendo_plugin.cli.dead_letters_local import LIST_LIMIT, describe, local_dead_letters
 from pendo_plugin.cli.fleet_status import _client, _errors, _text
 from pendo_plugin.cli.replay import EXIT_FAILED, EXIT_OK, load_settings
 from pendo_plugin.cli.spool import _confirm
 from pendo_plugin.config import redacted_url
 from pendo_plugin.delivery.fleet.entries import DEAD_STREAM, STREAM, decode, failures_of
-from pendo_plugin.pendo.payload import Payload
 
-LIST_LIMIT = 100
 BATCH = 100
-
-
-def _describe(payload: Payload | None) -> str:
-    if payload is None:
-        return "not a payload (left alone by retry; purge removes it)"
-    if payload.kind in ("visitor", "account"):
-        return f"{payload.kind} row {_text(payload.row_id, 60)}"
-    who = payload.body.get("visitorId") or payload.body.get("userId") or payload.body.get("anonymousId")
-    return f"{payload.kind} {_text(payload.body.get('event'), 60)!r} of {_text(who, 60)}"
 
 
 def dead_letters(action: str, assume_yes: bool = False, out: TextIO | None = None,
@@ -38,9 +29,8 @@ def dead_letters(action: str, assume_yes: bool = False, out: TextIO | None = Non
     """Run ``list``, ``retry`` or ``purge`` on the fleet's dead stream."""
     out = out or sys.stdout
     settings = load_settings()
-    if not settings.redis_url:
-        raise CommandError("the dead stream is fleet mode's (PENDO_REDIS_URL); locally, payloads that fail "
-                           "wait in the spool (pendo-plugin spool status)")
+    if not settings.redis_url:  # the local spool's dead letters
+        return local_dead_letters(settings, action, assume_yes, out, stdin or sys.stdin)
     try:
         client = _client(settings.redis_url)
         if action == "list":
@@ -60,7 +50,7 @@ def _list(client: Any, out: TextIO) -> int:
     print(f"{total:,} entr{'y' if total == 1 else 'ies'} in {DEAD_STREAM}", file=out)
     for entry_id, fields in client.xrange(DEAD_STREAM, count=LIST_LIMIT):
         failures = failures_of(fields)
-        print(f"  {_text(entry_id)}  failed {failures}x  {_describe(decode(fields))}", file=out)
+        print(f"  {_text(entry_id)}  failed {failures}x  {describe(decode(fields))}", file=out)
     if total > LIST_LIMIT:
         print(f"  ... and {total - LIST_LIMIT:,} more", file=out)
     return EXIT_OK

@@ -19,6 +19,7 @@ from pendo_plugin.cli._common import CommandError, counter_delta, format_counts,
 from pendo_plugin.cli.replay import EXIT_FAILED, EXIT_OK, load_settings
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.batch import Batch
+from pendo_plugin.delivery.dead_letters import DEAD_AFTER, dead_payloads, own_failure
 from pendo_plugin.delivery.dispatch import dispatch
 from pendo_plugin.delivery.fleet.mode import share_budget
 from pendo_plugin.delivery.rows import FieldClock
@@ -71,6 +72,9 @@ def spool_status(out: TextIO | None = None) -> int:
           file=out)
     print(f"quarantined {status.quarantined:,} file(s) in {spool.directory / QUARANTINE} (never sent)",
           file=out)
+    dead = dead_payloads(spool.directory)
+    print(f"dead letters {dead:,} payload(s) that failed {DEAD_AFTER} times, in quarantine/ (pendo-plugin "
+          "spool dead list|retry|purge)", file=out)
     if settings.redis_url:  # fleet mode: what waits in the shared stream
         from pendo_plugin.cli.fleet_status import stream_status
 
@@ -85,7 +89,8 @@ async def drain_claim(
     """Send one claimed spool file and settle it like the runtime does (:class:`Batch`): deleted when
     everything was acknowledged, failures re-written to a new file of the same age, kept if all failed.
     ``clock``: the newest metadata values already sent by this drain (an older one is not sent after)."""
-    batch = Batch(len(claim.items), claim, spool, lambda items: None, replay=True)
+    batch = Batch(len(claim.items), claim, spool, lambda items: None, replay=True,
+                  counts=lambda payload: own_failure(sender, payload, settings))
     if not claim.items:
         claim.done()
         return

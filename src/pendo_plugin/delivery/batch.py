@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pendo_plugin import counters
+from pendo_plugin.delivery.dead_letters import DEAD_AFTER, bury
 from pendo_plugin.delivery.senders import Outcome
 from pendo_plugin.delivery.spool import Claim, Spool
 from pendo_plugin.pendo.payload import Payload
@@ -33,6 +34,7 @@ class Batch:
         on_settled: Callable[[], None] | None = None,
         *,
         replay: bool = False,
+        counts: Callable[[Payload], bool] | None = None,
     ) -> None:
         self.outstanding = size
         self._on_settled = on_settled
@@ -41,12 +43,16 @@ class Batch:
         self.replay = replay
         self.failed: list[Payload] = []
         self._undeliverable = undeliverable
+        self._counts = counts  # whether a failure is the payload's own (see dead_letters)
+        self._own_failures: set[int] = set()  # ids of the failed payloads whose failure counts
 
     def finish(self, payload: Payload, outcome: Outcome) -> None:
         """Record one payload's outcome (acknowledged in its spool file at once unless it failed); the
         last one settles the batch."""
         if outcome == "failed":
             self.failed.append(payload)
+            if self._counts is not None and self._counts(payload):
+                self._own_failures.add(id(payload))
         elif self.claim is not None:
             self.claim.ack(payload)
         self.outstanding -= 1
@@ -61,16 +67,39 @@ class Batch:
             if failed:
                 self._undeliverable(failed)
             return
-        if failed and len(failed) == len(claim.items):
+        if failed and len(failed) == len(claim.items) and not self._own_failures:
             if not self.replay:
                 counters.record("spooled", amount=len(failed))
-            claim.release()
+            claim.release()  # none failed on its own account (shutdown, Pendo down): the file waits as it is
             return
         if failed:
-            rewritten = self.spool.write(failed, name_prefix=claim.path.name.split("-", 1)[0])
-            if rewritten is None:
+            counts = [claim.failures_of(p) + (id(p) in self._own_failures) for p in failed]
+            live = [(p, n) for p, n in zip(failed, counts, strict=True) if n < DEAD_AFTER]
+            dead = [(p, n) for p, n in zip(failed, counts, strict=True) if n >= DEAD_AFTER]
+            prefix = claim.path.name.split("-", 1)[0]
+            if not self._rewrite(live, prefix) or not self._bury(dead, prefix):
                 claim.release()  # keep the file: its log skips what was acknowledged
                 return
             if not self.replay:
-                counters.record("spooled", amount=len(failed))
+                counters.record("spooled", amount=len(live))
         claim.done()
+
+    def _rewrite(self, kept: list[tuple[Payload, int]], prefix: str) -> bool:
+        """Write the payloads to retry, with their failure counts, to a new file of the same age."""
+        assert self.spool is not None
+        return not kept or self.spool.write(
+            [p for p, _ in kept], name_prefix=prefix, failures=[n for _, n in kept]
+        ) is not None
+
+    def _bury(self, dead: list[tuple[Payload, int]], prefix: str) -> bool:
+        """Move the payloads that failed too often to the spool's quarantine (the local dead letter)."""
+        assert self.spool is not None
+        if not dead:
+            return True
+        items, counts = [p for p, _ in dead], [n for _, n in dead]
+        claim = self.spool.write_claimed(items, name_prefix=prefix, failures=counts)
+        if claim is None:
+            return False
+        bury(self.spool.directory, claim.path, len(dead))
+        claim.release()
+        return True

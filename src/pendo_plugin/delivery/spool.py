@@ -32,6 +32,7 @@ from pathlib import Path
 from pendo_plugin import _fork, config, counters, shown
 from pendo_plugin.delivery import spool_files
 from pendo_plugin.delivery.acks import AckLog, ack_path, read_acks
+from pendo_plugin.delivery.dead_letters import failures_in, with_failures
 from pendo_plugin.delivery.spool_files import OPEN_FLAGS, Unreadable
 from pendo_plugin.logs import log, log_once
 from pendo_plugin.pendo.payload import Payload, encode
@@ -90,7 +91,9 @@ class Claim:
     that is no payload this version can send (None in ``items``) is dropped (``dropped:unknown_payload``)
     and acknowledged at once."""
 
-    def __init__(self, path: Path, fd: int, items: Sequence[Payload | None]) -> None:
+    def __init__(
+        self, path: Path, fd: int, items: Sequence[Payload | None], failures: Sequence[object] = ()
+    ) -> None:
         acknowledged = read_acks(path, len(items))
         if acknowledged:
             counters.record("already_acknowledged", amount=len(acknowledged))
@@ -108,6 +111,7 @@ class Claim:
         kept = [(n, item) for n, item in enumerate(items) if item is not None and n not in acknowledged]
         self.items = [item for _, item in kept]
         self._positions = {id(item): n for n, item in kept}
+        self._failures = {id(item): failures_in({"f": failures[n]}) for n, item in kept if n < len(failures)}
         _claims.add(self)
 
     def ack(self, item: Payload) -> None:
@@ -115,6 +119,10 @@ class Claim:
         position = self._positions.get(id(item))
         if self._fd is not None and position is not None:
             self._acks.append(position)
+
+    def failures_of(self, item: Payload) -> int:
+        """How many times ``item`` (one of ``items``) failed before, in any processes."""
+        return self._failures.get(id(item), 0)
 
     def done(self) -> None:
         """Delete the file (everything in it was acknowledged) and drop the lock; only while held."""
@@ -172,15 +180,20 @@ class Spool:
                 raise PermissionError(f"the spool directory is not safe: {self.refused}")
             self._verified = True
 
-    def write(self, items: list[Payload], *, name_prefix: str | None = None) -> Path | None:
-        """Persist ``items`` as one new unlocked file; its path, or None (nothing to write, or an error)."""
-        claim = self.write_claimed(items, name_prefix=name_prefix)
+    def write(
+        self, items: list[Payload], *, name_prefix: str | None = None, failures: Sequence[int] = ()
+    ) -> Path | None:
+        """Persist ``items`` as one new unlocked file; its path, or None (nothing to write, or an error).
+        ``failures``: each item's failure count so far (kept in its line)."""
+        claim = self.write_claimed(items, name_prefix=name_prefix, failures=failures)
         if claim is None:
             return None
         claim.release()
         return claim.path
 
-    def write_claimed(self, items: list[Payload], *, name_prefix: str | None = None) -> Claim | None:
+    def write_claimed(
+        self, items: list[Payload], *, name_prefix: str | None = None, failures: Sequence[int] = ()
+    ) -> Claim | None:
         """Persist ``items`` as one new file and keep it locked for this process to send from."""
         if not items:
             return None
@@ -189,7 +202,10 @@ class Spool:
         fd = -1
         try:
             self._ensure_directory()
-            lines = [encode(item) + b"\n" for item in items]
+            counts = list(failures) + [0] * (len(items) - len(failures))
+            lines = [
+                with_failures(encode(item), count) + b"\n" for item, count in zip(items, counts, strict=True)
+            ]
             spool_files.check_lines(lines)
             data = b"".join(lines)
             temp = self.directory / f".{name}.tmp"
@@ -219,7 +235,7 @@ class Spool:
         if self._approx_bytes is not None:
             self._approx_bytes += len(data)
         self._enforce_cap()
-        return Claim(final, fd, items)
+        return Claim(final, fd, items, counts)
 
     def _fsync_directory(self) -> None:
         with contextlib.suppress(OSError):
@@ -271,7 +287,8 @@ class Spool:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             if os.fstat(fd).st_ino != os.stat(path, follow_symlinks=False).st_ino:
                 raise FileNotFoundError(path)
-            items = spool_files.read_items(fd)
+            failures: list[object] = []
+            items = spool_files.read_items(fd, failures=failures)
         except (BlockingIOError, FileNotFoundError):
             _close_fd(fd)
             return None
@@ -284,7 +301,7 @@ class Spool:
             log_once(f"spool-read:{exc.errno}", logging.ERROR, "pendo_plugin: cannot read spool file %s: %s",
                      shown.escape(path.name), exc.strerror)
             return None
-        return Claim(path, fd, items)
+        return Claim(path, fd, items, failures)
 
     def _quarantine(self, path: Path, reason: str, kind: str) -> None:
         """Quarantine a spool file that failed a check, and delete its acknowledgement log with it."""

@@ -96,10 +96,13 @@ def _read_at_most(fd: int, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def read_items(fd: int, *, torn_tail: bool = False) -> list[Payload | None]:
+def read_items(
+    fd: int, *, torn_tail: bool = False, failures: list[object] | None = None
+) -> list[Payload | None]:
     """Every payload of an open, checked spool file, None for a JSON object that is not one this version
     can send; raises :class:`Unreadable` at the first line that is not a JSON object, and for an
-    incomplete last line unless ``torn_tail`` (a dead writer's temp file: that line is left out)."""
+    incomplete last line unless ``torn_tail`` (a dead writer's temp file: that line is left out).
+    ``failures``: gets each line's raw failure count (``"f"``, unchecked; None when absent)."""
     os.lseek(fd, 0, os.SEEK_SET)
     data = _read_at_most(fd, MAX_FILE_BYTES)
     if len(data) > MAX_FILE_BYTES:
@@ -124,6 +127,8 @@ def read_items(fd: int, *, torn_tail: bool = False) -> list[Payload | None]:
         if not isinstance(item, dict):
             raise Unreadable(f"line {number} is not a JSON object", "not_object")
         items.append(from_document(item))
+        if failures is not None:
+            failures.append(item.get("f"))
     return items
 
 

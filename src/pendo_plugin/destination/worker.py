@@ -25,6 +25,7 @@ from typing import Any
 from pendo_plugin import config, counters
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.batch import Batch
+from pendo_plugin.delivery.dead_letters import own_failure
 from pendo_plugin.delivery.dispatch import EVENTS_PER_SLOT, Dispatcher
 from pendo_plugin.delivery.fleet.mode import Fleet
 from pendo_plugin.delivery.senders import Sender
@@ -41,6 +42,8 @@ SPOOL_RETRY_INTERVAL = 30.0
 IDLE_POLL_MIN = 0.01
 IDLE_POLL_MAX = 0.2
 DRAIN_POLL = 0.005
+DRAIN_POLL_MAX = 0.05  # a flush looks again at most this late when no send ended (sends waiting at the
+# rate gate, a retry's pause); the end of a send wakes it at once
 CANCEL_GRACE = 1.0
 REPLAY_SLICE = 512  # payloads of one spool file dispatched at a time
 
@@ -66,6 +69,7 @@ class Worker:
         self._dispatcher: Dispatcher | None = None  # sends and settles: the one send path
         self._spool_draining = False
         self._spool_next_try = 0.0
+        self._drain_bells: set[tempo.Bell] = set()  # one per flush or shutdown under way: rung as sends end
         self._spool_cache: tuple[tuple[Any, float], Spool | None] | None = None
         self._sender: Sender | None = None
         self._transport_source: Any = None
@@ -208,7 +212,7 @@ class Worker:
         claim = spool.write_claimed(payloads) if spool is not None else None
         if claim is not None:
             counters.record("written_ahead", amount=len(payloads))
-        batch = Batch(len(payloads), claim, spool, undeliverable)
+        batch = Batch(len(payloads), claim, spool, undeliverable, counts=self._own_failure)
         self._backlog.extend((batch, payload) for payload in payloads)
 
     def _dispatch_backlog(self, settings: Settings) -> int:
@@ -267,20 +271,33 @@ class Worker:
         return self._dispatcher
 
     def _task_done(self) -> None:
+        for bell in self._drain_bells:
+            bell.ring()
         if self._wake is None:
             return
         if self._backlog or (self._intake_since is not None and not self._sends.load):
             self._wake.ring()  # a slot is free, or every send ended: go on now, not at the next poll
 
     def _in_flight(self) -> int:
-        """Requests in flight now (what the pacer reads)."""
-        return self._sender.limiter.in_flight if self._sender is not None else 0
+        """Requests on the wire now (what the pacer reads): not those waiting at the rate gate for their
+        slot, which no answer will end soon (pacing for them would only wake the loop for nothing)."""
+        if self._sender is None:
+            return 0
+        return max(0, self._sender.limiter.in_flight - self._fleet.gate.waiting)
 
     def _answered(self) -> int:
         """Attempts ended so far (what the pacer reads)."""
         return self._sender.limiter.released if self._sender is not None else 0
 
     # ----- the spool, drained oldest first -------------------------------------------------
+
+    def _own_failure(self, payload: Payload) -> bool:
+        """Whether a failed payload's failure counts towards its dead letter: not while this process stops,
+        while Pendo looks down (the breaker, or its last attempt got no answer) or while it is held (the
+        rules of fleet mode's ``RedisQueue._its_own_failure``)."""
+        if self._shutting_down() or self._fleet.holding():
+            return False
+        return self._sender is not None and own_failure(self._sender, payload, self._settings())
 
     def _shutting_down(self) -> bool:
         return self._exiting or self._closing or (self._stopping is not None and self._stopping.is_set())
@@ -314,7 +331,9 @@ class Worker:
             return True
         done = asyncio.Event()
         total = len(claim.items)
-        batch = Batch(total, claim, spool, undeliverable, on_settled=done.set, replay=True)
+        batch = Batch(
+            total, claim, spool, undeliverable, on_settled=done.set, replay=True, counts=self._own_failure
+        )
         for start in range(0, total, REPLAY_SLICE):  # bounded slices: memory, and room for live traffic
             while start - (total - batch.outstanding) > REPLAY_SLICE // 2 and not self._shutting_down():
                 await asyncio.sleep(DRAIN_POLL)
@@ -365,6 +384,8 @@ class Worker:
         deadline = time.monotonic() + timeout
         self._flushing += 1
         probe_from = self._answered() if replay_spool else None
+        bell, poll = tempo.Bell(), DRAIN_POLL
+        self._drain_bells.add(bell)
         try:
             if replay_spool:
                 self._drain_spool_if_due(self._settings(), force=True)
@@ -383,9 +404,11 @@ class Worker:
                     return left == "none"
                 if time.monotonic() >= deadline:
                     return False
-                await asyncio.sleep(DRAIN_POLL)
+                await bell.wait(min(poll, max(0.0, deadline - time.monotonic())))
+                poll = min(poll * 2, DRAIN_POLL_MAX)  # waiting, not spinning: a send's end rings the bell
         finally:
             self._flushing -= 1
+            self._drain_bells.discard(bell)
 
     async def shutdown(self, timeout: float) -> bool:
         """Deliver what fits in ``timeout`` (retries included), cancel the rest (it stays in the spool,
@@ -420,7 +443,9 @@ class Worker:
         spool = self._spool(settings)
         claim = spool.write_claimed(payloads) if spool is not None else None
         done = asyncio.Event()
-        batch = Batch(len(payloads), claim, spool, undeliverable, on_settled=done.set)
+        batch = Batch(
+            len(payloads), claim, spool, undeliverable, on_settled=done.set, counts=self._own_failure
+        )
         for payload in payloads:
             self._sends.submit(payload, settings, batch.finish)
         self._sends.send_rows(settings, force=True)

@@ -9,6 +9,7 @@ import secrets
 import socket
 from typing import Any
 
+from pendo_plugin.delivery.dead_letters import DEAD_AFTER  # the same rule as the local dead letter
 from pendo_plugin.delivery.fleet.link import KEY_PREFIX
 from pendo_plugin.pendo import payload
 from pendo_plugin.pendo.payload import Payload, encode
@@ -33,7 +34,6 @@ GROUP = "pendo_plugin"
 MAX_ENTRY_BYTES = 1_000_000
 
 DEAD_STREAM = KEY_PREFIX + "dead"
-DEAD_AFTER = 5  # an entry that failed this many times, in any processes, goes to the dead stream
 DEAD_MAX_LEN = 100_000
 MAX_ATTEMPTS_DIGITS = 6
 

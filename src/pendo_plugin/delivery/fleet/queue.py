@@ -59,12 +59,14 @@ MAX_IN_FLIGHT_BYTES = 32 << 20  # and their size: a read asks for no more than c
 READ_COUNT = 200
 APPEND_BATCH = 1000
 MAX_BUFFER = 10_000  # offered payloads waiting for the next append; past it the local path takes them
-READ_IDLE = 0.2  # after the stream was found empty, look again this often
+READ_IDLE = 0.2  # after the stream was found empty, look again this often,
+READ_IDLE_BUSY = 1.0  # or, with a budget, up to this late while the entries held last that long at its rate
 PAUSE_AFTER_FAILURE = 5.0  # Pendo looks down (the sender's breaker): read nothing new for this long
 MOVE_FILES_PER_CYCLE = 20
 MOVE_RETRY = 2.0
 SETTLE_BATCH = 100  # acknowledge in batches: this many outcomes, or the oldest waited SETTLE_DELAY
 SETTLE_DELAY = 0.05
+SETTLE_DELAY_BUSY = 0.5  # with a budget: up to this long, the time SETTLE_BATCH outcomes take at its rate
 
 Fallback = Callable[[list[Payload], Settings], None]
 
@@ -144,18 +146,19 @@ class RedisQueue:
         reading = sending and now >= self._paused_until and now >= self._next_read and self._room() > 0
         claiming = now >= self._next_claim
         self._taking = sending  # take over others' entries only when this process may send now
-        work = bool(self._buffer) or self._settle_due(now)
+        work = bool(self._buffer) or self._settle_due(now, settings.rate_limit)
         if not (work or reading or claiming) or not self.link.available():
             return False
         self._cycle = asyncio.ensure_future(self._run_cycle(self._sends, settings, spool, reading, claiming))
         self._cycle.add_done_callback(self._cycle_done)
         return work or (reading and not self._caught_up)
 
-    def _settle_due(self, now: float) -> bool:
+    def _settle_due(self, now: float, rate: float | None) -> bool:
         waiting = len(self._acks) + len(self._requeue)
         if not waiting or self._settle_since is None:
             return False
-        return waiting >= SETTLE_BATCH or now - self._settle_since >= SETTLE_DELAY
+        delay = min(SETTLE_DELAY_BUSY, max(SETTLE_DELAY, SETTLE_BATCH / rate)) if rate else SETTLE_DELAY
+        return waiting >= SETTLE_BATCH or now - self._settle_since >= delay
 
     def left(self, deadline: float) -> str:
         """What of this process's is left before ``deadline``, as the worker's flush sees it: ``none`` (the
@@ -361,7 +364,8 @@ class RedisQueue:
         )
         entries = answer[0][1] if answer else []
         self._caught_up = not entries
-        self._next_read = time.monotonic() + (READ_IDLE if not entries else 0.0)
+        idle = read_idle(len(self._held), settings.rate_limit) if not entries else 0.0
+        self._next_read = time.monotonic() + idle
         self._dispatch(entries, sends, settings)
 
     # ----- sending what was read ------------------------------------------------------------------
@@ -417,9 +421,11 @@ class RedisQueue:
 
     def _its_own_failure(self, payload: Payload) -> bool:
         """Whether a failed entry counts towards the dead stream: not when it was held, when this process
-        is stopping, or while Pendo looks down (its retries were cut short; an outage is not the entry's)."""
+        is stopping, or while Pendo looks down (the breaker, or the last attempt got no answer: an outage is
+        not the entry's)."""
         sends = self._sends
-        if self._paused_until == float("inf") or (sends is not None and sends.sender.failing):
+        down = sends is not None and (sends.sender.failing or sends.sender.unanswered > 0)
+        if self._paused_until == float("inf") or down:
             return False
         return hold_reason(payload, _settings_now()) is None
 
@@ -428,6 +434,15 @@ class RedisQueue:
         self._paused_until = max(self._paused_until, time.monotonic() + PAUSE_AFTER_FAILURE)
         for task in sends.tasks & sends.sender.waiting.keys():
             task.cancel()
+
+
+def read_idle(held: int, rate: float | None) -> float:
+    """How long to wait before looking at the stream again after it was found empty, holding ``held``
+    entries: with a budget of ``rate`` requests/s they take at least ``held / rate`` s to send (the
+    whole fleet's budget), so looking sooner only costs round trips; bounded by :data:`READ_IDLE_BUSY`."""
+    if not rate:
+        return READ_IDLE
+    return max(READ_IDLE, min(READ_IDLE_BUSY, held / rate))
 
 
 def _settings_now() -> Settings:

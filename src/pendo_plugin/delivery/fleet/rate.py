@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,27 +32,37 @@ PAUSE_WITHOUT_RETRY_AFTER = 1.0
 PAUSE_CHECK_INTERVAL = 0.25  # without a budget, look for a fleet pause in Redis this often per endpoint
 BACKFILL_SLACK = 0.05  # a backfill (replay, spool drain) takes a slot only if it is free within this
 BACKFILL_LOOK_AGAIN = 0.5  # longest wait before a backfill asks for a slot again
+RESERVE_WINDOW_MAX = 16  # at most this many send slots reserved by one script call
+SLOT_LATE = 0.02  # a held slot is taken at most this late (seconds); later it expires unused
 
 RESERVE_SCRIPT = """
 -- KEYS[1]: the endpoint's theoretical arrival time, KEYS[2]: its pause end (both server microseconds)
 -- ARGV[1]: emission interval in microseconds (0: no budget, only the pause), ARGV[2]: burst tolerance,
 -- ARGV[3]: a backfill's bound (-1 for live traffic): a backfill reserves only a slot that is free within
--- it, so live traffic goes first; else nothing is reserved and the answer is negative (look again then)
+-- it, so live traffic goes first; else nothing is reserved and the answer is negative (look again then);
+-- ARGV[4]: how many consecutive slots to reserve (one call for several sends). Returns each slot's delay.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local at = math.max(now, tonumber(redis.call('GET', KEYS[2]) or '0') or 0)
+local pause_end = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
 local interval = tonumber(ARGV[1])
-if interval > 0 then
-  local tat = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
-  at = math.max(at, tat - tonumber(ARGV[2]))
-  local bound = tonumber(ARGV[3] or '-1')
-  if bound >= 0 and at - now > bound then
-    return string.format('%.0f', -(at - now))
-  end
-  local next_tat = math.max(tat, at) + interval
-  redis.call('SET', KEYS[1], string.format('%.0f', next_tat), 'PX', math.ceil((next_tat - now) / 1000) + 1000)
+local count = math.max(1, math.min(tonumber(ARGV[4] or '1') or 1, 64))
+if interval <= 0 then
+  return {string.format('%.0f', math.max(now, pause_end) - now)}
 end
-return string.format('%.0f', at - now)
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+local bound = tonumber(ARGV[3] or '-1')
+local delays = {}
+for i = 1, count do
+  local at = math.max(now, pause_end, tat - tonumber(ARGV[2]))
+  if bound >= 0 and at - now > bound then
+    if i == 1 then return {string.format('%.0f', -(at - now))} end
+    break
+  end
+  tat = math.max(tat, at) + interval
+  delays[i] = string.format('%.0f', at - now)
+end
+redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
+return delays
 """
 
 PAUSE_SCRIPT = """
@@ -105,13 +116,26 @@ def budget(rate: float | None) -> tuple[float, float]:
 
 
 class RateGate:
-    """Reserves a send time per endpoint, through Redis when it answers, else in this process."""
+    """Reserves a send time per endpoint, through Redis when it answers, else in this process.
+
+    With Redis and a budget, one script call reserves a window of consecutive slots for this process's
+    sends (:data:`RESERVE_WINDOW_MAX` at most); the next sends take them without a round trip. Sends
+    that arrive while a call is under way wait for it, and the next call reserves for all of them. A
+    slot not taken within :data:`SLOT_LATE` of its time expires unused: budget left idle, never
+    exceeded. The window doubles while every slot is used and halves when one expires, so a slow
+    trickle reserves one slot a send and a steady load a few per round trip.
+    """
 
     def __init__(self) -> None:
         self._tat: dict[str, float] = {}
         self._pause_end: dict[str, float] = {}
         self._pause_checked: dict[str, float] = {}
         self._scripts: tuple[Any, Any, Any] | None = None  # (client, reserve, pause)
+        self._held: dict[str, deque[float]] = {}  # slots reserved through Redis, not yet taken (monotonic)
+        self._window: dict[str, int] = {}
+        self._reserving: dict[str, asyncio.Future[None]] = {}  # the script call under way per endpoint
+        self._queued: dict[str, int] = {}  # sends waiting for that call
+        self.waiting = 0  # sends waiting at the gate now (for their slot or its reservation)
 
     async def _registered(self, link: RedisLink) -> tuple[Any, Any]:
         client = await link.client()
@@ -129,14 +153,61 @@ class RateGate:
         """Seconds to wait before sending to ``endpoint`` (a slot is reserved for the caller). A
         ``backfill`` (replay, spool drain) takes only a slot that live traffic left free: it waits, without
         a reservation, until one is."""
+        interval, _ = budget(rate)
         while True:
-            wait = await self._reserve(endpoint, rate, link, BACKFILL_SLACK if backfill else -1.0)
+            if backfill or interval <= 0 or link is None:
+                wait = await self._reserve(endpoint, rate, link, BACKFILL_SLACK if backfill else -1.0)
+            else:
+                wait = await self._live(endpoint, rate, link)
             if wait >= 0:
                 return wait
             await asyncio.sleep(min(-wait, BACKFILL_LOOK_AGAIN))
 
+    def _take_held(self, endpoint: str, now: float) -> float | None:
+        """The earliest slot held for ``endpoint`` still usable at ``now`` (expired ones are dropped)."""
+        held = self._held.get(endpoint)
+        if not held:
+            return None
+        window = self._window.get(endpoint, 1)
+        if held[0] < now - SLOT_LATE:
+            while held and held[0] < now - SLOT_LATE:
+                held.popleft()
+            window = max(1, window // 2)
+        if not held:
+            self._window[endpoint] = window
+            return None
+        slot = held.popleft()
+        if not held:  # every slot of the window was used: reserve more at once next time
+            window = min(RESERVE_WINDOW_MAX, window * 2)
+        self._window[endpoint] = window
+        return max(slot, self._pause_end.get(endpoint, 0.0))
+
+    async def _live(self, endpoint: str, rate: float | None, link: RedisLink) -> float:
+        """Live traffic's delay with a budget: a held slot, or one reserved by a (shared) script call."""
+        while True:
+            now = time.monotonic()
+            slot = self._take_held(endpoint, now)
+            if slot is not None:
+                return slot - now
+            under_way = self._reserving.get(endpoint)
+            if under_way is None:
+                break
+            self._queued[endpoint] = self._queued.get(endpoint, 0) + 1
+            try:
+                await asyncio.shield(under_way)
+            finally:
+                self._queued[endpoint] -= 1
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._reserving[endpoint] = done
+        try:
+            count = max(self._window.get(endpoint, 1), 1 + self._queued.get(endpoint, 0))
+            return await self._reserve(endpoint, rate, link, -1.0, min(count, RESERVE_WINDOW_MAX))
+        finally:
+            del self._reserving[endpoint]
+            done.set_result(None)
+
     async def _reserve(
-        self, endpoint: str, rate: float | None, link: RedisLink | None, bound: float
+        self, endpoint: str, rate: float | None, link: RedisLink | None, bound: float, count: int = 1
     ) -> float:
         interval, tolerance = budget(rate)
         now = time.monotonic()
@@ -147,15 +218,20 @@ class RateGate:
                 script, _ = await self._registered(link)
                 answer = await script(
                     keys=[f"{KEY_PREFIX}rate:{endpoint}", f"{KEY_PREFIX}pause:{endpoint}"],
-                    args=[round(interval * 1e6), round(tolerance * 1e6), round(bound * 1e6)],
+                    args=[round(interval * 1e6), round(tolerance * 1e6), round(bound * 1e6), count],
                 )
                 link.answered()
                 counters.record("redis", "round_trips")
-                delay = min(max(float(answer) / 1e6, -MAX_DELAY), MAX_DELAY)
+                delays = _delays_of(answer, count)
+                now = time.monotonic()
                 if interval <= 0:
                     self._pause_checked[endpoint] = now
-                    self._pause_end[endpoint] = max(self._pause_end.get(endpoint, 0.0), now + delay)
-                return delay
+                    self._pause_end[endpoint] = max(self._pause_end.get(endpoint, 0.0), now + delays[0])
+                elif len(delays) > 1:
+                    self._held[endpoint] = deque(now + later for later in delays[1:])
+                elif bound < 0:  # the one slot reserved is used at once: reserve more next time
+                    self._window[endpoint] = min(RESERVE_WINDOW_MAX, self._window.get(endpoint, 1) * 2)
+                return delays[0]
             except redis_errors() as exc:
                 link.failed(exc)
             now = time.monotonic()  # the failed attempt took time
@@ -170,6 +246,7 @@ class RateGate:
         """Hold ``endpoint`` for ``seconds`` here and (through Redis) in every process."""
         seconds = min(max(seconds, 0.0), MAX_PAUSE)
         self._pause_end[endpoint] = max(self._pause_end.get(endpoint, 0.0), time.monotonic() + seconds)
+        self._held.pop(endpoint, None)  # slots reserved before the 429: every process starts afresh
         counters.record("rate", "paused")
         if link is not None and link.available():
             try:
@@ -179,6 +256,19 @@ class RateGate:
                 link.answered()
             except redis_errors() as exc:
                 link.failed(exc)
+
+
+def _delays_of(answer: Any, count: int) -> list[float]:
+    """The reserved slots' delays in seconds, read back from the script (untrusted: bounded, checked;
+    anything else counts as one slot at once, the first send's own)."""
+    values = answer if isinstance(answer, list) and answer else [answer]
+    delays = []
+    for value in values[:count]:
+        try:
+            delays.append(min(max(float(value) / 1e6, -MAX_DELAY), MAX_DELAY))
+        except (TypeError, ValueError):
+            break
+    return delays or [0.0]
 
 
 class GatedTransport:
@@ -207,10 +297,14 @@ class GatedTransport:
     async def _gated(self, request: Request, rate: float | None, link: RedisLink | None) -> Response:
         """``request`` sent once the gate lets it; a 429 (or a 503 with Retry-After) pauses the gate."""
         endpoint = endpoint_of(request.url)
-        wait = await self.gate.delay(endpoint, rate, link, backfill=self.backfill)
-        if wait > 0:
-            counters.record("rate", "waited")
-            await asyncio.sleep(wait)
+        self.gate.waiting += 1
+        try:
+            wait = await self.gate.delay(endpoint, rate, link, backfill=self.backfill)
+            if wait > 0:
+                counters.record("rate", "waited")
+                await asyncio.sleep(wait)
+        finally:
+            self.gate.waiting -= 1
         response = await self.inner.send(request)
         if response.status in (429, 503):
             seconds = parse_retry_after(response.headers.get("Retry-After"), maximum=MAX_PAUSE)
