@@ -29,23 +29,22 @@ from pendo_plugin.delivery.dead_letters import own_failure
 from pendo_plugin.delivery.dispatch import EVENTS_PER_SLOT, Dispatcher
 from pendo_plugin.delivery.fleet.mode import Fleet
 from pendo_plugin.delivery.senders import Sender
-from pendo_plugin.delivery.spool import Claim, Spool
+from pendo_plugin.delivery.spool import Spool
 from pendo_plugin.destination import tempo
 from pendo_plugin.destination.leftovers import leave_in_spool, open_spool, report_drop, undeliverable
 from pendo_plugin.destination.queues import Intake
 from pendo_plugin.destination.route import Router
+from pendo_plugin.destination.spool_replay import SPOOL_RETRY_INTERVAL, SpoolReplay
 from pendo_plugin.logs import log_once
 from pendo_plugin.pendo.payload import Payload
 
 PUMP_BATCH = 512
-SPOOL_RETRY_INTERVAL = 30.0
 IDLE_POLL_MIN = 0.01
 IDLE_POLL_MAX = 0.2
 DRAIN_POLL = 0.005
 DRAIN_POLL_MAX = 0.05  # a flush looks again at most this late when no send ended (sends waiting at the
 # rate gate, a retry's pause); the end of a send wakes it at once
 CANCEL_GRACE = 1.0
-REPLAY_SLICE = 512  # payloads of one spool file dispatched at a time
 
 
 class Worker:
@@ -67,8 +66,7 @@ class Worker:
         self._overflow_since: float | None = None  # the same for the messages past the queue
         self._backlog: deque[tuple[Batch, Payload]] = deque()
         self._dispatcher: Dispatcher | None = None  # sends and settles: the one send path
-        self._spool_draining = False
-        self._spool_next_try = 0.0
+        self._replay = SpoolReplay(lambda: self._sends, self._shutting_down, self._own_failure)
         self._drain_bells: set[tempo.Bell] = set()  # one per flush or shutdown under way: rung as sends end
         self._spool_cache: tuple[tuple[Any, float], Spool | None] | None = None
         self._sender: Sender | None = None
@@ -104,7 +102,7 @@ class Worker:
         self._fleet.update(settings)  # fleet mode
         self._sender.limiter.maximum = settings.max_concurrency
         if self._fleet.apply_holds(settings, self._sends):  # a hold ended: replay the spool now
-            self._spool_next_try = 0.0
+            self._replay.next_try = 0.0
         return settings
 
     def _spool(self, settings: Settings) -> Spool | None:
@@ -303,50 +301,9 @@ class Worker:
         return self._exiting or self._closing or (self._stopping is not None and self._stopping.is_set())
 
     def _drain_spool_if_due(self, settings: Settings, *, force: bool = False) -> None:
-        if self._spool_draining or self._shutting_down() or self._fleet.holding():
+        if self._shutting_down() or self._fleet.holding():
             return
-        if not force and time.monotonic() < self._spool_next_try:
-            return
-        spool = self._spool(settings)
-        self._spool_next_try = time.monotonic() + SPOOL_RETRY_INTERVAL
-        if spool is None or not spool.has_files():
-            return
-        self._spool_draining = True
-        self._sends.spawn(self._drain_spool(spool, settings), replay=True)
-
-    async def _drain_spool(self, spool: Spool, settings: Settings) -> None:
-        try:
-            for claim in spool.claims():
-                if self._shutting_down() or not await self._replay_claim(claim, spool, settings):
-                    claim.release()
-                    return
-        finally:
-            self._spool_draining = False
-
-    async def _replay_claim(self, claim: Claim, spool: Spool, settings: Settings) -> bool:
-        """Send one claimed file, one attempt per payload, and settle it; False if none of it could be
-        delivered (Pendo still down: the file waits for the next try)."""
-        if not claim.items:
-            claim.done()
-            return True
-        done = asyncio.Event()
-        total = len(claim.items)
-        batch = Batch(
-            total, claim, spool, undeliverable, on_settled=done.set, replay=True, counts=self._own_failure
-        )
-        for start in range(0, total, REPLAY_SLICE):  # bounded slices: memory, and room for live traffic
-            while start - (total - batch.outstanding) > REPLAY_SLICE // 2 and not self._shutting_down():
-                await asyncio.sleep(DRAIN_POLL)
-            if self._shutting_down():
-                for payload in claim.items[start:]:
-                    batch.finish(payload, "failed")  # not sent: it stays in the spool
-                break
-            for payload in claim.items[start : start + REPLAY_SLICE]:
-                self._sends.submit(payload, settings, batch.finish, retry=False)
-            self._sends.send_rows(settings, force=True)
-        await done.wait()
-        counters.record("unspooled", amount=len(claim.items) - len(batch.failed))
-        return len(batch.failed) < len(claim.items)
+        self._replay.start_if_due(self._spool(settings), settings, force=force)
 
     # ----- flush, shutdown, sync mode -------------------------------------------------------
 
