@@ -47,6 +47,7 @@ from pendo_plugin.delivery.fleet.entries import (
     failures_of,
 )
 from pendo_plugin.delivery.fleet.link import RedisLink, redis_errors
+from pendo_plugin.delivery.fleet.reads import BoundedReads
 from pendo_plugin.delivery.fleet.upkeep import count_dead, count_trimmed, group_lost, repair_ids
 from pendo_plugin.delivery.holds import hold_reason
 from pendo_plugin.delivery.senders import Outcome, Sender
@@ -75,6 +76,7 @@ class RedisQueue:
     def __init__(self, link: RedisLink, fallback: Fallback) -> None:
         self.link = link
         self.consumer = consumer_name()
+        self._reads = BoundedReads(self.consumer)
         self._fallback = fallback
         self._buffer: list[Payload] = []
         self._held: dict[bytes, tuple[bytes, int]] = {}  # entry id -> (its payload, failures), while sent
@@ -316,18 +318,9 @@ class RedisQueue:
         room = self._room() if self._taking else 0
         if room <= 0:
             return
-        counters.record("redis", "round_trips")
-        answer = await client.xautoclaim(
-            STREAM,
-            GROUP,
-            self.consumer,
-            claim_after_ms,
-            start_id=self._claim_cursor,
-            count=min(room, READ_COUNT),
+        self._claim_cursor, entries = await self._reads.claim(
+            client, claim_after_ms, self._claim_cursor, min(room, READ_COUNT)
         )
-        cursor = answer[0] if isinstance(answer, list) and answer else b"0-0"
-        self._claim_cursor = cursor.decode("ascii", "replace") if isinstance(cursor, bytes) else "0-0"
-        entries = answer[1] if isinstance(answer, list) and len(answer) > 1 else []
         if entries:
             counters.record("redis", "claimed", amount=len(entries))
             self._dispatch(entries, sends, settings)
@@ -337,16 +330,11 @@ class RedisQueue:
         (those it parked because it could not send them then)."""
         if self._reread and self._room() > 0:
             self._reread = False
-            counters.record("redis", "round_trips")
-            own = await client.xreadgroup(GROUP, self.consumer, {STREAM: "0"}, count=READ_COUNT)
-            self._dispatch(own[0][1] if own else [], sends, settings)
-        counters.record("redis", "round_trips")
-        answer = await client.xreadgroup(
-            GROUP, self.consumer, {STREAM: ">"}, count=min(self._room(), READ_COUNT)
-        )
-        entries = answer[0][1] if answer else []
-        self._caught_up = not entries
-        self._next_read = time.monotonic() + (READ_IDLE if not entries else 0.0)
+            _, own = await self._reads.read(client, "0", min(self._room(), READ_COUNT))
+            self._dispatch(own, sends, settings)
+        more, entries = await self._reads.read(client, ">", min(self._room(), READ_COUNT))
+        self._caught_up = not (more or entries)
+        self._next_read = time.monotonic() + (READ_IDLE if self._caught_up else 0.0)
         self._dispatch(entries, sends, settings)
 
     # ----- sending what was read ------------------------------------------------------------------
