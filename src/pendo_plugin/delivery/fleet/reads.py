@@ -17,7 +17,7 @@ from pendo_plugin import counters
 from pendo_plugin.delivery.fleet.entries import GROUP, MAX_ENTRY_BYTES, STREAM
 from pendo_plugin.logs import log_once
 
-__all__ = ["READ_BYTES", "BoundedReads"]
+__all__ = ["READ_BYTES", "BoundedReads", "range_bounded"]
 
 READ_BYTES = 8 << 20  # a read stops once the entries it read reach this size
 
@@ -72,6 +72,31 @@ if ARGV[4] == 'claim' then out[2] = start end
 return out
 """
 
+RANGE_SCRIPT = """
+-- KEYS[1]: a stream; ARGV[1]: the most bytes of a field value returned (a longer one comes back as ''),
+-- ARGV[2]: the most bytes read, ARGV[3]: the most entries, ARGV[4]: the first id. XRANGE one entry at a
+-- time; returns {the next first id ('' when none is left), id, fields, id, fields, ...}.
+local out, total, start = {''}, 0, ARGV[4]
+for _ = 1, tonumber(ARGV[3]) do
+  local entry = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', 1)[1]
+  if not entry then
+    out[1] = ''
+    break
+  end
+  start = '(' .. entry[1]
+  out[1] = start
+  local fields = entry[2]
+  for i = 2, #fields, 2 do
+    total = total + #fields[i]
+    if #fields[i] > tonumber(ARGV[1]) then fields[i] = '' end
+  end
+  out[#out + 1] = entry[1]
+  out[#out + 1] = fields
+  if total >= tonumber(ARGV[2]) then break end
+end
+return out
+"""
+
 Entry = tuple[bytes, dict[bytes, Any] | None]  # (id, fields; None: pending but gone from the stream)
 
 
@@ -104,6 +129,16 @@ class BoundedReads:
             log_once("redis-corrupt", logging.ERROR, "pendo_plugin: skipped a malformed entry in Redis")
         cursor = reply[1].decode("ascii", "replace") if isinstance(reply[1], bytes) else "0-0"
         return cursor, _entries(reply[2:])
+
+
+def range_bounded(client: Any, stream: str, start: str, count: int) -> tuple[str | None, list[Entry]]:
+    """Up to ``count`` entries of ``stream`` from ``start`` for the command line (a synchronous client), a
+    field value over :data:`~pendo_plugin.delivery.fleet.entries.MAX_ENTRY_BYTES` blanked in Redis: the
+    id to go on from (None: the end), and the entries."""
+    reply = client.eval(RANGE_SCRIPT, 1, stream, MAX_ENTRY_BYTES, READ_BYTES, count, start)
+    if not isinstance(reply, list) or not reply or not isinstance(reply[0], bytes):
+        return None, []
+    return reply[0].decode("ascii", "replace") or None, _entries(reply[1:])
 
 
 def _entries(flat: list[Any]) -> list[Entry]:
