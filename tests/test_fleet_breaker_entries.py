@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from collections import Counter
 from pathlib import Path
 
 from pendo_plugin.delivery.fleet.entries import DEAD_STREAM, GROUP, STREAM
+from pendo_plugin.delivery.fleet.flags import FLAGS_KEY
 from pendo_plugin.pendo import payload
 from pendo_plugin.sandbox import Sandbox
-from tests.apps import app_env, app_script, run_app
+from tests.apps import app_env, app_script, finish_app, run_app, wait_until
 from tests.fleet_redis import RedisServer
 
 HUGE_ENTRIES = 12
@@ -78,3 +81,45 @@ def test_dead_list_and_retry_read_hostile_dead_entries_bounded(redis_server: Red
     assert "1 entry moved back" in retried.stdout, retried.stdout + retried.stderr
     assert int(retried.stdout.splitlines()[-1].split()[-1]) < 200_000, retried.stdout
     assert redis.xlen(DEAD_STREAM) == HUGE_ENTRIES and redis.xlen(STREAM) == 1
+
+
+
+def test_flush_is_false_while_the_fleet_flags_hold_what_this_process_read(
+    sandbox: Sandbox, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """The percentage lowered to 0 before the first send: the 40 entries this process read were parked and
+    flush() said True at once, none delivered; after the clear only the first 32 were read again (one
+    read's worth) and flush() said True with 33 of 40 delivered. Now: False, then all 40, once each."""
+    script = app_script(
+        """
+        client = make_client()
+        send(client, 40, user="parked")
+        open(os.environ["TRACKED"], "w").close()
+        while "rollout_percent=0" not in open(os.environ["LOG"]).read():
+            time.sleep(0.05)
+        report(flushed=pendo_plugin.flush(5))
+        open(os.environ["FLUSHED"], "w").close()
+        while "applied: none" not in open(os.environ["LOG"]).read():
+            time.sleep(0.05)
+        report(flushed=pendo_plugin.flush(60))
+        """
+    )
+    marks = {name: tmp_path / name for name in ("TRACKED", "FLUSHED", "LOG")}
+    env = app_env(sandbox.url, tmp_path / "spool", sandbox.url, redis_url=redis_server.url, rate_limit=5)
+    env.update({name: str(path) for name, path in marks.items()})
+    with marks["LOG"].open("w") as log:
+        started = time.monotonic()
+        process = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE,
+                                   stderr=log, text=True)  # fmt: skip
+        assert wait_until(marks["TRACKED"].exists, timeout=30)
+        redis_server.client().hset(FLAGS_KEY, "rollout_percent", "0")
+        assert wait_until(marks["FLUSHED"].exists, timeout=30)
+        delivered_while_held = len(sandbox.track_events())
+        redis_server.client().delete(FLAGS_KEY)
+        run = finish_app(process, started, 120)
+    first, last = (report["flushed"] for report in run.reports())
+    assert delivered_while_held < 40, run.describe()  # some were held: the case under test
+    assert first is False, run.describe()
+    assert last is True, run.describe()
+    delivered = Counter(event["properties"]["n"] for event in sandbox.track_events())
+    assert sorted(delivered) == list(range(40)) and set(delivered.values()) == {1}, delivered

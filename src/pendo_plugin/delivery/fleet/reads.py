@@ -107,11 +107,10 @@ class BoundedReads:
         self.consumer = consumer
         self._script: tuple[Any, Any] | None = None
 
-    async def read(self, client: Any, start: str, count: int) -> tuple[bool, list[Entry]]:
-        """``XREADGROUP`` from ``start`` (``>``: new entries, ``0``: this consumer's pending ones): whether
-        more may be left to read, and the entries."""
-        cursor, entries = await self._run(client, count, ["read", GROUP, self.consumer, start])
-        return cursor != "0-0", entries
+    async def read(self, client: Any, start: str, count: int) -> tuple[str, list[Entry]]:
+        """``XREADGROUP`` from ``start`` (``>``: new entries; an id: this consumer's pending ones after it):
+        the last id read (``0-0``: nothing is left), and the entries."""
+        return await self._run(client, count, ["read", GROUP, self.consumer, start])
 
     async def claim(self, client: Any, idle_ms: int, start: str, count: int) -> tuple[str, list[Entry]]:
         """``XAUTOCLAIM`` entries idle ``idle_ms`` from ``start``: the next cursor and the entries."""
