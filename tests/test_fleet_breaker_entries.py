@@ -123,3 +123,26 @@ def test_flush_is_false_while_the_fleet_flags_hold_what_this_process_read(
     assert last is True, run.describe()
     delivered = Counter(event["properties"]["n"] for event in sandbox.track_events())
     assert sorted(delivered) == list(range(40)) and set(delivered.values()) == {1}, delivered
+
+
+def test_a_poison_visitor_row_holds_back_no_good_row_in_fleet_mode(
+    sandbox: Sandbox, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """One row Pendo always answers 500 among 250 identify calls: each later batch of visitors waited for
+    the batch before it, and the good half of a split waited out the bad half's retries, so 125 of the 249
+    good rows arrived within a 10 s flush (the rest waited behind ~36 s of retries)."""
+    sandbox.fail_rows(["v-poison"], 500)
+    script = app_script(
+        """
+        client = make_client()
+        for n in range(250):
+            client.identify(user_id="v-poison" if n == 125 else "v%d" % n, traits={"n": n})
+        client.flush()
+        report(flushed=pendo_plugin.flush(10))
+        """
+    )
+    env = app_env(sandbox.url, tmp_path / "spool", sandbox.url, redis_url=redis_server.url)
+    run = run_app(script, env, timeout=90)
+    assert run.returncode == 0, run.describe()
+    assert run.reports()[-1]["flushed"] is False  # the poison row is not delivered
+    assert sorted(sandbox.visitors()) == sorted(f"v{n}" for n in range(250) if n != 125), run.describe()
