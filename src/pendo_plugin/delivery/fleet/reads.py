@@ -1,11 +1,11 @@
 """Reads of the fleet's stream, bounded in bytes inside Redis (see :mod:`pendo_plugin.delivery.fleet.queue`).
 
 ``XREADGROUP`` and ``XAUTOCLAIM`` run one entry at a time in a Lua script that stops once the entries it
-read reach a byte budget, and that deletes there (``XACK`` + ``XDEL``) any entry with a field value over
-:data:`~pendo_plugin.delivery.fleet.entries.MAX_ENTRY_BYTES`, counted as ``dropped:redis_corrupt``. Entries
-written by hand, tens of MB each, were read whole: twelve of 40 MB took an app to 433 MB and, past the
-1 s timeout, had every process take Redis for down, again at every read, with the good entries read
-alongside stuck pending.
+read reach a byte budget, and that deletes there (``XACK`` + ``XDEL``) any entry larger (names and values)
+than :data:`~pendo_plugin.delivery.fleet.entries.MAX_ENTRY_BYTES` + 1 KB, counted as
+``dropped:redis_corrupt``. Entries written by hand, tens of MB each, were read whole: twelve of 40 MB
+took an app to 433 MB and, past the 1 s timeout, had every process take Redis for down, again at every
+read, with the good entries read alongside stuck pending.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ READ_SCRIPT = """
 -- ARGV[3]: the most entries; ARGV[4]: 'read' (XREADGROUP) or 'claim' (XAUTOCLAIM), ARGV[5]: the group,
 -- ARGV[6]: the consumer, ARGV[7]: the start id ('>' new entries, else after this id: the consumer's
 -- pending ones; for 'claim' the cursor), ARGV[8]: the least idle ms ('claim'). Reads one entry at a
--- time; an entry with a value over ARGV[1] is deleted, never returned. Returns {deleted, next cursor
--- ('0-0': nothing is left to read), id, fields, id, fields, ...} (fields false: pending, but gone from
--- the stream).
+-- time; an entry over ARGV[1] bytes (+ 1 KB; names and values) is deleted, never returned. Returns
+-- {deleted, next cursor ('0-0': nothing is left to read), id, fields, id, fields, ...} (fields
+-- false: pending, but gone from the stream).
 local out, total, start = {0, '0-0'}, 0, ARGV[7]
 for _ = 1, tonumber(ARGV[3]) do
   local entry
@@ -49,14 +49,10 @@ for _ = 1, tonumber(ARGV[3]) do
   end
   if entry then
     local size, fields = 0, entry[2]
-    local oversize = false
     if type(fields) == 'table' then
-      for i = 2, #fields, 2 do
-        size = size + #fields[i]
-        if #fields[i] > tonumber(ARGV[1]) then oversize = true end
-      end
+      for i = 1, #fields do size = size + #fields[i] end
     end
-    if oversize then
+    if size > tonumber(ARGV[1]) + 1024 then
       redis.call('XACK', KEYS[1], ARGV[5], entry[1])
       redis.call('XDEL', KEYS[1], entry[1])
       out[1] = out[1] + 1
@@ -73,7 +69,7 @@ return out
 """
 
 RANGE_SCRIPT = """
--- KEYS[1]: a stream; ARGV[1]: the most bytes of a field value returned (a longer one comes back as ''),
+-- KEYS[1]: a stream; ARGV[1]: the most bytes of an entry returned (+ 1 KB; a longer one comes back empty),
 -- ARGV[2]: the most bytes read, ARGV[3]: the most entries, ARGV[4]: the first id. XRANGE one entry at a
 -- time; returns {the next first id ('' when none is left), id, fields, id, fields, ...}.
 local out, total, start = {''}, 0, ARGV[4]
@@ -85,13 +81,11 @@ for _ = 1, tonumber(ARGV[3]) do
   end
   start = '(' .. entry[1]
   out[1] = start
-  local fields = entry[2]
-  for i = 2, #fields, 2 do
-    total = total + #fields[i]
-    if #fields[i] > tonumber(ARGV[1]) then fields[i] = '' end
-  end
+  local size, fields = 0, entry[2]
+  for i = 1, #fields do size = size + #fields[i] end
+  total = total + size
   out[#out + 1] = entry[1]
-  out[#out + 1] = fields
+  out[#out + 1] = size > tonumber(ARGV[1]) + 1024 and {} or fields
   if total >= tonumber(ARGV[2]) then break end
 end
 return out
@@ -131,9 +125,9 @@ class BoundedReads:
 
 
 def range_bounded(client: Any, stream: str, start: str, count: int) -> tuple[str | None, list[Entry]]:
-    """Up to ``count`` entries of ``stream`` from ``start`` for the command line (a synchronous client), a
-    field value over :data:`~pendo_plugin.delivery.fleet.entries.MAX_ENTRY_BYTES` blanked in Redis: the
-    id to go on from (None: the end), and the entries."""
+    """Up to ``count`` entries of ``stream`` from ``start`` for the command line (a synchronous client), an
+    entry over :data:`~pendo_plugin.delivery.fleet.entries.MAX_ENTRY_BYTES` + 1 KB returned without its
+    fields (by :data:`RANGE_SCRIPT`): the id to go on from (None: the end), and the entries."""
     reply = client.eval(RANGE_SCRIPT, 1, stream, MAX_ENTRY_BYTES, READ_BYTES, count, start)
     if not isinstance(reply, list) or not reply or not isinstance(reply[0], bytes):
         return None, []
