@@ -2,6 +2,8 @@
 failed :data:`~pendo_plugin.delivery.fleet.entries.DEAD_AFTER` times in any processes (docs/fleet.md);
 without fleet mode, the local spool's dead letters (:mod:`.dead_letters_local`).
 
+Entries are read a page at a time, a field over 1 MB blanked in Redis
+(:func:`~pendo_plugin.delivery.fleet.reads.range_bounded`).
 ``list`` shows each entry bounded (its id, failures, kind and who it is about; never a whole body),
 ``retry`` appends every entry to the live stream again with its failures reset, ``purge`` deletes them
 (asks first unless ``--yes``). What is read back from Redis is untrusted: an entry that is not a payload
@@ -20,6 +22,7 @@ from pendo_plugin.cli.replay import EXIT_FAILED, EXIT_OK, load_settings
 from pendo_plugin.cli.spool import _confirm
 from pendo_plugin.config import redacted_url
 from pendo_plugin.delivery.fleet.entries import DEAD_STREAM, STREAM, decode, failures_of
+from pendo_plugin.delivery.fleet.reads import range_bounded
 
 BATCH = 100
 
@@ -48,9 +51,14 @@ def dead_letters(action: str, assume_yes: bool = False, out: TextIO | None = Non
 def _list(client: Any, out: TextIO) -> int:
     total = int(client.xlen(DEAD_STREAM))
     print(f"{total:,} entr{'y' if total == 1 else 'ies'} in {DEAD_STREAM}", file=out)
-    for entry_id, fields in client.xrange(DEAD_STREAM, count=LIST_LIMIT):
-        failures = failures_of(fields)
-        print(f"  {_text(entry_id)}  failed {failures}x  {describe(decode(fields))}", file=out)
+    start: str | None = "-"
+    shown = 0
+    while start is not None and shown < LIST_LIMIT:
+        start, entries = range_bounded(client, DEAD_STREAM, start, LIST_LIMIT - shown)
+        for entry_id, fields in entries:
+            failures = failures_of(fields)
+            print(f"  {_text(entry_id)}  failed {failures}x  {describe(decode(fields))}", file=out)
+        shown += len(entries)
     if total > LIST_LIMIT:
         print(f"  ... and {total - LIST_LIMIT:,} more", file=out)
     return EXIT_OK
@@ -58,19 +66,16 @@ def _list(client: Any, out: TextIO) -> int:
 
 def _retry(client: Any, out: TextIO) -> int:
     moved = 0
-    start = "-"
-    while True:
-        entries = client.xrange(DEAD_STREAM, min=start, count=BATCH)
-        if not entries:
-            break
+    start: str | None = "-"
+    while start is not None:
+        start, entries = range_bounded(client, DEAD_STREAM, start, BATCH)
         pipe = client.pipeline(transaction=True)
         for entry_id, fields in entries:
-            if decode(fields) is not None:
+            if fields is not None and decode(fields) is not None:
                 pipe.xadd(STREAM, {"p": fields[b"p"]})
                 pipe.xdel(DEAD_STREAM, entry_id)
                 moved += 1
         pipe.execute()
-        start = "(" + _text(entries[-1][0])
     print(f"{moved:,} entr{'y' if moved == 1 else 'ies'} moved back to {STREAM} to be sent again", file=out)
     return EXIT_OK
 

@@ -24,6 +24,7 @@ from pendo_plugin.cli.replay import EXIT_FAILED, EXIT_OK, load_settings
 from pendo_plugin.config import Settings, redacted_url
 from pendo_plugin.config_values import read_list
 from pendo_plugin.delivery.fleet.entries import GROUP, STREAM, decode
+from pendo_plugin.delivery.fleet.reads import range_bounded
 from pendo_plugin.delivery.spool import Claim, Spool
 from pendo_plugin.delivery.spool_files import QUARANTINE, directory_problem, quarantined_files, temp_files
 from pendo_plugin.pendo.payload import Payload
@@ -31,7 +32,7 @@ from pendo_plugin.pendo.translate import visitor_id_of
 
 T = TypeVar("T")
 REDIS_TIMEOUT = 5.0
-STREAM_PAGE = 200  # entries read at once (each at most MAX_ENTRY_BYTES, checked when decoded)
+STREAM_PAGE = 200  # entries read at once (at most 8 MB; a field over MAX_ENTRY_BYTES blanked in Redis)
 
 
 def visitor_of(payload: Payload) -> str | None:
@@ -119,18 +120,15 @@ def _redis(url: str) -> Any:
 
 def scan_stream(client: Any, visitors: frozenset[str], found: Found) -> None:
     """Page through the fleet's stream; note the entries of the visitors."""
-    start = "-"
-    while True:
-        page = client.xrange(STREAM, min=start, max="+", count=STREAM_PAGE)
+    start: str | None = "-"
+    while start is not None:
+        start, page = range_bounded(client, STREAM, start, STREAM_PAGE)
         for entry_id, fields in page:
-            item = decode(fields)
+            item = decode(fields) if fields is not None else None
             visitor = visitor_of(item) if item is not None else None
             if visitor in visitors:
                 found.stream[visitor] += 1
                 found.entries.append(entry_id)
-        if len(page) < STREAM_PAGE:
-            return
-        start = "(" + page[-1][0].decode("ascii")
 
 
 def remove_from_spool(spool: Spool, claims: Iterable[tuple[Claim, list[Payload]]]) -> tuple[int, int]:

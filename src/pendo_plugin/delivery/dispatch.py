@@ -106,8 +106,9 @@ class Dispatcher:
         self._progress: asyncio.Future[None] | None = None  # what room() and wait() wait on
         self._rows: dict[str, Origins] = {kind: MergedRows(kind) for kind in METADATA_KINDS}
         self._rows_since: float | None = None  # when the oldest waiting row came
-        self._last_rows: dict[str, asyncio.Task[Any]] = {}  # per kind: batches go out in order
-        self._follows: dict[asyncio.Task[Any], asyncio.Task[Any]] = {}  # a batch -> the one before it
+        self._row_batches: dict[tuple[str, str], asyncio.Task[Any]] = {}  # (kind, row id) -> its last batch
+        self._batch_rows: dict[asyncio.Task[Any], list[tuple[str, str]]] = {}  # a batch -> its rows
+        self._follows: dict[asyncio.Task[Any], asyncio.Task[Any]] = {}  # a batch -> one it waits for
         self._carries: dict[asyncio.Task[Any], list[Payload]] = {}  # a retry or a batch -> its payloads
 
     @property
@@ -185,7 +186,8 @@ class Dispatcher:
 
     def send_rows(self, settings: Settings, *, force: bool = False) -> None:
         """Send the waiting metadata rows as one batch per kind if a batch is full, the oldest row has
-        waited ``batch_interval``, or ``force``; each after the batch of its kind before it."""
+        waited ``batch_interval``, or ``force``; each after the earlier batches that hold one of its rows
+        (only those: a row retried for long holds back no batch without it)."""
         if self._rows_since is None:
             return
         waiting = sum(len(rows) for rows in self._rows.values())
@@ -195,12 +197,16 @@ class Dispatcher:
         for kind, rows in self._rows.items():
             if rows:
                 self._rows[kind] = MergedRows(kind)
-                previous = self._last_rows.get(kind)
-                task = self.spawn(self._send_rows(rows, rows.rows(self.clock), settings, previous))
+                merged = rows.rows(self.clock)
+                keys = [(kind, row_id) for row_id, _ in merged]
+                earlier = {self._row_batches[key] for key in keys if key in self._row_batches}
+                previous = [task for task in earlier if not task.done()]
+                task = self.spawn(self._send_rows(rows, merged, settings, previous))
                 self._carries[task] = [payload for _, payload in rows.origins()]
-                self._last_rows[kind] = task
-                if previous is not None and not previous.done():
-                    self._follows[task] = previous
+                self._batch_rows[task] = keys
+                self._row_batches.update((key, task) for key in keys)
+                if previous:
+                    self._follows[task] = previous[0]
         self._rows_since = None
 
     def recheck(self, held: Held) -> int:
@@ -274,21 +280,24 @@ class Dispatcher:
         self.replays.discard(task)
         self._follows.pop(task, None)
         self._carries.pop(task, None)
+        for key in self._batch_rows.pop(task, ()):
+            if self._row_batches.get(key) is task:
+                del self._row_batches[key]
         if self._progress is not None:
             self._progressed()
         if self.on_done is not None:
             self.on_done()
 
     async def _send_rows(
-        self, rows: Origins, merged: list[Row], settings: Settings, previous: asyncio.Task[Any] | None
+        self, rows: Origins, merged: list[Row], settings: Settings, previous: list[asyncio.Task[Any]]
     ) -> None:
-        """Send one merged batch once the batch of that kind before it is settled (so, for a row in
-        both, the newer values reach Pendo last)."""
+        """Send one merged batch once the earlier batches holding one of its rows are settled (so, for a
+        row in both, the newer values reach Pendo last)."""
         failed: set[str] | None = None  # the ids kept for later (None: all of them, it did not finish)
         set_aside: set[str] = set()  # rows whose preparation raised: settled as rejected, never resent
         try:
-            if previous is not None and not previous.done():
-                await asyncio.wait([previous])
+            if previous:
+                await asyncio.wait(previous)
             failed = await self.sender.send_metadata(rows.kind, merged, settings, set_aside)
         finally:
             for settle, payload in rows.origins():

@@ -158,7 +158,10 @@ class Sender(Transmitter):
 
     async def _halves(self, kind: str, rows: Prepared, settings: Settings, failed: set[str]) -> None:
         """A batch that failed twice (or was refused with 400) sent as two halves, down to one row, so a
-        bad row holds back no other."""
+        bad row holds back no other: the halves go at once, so the good half does not wait out the
+        retries of the bad one."""
         middle = len(rows) // 2
-        await self._post_rows(kind, rows[:middle], settings, failed)
-        await self._post_rows(kind, rows[middle:], settings, failed)
+        await asyncio.gather(
+            self._post_rows(kind, rows[:middle], settings, failed),
+            self._post_rows(kind, rows[middle:], settings, failed),
+        )

@@ -47,6 +47,7 @@ from pendo_plugin.delivery.fleet.entries import (
     failures_of,
 )
 from pendo_plugin.delivery.fleet.link import RedisLink, redis_errors
+from pendo_plugin.delivery.fleet.reads import BoundedReads
 from pendo_plugin.delivery.fleet.upkeep import count_dead, count_trimmed, group_lost, repair_ids
 from pendo_plugin.delivery.holds import hold_reason
 from pendo_plugin.delivery.senders import Outcome, Sender
@@ -57,6 +58,7 @@ from pendo_plugin.pendo.payload import Payload
 MAX_IN_FLIGHT = 1024  # entries this process holds while sending
 MAX_IN_FLIGHT_BYTES = 32 << 20  # and their size: a read asks for no more than could fit (1 MB an entry)
 READ_COUNT = 200
+MAX_PARKED_KNOWN = 10_000  # parked entry ids kept to tell flush() they wait (a bound on memory)
 APPEND_BATCH = 1000
 MAX_BUFFER = 10_000  # offered payloads waiting for the next append; past it the local path takes them
 READ_IDLE = 0.2  # after the stream was found empty, look again this often,
@@ -77,10 +79,12 @@ class RedisQueue:
     def __init__(self, link: RedisLink, fallback: Fallback) -> None:
         self.link = link
         self.consumer = consumer_name()
+        self._reads = BoundedReads(self.consumer)
         self._fallback = fallback
         self._buffer: list[Payload] = []
         self._held: dict[bytes, tuple[bytes, int]] = {}  # entry id -> (its payload, failures), while sent
         self._held_bytes = 0
+        self._parked: set[bytes] = set()  # entries left pending here that the flags hold (not no_secret)
         self._acks: list[bytes] = []
         self._requeue: list[tuple[bytes, bytes, int]] = []  # (id, payload, failures) to append anew
         self._settle_since: float | None = None  # when the oldest outcome waiting to be settled came
@@ -92,7 +96,7 @@ class RedisQueue:
         self._taking = False
         self._next_read = 0.0
         self._paused_until = 0.0
-        self._reread = False  # read this consumer's own pending entries again (parked ones: held here)
+        self._reread: str | None = None  # read this consumer's own pending entries again from this id
         self._next_claim = 0.0
         self._claim_cursor = "0-0"
         self._next_move: float | None = 0.0  # when to move the local spool into the stream (None: no need)
@@ -120,14 +124,14 @@ class RedisQueue:
         """``flush()``: read the stream now and look for entries to take over."""
         self._caught_up = False
         self._next_read = self._next_claim = self._paused_until = 0.0
-        self._reread = True
+        self._reread = "0"
         self.link.retry_now()
 
     def recheck(self, held: Held) -> None:
         """Hold what is being sent from the stream that ``held`` names a reason for (it is appended anew)."""
         if self._sends is not None:
             self._sends.recheck(held)
-        self._reread = True  # what was parked may be sendable now
+        self._reread = "0"  # what was parked may be sendable now
 
     def pump(self, sender: Sender, settings: Settings, spool: Spool | None, *, holding: bool = False) -> bool:
         """Start the next I/O cycle if one is due; True if it started one with work to do (``holding``:
@@ -166,7 +170,8 @@ class RedisQueue:
         stream was read to its end since), ``busy`` (something moves on before ``deadline``: a send, a
         retry or Retry-After pause that ends in time, a cycle, the stream still to read) or ``stuck`` (it
         waits in the stream or in a retry past ``deadline``, or Redis does not answer, or this process
-        may not send now)."""
+        may not send now, or it parked entries the flags hold: they wait for a change of its settings; an
+        entry only a process with another secret can send is left to it, not waited for)."""
         available = self.link.available()
         if self._buffer or self._cycle is not None or self._acks or self._requeue:
             return "busy" if available else "stuck"
@@ -176,7 +181,7 @@ class RedisQueue:
         if sends is not None and sends.pending():
             return "stuck"
         if self._caught_up:
-            return "none"
+            return "stuck" if self._parked else "none"
         if not available or not self._taking:
             return "stuck"
         now = time.monotonic()
@@ -334,18 +339,9 @@ class RedisQueue:
         room = self._room() if self._taking else 0
         if room <= 0:
             return
-        counters.record("redis", "round_trips")
-        answer = await client.xautoclaim(
-            STREAM,
-            GROUP,
-            self.consumer,
-            claim_after_ms,
-            start_id=self._claim_cursor,
-            count=min(room, READ_COUNT),
+        self._claim_cursor, entries = await self._reads.claim(
+            client, claim_after_ms, self._claim_cursor, min(room, READ_COUNT)
         )
-        cursor = answer[0] if isinstance(answer, list) and answer else b"0-0"
-        self._claim_cursor = cursor.decode("ascii", "replace") if isinstance(cursor, bytes) else "0-0"
-        entries = answer[1] if isinstance(answer, list) and len(answer) > 1 else []
         if entries:
             counters.record("redis", "claimed", amount=len(entries))
             self._dispatch(entries, sends, settings)
@@ -353,18 +349,15 @@ class RedisQueue:
     async def _read(self, client: Any, sends: Dispatcher, settings: Settings) -> None:
         """Read new entries; after a change of settings or a flush, first this consumer's own pending ones
         (those it parked because it could not send them then)."""
-        if self._reread and self._room() > 0:
-            self._reread = False
-            counters.record("redis", "round_trips")
-            own = await client.xreadgroup(GROUP, self.consumer, {STREAM: "0"}, count=READ_COUNT)
-            self._dispatch(own[0][1] if own else [], sends, settings)
-        counters.record("redis", "round_trips")
-        answer = await client.xreadgroup(
-            GROUP, self.consumer, {STREAM: ">"}, count=min(self._room(), READ_COUNT)
-        )
-        entries = answer[0][1] if answer else []
-        self._caught_up = not entries
-        idle = read_idle(len(self._held), settings.rate_limit) if not entries else 0.0
+        if self._reread is not None and self._room() > 0:
+            if self._reread == "0":
+                self._parked.clear()  # parked again below if still held; gone if another process took them
+            cursor, own = await self._reads.read(client, self._reread, min(self._room(), READ_COUNT))
+            self._reread = None if cursor == "0-0" else cursor  # more than one read's worth: go on next cycle
+            self._dispatch(own, sends, settings)
+        cursor, entries = await self._reads.read(client, ">", min(self._room(), READ_COUNT))
+        self._caught_up = cursor == "0-0" and not entries and self._reread is None
+        idle = read_idle(len(self._held), settings.rate_limit) if self._caught_up else 0.0
         self._next_read = time.monotonic() + idle
         self._dispatch(entries, sends, settings)
 
@@ -396,7 +389,10 @@ class RedisQueue:
             reason = hold_reason(payload, settings)
             if reason is not None:  # parked: left pending, taken over by a process that may send it
                 counters.record("held", reason, payload.kind)
+                if reason != "no_secret" and len(self._parked) < MAX_PARKED_KNOWN:
+                    self._parked.add(entry_id)  # held by the flags: no process may send it now
                 continue
+            self._parked.discard(entry_id)
             self._held[entry_id] = (fields[b"p"], failures_of(fields))  # decode() checked the bytes
             self._held_bytes += len(fields[b"p"])
             sends.submit(payload, settings, partial(self._settle, entry_id))
