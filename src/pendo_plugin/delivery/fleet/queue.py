@@ -47,8 +47,16 @@ from pendo_plugin.delivery.fleet.entries import (
     failures_of,
 )
 from pendo_plugin.delivery.fleet.link import RedisLink, redis_errors
+from pendo_plugin.delivery.fleet.pacing import SETTLE_BATCH, read_idle, settle_delay
 from pendo_plugin.delivery.fleet.reads import BoundedReads
-from pendo_plugin.delivery.fleet.upkeep import count_dead, count_trimmed, group_lost, repair_ids
+from pendo_plugin.delivery.fleet.upkeep import (
+    count_dead,
+    count_trimmed,
+    create_group,
+    group_lost,
+    move_from_spool,
+    repair_ids,
+)
 from pendo_plugin.delivery.holds import hold_reason
 from pendo_plugin.delivery.senders import Outcome, Sender
 from pendo_plugin.delivery.spool import Spool
@@ -61,14 +69,8 @@ READ_COUNT = 200
 MAX_PARKED_KNOWN = 10_000  # parked entry ids kept to tell flush() they wait (a bound on memory)
 APPEND_BATCH = 1000
 MAX_BUFFER = 10_000  # offered payloads waiting for the next append; past it the local path takes them
-READ_IDLE = 0.2  # after the stream was found empty, look again this often,
-READ_IDLE_BUSY = 1.0  # or, with a budget, up to this late while the entries held last that long at its rate
 PAUSE_AFTER_FAILURE = 5.0  # Pendo looks down (the sender's breaker): read nothing new for this long
-MOVE_FILES_PER_CYCLE = 20
 MOVE_RETRY = 2.0
-SETTLE_BATCH = 100  # acknowledge in batches: this many outcomes, or the oldest waited SETTLE_DELAY
-SETTLE_DELAY = 0.05
-SETTLE_DELAY_BUSY = 0.5  # with a budget: up to this long, the time SETTLE_BATCH outcomes take at its rate
 
 Fallback = Callable[[list[Payload], Settings], None]
 
@@ -161,8 +163,7 @@ class RedisQueue:
         waiting = len(self._acks) + len(self._requeue)
         if not waiting or self._settle_since is None:
             return False
-        delay = min(SETTLE_DELAY_BUSY, max(SETTLE_DELAY, SETTLE_BATCH / rate)) if rate else SETTLE_DELAY
-        return waiting >= SETTLE_BATCH or now - self._settle_since >= delay
+        return waiting >= SETTLE_BATCH or now - self._settle_since >= settle_delay(rate)
 
     def left(self, deadline: float) -> str:
         """What of this process's is left before ``deadline``, as the worker's flush sees it: ``none`` (the
@@ -242,14 +243,7 @@ class RedisQueue:
             self._next_move = 0.0
 
     async def _create_group(self, client: Any) -> None:
-        import redis
-
-        counters.record("redis", "round_trips")
-        try:
-            await client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
-        except redis.ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        await create_group(client)
         self._group_ready = True
 
     async def _settle_and_append(self, settings: Settings | None) -> None:
@@ -307,25 +301,9 @@ class RedisQueue:
     async def _move_from_spool(self, client: Any, spool: Spool) -> None:
         """Put what the local spool holds (left while Redis was down) into the stream."""
         self._next_move = None
-        moved = 0
-        for number, claim in enumerate(spool.claims()):
-            if number >= MOVE_FILES_PER_CYCLE:
-                claim.release()
-                break
-            try:
-                pipe = client.pipeline(transaction=False)
-                for payload in claim.items:
-                    pipe.xadd(STREAM, {"p": encode(payload)})
-                counters.record("redis", "round_trips")
-                await pipe.execute()
-            except BaseException:
-                claim.release()
-                raise
-            claim.done()
-            moved += len(claim.items)
+        moved = await move_from_spool(client, spool)
         if moved:
             self._caught_up = False
-            counters.record("redis", "moved_from_spool", amount=moved)
         if spool.has_files():  # more than one cycle's share, or files a sender still holds
             self._next_move = time.monotonic() + (0.0 if moved else MOVE_RETRY)
 
@@ -430,15 +408,6 @@ class RedisQueue:
         self._paused_until = max(self._paused_until, time.monotonic() + PAUSE_AFTER_FAILURE)
         for task in sends.tasks & sends.sender.waiting.keys():
             task.cancel()
-
-
-def read_idle(held: int, rate: float | None) -> float:
-    """How long to wait before looking at the stream again after it was found empty, holding ``held``
-    entries: with a budget of ``rate`` requests/s they take at least ``held / rate`` s to send (the
-    whole fleet's budget), so looking sooner only costs round trips; bounded by :data:`READ_IDLE_BUSY`."""
-    if not rate:
-        return READ_IDLE
-    return max(READ_IDLE, min(READ_IDLE_BUSY, held / rate))
 
 
 def _settings_now() -> Settings:

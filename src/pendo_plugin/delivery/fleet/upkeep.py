@@ -1,15 +1,19 @@
-"""What the fleet's queue counts and repairs in the stream: trims past its cap, entries moved to the dead
-stream, entries dated far ahead that would stop every append, and a stream lost with its consumer group
-(see :mod:`pendo_plugin.delivery.fleet.queue`)."""
+"""The upkeep of the fleet's stream for its queue: creating it with its consumer group, moving the local
+spool into it, and counting and repairing trims past its cap, entries moved to the dead stream, entries
+dated far ahead that would stop every append, and a stream lost with its consumer group (see
+:mod:`pendo_plugin.delivery.fleet.queue`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from pendo_plugin import counters
-from pendo_plugin.delivery.fleet.entries import DEAD_AFTER, DEAD_STREAM, GROUP, REPAIR_SCRIPT, STREAM
+from pendo_plugin.delivery.fleet.entries import DEAD_AFTER, DEAD_STREAM, GROUP, REPAIR_SCRIPT, STREAM, encode
 from pendo_plugin.delivery.fleet.link import redis_errors
+from pendo_plugin.delivery.spool import Spool
 from pendo_plugin.logs import log
+
+MOVE_FILES_PER_CYCLE = 20
 
 
 async def repair_ids(client: Any) -> bool:
@@ -67,3 +71,39 @@ def group_lost(last_length: int) -> None:
         STREAM,
         last_length,
     )
+
+
+async def create_group(client: Any) -> None:
+    """Create the stream and its consumer group (both there already: nothing to do)."""
+    import redis
+
+    counters.record("redis", "round_trips")
+    try:
+        await client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
+async def move_from_spool(client: Any, spool: Spool) -> int:
+    """Append what the local spool holds (left while Redis was down) to the stream, at most
+    :data:`MOVE_FILES_PER_CYCLE` files, each acknowledged in the spool once appended; how many moved."""
+    moved = 0
+    for number, claim in enumerate(spool.claims()):
+        if number >= MOVE_FILES_PER_CYCLE:
+            claim.release()
+            break
+        try:
+            pipe = client.pipeline(transaction=False)
+            for payload in claim.items:
+                pipe.xadd(STREAM, {"p": encode(payload)})
+            counters.record("redis", "round_trips")
+            await pipe.execute()
+        except BaseException:
+            claim.release()
+            raise
+        claim.done()
+        moved += len(claim.items)
+    if moved:
+        counters.record("redis", "moved_from_spool", amount=moved)
+    return moved
