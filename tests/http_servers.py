@@ -6,6 +6,7 @@ interim answer then a 503, a body shorter than its Content-Length, accept then c
 from __future__ import annotations
 
 import datetime
+import http.server
 import ipaddress
 import shutil
 import socket
@@ -24,6 +25,21 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 START_SECONDS = 20.0  # bounded wait for a server's port
+
+
+@contextmanager
+def threaded_server(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Python's threading HTTP server with ``handler`` on a free loopback port, for answers no real
+    server gives (hostile bodies); yields its base URL and stops it after."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
 
 
 def free_port() -> int:

@@ -9,7 +9,6 @@ import http.server
 import logging
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from pendo_plugin.sandbox import Sandbox
 from tests.apps import app_env, app_script, run_app, wait_until
 from tests.conftest import INTEGRATION_KEY
 from tests.fleet_redis import RedisServer
+from tests.http_servers import threaded_server
 
 SCHEMA = {"visitor": {"createdAt": "time", "plan": "string"}, "account": {}}
 HUGE = 10**400
@@ -150,15 +150,8 @@ class _DeepAnswers(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def deep_server() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _DeepAnswers)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    with threaded_server(_DeepAnswers) as url:
+        yield url
 
 
 def test_a_nested_2xx_metadata_answer_is_an_oddity_not_a_failure(deep_server: str) -> None:

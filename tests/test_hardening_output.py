@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -31,6 +30,7 @@ from pendo_plugin.sandbox import Sandbox
 from tests.apps import pendo_env, wait_until
 from tests.conftest import stop_runtime
 from tests.fleet_redis import RedisServer
+from tests.http_servers import threaded_server
 
 # secrets with shell and regex metacharacters, as an attacker would pick them
 TRACK = 'trk"$(id)*.+?[a]\\|;`x-01'
@@ -79,15 +79,8 @@ class _Echo(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def echo_server() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    with threaded_server(_Echo) as url:
+        yield url
 
 
 def test_refusals_echoing_the_headers_never_log_a_secret_in_the_app(

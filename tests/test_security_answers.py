@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import http.server
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from pendo_plugin import counters
 from pendo_plugin.delivery.client import HttpTransport
 from pendo_plugin.delivery.http import MAX_RESPONSE_BYTES, Request, location_host
+from tests.http_servers import threaded_server
 
 BODY_BYTES = MAX_RESPONSE_BYTES * 3
 
@@ -36,15 +36,8 @@ class _Huge(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def huge_server() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Huge)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    with threaded_server(_Huge) as url:
+        yield url
 
 
 def test_a_huge_answer_is_read_only_up_to_the_bound(huge_server: str) -> None:
