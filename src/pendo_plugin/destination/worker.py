@@ -42,7 +42,7 @@ PUMP_BATCH = 512
 IDLE_POLL_MIN = 0.01
 IDLE_POLL_MAX = 0.2
 DRAIN_POLL = 0.005
-DRAIN_POLL_MAX = 0.05  # a flush looks again at most this late when no send ended (sends waiting at the
+DRAIN_POLL_MAX = 0.25  # a flush looks again at most this late when no send ended (sends waiting at the
 # rate gate, a retry's pause); the end of a send wakes it at once
 CANCEL_GRACE = 1.0
 

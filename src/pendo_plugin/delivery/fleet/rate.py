@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from pendo_plugin import counters
 from pendo_plugin.delivery.fleet.link import KEY_PREFIX, RedisLink, redis_errors
+from pendo_plugin.delivery.fleet.slot_clock import SlotClock
 from pendo_plugin.delivery.http import Request, Response, Transport, starter
 from pendo_plugin.delivery.retry import parse_retry_after
 
@@ -136,6 +137,7 @@ class RateGate:
         self._reserving: dict[str, asyncio.Future[None]] = {}  # the script call under way per endpoint
         self._queued: dict[str, int] = {}  # sends waiting for that call
         self.waiting = 0  # sends waiting at the gate now (for their slot or its reservation)
+        self.clock = SlotClock()  # wakes them at their slots, those close together at once
 
     async def _registered(self, link: RedisLink) -> tuple[Any, Any]:
         client = await link.client()
@@ -302,7 +304,7 @@ class GatedTransport:
             wait = await self.gate.delay(endpoint, rate, link, backfill=self.backfill)
             if wait > 0:
                 counters.record("rate", "waited")
-                await asyncio.sleep(wait)
+                await self.gate.clock.until(time.monotonic() + wait)
         finally:
             self.gate.waiting -= 1
         response = await self.inner.send(request)
