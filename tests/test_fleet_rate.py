@@ -196,3 +196,50 @@ def test_fleet_of_processes_holds_the_shared_budget(
     rate = (len(times) - 1) / (times[-1] - times[0])
     assert FLEET_BUDGET * 0.8 <= rate <= FLEET_BUDGET * 1.1, f"fleet sent {rate:.1f}/s"
     assert _busiest_second(times) <= FLEET_BUDGET * 1.1 + 8
+
+
+def test_rate_and_pause_keys_of_another_type_are_reset_not_taken_for_an_outage(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Keys written by hand with the wrong type (a list, a hash) would make every reservation an error
+    reply: the fleet would fall back to per-process budgets for good. The scripts reset them instead."""
+    raw = redis_server.client()
+    raw.rpush("{pendo_plugin}:rate:track", "x")
+    raw.hset("{pendo_plugin}:pause:track", "x", "1")
+    raw.rpush("{pendo_plugin}:pause:webhook", "x")
+    counters.reset()
+
+    async def run() -> list[float]:
+        link, gate = RedisLink(redis_server.url), RateGate()
+        delays = [await gate.delay("track", 10, link) for _ in range(3)]
+        await gate.pause("webhook", 0.5, link)
+        await link.close()
+        return delays
+
+    with caplog.at_level(logging.WARNING, logger="pendo_plugin"):
+        asyncio.run(run())
+    assert "redis:errors" not in counters.snapshot()
+    assert not [r for r in caplog.records if "Redis at" in r.getMessage()]
+    assert raw.type("{pendo_plugin}:rate:track") == b"string"
+    assert raw.type("{pendo_plugin}:pause:webhook") == b"string"
+
+
+def test_an_error_reply_is_logged_as_an_error_not_as_redis_not_answering(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    raw = redis_server.client()
+    raw.config_set("maxmemory-policy", "noeviction")
+    raw.config_set("maxmemory", "1")  # the server is over its limit now: every write is answered OOM
+    counters.reset()
+
+    async def run() -> float:
+        link, gate = RedisLink(redis_server.url), RateGate()
+        delay = await gate.delay("track", 10, link)
+        await link.close()
+        return delay
+
+    with caplog.at_level(logging.WARNING, logger="pendo_plugin"):
+        assert asyncio.run(run()) >= 0  # the local budget took over
+    lines = [r.getMessage() for r in caplog.records if "Redis at" in r.getMessage()]
+    assert len(lines) == 1 and "answered an error (OutOfMemoryError: command not allowed" in lines[0], lines
+    assert "not answering" not in lines[0]

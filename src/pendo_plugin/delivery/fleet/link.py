@@ -18,7 +18,7 @@ import math
 import time
 from typing import Any
 
-from pendo_plugin import counters
+from pendo_plugin import counters, shown
 from pendo_plugin.config import redacted_url
 from pendo_plugin.delivery.fleet.topology import CLUSTER, UnusableUrl, connect
 from pendo_plugin.logs import log
@@ -42,6 +42,16 @@ def redis_errors() -> tuple[type[BaseException], ...]:
     import redis
 
     return (redis.RedisError, OSError, TimeoutError, ValueError)
+
+
+def what_failed(exc: BaseException) -> str:
+    """How a failed command reads in the log: an error Redis answered is quoted (escaped, cut: its text
+    is Redis's, untrusted), anything else is Redis not answering."""
+    import redis
+
+    if isinstance(exc, redis.ResponseError):
+        return f"answered an error ({type(exc).__name__}: {shown.escape(exc, 120)})"
+    return f"is not answering ({type(exc).__name__})"
 
 
 class RedisLink:
@@ -134,10 +144,10 @@ class RedisLink:
                 )
             else:
                 log.warning(
-                    "pendo_plugin: Redis at %s is not answering (%s); falling back to this process alone "
+                    "pendo_plugin: Redis at %s %s; falling back to this process alone "
                     "(local spool and rate budget) until it answers",
                     redacted_url(self.url),
-                    type(exc).__name__,
+                    what_failed(exc),
                 )
         self.down = True
         self._replicas_asked = None  # a failover may have changed the replicas: ask again first

@@ -44,6 +44,10 @@ RESERVE_SCRIPT = """
 -- ARGV[4]: how many consecutive slots to reserve (one call for several sends). Returns each slot's delay.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+for _, key in ipairs(KEYS) do  -- a key of another type (written by hand) is reset, never an error
+  local kind = redis.call('TYPE', key).ok
+  if kind ~= 'string' and kind ~= 'none' then redis.call('DEL', key) end
+end
 local pause_end = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
 local interval = tonumber(ARGV[1])
 local count = math.max(1, math.min(tonumber(ARGV[4] or '1') or 1, 64))
@@ -70,6 +74,8 @@ PAUSE_SCRIPT = """
 -- KEYS[1]: the endpoint's pause end (server microseconds); ARGV[1]: the pause in microseconds
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local kind = redis.call('TYPE', KEYS[1]).ok
+if kind ~= 'string' and kind ~= 'none' then redis.call('DEL', KEYS[1]) end
 local pause_end = now + tonumber(ARGV[1])
 if pause_end > (tonumber(redis.call('GET', KEYS[1]) or '0') or 0) then
   local ttl = math.ceil(tonumber(ARGV[1]) / 1000) + 1000
