@@ -3,7 +3,7 @@
 The worker offers each routed slice here instead of writing it to the local spool. One I/O
 cycle at a time runs on the worker's loop and, in order: settles what was sent (``XACK`` +
 ``XDEL``; a payload that failed is appended anew and acknowledged in one ``MULTI``, so any
-process retries it), appends the offered payloads (one pipeline, ``MAXLEN`` capped, trims counted
+process retries it), appends the offered payloads (one round trip, ``MAXLEN`` capped, trims counted
 as ``dropped:redis_full``), moves the local spool into the stream after an outage, takes over
 entries a silent process held longer than ``PENDO_REDIS_CLAIM_AFTER`` (``XAUTOCLAIM``, while
 refreshing the idle time of its own entries still being sent) and reads new entries
@@ -33,6 +33,7 @@ from pendo_plugin import counters
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.dispatch import Dispatcher, Held
 from pendo_plugin.delivery.fleet import legacy
+from pendo_plugin.delivery.fleet.appends import Appender
 from pendo_plugin.delivery.fleet.entries import (
     GROUP,
     MAX_ENTRY_BYTES,
@@ -79,6 +80,7 @@ class RedisQueue:
         self.link = link
         self.consumer = consumer_name()
         self._reads = BoundedReads(self.consumer)
+        self._appender = Appender()
         self._fallback = fallback
         self._buffer: list[Payload] = []
         self._held: dict[bytes, tuple[bytes, int]] = {}  # entry id -> (its payload, failures), while sent
@@ -254,21 +256,18 @@ class RedisQueue:
                 self._fallback(batch, settings)
                 continue
             cap = settings.redis_max_len
-            pipe = client.pipeline(transaction=False)
-            pipe.xlen(STREAM)
-            for payload in batch:
-                pipe.xadd(STREAM, {"p": encode(payload)}, maxlen=cap, approximate=False)
-            self.link.wait_for_replicas(pipe, settings.redis_replicas)
-            counters.record("redis", "round_trips")
-            results = await pipe.execute()
+            lines = [encode(payload) for payload in batch]
+            length, ids, confirmed = await self._appender.append(
+                client, self.link, lines, cap, settings.redis_replicas
+            )
             del self._buffer[: len(batch)]
-            if not self.link.confirmed(results[-1], settings.redis_replicas):
-                await self._take_back(client, batch, results[1 : 1 + len(batch)], settings)
+            if not confirmed:
+                await self._take_back(client, batch, ids, settings)
             else:
                 counters.record("redis", "appended", amount=len(batch))
             self._caught_up = False
-            self._last_length = int(results[0]) + len(batch) if isinstance(results[0], int) else 0
-            count_trimmed(results[0], len(batch), cap)
+            self._last_length = int(length) + len(batch) if isinstance(length, int) else 0
+            count_trimmed(length, len(batch), cap)
 
     def _settled(self, dead: Any, acks: int, requeue: int) -> None:
         self._outcomes.settled(dead, acks, requeue)
