@@ -52,6 +52,8 @@ class Appender:
         from redis.exceptions import NoScriptError
 
         if self._script is None or self._script[0] is not client:
+            counters.record("redis", "round_trips")
+            await client.script_load(APPEND_SCRIPT)  # else a whole first batch would go twice
             self._script = (client, client.register_script(APPEND_SCRIPT))
         script = self._script[1]
         for loaded in (False, True):
@@ -60,14 +62,14 @@ class Appender:
                 pipe.evalsha(script.sha, 1, STREAM, cap, *run)
             link.wait_for_replicas(pipe, replicas)
             counters.record("redis", "round_trips")
-            try:
-                results = await pipe.execute()
+            results = await pipe.execute(raise_on_error=False)  # redis-py's own error quotes every payload
+            if loaded or not any(isinstance(answer, NoScriptError) for answer in results):
                 break
-            except NoScriptError:  # nothing was appended: load the script and append again
-                if loaded:
-                    raise
-                counters.record("redis", "round_trips")
-                await client.script_load(APPEND_SCRIPT)
+            counters.record("redis", "round_trips")  # Redis forgot the script: nothing was appended
+            await client.script_load(APPEND_SCRIPT)
+        for answer in results:
+            if isinstance(answer, Exception):
+                raise answer
         answers = results[:-1] if replicas else results
         ids = [entry_id for answer in answers if isinstance(answer, list) for entry_id in answer[1:]]
         length = answers[0][0] if answers and isinstance(answers[0], list) and answers[0] else None
