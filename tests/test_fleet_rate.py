@@ -104,6 +104,22 @@ def test_one_round_trip_reserves_slots_for_several_waiting_sends(redis_server: R
     assert counters.snapshot()["redis:round_trips"] <= 3  # 12 sends, not 12 script calls
 
 
+def test_without_a_budget_sends_at_once_share_one_look_for_the_fleet_pause(redis_server: RedisServer) -> None:
+    counters.reset()
+
+    async def run() -> list[float]:
+        link, gate = RedisLink(redis_server.url), RateGate()
+        await gate.pause("track", 1.0, link)  # another process's 429: the pause key set in Redis
+        other = RateGate()  # a process that has not looked yet
+        delays = await asyncio.gather(*(other.delay("track", None, link) for _ in range(50)))
+        await link.close()
+        return delays
+
+    delays = asyncio.run(run())
+    assert all(0.8 < delay <= 1.0 for delay in delays)  # every send honours the fleet's pause
+    assert counters.snapshot()["redis:round_trips"] == 2  # the pause set, then one look for 50 sends
+
+
 def test_redis_unreachable_falls_back_to_the_local_budget(
     closed_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:

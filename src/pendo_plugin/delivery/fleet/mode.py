@@ -33,6 +33,7 @@ from pendo_plugin.pendo.payload import Payload
 
 FLAGS_STALE = POLL_INTERVAL * 2  # flags not confirmed for this long may have changed: hold (within 5 s)
 
+
 def _redis_installed() -> bool:
     try:
         import redis  # noqa: F401

@@ -3,7 +3,7 @@
 The worker offers each routed slice here instead of writing it to the local spool. One I/O
 cycle at a time runs on the worker's loop and, in order: settles what was sent (``XACK`` +
 ``XDEL``; a payload that failed is appended anew and acknowledged in one ``MULTI``, so any
-process retries it), appends the offered payloads (one pipeline, ``MAXLEN`` capped, trims counted
+process retries it), appends the offered payloads (one round trip, ``MAXLEN`` capped, trims counted
 as ``dropped:redis_full``), moves the local spool into the stream after an outage, takes over
 entries a silent process held longer than ``PENDO_REDIS_CLAIM_AFTER`` (``XAUTOCLAIM``, while
 refreshing the idle time of its own entries still being sent) and reads new entries
@@ -33,13 +33,10 @@ from pendo_plugin import counters
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.dispatch import Dispatcher, Held
 from pendo_plugin.delivery.fleet import legacy
+from pendo_plugin.delivery.fleet.appends import Appender
 from pendo_plugin.delivery.fleet.entries import (
-    DEAD_AFTER,
-    DEAD_MAX_LEN,
-    DEAD_STREAM,
     GROUP,
     MAX_ENTRY_BYTES,
-    SETTLE_SCRIPT,
     STREAM,
     consumer_name,
     decode,
@@ -47,10 +44,11 @@ from pendo_plugin.delivery.fleet.entries import (
     failures_of,
 )
 from pendo_plugin.delivery.fleet.link import RedisLink, redis_errors
-from pendo_plugin.delivery.fleet.pacing import SETTLE_BATCH, read_idle, settle_delay
-from pendo_plugin.delivery.fleet.reads import BoundedReads
+from pendo_plugin.delivery.fleet.outcomes import Outcomes
+from pendo_plugin.delivery.fleet.pacing import read_idle
+from pendo_plugin.delivery.fleet.reads import BoundedReads, Entry
+from pendo_plugin.delivery.fleet.scripts import run_scripts
 from pendo_plugin.delivery.fleet.upkeep import (
-    count_dead,
     count_trimmed,
     create_group,
     group_lost,
@@ -82,18 +80,18 @@ class RedisQueue:
         self.link = link
         self.consumer = consumer_name()
         self._reads = BoundedReads(self.consumer)
+        self._appender = Appender()
         self._fallback = fallback
         self._buffer: list[Payload] = []
         self._held: dict[bytes, tuple[bytes, int]] = {}  # entry id -> (its payload, failures), while sent
         self._held_bytes = 0
         self._parked: set[bytes] = set()  # entries left pending here that the flags hold (not no_secret)
-        self._acks: list[bytes] = []
-        self._requeue: list[tuple[bytes, bytes, int]] = []  # (id, payload, failures) to append anew
-        self._settle_since: float | None = None  # when the oldest outcome waiting to be settled came
+        self._outcomes = Outcomes()
+        self._sent = 0  # outcomes since the last read (this process's pace of sending)
+        self._read_at: float | None = None  # when the stream was last read
         self._sends: Dispatcher | None = None  # sends what was read (made on the loop, with the first sender)
         self._cycle: asyncio.Task[Any] | None = None
         self._group_ready = False
-        self._settle_script: tuple[Any, Any] | None = None
         self._caught_up = False
         self._taking = False
         self._next_read = 0.0
@@ -152,18 +150,12 @@ class RedisQueue:
         reading = sending and now >= self._paused_until and now >= self._next_read and self._room() > 0
         claiming = now >= self._next_claim
         self._taking = sending  # take over others' entries only when this process may send now
-        work = bool(self._buffer) or self._settle_due(now, settings.rate_limit)
+        work = bool(self._buffer) or self._outcomes.due(now, settings)
         if not (work or reading or claiming) or not self.link.available():
             return False
         self._cycle = asyncio.ensure_future(self._run_cycle(self._sends, settings, spool, reading, claiming))
         self._cycle.add_done_callback(self._cycle_done)
         return work or (reading and not self._caught_up)
-
-    def _settle_due(self, now: float, rate: float | None) -> bool:
-        waiting = len(self._acks) + len(self._requeue)
-        if not waiting or self._settle_since is None:
-            return False
-        return waiting >= SETTLE_BATCH or now - self._settle_since >= settle_delay(rate)
 
     def left(self, deadline: float) -> str:
         """What of this process's is left before ``deadline``, as the worker's flush sees it: ``none`` (the
@@ -174,7 +166,9 @@ class RedisQueue:
         may not send now, or it parked entries the flags hold: they wait for a change of its settings; an
         entry only a process with another secret can send is left to it, not waited for)."""
         available = self.link.available()
-        if self._buffer or self._cycle is not None or self._acks or self._requeue:
+        if not self._held:  # a flush waits for the outcomes only: settle them without delay
+            self._outcomes.asked = bool(self._outcomes)
+        if self._buffer or self._cycle is not None or self._outcomes:
             return "busy" if available else "stuck"
         sends = self._sends
         if sends is not None and sends.moving(deadline):
@@ -218,7 +212,7 @@ class RedisQueue:
             if not self._group_ready:
                 await legacy.take_over(client)
                 await self._create_group(client)
-            await self._settle_and_append(settings)
+            await self._settle_and_append(settings, settle_now=not reading)
             due = self._next_move is not None and time.monotonic() >= self._next_move
             if due and spool is not None and not self.link.replicas_short:  # too few replicas: it stays local
                 await self._move_from_spool(client, spool)
@@ -246,24 +240,13 @@ class RedisQueue:
         await create_group(client)
         self._group_ready = True
 
-    async def _settle_and_append(self, settings: Settings | None) -> None:
+    async def _settle_and_append(self, settings: Settings | None, *, settle_now: bool = True) -> None:
+        """Settle the outcomes waiting (unless ``settle_now`` is False: they go with this cycle's read),
+        then append what was offered."""
         client = await self.link.client()
-        acks, requeue = list(self._acks), list(self._requeue)  # more may settle while this runs
-        if acks or requeue:
-            if self._settle_script is None or self._settle_script[0] is not client:
-                self._settle_script = (client, client.register_script(SETTLE_SCRIPT))
-            triples = [part for entry_id, raw, failures in requeue for part in (entry_id, raw, failures)]
-            counters.record("redis", "round_trips")
-            dead = await self._settle_script[1](
-                keys=[STREAM, DEAD_STREAM], args=[GROUP, len(acks), DEAD_AFTER, DEAD_MAX_LEN, *acks, *triples]
-            )
-            count_dead(dead)
-            del self._acks[: len(acks)], self._requeue[: len(requeue)]
-            self._settle_since = time.monotonic() if self._acks or self._requeue else None
-            counters.record("redis", "acked", amount=len(acks))
-            if requeue:
-                self._caught_up = False  # appended anew: the stream is not read to its end
-                counters.record("redis", "requeued", amount=len(requeue))
+        settle = self._outcomes.call(client) if settle_now else None
+        if settle is not None:
+            self._settled((await run_scripts(client, [settle[0]]))[0], *settle[1:])
         while self._buffer:
             batch = self._buffer[:APPEND_BATCH]
             settings = settings or _settings_now()
@@ -273,21 +256,23 @@ class RedisQueue:
                 self._fallback(batch, settings)
                 continue
             cap = settings.redis_max_len
-            pipe = client.pipeline(transaction=False)
-            pipe.xlen(STREAM)
-            for payload in batch:
-                pipe.xadd(STREAM, {"p": encode(payload)}, maxlen=cap, approximate=False)
-            self.link.wait_for_replicas(pipe, settings.redis_replicas)
-            counters.record("redis", "round_trips")
-            results = await pipe.execute()
+            lines = [encode(payload) for payload in batch]
+            length, ids, confirmed = await self._appender.append(
+                client, self.link, lines, cap, settings.redis_replicas
+            )
             del self._buffer[: len(batch)]
-            if not self.link.confirmed(results[-1], settings.redis_replicas):
-                await self._take_back(client, batch, results[1 : 1 + len(batch)], settings)
+            if not confirmed:
+                await self._take_back(client, batch, ids, settings)
             else:
                 counters.record("redis", "appended", amount=len(batch))
             self._caught_up = False
-            self._last_length = int(results[0]) + len(batch) if isinstance(results[0], int) else 0
-            count_trimmed(results[0], len(batch), cap)
+            self._last_length = int(length) + len(batch) if isinstance(length, int) else 0
+            count_trimmed(length, len(batch), cap)
+
+    def _settled(self, dead: Any, acks: int, requeue: int) -> None:
+        self._outcomes.settled(dead, acks, requeue)
+        if requeue:
+            self._caught_up = False  # appended anew: the stream is not read to its end
 
     async def _take_back(self, client: Any, batch: list[Payload], ids: list[Any], settings: Settings) -> None:
         """Too few replicas confirmed ``batch``'s append: keep it in the local spool (this process sends it
@@ -325,19 +310,37 @@ class RedisQueue:
             self._dispatch(entries, sends, settings)
 
     async def _read(self, client: Any, sends: Dispatcher, settings: Settings) -> None:
-        """Read new entries; after a change of settings or a flush, first this consumer's own pending ones
-        (those it parked because it could not send them then)."""
+        """Read new entries, settling what waits in the same round trip; after a change of settings or a
+        flush, first this consumer's own pending ones (those it parked: it could not send them then)."""
         if self._reread is not None and self._room() > 0:
             if self._reread == "0":
                 self._parked.clear()  # parked again below if still held; gone if another process took them
-            cursor, own = await self._reads.read(client, self._reread, min(self._room(), READ_COUNT))
+            cursor, own = await self._settle_and_read(client, self._reread, min(self._room(), READ_COUNT))
             self._reread = None if cursor == "0-0" else cursor  # more than one read's worth: go on next cycle
             self._dispatch(own, sends, settings)
-        cursor, entries = await self._reads.read(client, ">", min(self._room(), READ_COUNT))
+        cursor, entries = await self._settle_and_read(client, ">", min(self._room(), READ_COUNT))
         self._caught_up = cursor == "0-0" and not entries and self._reread is None
-        idle = read_idle(len(self._held), settings.rate_limit) if self._caught_up else 0.0
-        self._next_read = time.monotonic() + idle
+        now = time.monotonic()
+        since = now - self._read_at if self._read_at is not None else 0.0
+        pace = self._sent / since if since > 0 else None
+        self._sent, self._read_at = 0, now
+        idle = read_idle(len(self._held), settings.rate_limit, pace) if self._caught_up else 0.0
+        self._next_read = now + idle
         self._dispatch(entries, sends, settings)
+
+    async def _settle_and_read(self, client: Any, start: str, count: int) -> tuple[str, list[Entry]]:
+        """One round trip: the outcomes waiting settled, then a read from ``start``. If either fails, the
+        entries read stay pending here: this consumer reads its own pending entries again first."""
+        settle = self._outcomes.call(client)
+        calls = [settle[0]] if settle is not None else []
+        try:
+            answers = await run_scripts(client, [*calls, self._reads.read(client, start, count)])
+        except BaseException:
+            self._reread = "0"
+            raise
+        if settle is not None:
+            self._settled(answers[0], *settle[1:])
+        return self._reads.answer(answers[-1])
 
     # ----- sending what was read ------------------------------------------------------------------
 
@@ -355,14 +358,13 @@ class RedisQueue:
             if not isinstance(entry_id, bytes) or entry_id in self._held:
                 continue
             if fields is None:  # pending, but gone from the stream (trimmed: counted then)
-                self._acks.append(entry_id)
+                self._outcomes.ack(entry_id)
                 continue
             payload = decode(fields)
             if payload is None:
                 counters.record("dropped", "redis_corrupt")
                 log_once("redis-corrupt", logging.ERROR, "pendo_plugin: skipped a malformed entry in Redis")
-                self._acks.append(entry_id)
-                self._settle_since = self._settle_since or time.monotonic()
+                self._outcomes.ack(entry_id)
                 continue
             reason = hold_reason(payload, settings)
             if reason is not None:  # parked: left pending, taken over by a process that may send it
@@ -380,18 +382,17 @@ class RedisQueue:
         """One entry's outcome: sent or refused for good, acknowledged; failed (or held since it was read),
         appended anew for any process to retry, its failures counted: past :data:`DEAD_AFTER` it goes to
         the dead stream instead. A failure does not pause the reader: other entries go on."""
-        if self._settle_since is None:
-            self._settle_since = time.monotonic()
         held = self._held.pop(entry_id, None)
+        self._sent += 1
         if outcome != "failed":
-            self._acks.append(entry_id)
+            self._outcomes.ack(entry_id)
         if held is None:
             return
         raw, failures = held
         self._held_bytes -= len(raw)
         if outcome == "failed":
             counted = failures + 1 if self._its_own_failure(payload) else failures
-            self._requeue.append((entry_id, raw, counted))
+            self._outcomes.retry(entry_id, raw, counted)
 
     def _its_own_failure(self, payload: Payload) -> bool:
         """Whether a failed entry counts towards the dead stream: not when it was held, when this process

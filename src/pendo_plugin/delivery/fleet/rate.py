@@ -163,8 +163,10 @@ class RateGate:
         a reservation, until one is."""
         interval, _ = budget(rate)
         while True:
-            if backfill or interval <= 0 or link is None:
+            if backfill or link is None:
                 wait = await self._reserve(endpoint, rate, link, BACKFILL_SLACK if backfill else -1.0)
+            elif interval <= 0:
+                wait = await self._paused(endpoint, link)
             else:
                 wait = await self._live(endpoint, rate, link)
             if wait >= 0:
@@ -189,6 +191,23 @@ class RateGate:
             window = min(RESERVE_WINDOW_MAX, window * 2)
         self._window[endpoint] = window
         return max(slot, self._pause_end.get(endpoint, 0.0))
+
+    async def _paused(self, endpoint: str, link: RedisLink) -> float:
+        """Live traffic's delay without a budget: the fleet's pause of ``endpoint``, read from Redis at most
+        every :data:`PAUSE_CHECK_INTERVAL` by one script call that the sends coming meanwhile share."""
+        now = time.monotonic()
+        under_way = self._reserving.get(endpoint)
+        if under_way is not None:
+            await asyncio.shield(under_way)
+        if under_way is not None or now < self._pause_checked.get(endpoint, 0.0) + PAUSE_CHECK_INTERVAL:
+            return max(0.0, self._pause_end.get(endpoint, 0.0) - time.monotonic())
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._reserving[endpoint] = done
+        try:
+            return await self._reserve(endpoint, None, link, -1.0)
+        finally:
+            del self._reserving[endpoint]
+            done.set_result(None)
 
     async def _live(self, endpoint: str, rate: float | None, link: RedisLink) -> float:
         """Live traffic's delay with a budget: a held slot, or one reserved by a (shared) script call."""

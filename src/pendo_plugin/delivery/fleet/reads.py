@@ -15,6 +15,7 @@ from typing import Any
 
 from pendo_plugin import counters
 from pendo_plugin.delivery.fleet.entries import GROUP, MAX_ENTRY_BYTES, STREAM
+from pendo_plugin.delivery.fleet.scripts import Call
 from pendo_plugin.logs import log_once
 
 __all__ = ["READ_BYTES", "BoundedReads", "range_bounded"]
@@ -101,20 +102,25 @@ class BoundedReads:
         self.consumer = consumer
         self._script: tuple[Any, Any] | None = None
 
-    async def read(self, client: Any, start: str, count: int) -> tuple[str, list[Entry]]:
-        """``XREADGROUP`` from ``start`` (``>``: new entries; an id: this consumer's pending ones after it):
-        the last id read (``0-0``: nothing is left), and the entries."""
-        return await self._run(client, count, ["read", GROUP, self.consumer, start])
+    def read(self, client: Any, start: str, count: int) -> Call:
+        """``XREADGROUP`` from ``start`` (``>``: new entries; an id: this consumer's pending ones after it),
+        to run with :func:`~pendo_plugin.delivery.fleet.scripts.run_scripts` (answer: :meth:`answer`)."""
+        return self._call(client, count, ["read", GROUP, self.consumer, start])
 
     async def claim(self, client: Any, idle_ms: int, start: str, count: int) -> tuple[str, list[Entry]]:
         """``XAUTOCLAIM`` entries idle ``idle_ms`` from ``start``: the next cursor and the entries."""
-        return await self._run(client, count, ["claim", GROUP, self.consumer, start, idle_ms])
+        script, keys, args = self._call(client, count, ["claim", GROUP, self.consumer, start, idle_ms])
+        counters.record("redis", "round_trips")
+        return self.answer(await script(keys=keys, args=args))
 
-    async def _run(self, client: Any, count: int, args: list[Any]) -> tuple[str, list[Entry]]:
+    def _call(self, client: Any, count: int, args: list[Any]) -> Call:
         if self._script is None or self._script[0] is not client:
             self._script = (client, client.register_script(READ_SCRIPT))
-        counters.record("redis", "round_trips")
-        reply = await self._script[1](keys=[STREAM], args=[MAX_ENTRY_BYTES, READ_BYTES, count, *args])
+        return self._script[1], [STREAM], [MAX_ENTRY_BYTES, READ_BYTES, count, *args]
+
+    @staticmethod
+    def answer(reply: Any) -> tuple[str, list[Entry]]:
+        """A read's answer: the last id read (``0-0``: nothing is left), and the entries."""
         if not isinstance(reply, list) or len(reply) < 2 or not isinstance(reply[0], int):
             return "0-0", []
         if reply[0]:
