@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -144,6 +145,7 @@ class RateGate:
         self._queued: dict[str, int] = {}  # sends waiting for that call
         self.waiting = 0  # sends waiting at the gate now (for their slot or its reservation)
         self.clock = SlotClock()  # wakes them at their slots, those close together at once
+        self.on_answer: Callable[[], None] | None = None  # called as each send through the gate ends
 
     async def _registered(self, link: RedisLink) -> tuple[Any, Any]:
         client = await link.client()
@@ -313,7 +315,11 @@ class GatedTransport:
                 await self.gate.clock.until(time.monotonic() + wait)
         finally:
             self.gate.waiting -= 1
-        response = await self.inner.send(request)
+        try:
+            response = await self.inner.send(request)
+        finally:
+            if self.gate.on_answer is not None:  # the shared queue's sends ring no worker dispatcher
+                self.gate.on_answer()
         if response.status in (429, 503):
             seconds = parse_retry_after(response.headers.get("Retry-After"), maximum=MAX_PAUSE)
             if seconds is None and response.status == 429:
