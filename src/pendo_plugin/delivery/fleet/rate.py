@@ -37,25 +37,34 @@ BACKFILL_LOOK_AGAIN = 0.5  # longest wait before a backfill asks for a slot agai
 RESERVE_WINDOW_MAX = 16  # at most this many send slots reserved by one script call
 SLOT_LATE = 0.02  # a held slot is taken at most this late (seconds); later it expires unused
 
+STORED_TIME = """
+-- A time stored under a key, read back: a key of another type, a value that is no number, or one further
+-- ahead of now than it can honestly be (written by hand, or by a server whose clock ran ahead) is none.
+local function stored(key, ahead)
+  local kind = redis.call('TYPE', key).ok
+  if kind ~= 'string' and kind ~= 'none' then redis.call('DEL', key) end
+  local value = tonumber(redis.call('GET', key) or '0') or 0
+  if value ~= value or value > now + ahead then return 0 end
+  return value
+end"""
+
 RESERVE_SCRIPT = """
 -- KEYS[1]: the endpoint's theoretical arrival time, KEYS[2]: its pause end (both server microseconds)
 -- ARGV[1]: emission interval in microseconds (0: no budget, only the pause), ARGV[2]: burst tolerance,
 -- ARGV[3]: a backfill's bound (-1 for live traffic): a backfill reserves only a slot that is free within
 -- it, so live traffic goes first; else nothing is reserved and the answer is negative (look again then);
 -- ARGV[4]: how many consecutive slots to reserve (one call for several sends). Returns each slot's delay.
+-- ARGV[5], ARGV[6]: how far ahead the arrival time and the pause end can honestly be (microseconds).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-for _, key in ipairs(KEYS) do  -- a key of another type (written by hand) is reset, never an error
-  local kind = redis.call('TYPE', key).ok
-  if kind ~= 'string' and kind ~= 'none' then redis.call('DEL', key) end
-end
-local pause_end = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+-- STORED_TIME
+local pause_end = stored(KEYS[2], tonumber(ARGV[6] or '0') or 0)
 local interval = tonumber(ARGV[1])
 local count = math.max(1, math.min(tonumber(ARGV[4] or '1') or 1, 64))
 if interval <= 0 then
   return {string.format('%.0f', math.max(now, pause_end) - now)}
 end
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+local tat = stored(KEYS[1], (tonumber(ARGV[5] or '0') or 0) + tonumber(ARGV[2]) + count * interval)
 local bound = tonumber(ARGV[3] or '-1')
 local delays = {}
 for i = 1, count do
@@ -69,21 +78,21 @@ for i = 1, count do
 end
 redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
 return delays
-"""
+""".replace("-- STORED_TIME", STORED_TIME)
 
 PAUSE_SCRIPT = """
--- KEYS[1]: the endpoint's pause end (server microseconds); ARGV[1]: the pause in microseconds
+-- KEYS[1]: the endpoint's pause end (server microseconds); ARGV[1]: the pause in microseconds,
+-- ARGV[2]: the longest pause (how far ahead a pause end can honestly be)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local kind = redis.call('TYPE', KEYS[1]).ok
-if kind ~= 'string' and kind ~= 'none' then redis.call('DEL', KEYS[1]) end
+-- STORED_TIME
 local pause_end = now + tonumber(ARGV[1])
-if pause_end > (tonumber(redis.call('GET', KEYS[1]) or '0') or 0) then
+if pause_end > stored(KEYS[1], tonumber(ARGV[2])) then
   local ttl = math.ceil(tonumber(ARGV[1]) / 1000) + 1000
   redis.call('SET', KEYS[1], string.format('%.0f', pause_end), 'PX', ttl)
 end
 return 1
-"""
+""".replace("-- STORED_TIME", STORED_TIME)
 
 
 def endpoint_of(url: str) -> str:
@@ -228,7 +237,11 @@ class RateGate:
                 script, _ = await self._registered(link)
                 answer = await script(
                     keys=[f"{KEY_PREFIX}rate:{endpoint}", f"{KEY_PREFIX}pause:{endpoint}"],
-                    args=[round(interval * 1e6), round(tolerance * 1e6), round(bound * 1e6), count],
+                    args=[
+                        *(round(seconds * 1e6) for seconds in (interval, tolerance, bound)),
+                        count,
+                        *(round(seconds * 1e6) for seconds in (MAX_DELAY, MAX_PAUSE)),
+                    ],
                 )
                 link.answered()
                 counters.record("redis", "round_trips")
@@ -261,7 +274,8 @@ class RateGate:
         if link is not None and link.available():
             try:
                 _, script = await self._registered(link)
-                await script(keys=[f"{KEY_PREFIX}pause:{endpoint}"], args=[round(seconds * 1e6)])
+                pause_key = f"{KEY_PREFIX}pause:{endpoint}"
+                await script(keys=[pause_key], args=[round(seconds * 1e6), round(MAX_PAUSE * 1e6)])
                 counters.record("redis", "round_trips")
                 link.answered()
             except redis_errors() as exc:
