@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from pendo_plugin import counters
 from pendo_plugin.delivery.fleet.link import KEY_PREFIX, RedisLink, redis_errors
-from pendo_plugin.delivery.fleet.slot_clock import SlotClock
+from pendo_plugin.delivery.fleet.slot_clock import SLOT_EARLY, SlotClock
 from pendo_plugin.delivery.http import Request, Response, Transport, starter
 from pendo_plugin.delivery.retry import parse_retry_after
 
@@ -265,6 +265,11 @@ class RateGate:
         )
         return at - now
 
+    def paused(self, endpoint: str) -> bool:
+        """Whether a pause seen by this process (a 429 here, or read from Redis) holds ``endpoint`` now
+        (ending within :data:`SLOT_EARLY`, as a slot then, it does not)."""
+        return self._pause_end.get(endpoint, 0.0) > time.monotonic() + SLOT_EARLY
+
     async def pause(self, endpoint: str, seconds: float, link: RedisLink | None) -> None:
         """Hold ``endpoint`` for ``seconds`` here and (through Redis) in every process."""
         seconds = min(max(seconds, 0.0), MAX_PAUSE)
@@ -323,10 +328,13 @@ class GatedTransport:
         endpoint = endpoint_of(request.url)
         self.gate.waiting += 1
         try:
-            wait = await self.gate.delay(endpoint, rate, link, backfill=self.backfill)
-            if wait > 0:
-                counters.record("rate", "waited")
-                await self.gate.clock.until(time.monotonic() + wait)
+            while True:
+                wait = await self.gate.delay(endpoint, rate, link, backfill=self.backfill)
+                if wait > 0:
+                    counters.record("rate", "waited")
+                    await self.gate.clock.until(time.monotonic() + wait)
+                if not self.gate.paused(endpoint):
+                    break  # else a 429 came while it waited: a new slot, after the pause
         finally:
             self.gate.waiting -= 1
         try:
