@@ -21,8 +21,9 @@ using a real ``segment.analytics`` client:
 
 Each process starts with one event and a flush (its start-up: the worker's lazy imports, redis-py's
 among them, and the first connections), reported apart as ``startup_cpu_ms_per_process`` (without
-Segment's upload thread); the events measured follow it, and the CPU and Redis round trips per event
-count only theirs.
+Segment's upload thread); the events measured follow it once every process has started (else, in fleet
+mode, a late process's start-up flush sends, from the shared stream, events the others measure), and the
+CPU and Redis round trips per event count only theirs.
 
 Needs ``redis-server`` on PATH (Debian's package) and the plugin installed with the ``redis`` extra.
 """
@@ -74,8 +75,16 @@ started, segment_started = time.process_time(), segment_cpu()
 client.track(user_id=f"u{os.getpid()}", event="Fleet bench", properties={"n": -1})
 client.flush()
 pendo_plugin.flush(60)
+startup = time.process_time() - started - (segment_cpu() - segment_started)
+# every process ends its start-up before any measures: in fleet mode a start-up's flush would else send
+# (and count as start-up) the events the first processes measure, which it reads from the shared stream
+open(os.path.join(os.environ["BENCH_BARRIER"], str(os.getpid())), "w").close()
+barrier_deadline = time.monotonic() + 120
+while len(os.listdir(os.environ["BENCH_BARRIER"])) < int(os.environ["BENCH_PROCESSES"]):
+    if time.monotonic() > barrier_deadline:
+        raise SystemExit("the other processes did not start within 120 s")
+    time.sleep(0.01)
 cpu_before, segment_before = time.process_time(), segment_cpu()
-startup = cpu_before - started - (segment_before - segment_started)
 startup_round_trips = pendo_plugin.stats().get("redis:round_trips", 0)
 for n in range(count):
     began = time.perf_counter()
@@ -154,6 +163,8 @@ def run_fleet(
     replicas: int = 0,
 ) -> dict[str, Any]:
     """Start ``processes`` apps at once; delivered rate, 429 ratio and the apps' own figures."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    barrier = Path(tempfile.mkdtemp(dir=workdir))  # each app writes a file here once started
     with Sandbox(track_secret=TRACK_SECRET, rate_limit=limit, log_limit=1_000_000) as box:
         base = {k: v for k, v in os.environ.items() if not k.startswith("PENDO_")}
         base.update(
@@ -163,6 +174,8 @@ def run_fleet(
             PENDO_FLUSH_TIMEOUT="300",
             SEGMENT_HOST=box.url,
             BENCH_EVENTS=str(events),
+            BENCH_PROCESSES=str(processes),
+            BENCH_BARRIER=str(barrier),
         )
         if redis is not None:
             base.update(PENDO_REDIS_URL=redis.url, PENDO_REDIS_REPLICAS=str(replicas))

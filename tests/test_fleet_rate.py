@@ -259,3 +259,61 @@ def test_an_error_reply_is_logged_as_an_error_not_as_redis_not_answering(
     lines = [r.getMessage() for r in caplog.records if "Redis at" in r.getMessage()]
     assert len(lines) == 1 and "answered an error (OutOfMemoryError: command not allowed" in lines[0], lines
     assert "not answering" not in lines[0]
+
+
+@pytest.mark.parametrize("stored", ["inf", "nan", "1e300", "0x7fffffffffffffff", "9" * 400])
+def test_rate_and_pause_times_no_process_could_have_written_are_taken_as_none(
+    redis_server: RedisServer, stored: str
+) -> None:
+    """A stored time that is no finite number, or ahead further than it can honestly be (by hand, or a
+    server whose clock ran ahead), failed every reservation (``SET ... PX inf``: an error reply, the fleet
+    on per-process budgets for good) or held every send a minute at a time, forever (its key's expiry
+    pushed ahead with it). Both are taken as none: the budget goes on, shared."""
+    raw = redis_server.client()
+    for kind in ("rate", "pause"):
+        raw.set(f"{{pendo_plugin}}:{kind}:track", stored)
+    raw.set("{pendo_plugin}:pause:webhook", stored)
+    counters.reset()
+
+    async def run() -> list[float]:
+        link, gate = RedisLink(redis_server.url), RateGate()
+        delays = [await gate.delay("track", 10, link) for _ in range(3)]
+        await gate.pause("webhook", 0.5, link)
+        await link.close()
+        return delays
+
+    delays = asyncio.run(run())
+    assert "redis:errors" not in counters.snapshot()
+    assert max(delays) < 1.0, delays  # the burst allowed at 10/s, not a minute
+    honest_until = (time.time() + 60) * 1e6
+    assert float(raw.get("{pendo_plugin}:rate:track")) < honest_until
+    assert float(raw.get("{pendo_plugin}:pause:webhook")) < honest_until
+
+
+def test_an_error_reply_that_comes_back_between_answers_is_logged_once_and_counted_each_time(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Out of memory, Redis refuses writes but answers reads (the flags' poll): each answer ended the
+    outage and the next reservation began another, two log lines every RETRY_AFTER (29 lines in 30 s of
+    one app). The same kind of error reply is logged once per ERROR_LOG_AGAIN, and counted every time."""
+    raw = redis_server.client()
+    raw.config_set("maxmemory-policy", "noeviction")
+    raw.config_set("maxmemory", "1")
+    counters.reset()
+    turns = 5
+
+    async def run() -> None:
+        link, gate = RedisLink(redis_server.url), RateGate()
+        for _ in range(turns):
+            await gate.delay("track", 10, link)  # the reservation's write is refused: the local budget
+            await (await link.client()).get("{pendo_plugin}:flags")  # a read is answered
+            link.answered()
+            link.retry_now()
+        await link.close()
+
+    with caplog.at_level(logging.WARNING, logger="pendo_plugin"):
+        asyncio.run(run())
+    lines = [r.getMessage() for r in caplog.records if "Redis at" in r.getMessage()]
+    assert sum("answered an error (OutOfMemoryError" in line for line in lines) == 1, lines
+    assert sum("answers again" in line for line in lines) == 1, lines
+    assert counters.snapshot()["redis:errors"] == turns

@@ -30,6 +30,7 @@ LEGACY_KEY_PREFIX = "pendo_plugin:"  # before the hash tag (taken over once: fle
 TIMEOUT = 1.0
 RETRY_AFTER = 2.0
 REPLICA_WAIT = 0.5  # seconds an append waits for PENDO_REDIS_REPLICAS replicas to confirm it
+ERROR_LOG_AGAIN = 300.0  # an error reply of one kind, between answers to other commands, is logged this often
 
 
 def replicated(answer: Any, replicas: int) -> bool:
@@ -69,6 +70,8 @@ class RedisLink:
         self.replicas_short = False  # the last WAIT saw fewer than PENDO_REDIS_REPLICAS replicas
         self._replicas_asked: float | None = None  # when WAIT last answered (None: not since Redis answered)
         self.unusable = False  # redis-py cannot use the URL: fleet mode is off, no flags to wait for
+        self._errors_logged: dict[str, float] = {}  # when an error reply of each kind (its class) was logged
+        self._outage_logged = False  # whether this outage's line was written (then its end's is too)
 
     def available(self) -> bool:
         """Whether to try Redis now (it answered last time, or the retry pause has passed)."""
@@ -135,6 +138,8 @@ class RedisLink:
         unusable = isinstance(exc, UnusableUrl)
         if not self.down:
             self.outages += 1
+            described = what_failed(exc)
+            self._outage_logged = unusable or not self._said_lately(exc)
             if unusable:
                 log.error(
                     "pendo_plugin: fleet mode is off (PENDO_REDIS_URL %s: %s); each process delivers "
@@ -142,24 +147,39 @@ class RedisLink:
                     redacted_url(self.url),
                     exc,
                 )
-            else:
+            elif self._outage_logged:
                 log.warning(
                     "pendo_plugin: Redis at %s %s; falling back to this process alone "
                     "(local spool and rate budget) until it answers",
                     redacted_url(self.url),
-                    what_failed(exc),
+                    described,
                 )
         self.down = True
         self._replicas_asked = None  # a failover may have changed the replicas: ask again first
         self.unusable = self.unusable or unusable
         self._down_until = math.inf if unusable else time.monotonic() + RETRY_AFTER
 
+    def _said_lately(self, exc: BaseException) -> bool:
+        """Whether an error reply of ``exc``'s kind was logged less than :data:`ERROR_LOG_AGAIN` ago: one
+        that comes back each time other commands are answered (writes refused for memory while reads go
+        on) is not logged at each turn. Else, if it is one, it is remembered as logged now."""
+        import redis
+
+        if not isinstance(exc, redis.ResponseError):
+            return False
+        now, kind = time.monotonic(), type(exc).__name__
+        if now < self._errors_logged.get(kind, -math.inf) + ERROR_LOG_AGAIN:
+            return True
+        self._errors_logged[kind] = now
+        return False
+
     def answered(self) -> bool:
         """Redis answered; True if it had been down (the caller may move local data back)."""
         if not self.down:
             return False
         self.down = False
-        log.log(logging.WARNING, "pendo_plugin: Redis at %s answers again", redacted_url(self.url))
+        if self._outage_logged:
+            log.log(logging.WARNING, "pendo_plugin: Redis at %s answers again", redacted_url(self.url))
         return True
 
     async def close(self) -> None:

@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 from pendo_plugin import counters
 from pendo_plugin.delivery.fleet.link import KEY_PREFIX, RedisLink, redis_errors
-from pendo_plugin.delivery.fleet.slot_clock import SlotClock
+from pendo_plugin.delivery.fleet.slot_clock import SLOT_EARLY, SlotClock
 from pendo_plugin.delivery.http import Request, Response, Transport, starter
 from pendo_plugin.delivery.retry import parse_retry_after
 
@@ -36,25 +37,34 @@ BACKFILL_LOOK_AGAIN = 0.5  # longest wait before a backfill asks for a slot agai
 RESERVE_WINDOW_MAX = 16  # at most this many send slots reserved by one script call
 SLOT_LATE = 0.02  # a held slot is taken at most this late (seconds); later it expires unused
 
+STORED_TIME = """
+-- A time stored under a key, read back: a key of another type, a value that is no number, or one further
+-- ahead of now than it can honestly be (written by hand, or by a server whose clock ran ahead) is none.
+local function stored(key, ahead)
+  local kind = redis.call('TYPE', key).ok
+  if kind ~= 'string' and kind ~= 'none' then redis.call('DEL', key) end
+  local value = tonumber(redis.call('GET', key) or '0') or 0
+  if value ~= value or value > now + ahead then return 0 end
+  return value
+end"""
+
 RESERVE_SCRIPT = """
 -- KEYS[1]: the endpoint's theoretical arrival time, KEYS[2]: its pause end (both server microseconds)
 -- ARGV[1]: emission interval in microseconds (0: no budget, only the pause), ARGV[2]: burst tolerance,
 -- ARGV[3]: a backfill's bound (-1 for live traffic): a backfill reserves only a slot that is free within
 -- it, so live traffic goes first; else nothing is reserved and the answer is negative (look again then);
 -- ARGV[4]: how many consecutive slots to reserve (one call for several sends). Returns each slot's delay.
+-- ARGV[5], ARGV[6]: how far ahead the arrival time and the pause end can honestly be (microseconds).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-for _, key in ipairs(KEYS) do  -- a key of another type (written by hand) is reset, never an error
-  local kind = redis.call('TYPE', key).ok
-  if kind ~= 'string' and kind ~= 'none' then redis.call('DEL', key) end
-end
-local pause_end = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+-- STORED_TIME
+local pause_end = stored(KEYS[2], tonumber(ARGV[6] or '0') or 0)
 local interval = tonumber(ARGV[1])
 local count = math.max(1, math.min(tonumber(ARGV[4] or '1') or 1, 64))
 if interval <= 0 then
   return {string.format('%.0f', math.max(now, pause_end) - now)}
 end
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+local tat = stored(KEYS[1], (tonumber(ARGV[5] or '0') or 0) + tonumber(ARGV[2]) + count * interval)
 local bound = tonumber(ARGV[3] or '-1')
 local delays = {}
 for i = 1, count do
@@ -68,21 +78,21 @@ for i = 1, count do
 end
 redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1000)
 return delays
-"""
+""".replace("-- STORED_TIME", STORED_TIME)
 
 PAUSE_SCRIPT = """
--- KEYS[1]: the endpoint's pause end (server microseconds); ARGV[1]: the pause in microseconds
+-- KEYS[1]: the endpoint's pause end (server microseconds); ARGV[1]: the pause in microseconds,
+-- ARGV[2]: the longest pause (how far ahead a pause end can honestly be)
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local kind = redis.call('TYPE', KEYS[1]).ok
-if kind ~= 'string' and kind ~= 'none' then redis.call('DEL', KEYS[1]) end
+-- STORED_TIME
 local pause_end = now + tonumber(ARGV[1])
-if pause_end > (tonumber(redis.call('GET', KEYS[1]) or '0') or 0) then
+if pause_end > stored(KEYS[1], tonumber(ARGV[2])) then
   local ttl = math.ceil(tonumber(ARGV[1]) / 1000) + 1000
   redis.call('SET', KEYS[1], string.format('%.0f', pause_end), 'PX', ttl)
 end
 return 1
-"""
+""".replace("-- STORED_TIME", STORED_TIME)
 
 
 def endpoint_of(url: str) -> str:
@@ -144,6 +154,7 @@ class RateGate:
         self._queued: dict[str, int] = {}  # sends waiting for that call
         self.waiting = 0  # sends waiting at the gate now (for their slot or its reservation)
         self.clock = SlotClock()  # wakes them at their slots, those close together at once
+        self.on_answer: Callable[[], None] | None = None  # called as each send through the gate ends
 
     async def _registered(self, link: RedisLink) -> tuple[Any, Any]:
         client = await link.client()
@@ -245,7 +256,11 @@ class RateGate:
                 script, _ = await self._registered(link)
                 answer = await script(
                     keys=[f"{KEY_PREFIX}rate:{endpoint}", f"{KEY_PREFIX}pause:{endpoint}"],
-                    args=[round(interval * 1e6), round(tolerance * 1e6), round(bound * 1e6), count],
+                    args=[
+                        *(round(seconds * 1e6) for seconds in (interval, tolerance, bound)),
+                        count,
+                        *(round(seconds * 1e6) for seconds in (MAX_DELAY, MAX_PAUSE)),
+                    ],
                 )
                 link.answered()
                 counters.record("redis", "round_trips")
@@ -269,6 +284,11 @@ class RateGate:
         )
         return at - now
 
+    def paused(self, endpoint: str) -> bool:
+        """Whether a pause seen by this process (a 429 here, or read from Redis) holds ``endpoint`` now
+        (ending within :data:`SLOT_EARLY`, as a slot then, it does not)."""
+        return self._pause_end.get(endpoint, 0.0) > time.monotonic() + SLOT_EARLY
+
     async def pause(self, endpoint: str, seconds: float, link: RedisLink | None) -> None:
         """Hold ``endpoint`` for ``seconds`` here and (through Redis) in every process."""
         seconds = min(max(seconds, 0.0), MAX_PAUSE)
@@ -278,7 +298,8 @@ class RateGate:
         if link is not None and link.available():
             try:
                 _, script = await self._registered(link)
-                await script(keys=[f"{KEY_PREFIX}pause:{endpoint}"], args=[round(seconds * 1e6)])
+                pause_key = f"{KEY_PREFIX}pause:{endpoint}"
+                await script(keys=[pause_key], args=[round(seconds * 1e6), round(MAX_PAUSE * 1e6)])
                 counters.record("redis", "round_trips")
                 link.answered()
             except redis_errors() as exc:
@@ -326,13 +347,20 @@ class GatedTransport:
         endpoint = endpoint_of(request.url)
         self.gate.waiting += 1
         try:
-            wait = await self.gate.delay(endpoint, rate, link, backfill=self.backfill)
-            if wait > 0:
-                counters.record("rate", "waited")
-                await self.gate.clock.until(time.monotonic() + wait)
+            while True:
+                wait = await self.gate.delay(endpoint, rate, link, backfill=self.backfill)
+                if wait > 0:
+                    counters.record("rate", "waited")
+                    await self.gate.clock.until(time.monotonic() + wait)
+                if not self.gate.paused(endpoint):
+                    break  # else a 429 came while it waited: a new slot, after the pause
         finally:
             self.gate.waiting -= 1
-        response = await self.inner.send(request)
+        try:
+            response = await self.inner.send(request)
+        finally:
+            if self.gate.on_answer is not None:  # the shared queue's sends ring no worker dispatcher
+                self.gate.on_answer()
         if response.status in (429, 503):
             seconds = parse_retry_after(response.headers.get("Retry-After"), maximum=MAX_PAUSE)
             if seconds is None and response.status == 429:
