@@ -71,8 +71,7 @@ class Worker:
         self._spool_cache: tuple[tuple[Any, float], Spool | None] | None = None
         self._sender: Sender | None = None
         self._transport_source: Any = None
-        self._fleet = Fleet(self._write_ahead)  # fleet mode (Redis) and the rate budget
-        self._fleet.gate.on_answer = self._ring_drains  # the shared queue's sends end there, not in _sends
+        self._fleet = Fleet(self._write_ahead, self._ring_drains)  # fleet mode (Redis) and the rate budget
         self._pacer = tempo.Pacer(self._in_flight, self._answered, self._shutting_down)
 
     @property
@@ -270,7 +269,7 @@ class Worker:
         return self._dispatcher
 
     def _ring_drains(self) -> None:
-        """A send ended: every flush under way looks again now."""
+        """A send ended (or fleet mode's queue moved): every flush under way looks again now."""
         for bell in self._drain_bells:
             bell.ring()
 
@@ -346,7 +345,7 @@ class Worker:
         deadline = time.monotonic() + timeout
         self._flushing += 1
         probe_from = self._answered() if replay_spool else None
-        bell, poll, answered = tempo.Bell(), DRAIN_POLL, self._answered()
+        bell, poll = tempo.Bell(), DRAIN_POLL
         self._drain_bells.add(bell)
         try:
             if replay_spool:
@@ -367,10 +366,9 @@ class Worker:
                 if time.monotonic() >= deadline:
                     return False
                 await bell.wait(min(poll, max(0.0, deadline - time.monotonic())))
-                # waiting, not spinning: a send's end rings the bell; after one, what follows it without a
-                # ring (its outcome acknowledged in Redis, the stream read again) is looked for soon again
-                moved, answered = self._answered() != answered, self._answered()
-                poll = DRAIN_POLL if moved else min(poll * 2, DRAIN_POLL_MAX)
+                # waiting, not spinning: a send's end rings the bell, and so does each I/O cycle of fleet
+                # mode's shared queue (its outcomes acknowledged in Redis, the stream read again)
+                poll = min(poll * 2, DRAIN_POLL_MAX)
         finally:
             self._flushing -= 1
             self._drain_bells.discard(bell)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -21,9 +22,10 @@ from pendo_plugin import config
 from pendo_plugin.config import Settings
 from pendo_plugin.delivery.dispatch import Dispatcher, Held
 from pendo_plugin.delivery.fleet.flags import POLL_INTERVAL, FlagPoller
+from pendo_plugin.delivery.fleet.gated import GatedTransport
 from pendo_plugin.delivery.fleet.link import RedisLink
 from pendo_plugin.delivery.fleet.queue import Fallback, RedisQueue
-from pendo_plugin.delivery.fleet.rate import GatedTransport, RateGate
+from pendo_plugin.delivery.fleet.rate import RateGate
 from pendo_plugin.delivery.holds import hold_reason
 from pendo_plugin.delivery.http import Transport
 from pendo_plugin.delivery.senders import Sender
@@ -51,10 +53,12 @@ def _redis_installed() -> bool:
 class Fleet:
     """The worker's fleet-mode parts; touched only from the worker's loop."""
 
-    def __init__(self, fallback: Fallback) -> None:
+    def __init__(self, fallback: Fallback, on_progress: Callable[[], None] | None = None) -> None:
         self.link: RedisLink | None = None
         self.queue: RedisQueue | None = None
         self.gate = RateGate()
+        self.gate.on_answer = on_progress  # the shared queue's sends end at the gate, not in the worker's
+        self._on_progress = on_progress  # called as a send through the gate or an I/O cycle of the queue ends
         self.flags = FlagPoller()
         self._flag_task: asyncio.Task[Any] | None = None
         self._fallback = fallback
@@ -71,7 +75,8 @@ class Fleet:
         if self.queue is not None:
             self.queue.hand_back(settings)
         self.link = RedisLink(url) if url and _redis_installed() else None
-        self.queue = RedisQueue(self.link, self._fallback) if self.link is not None else None
+        link = self.link
+        self.queue = RedisQueue(link, self._fallback, self._on_progress) if link is not None else None
 
     def holding(self) -> bool:
         """Fleet mode without flags in force: never read, or not confirmed for :data:`FLAGS_STALE` seconds

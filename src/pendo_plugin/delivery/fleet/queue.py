@@ -76,8 +76,11 @@ Fallback = Callable[[list[Payload], Settings], None]
 class RedisQueue:
     """This process's side of the shared stream; touched only from the worker's loop."""
 
-    def __init__(self, link: RedisLink, fallback: Fallback) -> None:
+    def __init__(
+        self, link: RedisLink, fallback: Fallback, on_cycle_end: Callable[[], None] | None = None
+    ) -> None:
         self.link = link
+        self._on_cycle_end = on_cycle_end  # a cycle ended: outcomes settled, the stream read (a flush looks)
         self.consumer = consumer_name()
         self._reads = BoundedReads(self.consumer)
         self._appender = Appender()
@@ -201,6 +204,8 @@ class RedisQueue:
 
     def _cycle_done(self, task: asyncio.Task[Any]) -> None:
         self._cycle = None
+        if self._on_cycle_end is not None:
+            self._on_cycle_end()
         if not task.cancelled() and task.exception() is not None:
             log_once("redis-cycle", logging.ERROR, "pendo_plugin: fleet queue error: %r", task.exception())
 

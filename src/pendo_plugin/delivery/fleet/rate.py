@@ -24,13 +24,10 @@ from urllib.parse import urlsplit
 from pendo_plugin import counters
 from pendo_plugin.delivery.fleet.link import KEY_PREFIX, RedisLink, redis_errors
 from pendo_plugin.delivery.fleet.slot_clock import SLOT_EARLY, SlotClock
-from pendo_plugin.delivery.http import Request, Response, Transport, starter
-from pendo_plugin.delivery.retry import parse_retry_after
 
 BURST_SHARE = 0.1  # a burst of a tenth of a second's budget may go at once
 MAX_DELAY = 60.0  # a reservation read back from Redis is trusted up to this far ahead
 MAX_PAUSE = 300.0
-PAUSE_WITHOUT_RETRY_AFTER = 1.0
 PAUSE_CHECK_INTERVAL = 0.25  # without a budget, look for a fleet pause in Redis this often per endpoint
 BACKFILL_SLACK = 0.05  # a backfill (replay, spool drain) takes a slot only if it is free within this
 BACKFILL_LOOK_AGAIN = 0.5  # longest wait before a backfill asks for a slot again
@@ -284,6 +281,17 @@ class RateGate:
         )
         return at - now
 
+    def open_now(self, endpoint: str) -> bool:
+        """Without a budget: whether a send to ``endpoint`` may go at once, with no look at Redis due (the
+        fleet's pause was read less than :data:`PAUSE_CHECK_INTERVAL` ago, no look is under way, and no
+        pause holds it)."""
+        now = time.monotonic()
+        return (
+            endpoint not in self._reserving
+            and now < self._pause_checked.get(endpoint, 0.0) + PAUSE_CHECK_INTERVAL
+            and self._pause_end.get(endpoint, 0.0) <= now
+        )
+
     def paused(self, endpoint: str) -> bool:
         """Whether a pause seen by this process (a 429 here, or read from Redis) holds ``endpoint`` now
         (ending within :data:`SLOT_EARLY`, as a slot then, it does not)."""
@@ -317,57 +325,3 @@ def _delays_of(answer: Any, count: int) -> list[float]:
         except (TypeError, ValueError):
             break
     return delays or [0.0]
-
-
-class GatedTransport:
-    """A transport that waits for the rate gate before each request and reports 429s to it."""
-
-    def __init__(
-        self, inner: Transport, gate: RateGate, settings_link: Any, *, backfill: bool = False
-    ) -> None:
-        self.inner = inner
-        self.backfill = backfill  # a replay's or a spool drain's: live traffic goes first
-        self._start_inner = starter(inner)
-        self.gate = gate
-        self._settings_link = settings_link  # () -> (rate, link): read per request, so configure() applies
-
-    def start(self, request: Request) -> asyncio.Future[Response]:
-        """``request`` begun: without a budget and without Redis the gate does nothing, and the inner
-        transport starts it (without a task where it can); else a task waits for the gate first."""
-        rate, link = self._settings_link()
-        if not rate and link is None:
-            return self._start_inner(request)
-        return asyncio.ensure_future(self._gated(request, rate, link))
-
-    async def send(self, request: Request) -> Response:
-        return await self.start(request)
-
-    async def _gated(self, request: Request, rate: float | None, link: RedisLink | None) -> Response:
-        """``request`` sent once the gate lets it; a 429 (or a 503 with Retry-After) pauses the gate."""
-        endpoint = endpoint_of(request.url)
-        self.gate.waiting += 1
-        try:
-            while True:
-                wait = await self.gate.delay(endpoint, rate, link, backfill=self.backfill)
-                if wait > 0:
-                    counters.record("rate", "waited")
-                    await self.gate.clock.until(time.monotonic() + wait)
-                if not self.gate.paused(endpoint):
-                    break  # else a 429 came while it waited: a new slot, after the pause
-        finally:
-            self.gate.waiting -= 1
-        try:
-            response = await self.inner.send(request)
-        finally:
-            if self.gate.on_answer is not None:  # the shared queue's sends ring no worker dispatcher
-                self.gate.on_answer()
-        if response.status in (429, 503):
-            seconds = parse_retry_after(response.headers.get("Retry-After"), maximum=MAX_PAUSE)
-            if seconds is None and response.status == 429:
-                seconds = PAUSE_WITHOUT_RETRY_AFTER
-            if seconds:
-                await self.gate.pause(endpoint, seconds, link)
-        return response
-
-    async def close(self) -> None:
-        await self.inner.close()
