@@ -214,6 +214,19 @@ def test_fleet_of_processes_holds_the_shared_budget(
     assert _busiest_second(times) <= FLEET_BUDGET * 1.1 + 8
 
 
+def _three_sends_and_a_pause(url: str) -> list[float]:
+    """Three track sends at 10/s and a webhook pause of 0.5 s through one gate on ``url``: their delays."""
+
+    async def run() -> list[float]:
+        link, gate = RedisLink(url), RateGate()
+        delays = [await gate.delay("track", 10, link) for _ in range(3)]
+        await gate.pause("webhook", 0.5, link)
+        await link.close()
+        return delays
+
+    return asyncio.run(run())
+
+
 def test_rate_and_pause_keys_of_another_type_are_reset_not_taken_for_an_outage(
     redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -225,15 +238,8 @@ def test_rate_and_pause_keys_of_another_type_are_reset_not_taken_for_an_outage(
     raw.rpush("{pendo_plugin}:pause:webhook", "x")
     counters.reset()
 
-    async def run() -> list[float]:
-        link, gate = RedisLink(redis_server.url), RateGate()
-        delays = [await gate.delay("track", 10, link) for _ in range(3)]
-        await gate.pause("webhook", 0.5, link)
-        await link.close()
-        return delays
-
     with caplog.at_level(logging.WARNING, logger="pendo_plugin"):
-        asyncio.run(run())
+        _three_sends_and_a_pause(redis_server.url)
     assert "redis:errors" not in counters.snapshot()
     assert not [r for r in caplog.records if "Redis at" in r.getMessage()]
     assert raw.type("{pendo_plugin}:rate:track") == b"string"
@@ -275,14 +281,7 @@ def test_rate_and_pause_times_no_process_could_have_written_are_taken_as_none(
     raw.set("{pendo_plugin}:pause:webhook", stored)
     counters.reset()
 
-    async def run() -> list[float]:
-        link, gate = RedisLink(redis_server.url), RateGate()
-        delays = [await gate.delay("track", 10, link) for _ in range(3)]
-        await gate.pause("webhook", 0.5, link)
-        await link.close()
-        return delays
-
-    delays = asyncio.run(run())
+    delays = _three_sends_and_a_pause(redis_server.url)
     assert "redis:errors" not in counters.snapshot()
     assert max(delays) < 1.0, delays  # the burst allowed at 10/s, not a minute
     honest_until = (time.time() + 60) * 1e6
