@@ -55,8 +55,6 @@ class GatedTransport:
     def _answered(self, endpoint: str, link: RedisLink | None, answer: asyncio.Future[Response]) -> None:
         """A request sent at once ended: what :meth:`_gated` does after its send, without a task unless a
         429 (or a 503 with Retry-After) pauses the fleet."""
-        if self.gate.on_answer is not None:
-            self.gate.on_answer()
         if not answer.cancelled() and answer.exception() is None:
             seconds = self._pause_for(answer.result())
             if seconds:
@@ -92,11 +90,7 @@ class GatedTransport:
                     break  # else a 429 came while it waited: a new slot, after the pause
         finally:
             self.gate.waiting -= 1
-        try:
-            response = await self.inner.send(request)
-        finally:
-            if self.gate.on_answer is not None:  # the shared queue's sends ring no worker dispatcher
-                self.gate.on_answer()
+        response = await self.inner.send(request)
         seconds = self._pause_for(response)
         if seconds:
             await self.gate.pause(endpoint, seconds, link)

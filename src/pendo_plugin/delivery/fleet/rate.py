@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -151,7 +150,6 @@ class RateGate:
         self._queued: dict[str, int] = {}  # sends waiting for that call
         self.waiting = 0  # sends waiting at the gate now (for their slot or its reservation)
         self.clock = SlotClock()  # wakes them at their slots, those close together at once
-        self.on_answer: Callable[[], None] | None = None  # called as each send through the gate ends
 
     async def _registered(self, link: RedisLink) -> tuple[Any, Any]:
         client = await link.client()
