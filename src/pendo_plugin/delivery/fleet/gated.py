@@ -58,7 +58,8 @@ class GatedTransport:
         if not answer.cancelled() and answer.exception() is None:
             seconds = self._pause_for(answer.result())
             if seconds:
-                pausing = asyncio.ensure_future(self.gate.pause(endpoint, seconds, link))
+                self.gate.hold(endpoint, seconds)  # now: a send started before a task runs waits too
+                pausing = asyncio.ensure_future(self.gate.publish_pause(endpoint, seconds, link))
                 self._pausing.add(pausing)  # kept until done (the loop holds tasks weakly)
                 pausing.add_done_callback(self._pausing.discard)
 

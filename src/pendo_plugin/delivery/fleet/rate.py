@@ -297,10 +297,19 @@ class RateGate:
 
     async def pause(self, endpoint: str, seconds: float, link: RedisLink | None) -> None:
         """Hold ``endpoint`` for ``seconds`` here and (through Redis) in every process."""
+        self.hold(endpoint, seconds)
+        await self.publish_pause(endpoint, seconds, link)
+
+    def hold(self, endpoint: str, seconds: float) -> None:
+        """Hold ``endpoint`` for ``seconds`` in this process, at once (no send starts meanwhile)."""
         seconds = min(max(seconds, 0.0), MAX_PAUSE)
         self._pause_end[endpoint] = max(self._pause_end.get(endpoint, 0.0), time.monotonic() + seconds)
         self._held.pop(endpoint, None)  # slots reserved before the 429: every process starts afresh
         counters.record("rate", "paused")
+
+    async def publish_pause(self, endpoint: str, seconds: float, link: RedisLink | None) -> None:
+        """Hold ``endpoint`` for ``seconds`` in every process, through Redis."""
+        seconds = min(max(seconds, 0.0), MAX_PAUSE)
         if link is not None and link.available():
             try:
                 _, script = await self._registered(link)
