@@ -55,12 +55,11 @@ class GatedTransport:
     def _answered(self, endpoint: str, link: RedisLink | None, answer: asyncio.Future[Response]) -> None:
         """A request sent at once ended: what :meth:`_gated` does after its send, without a task unless a
         429 (or a 503 with Retry-After) pauses the fleet."""
-        if self.gate.on_answer is not None:
-            self.gate.on_answer()
         if not answer.cancelled() and answer.exception() is None:
             seconds = self._pause_for(answer.result())
             if seconds:
-                pausing = asyncio.ensure_future(self.gate.pause(endpoint, seconds, link))
+                self.gate.hold(endpoint, seconds)  # now: a send started before a task runs waits too
+                pausing = asyncio.ensure_future(self.gate.publish_pause(endpoint, seconds, link))
                 self._pausing.add(pausing)  # kept until done (the loop holds tasks weakly)
                 pausing.add_done_callback(self._pausing.discard)
 
@@ -92,11 +91,7 @@ class GatedTransport:
                     break  # else a 429 came while it waited: a new slot, after the pause
         finally:
             self.gate.waiting -= 1
-        try:
-            response = await self.inner.send(request)
-        finally:
-            if self.gate.on_answer is not None:  # the shared queue's sends ring no worker dispatcher
-                self.gate.on_answer()
+        response = await self.inner.send(request)
         seconds = self._pause_for(response)
         if seconds:
             await self.gate.pause(endpoint, seconds, link)

@@ -57,8 +57,7 @@ class Fleet:
         self.link: RedisLink | None = None
         self.queue: RedisQueue | None = None
         self.gate = RateGate()
-        self.gate.on_answer = on_progress  # the shared queue's sends end at the gate, not in the worker's
-        self._on_progress = on_progress  # called as a send through the gate or an I/O cycle of the queue ends
+        self._on_progress = on_progress  # called as a send of the shared queue or one of its cycles ends
         self.flags = FlagPoller()
         self._flag_task: asyncio.Task[Any] | None = None
         self._fallback = fallback

@@ -77,10 +77,11 @@ class RedisQueue:
     """This process's side of the shared stream; touched only from the worker's loop."""
 
     def __init__(
-        self, link: RedisLink, fallback: Fallback, on_cycle_end: Callable[[], None] | None = None
+        self, link: RedisLink, fallback: Fallback, on_progress: Callable[[], None] | None = None
     ) -> None:
         self.link = link
-        self._on_cycle_end = on_cycle_end  # a cycle ended: outcomes settled, the stream read (a flush looks)
+        # a cycle ended (outcomes acknowledged, the stream read) or a send of an entry settled: a flush looks
+        self._on_progress = on_progress
         self.consumer = consumer_name()
         self._reads = BoundedReads(self.consumer)
         self._appender = Appender()
@@ -141,6 +142,7 @@ class RedisQueue:
         the fleet's flags are not known, read nothing to send)."""
         if self._sends is None:
             self._sends = Dispatcher(sender)
+            self._sends.on_done = self._on_progress  # rung once the entry's outcome is recorded
         self._sends.sender = sender
         if self._cycle is not None:
             return False
@@ -204,8 +206,8 @@ class RedisQueue:
 
     def _cycle_done(self, task: asyncio.Task[Any]) -> None:
         self._cycle = None
-        if self._on_cycle_end is not None:
-            self._on_cycle_end()
+        if self._on_progress is not None:
+            self._on_progress()
         if not task.cancelled() and task.exception() is not None:
             log_once("redis-cycle", logging.ERROR, "pendo_plugin: fleet queue error: %r", task.exception())
 

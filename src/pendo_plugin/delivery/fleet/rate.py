@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -151,7 +150,6 @@ class RateGate:
         self._queued: dict[str, int] = {}  # sends waiting for that call
         self.waiting = 0  # sends waiting at the gate now (for their slot or its reservation)
         self.clock = SlotClock()  # wakes them at their slots, those close together at once
-        self.on_answer: Callable[[], None] | None = None  # called as each send through the gate ends
 
     async def _registered(self, link: RedisLink) -> tuple[Any, Any]:
         client = await link.client()
@@ -299,10 +297,19 @@ class RateGate:
 
     async def pause(self, endpoint: str, seconds: float, link: RedisLink | None) -> None:
         """Hold ``endpoint`` for ``seconds`` here and (through Redis) in every process."""
+        self.hold(endpoint, seconds)
+        await self.publish_pause(endpoint, seconds, link)
+
+    def hold(self, endpoint: str, seconds: float) -> None:
+        """Hold ``endpoint`` for ``seconds`` in this process, at once (no send starts meanwhile)."""
         seconds = min(max(seconds, 0.0), MAX_PAUSE)
         self._pause_end[endpoint] = max(self._pause_end.get(endpoint, 0.0), time.monotonic() + seconds)
         self._held.pop(endpoint, None)  # slots reserved before the 429: every process starts afresh
         counters.record("rate", "paused")
+
+    async def publish_pause(self, endpoint: str, seconds: float, link: RedisLink | None) -> None:
+        """Hold ``endpoint`` for ``seconds`` in every process, through Redis."""
+        seconds = min(max(seconds, 0.0), MAX_PAUSE)
         if link is not None and link.available():
             try:
                 _, script = await self._registered(link)
