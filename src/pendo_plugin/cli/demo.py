@@ -26,6 +26,9 @@ DEMO_SCHEMA = {
     "account": {"name": "string", "plan": "string", "seats": "number"},
 }
 EXPECTED = {"track_events": 3, "visitors": 1, "accounts": 1, "segment_messages": 7}
+# demo_app.send()'s track calls in the order it makes them: the table shows them so, whatever order the
+# concurrent requests reached the sandbox in (three calls often share one millisecond's timestamp)
+SENT_ORDER = ("Report Exported", "Plan Upgraded", "Dashboard Viewed")
 APP_TIMEOUT = 60.0
 
 
@@ -81,7 +84,13 @@ def _rows(rows: dict[str, dict[str, Any]]) -> list[str]:
             for row_id, values in rows.items()] or ["    (none)"]
 
 
+def _sent_order(event: dict[str, Any]) -> tuple[int, Any]:
+    name = event.get("event")
+    return (SENT_ORDER.index(name) if name in SENT_ORDER else len(SENT_ORDER), event.get("timestamp", 0))
+
+
 def _event_table(events: list[dict[str, Any]]) -> list[str]:
+    events = sorted(events, key=_sent_order)
     header = f"    {'event':<18} {'visitor':<9} {'account':<8} properties"
     rows = [f"    {e['event']:<18} {e['visitorId']:<9} {e.get('accountId', '-'):<8} "
             f"{json.dumps(e.get('properties') or {}, separators=(', ', ': '))}" for e in events]
